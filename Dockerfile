@@ -1,0 +1,11 @@
+# The tokensync image used by compose.yaml: the relay, the API and the region workers.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY producer ./producer
+COPY workers ./workers
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT []
+CMD ["tokensync", "--help"]

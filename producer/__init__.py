@@ -1,0 +1,1 @@
+"""The token authority: Sanctum-compatible token store, outbox relay, HTTP API."""

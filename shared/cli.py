@@ -1,0 +1,126 @@
+"""The ``tokensync`` command line: a root group that finds its commands through entry points.
+
+Each package contributes commands under the ``tokensync.commands`` entry-point
+group, so ``shared`` never imports ``producer`` or ``workers``. Settings are
+parsed once, on first use, and handed to commands through ``CliContext``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from shared.errors import TokenSyncError
+from shared.logs import configure_logging
+from shared.settings import Settings
+
+__all__ = ["CliContext", "emit", "json_option", "main", "pass_cli", "root"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliContext:
+    """What every command receives: the environment, the working directory, the settings."""
+
+    environ: Mapping[str, str]
+    cwd: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Settings from the settings file and the environment, parsed once."""
+        settings = Settings.load(self.environ, self.cwd)
+        return settings.with_overrides(**self.overrides) if self.overrides else settings
+
+    def configure_logging(self) -> None:
+        """Configure structlog from the settings (long-running commands call this)."""
+        configure_logging(self.settings.log_level, self.settings.log_format)
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+def json_option(func: F) -> F:
+    """The ``--json`` flag every command carries."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)
+
+
+def emit(as_json: bool, data: Any, text: str | Sequence[str]) -> None:
+    """Print ``data`` as JSON, or ``text`` (a string or lines) for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif isinstance(text, str):
+        click.echo(text)
+    else:
+        for line in text:
+            click.echo(line)
+
+
+class _EntryPointGroup(click.Group):
+    """A group whose subcommands are the ``tokensync.commands`` entry points."""
+
+    def _loaded(self) -> dict[str, click.Command]:
+        commands = dict(self.commands)
+        for ep in entry_points(group="tokensync.commands"):
+            if ep.name not in commands:
+                command = ep.load()
+                if isinstance(command, click.Command):
+                    commands[ep.name] = command
+        return commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self._loaded())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._loaded().get(cmd_name)
+
+
+@click.group(cls=_EntryPointGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tokensync", prog_name="tokensync")
+@click.pass_context
+def root(ctx: click.Context) -> None:
+    """tokensync: Sanctum-style API tokens, validated locally in every region.
+
+    Settings come from TOKENSYNC_* variables and .tokensync/settings.env
+    (written by `tokensync stack up`).
+    """
+    if ctx.obj is None:
+        ctx.obj = CliContext(environ=dict(os.environ), cwd=Path.cwd())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; errors become one line on stderr and a non-zero exit."""
+    try:
+        result = root.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="tokensync",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("tokensync: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"tokensync: {e.format_message()}", err=True)
+        return e.exit_code
+    except TokenSyncError as e:
+        click.echo(f"tokensync: error: {e}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

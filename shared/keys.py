@@ -1,0 +1,72 @@
+"""The one place that spells Kafka topic names, consumer groups and Redis keys.
+
+Every Redis key lives under a namespace (default ``ts``) so that tests and
+several deployments can share one Redis server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RedisKeys", "Topics", "consumer_group"]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names, dotted and versioned under a prefix (default ``tokensync``)."""
+
+    prefix: str = "tokensync"
+
+    @property
+    def tokens(self) -> str:
+        """The compacted stream of token and epoch records, and heartbeats."""
+        return f"{self.prefix}.tokens.v1"
+
+    @property
+    def dead_letters(self) -> str:
+        """Records a worker refused to apply, with the reason in a header."""
+        return f"{self.prefix}.deadletter.v1"
+
+    @property
+    def usage(self) -> str:
+        """Batches of last-used times that validators flush for the store."""
+        return f"{self.prefix}.usage.v1"
+
+
+def consumer_group(region: str, prefix: str = "tokensync") -> str:
+    """The consumer group of one region's workers: ``tokensync-<region>``."""
+    return f"{prefix}-{region}"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Redis key names of one region's cache."""
+
+    namespace: str = "ts"
+
+    def token(self, token_hash: str) -> str:
+        """Hash of one token's fields (owner, abilities, times, version, state)."""
+        return f"{self.namespace}:tok:{token_hash}"
+
+    def token_id(self, token_id: int) -> str:
+        """Maps a Sanctum row id to its token hash (for ``id|`` lookups)."""
+        return f"{self.namespace}:tid:{token_id}"
+
+    def epoch(self, scope: str) -> str:
+        """Revocation epoch of one scope: tokens of it created before the value are revoked."""
+        return f"{self.namespace}:epoch:{scope}"
+
+    @property
+    def meta(self) -> str:
+        """Region metadata: ready flag, bootstrap marker, counters."""
+        return f"{self.namespace}:meta"
+
+    @property
+    def partitions(self) -> str:
+        """Per-partition applied offsets and newest heartbeat times."""
+        return f"{self.namespace}:parts"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace."""
+        return f"{self.namespace}:*"

@@ -1,0 +1,266 @@
+"""Settings: parsed once per entry point from ``TOKENSYNC_*`` variables and a settings file.
+
+The settings file (``.tokensync/settings.env`` in the working directory, or the
+path in ``TOKENSYNC_SETTINGS_FILE``) holds ``KEY=VALUE`` lines that
+``tokensync stack up`` writes; real environment variables take precedence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "Region",
+    "Settings",
+    "parse_regions",
+    "read_settings_file",
+    "settings_file_path",
+    "write_settings_file",
+]
+
+DEFAULT_STATE_DIR = ".tokensync"
+SETTINGS_FILE_NAME = "settings.env"
+PREFIX = "TOKENSYNC_"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region: a name and the URL of its Redis."""
+
+    name: str
+    redis_url: str
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
+            raise ConfigError(f"region name {self.name!r} must be letters, digits, '-' or '_'")
+        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError(f"region {self.name}: {self.redis_url!r} is not a redis:// URL")
+
+
+def parse_regions(text: str) -> tuple[Region, ...]:
+    """Parse ``eu=redis://h:p/0,us=redis://h:p/0`` into regions, rejecting duplicates."""
+    regions: list[Region] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise ConfigError(f"region {item!r} must be NAME=redis://host:port/db")
+        regions.append(Region(name.strip(), url.strip()))
+    names = [r.name for r in regions]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"region names repeat in {text!r}")
+    return tuple(regions)
+
+
+def _parse_keys(text: str) -> dict[str, bytes]:
+    """Parse ``kid:base64secret,kid2:base64secret`` signing keys."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kid, sep, secret = item.partition(":")
+        if not sep or not kid:
+            raise ConfigError("signing keys must be KEY_ID:BASE64_SECRET, comma separated")
+        try:
+            raw = base64.b64decode(secret, validate=True)
+        except binascii.Error as e:
+            raise ConfigError(f"signing key {kid!r} is not valid base64") from e
+        if len(raw) < 16:
+            raise ConfigError(f"signing key {kid!r} is shorter than 16 bytes")
+        keys[kid] = raw
+    return keys
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from e
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from e
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a tokensync process needs to know, parsed once."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "sqlite:///.tokensync/store.db"
+    regions: tuple[Region, ...] = ()
+    topic_prefix: str = "tokensync"
+    redis_namespace: str = "ts"
+    partitions: int = 6
+    signing_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    signing_key_id: str = ""
+    staleness_budget_s: float = 5.0
+    heartbeat_interval_s: float = 0.5
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    log_level: str = "info"
+    log_format: str = "auto"
+    api_url: str = "http://127.0.0.1:8080"
+    admin_token: str = field(default="", repr=False)
+
+    KNOWN = (
+        "KAFKA_BOOTSTRAP",
+        "DATABASE_URL",
+        "REGIONS",
+        "TOPIC_PREFIX",
+        "REDIS_NAMESPACE",
+        "PARTITIONS",
+        "SIGNING_KEYS",
+        "SIGNING_KEY_ID",
+        "STALENESS_BUDGET",
+        "HEARTBEAT_INTERVAL",
+        "STATE_DIR",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "API_URL",
+        "ADMIN_TOKEN",
+        "SETTINGS_FILE",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from ``TOKENSYNC_*`` entries of ``environ`` alone."""
+        unknown = sorted(
+            k for k in environ if k.startswith(PREFIX) and k[len(PREFIX) :] not in cls.KNOWN
+        )
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]} (known: {', '.join(cls.KNOWN)})")
+        get = environ.get
+        keys = _parse_keys(get(PREFIX + "SIGNING_KEYS", ""))
+        key_id = get(PREFIX + "SIGNING_KEY_ID", "") or (next(iter(keys)) if keys else "")
+        if keys and key_id not in keys:
+            raise ConfigError(f"{PREFIX}SIGNING_KEY_ID={key_id!r} names no key of SIGNING_KEYS")
+        log_format = get(PREFIX + "LOG_FORMAT", "auto")
+        if log_format not in {"auto", "json", "console"}:
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be auto, json or console")
+        settings = cls(
+            kafka_bootstrap=get(PREFIX + "KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            database_url=get(PREFIX + "DATABASE_URL", cls.database_url),
+            regions=parse_regions(get(PREFIX + "REGIONS", "")),
+            topic_prefix=get(PREFIX + "TOPIC_PREFIX", cls.topic_prefix),
+            redis_namespace=get(PREFIX + "REDIS_NAMESPACE", cls.redis_namespace),
+            partitions=_int(environ, "PARTITIONS", cls.partitions),
+            signing_keys=keys,
+            signing_key_id=key_id,
+            staleness_budget_s=_float(environ, "STALENESS_BUDGET", cls.staleness_budget_s),
+            heartbeat_interval_s=_float(environ, "HEARTBEAT_INTERVAL", cls.heartbeat_interval_s),
+            state_dir=Path(get(PREFIX + "STATE_DIR", DEFAULT_STATE_DIR)),
+            log_level=get(PREFIX + "LOG_LEVEL", cls.log_level).lower(),
+            log_format=log_format,
+            api_url=get(PREFIX + "API_URL", cls.api_url),
+            admin_token=get(PREFIX + "ADMIN_TOKEN", ""),
+        )
+        if settings.partitions < 1:
+            raise ConfigError(f"{PREFIX}PARTITIONS must be at least 1")
+        if settings.staleness_budget_s <= 0:
+            raise ConfigError(f"{PREFIX}STALENESS_BUDGET must be positive seconds")
+        return settings
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], cwd: Path | None = None) -> Settings:
+        """Settings from the settings file (if any) overlaid with ``environ``."""
+        base = cwd or Path.cwd()
+        explicit = environ.get(PREFIX + "SETTINGS_FILE", "")
+        path = settings_file_path(base, environ) if not explicit else base / explicit
+        merged = {**read_settings_file(path), **dict(environ)}
+        return cls.from_env(merged)
+
+    def region(self, name: str) -> Region:
+        """The region called ``name``, or a ConfigError listing the known ones."""
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self.regions) or "none configured"
+        raise ConfigError(f"unknown region {name!r} (known: {known})")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests and the stack launcher use this)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_signing_keys(self) -> None:
+        """Raise ConfigError unless signing keys are configured."""
+        if not self.signing_keys:
+            raise ConfigError(
+                f"no signing keys: set {PREFIX}SIGNING_KEYS=KEY_ID:BASE64_SECRET "
+                "(tokensync stack up writes one into .tokensync/settings.env)"
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """The ``TOKENSYNC_*`` variables that reproduce these settings (secrets included)."""
+        env = {
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            "REGIONS": ",".join(f"{r.name}={r.redis_url}" for r in self.regions),
+            "TOPIC_PREFIX": self.topic_prefix,
+            "REDIS_NAMESPACE": self.redis_namespace,
+            "PARTITIONS": str(self.partitions),
+            "SIGNING_KEYS": ",".join(
+                f"{kid}:{base64.b64encode(raw).decode()}" for kid, raw in self.signing_keys.items()
+            ),
+            "SIGNING_KEY_ID": self.signing_key_id,
+            "STALENESS_BUDGET": repr(self.staleness_budget_s),
+            "HEARTBEAT_INTERVAL": repr(self.heartbeat_interval_s),
+            "STATE_DIR": str(self.state_dir),
+            "LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
+            "API_URL": self.api_url,
+            "ADMIN_TOKEN": self.admin_token,
+        }
+        return {PREFIX + k: v for k, v in env.items() if v != ""}
+
+
+def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:
+    """Where ``tokensync stack up`` writes, and later commands read, the settings file."""
+    state_dir = Path(environ.get(PREFIX + "STATE_DIR", DEFAULT_STATE_DIR))
+    return cwd / state_dir / SETTINGS_FILE_NAME
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines (``#`` comments allowed); a missing file is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read settings file {path}: {e.strerror}") from e
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def write_settings_file(path: Path, values: Mapping[str, str]) -> None:
+    """Write ``KEY=VALUE`` lines readable only by the owner (the file holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "# written by tokensync; environment variables override these\n"
+    body += "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(body)
+    tmp.replace(path)

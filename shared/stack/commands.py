@@ -1,0 +1,121 @@
+"""``tokensync stack up | down | status``: the local stack from the command line."""
+
+from __future__ import annotations
+
+import click
+
+from shared.cli import CliContext, emit, json_option, pass_cli
+from shared.errors import UsageError
+from shared.stack.kafka import KafkaJars, default_cache_dir
+from shared.stack.launcher import DEFAULT_REGIONS, ComponentStatus, LocalStack, StackOptions
+
+__all__ = ["stack"]
+
+
+def _table(rows: list[ComponentStatus]) -> list[str]:
+    if not rows:
+        return ["no stack processes are recorded here (tokensync stack up starts them)"]
+    lines = [f"{'name':<14} {'pid':>8} {'port':>6}  state"]
+    for r in rows:
+        port = str(r.port) if r.port else "-"
+        lines.append(f"{r.name:<14} {r.pid:>8} {port:>6}  {'up' if r.up else 'DOWN'}")
+    return lines
+
+
+def _regions(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise UsageError("--regions needs at least one region name")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--regions repeats a name: {text}")
+    return names
+
+
+def _redis_ports(pairs: tuple[str, ...]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, port = pair.partition("=")
+        if not sep or not port.isdigit():
+            raise UsageError(f"--redis-port expects REGION=PORT, got {pair!r}")
+        ports[name] = int(port)
+    return ports
+
+
+@click.group()
+def stack() -> None:
+    """Run a real local stack: Kafka (KRaft, from its jars), a Redis per region, the processes."""
+
+
+@stack.command()
+@click.option(
+    "--regions",
+    default=",".join(DEFAULT_REGIONS),
+    show_default=True,
+    help="Comma-separated region names, one Redis each.",
+)
+@click.option("--kafka-port", type=int, default=None, help="Broker port (default: free port).")
+@click.option(
+    "--redis-port",
+    "redis_ports",
+    multiple=True,
+    metavar="REGION=PORT",
+    help="Fix a region's Redis port.",
+)
+@click.option("--kafka-heap", default="512m", show_default=True, help="Broker JVM heap.")
+@click.option("--no-apps", is_flag=True, help="Servers only: no relay, API or workers.")
+@json_option
+@pass_cli
+def up(
+    cli: CliContext,
+    *,
+    regions: str,
+    kafka_port: int | None,
+    redis_ports: tuple[str, ...],
+    kafka_heap: str,
+    no_apps: bool,
+    as_json: bool,
+) -> None:
+    """Start whatever of the stack is not running yet, and write its settings."""
+    names = _regions(regions)
+    local = LocalStack(cli.cwd, cli.environ, echo=lambda line: click.echo(line, err=True))
+    options = StackOptions(names, kafka_port, _redis_ports(redis_ports), kafka_heap, not no_apps)
+    rows = local.up(options)
+    emit(as_json, [r.to_json() for r in rows], _table(rows))
+
+
+@stack.command()
+@json_option
+@pass_cli
+def down(cli: CliContext, as_json: bool) -> None:
+    """Stop exactly the processes `stack up` started (by pid)."""
+    stopped = LocalStack(cli.cwd, cli.environ).down()
+    emit(
+        as_json,
+        {"stopped": stopped},
+        f"stopped {', '.join(stopped)}" if stopped else "nothing was running",
+    )
+
+
+@stack.command()
+@json_option
+@pass_cli
+def status(cli: CliContext, as_json: bool) -> None:
+    """List each stack process: name, pid, port, up or down. Exits 1 if any is down."""
+    rows = LocalStack(cli.cwd, cli.environ).status()
+    emit(as_json, [r.to_json() for r in rows], _table(rows))
+    if any(not r.up for r in rows):
+        raise click.exceptions.Exit(1)
+
+
+@stack.command()
+@json_option
+def fetch(as_json: bool) -> None:
+    """Fetch the pinned Kafka jars into the cache folder (once; later runs reuse them)."""
+    jars = KafkaJars(default_cache_dir())
+    cached = jars.present
+    libs = jars.ensure()
+    emit(
+        as_json,
+        {"version": jars.version, "libs": str(libs), "cached": cached},
+        f"Kafka {jars.version} jars {'already in' if cached else 'fetched into'} {libs}",
+    )

@@ -1,0 +1,246 @@
+"""Apache Kafka in KRaft mode from its official jars on Maven Central.
+
+``KafkaJars.ensure()`` fetches a pinned release once into a cache folder with
+Maven; ``KafkaBroker`` writes a single-node (broker + controller) config,
+formats storage and runs ``kafka.Kafka`` with the installed JDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import PrerequisiteError, StackError
+from shared.stack.process import ProcessRecord, port_open, start_process
+
+__all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaJars", "default_cache_dir"]
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+READY_LINE = "Kafka Server started"
+
+_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tokensync.local</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-api</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.raft.name = kafka.server.KafkaRaftServer
+logger.raft.level = INFO
+"""
+
+
+def default_cache_dir() -> Path:
+    """``$TOKENSYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/tokensync``, else ``~/.cache/tokensync``."""
+    explicit = os.environ.get("TOKENSYNC_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "tokensync"
+
+
+def _require(program: str, why: str) -> str:
+    found = shutil.which(program)
+    if found is None:
+        raise PrerequisiteError(f"{program} not found on PATH: {why}")
+    return found
+
+
+@dataclass(frozen=True)
+class KafkaJars:
+    """A pinned Kafka release's jars in a cache folder, fetched once."""
+
+    cache_dir: Path
+    version: str = KAFKA_VERSION
+
+    @property
+    def libs(self) -> Path:
+        """The folder holding every jar on the broker's classpath."""
+        return self.cache_dir / f"kafka-{self.version}" / "libs"
+
+    @property
+    def present(self) -> bool:
+        """Whether a complete fetch is already cached."""
+        return (self.libs.parent / "complete").exists()
+
+    def ensure(self) -> Path:
+        """Fetch the jars unless cached; return the libs folder."""
+        if self.present:
+            return self.libs
+        mvn = _require("mvn", "Maven fetches the Kafka jars (apt-get install maven)")
+        _require("java", "Kafka needs a JDK 17+ (apt-get install openjdk-17-jdk-headless)")
+        work = self.libs.parent
+        work.mkdir(parents=True, exist_ok=True)
+        pom = work / "pom.xml"
+        pom.write_text(_POM.format(kafka=self.version, log4j=LOG4J_VERSION))
+        staging = work / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+            raise StackError(f"fetching Kafka {self.version} jars failed: {' | '.join(tail)}")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+        (work / "complete").write_text(self.version + "\n")
+        return self.libs
+
+    def classpath(self) -> str:
+        """The ``-cp`` argument for the JVM."""
+        return str(self.libs / "*")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """A single-node KRaft broker (broker and controller in one JVM) on loopback."""
+
+    jars: KafkaJars
+    data_dir: Path
+    port: int
+    controller_port: int
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``host:port`` clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """Where the broker's console output goes."""
+        return self.data_dir / "kafka.log"
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "kraft-combined-logs"),
+            "num.partitions": "6",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.cleaner.backoff.ms": "1000",
+        }
+        config = self.data_dir / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+        return config
+
+    def _java(self) -> list[str]:
+        java = _require("java", "Kafka needs a JDK 17+ (apt-get install openjdk-17-jdk-headless)")
+        return [
+            java,
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={(self.data_dir / 'log4j2.properties').resolve()}",
+            "-cp",
+            self.jars.classpath(),
+        ]
+
+    def format_storage(self) -> Path:
+        """Write the config and format the log dir (a no-op if already formatted)."""
+        config = self._write_config()
+        marker = self.data_dir / "kraft-combined-logs" / "meta.properties"
+        if marker.exists():
+            return config
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [
+            *self._java(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+            "--ignore-formatted",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
+        return config
+
+    def start(self) -> ProcessRecord:
+        """Format if needed and start the broker process (returns at once)."""
+        config = self.format_storage()
+        argv = [*self._java(), "kafka.Kafka", str(config)]
+        return start_process("kafka", argv, self.log_file, port=self.port)
+
+    def wait_ready(self, record: ProcessRecord, timeout_s: float = 90.0) -> None:
+        """Block until the broker logged its readiness line and its port is open."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not record.alive:
+                raise StackError(f"Kafka exited during start-up; see {self.log_file}")
+            try:
+                started = READY_LINE in self.log_file.read_text(errors="replace")
+            except FileNotFoundError:
+                started = False
+            if started and port_open(self.port):
+                return
+            time.sleep(0.1)
+        raise StackError(f"Kafka did not start within {timeout_s:.0f} s; see {self.log_file}")

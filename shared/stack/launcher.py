@@ -1,0 +1,278 @@
+"""The local stack: a Kafka broker, one Redis per region, and the tokensync processes.
+
+``up`` starts what is not already running and records every process (pid,
+port, argv, log) in ``<state_dir>/stack.json``; ``down`` stops exactly those
+pids; ``status`` probes them. The endpoints go into the settings file that
+later ``tokensync`` commands in the same directory read. The relay, the API
+and the region workers are started as ``tokensync`` commands (never imported),
+and only when an installed package provides them.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from shared.errors import StackError
+from shared.settings import (
+    Region,
+    Settings,
+    read_settings_file,
+    settings_file_path,
+    write_settings_file,
+)
+from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from shared.stack.process import ProcessRecord, free_port, port_open, start_process, stop_pid
+from shared.stack.redis import RedisServer
+
+__all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
+
+DEFAULT_REGIONS = ("eu", "us", "ap")
+# Order in which ``down`` stops processes: consumers of a server before the server.
+_STOP_ORDER = {"api": 0, "relay": 1, "worker": 2, "redis": 3, "kafka": 4}
+
+
+def app_commands() -> set[str]:
+    """Names of ``tokensync`` commands the installed packages contribute."""
+    return {ep.name for ep in entry_points(group="tokensync.commands")}
+
+
+def _kind(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What ``tokensync stack up`` was asked for."""
+
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    kafka_port: int | None = None
+    redis_ports: Mapping[str, int] | None = None
+    kafka_heap: str = "512m"
+    with_apps: bool = True
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One stack process as ``status`` reports it."""
+
+    name: str
+    pid: int
+    port: int | None
+    up: bool
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "port": self.port,
+            "up": self.up,
+            "log": self.log,
+        }
+
+
+class LocalStack:
+    """The local stack rooted at ``<cwd>/<state_dir>``."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        environ: Mapping[str, str],
+        cache_dir: Path | None = None,
+        echo: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.cwd = cwd.resolve()
+        self.environ = dict(environ)
+        self.state_dir = self.cwd / environ.get("TOKENSYNC_STATE_DIR", ".tokensync")
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.echo = echo
+
+    # --- state file -----------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        """The JSON record of the processes this stack started."""
+        return self.state_dir / "stack.json"
+
+    @property
+    def settings_file(self) -> Path:
+        """The settings file later commands read."""
+        return settings_file_path(self.cwd, self.environ)
+
+    def records(self) -> list[ProcessRecord]:
+        """Processes recorded by earlier ``up`` calls (alive or not)."""
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise StackError(f"cannot read {self.state_file}: {e}") from e
+        return [ProcessRecord.from_json(item) for item in data.get("processes", [])]
+
+    def _save(self, records: Sequence[ProcessRecord]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ordered = sorted(records, key=lambda r: (-_STOP_ORDER.get(_kind(r.name), 9), r.name))
+        body = {"processes": [r.to_json() for r in ordered]}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    # --- up -------------------------------------------------------------------------------
+    def up(self, options: StackOptions) -> list[ComponentStatus]:
+        """Start every missing component; running ones are kept, never started twice."""
+        running = {r.name: r for r in self.records() if r.alive}
+        previous = read_settings_file(self.settings_file)
+        old_settings = Settings.from_env(previous) if previous else Settings()
+        old_ports = {r.name: _port_of(r.redis_url) for r in old_settings.regions}
+
+        jars = KafkaJars(self.cache_dir)
+        if "kafka" not in running and not jars.present:
+            self.echo(f"fetching Kafka {jars.version} jars into {jars.libs.parent} (once)")
+        if "kafka" not in running:
+            jars.ensure()
+
+        started: list[tuple[ProcessRecord, Callable[[], None]]] = []
+        kafka_port = _pick_port(options.kafka_port, _port_of_bootstrap(old_settings))
+        if "kafka" in running:
+            kafka_port = running["kafka"].port or kafka_port
+        else:
+            broker = KafkaBroker(
+                jars, self.state_dir / "kafka", kafka_port, free_port(), options.kafka_heap
+            )
+            record = broker.start()
+            started.append((record, functools.partial(broker.wait_ready, record)))
+
+        regions: list[Region] = []
+        for name in options.regions:
+            proc_name = f"redis-{name}"
+            wanted = (options.redis_ports or {}).get(name)
+            if proc_name in running:
+                port = running[proc_name].port or 0
+            else:
+                port = _pick_port(wanted, old_ports.get(name))
+                server = RedisServer(proc_name, self.state_dir / proc_name, port)
+                record = server.start()
+                started.append((record, functools.partial(server.wait_ready, record)))
+            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
+
+        records = {**running, **{r.name: r for r, _ in started}}
+        self._save(list(records.values()))
+        with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+            for future in [pool.submit(wait) for _, wait in started]:
+                future.result()
+
+        settings = self._write_settings(previous, old_settings, kafka_port, regions)
+        if options.with_apps:
+            records.update(self._start_apps(settings, running))
+            self._save(list(records.values()))
+        return self.status()
+
+    def _write_settings(
+        self,
+        previous: Mapping[str, str],
+        old: Settings,
+        kafka_port: int,
+        regions: Sequence[Region],
+    ) -> Settings:
+        keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
+        database_url = previous.get("TOKENSYNC_DATABASE_URL") or (
+            f"sqlite:///{self.state_dir / 'store.db'}"
+        )
+        settings = old.with_overrides(
+            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+            regions=tuple(regions),
+            database_url=database_url,
+            signing_keys=keys,
+            signing_key_id=old.signing_key_id or next(iter(keys)),
+            state_dir=self.state_dir,
+        )
+        values = {**previous, **settings.to_env()}
+        values.pop("TOKENSYNC_STATE_DIR", None)
+        write_settings_file(self.settings_file, values)
+        self.echo(f"settings written to {self.settings_file}")
+        return settings
+
+    def _start_apps(
+        self, settings: Settings, running: Mapping[str, ProcessRecord]
+    ) -> dict[str, ProcessRecord]:
+        available = app_commands()
+        wanted: list[tuple[str, list[str]]] = []
+        if "relay" in available:
+            wanted.append(("relay", ["relay"]))
+        if "api" in available:
+            wanted.append(("api", ["api"]))
+        if "worker" in available:
+            wanted.extend(
+                (f"worker-{r.name}", ["worker", "--region", r.name]) for r in settings.regions
+            )
+        env = {**os.environ, **settings.to_env(), "TOKENSYNC_LOG_FORMAT": "json"}
+        started: dict[str, ProcessRecord] = {}
+        for name, args in wanted:
+            if name in running:
+                continue
+            argv = [sys.executable, "-m", "shared", *args]
+            log = self.state_dir / "logs" / f"{name}.log"
+            started[name] = start_process(name, argv, log, env=env, cwd=self.cwd)
+        time.sleep(0.5 if started else 0)
+        dead = [n for n, r in started.items() if not r.alive]
+        if dead:
+            raise StackError(f"{dead[0]} exited at start; see {started[dead[0]].log}")
+        return started
+
+    # --- status and down --------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        """Every recorded process, with whether it is up (pid alive and port open)."""
+        result = []
+        for r in self.records():
+            up = r.alive and (r.port is None or port_open(r.port))
+            result.append(ComponentStatus(r.name, r.pid, r.port, up, r.log))
+        return result
+
+    def down(self) -> list[str]:
+        """Stop exactly the recorded processes, consumers first; return the names stopped."""
+        stopped = []
+        records = self.records()
+        for r in sorted(records, key=lambda r: _STOP_ORDER.get(_kind(r.name), 9)):
+            program = r.argv[0] if r.argv else None
+            if stop_pid(r.pid, program):
+                stopped.append(r.name)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+
+def _port_of(url: str) -> int | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port
+
+
+def _port_of_bootstrap(settings: Settings) -> int | None:
+    _, _, port = settings.kafka_bootstrap.rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def _pick_port(wanted: int | None, previous: int | None) -> int:
+    if wanted is not None:
+        if port_open(wanted):
+            raise StackError(f"port {wanted} is already in use")
+        return wanted
+    if previous is not None and not port_open(previous):
+        return previous
+    return free_port()
+
+
+def generate_key() -> str:
+    """A fresh ``KEY_ID:BASE64`` signing key (for operators writing settings by hand)."""
+    return f"k-{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}"

@@ -1,0 +1,156 @@
+"""Session-scoped real servers and per-test isolation (topic prefix, Redis DB, schema).
+
+Servers come from the environment, Docker, or local binaries (see
+``tests/servers.py``). With ``CI=true`` a server that cannot be had fails the
+run; elsewhere the tests that need it are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.keys import Topics
+from tests.servers import Servers, session_servers
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _unavailable(kind: str, error: BaseException) -> None:
+    message = f"no {kind} server could be had: {type(error).__name__}: {error}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing server fails the run)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    """The session's server provider; every server it starts is stopped at the end."""
+    root = Path(tempfile.mkdtemp(prefix="tokensync-test-"))
+    root.chmod(0o755)  # a local PostgreSQL runs as the 'postgres' user and must reach it
+    with session_servers(root) as provider:
+        yield provider
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(servers: Servers) -> str:
+    """``host:port`` of a real Kafka 4.x broker."""
+    try:
+        return servers.kafka()
+    except Exception as e:
+        _unavailable("Kafka", e)
+        raise
+
+
+@pytest.fixture(scope="session")
+def redis_server(servers: Servers) -> tuple[str, int]:
+    """``(host, port)`` of a real Redis server shared by the session."""
+    try:
+        return servers.redis()
+    except Exception as e:
+        _unavailable("Redis", e)
+        raise
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url(servers: Servers) -> str:
+    """SQLAlchemy URL of a real PostgreSQL database."""
+    try:
+        return servers.postgres()
+    except Exception as e:
+        _unavailable("PostgreSQL", e)
+        raise
+
+
+_next_db = iter(range(1, 1_000_000))
+
+
+def _fresh_redis_db(host: str, port: int) -> str:
+    client = redis.Redis(host=host, port=port)
+    try:
+        databases = int(client.config_get("databases").get("databases", 16))
+    finally:
+        client.close()
+    db = next(_next_db) % databases
+    url = f"redis://{host}:{port}/{db}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_server: tuple[str, int]) -> str:
+    """A Redis database of this test's own, empty at the start."""
+    return _fresh_redis_db(*redis_server)
+
+
+@pytest.fixture
+def region_urls(redis_server: tuple[str, int]) -> dict[str, str]:
+    """Three regions' Redis databases (eu, us, ap), each empty, for this test."""
+    return {name: _fresh_redis_db(*redis_server) for name in ("eu", "us", "ap")}
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """Topic names under a prefix no other test uses."""
+    return Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_base_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_base_url else "?"
+    yield f"{postgres_base_url}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file of this test's own."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+    else:
+        url = request.getfixturevalue("postgres_url")
+    return url
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say where the servers come from, so a reader of CI logs knows."""
+    sources = ", ".join(
+        f"{kind}={os.environ[var]}"
+        for kind, var in (
+            ("kafka", "TOKENSYNC_TEST_KAFKA"),
+            ("redis", "TOKENSYNC_TEST_REDIS"),
+            ("postgres", "TOKENSYNC_TEST_POSTGRES"),
+        )
+        if os.environ.get(var)
+    )
+    return [
+        f"tokensync servers: {sources or 'docker if an engine answers, else local binaries'}"
+        f"; CI={IN_CI}"
+    ]

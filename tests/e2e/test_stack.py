@@ -1,0 +1,65 @@
+"""``tokensync stack up | status | down`` on real binaries, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from shared.settings import Settings, read_settings_file
+from shared.stack.process import pid_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def tokensync(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    return subprocess.run(
+        [sys.executable, "-m", "shared", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=240,
+    )
+
+
+def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: Path) -> None:
+    try:
+        tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        rows: list[dict[str, Any]] = json.loads(
+            tokensync(tmp_path, "stack", "status", "--json").stdout
+        )
+        assert {"kafka", "redis-eu", "redis-us"} == {r["name"] for r in rows}
+        assert all(r["up"] for r in rows)
+
+        settings = Settings.from_env(read_settings_file(tmp_path / ".tokensync/settings.env"))
+        assert [r.name for r in settings.regions] == ["eu", "us"]
+        for region in settings.regions:
+            client = redis.Redis.from_url(region.redis_url)
+            assert client.ping()
+            client.close()
+        assert settings.signing_keys, "stack up generates a signing key"
+
+        tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        again = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
+        assert {r["name"]: r["pid"] for r in rows} == {r["name"]: r["pid"] for r in again}
+    finally:
+        down = tokensync(tmp_path, "stack", "down", "--json", check=False)
+    assert down.returncode == 0, down.stderr
+    assert {"kafka", "redis-eu", "redis-us"} == set(json.loads(down.stdout)["stopped"])
+    assert [r["name"] for r in rows if pid_alive(r["pid"])] == []
+
+
+def test_a_wrong_argument_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
+    result = tokensync(tmp_path, "stack", "up", "--regions", "", check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == ""
