@@ -116,6 +116,8 @@ class Settings:
     log_format: str = "auto"
     api_url: str = "http://127.0.0.1:8080"
     admin_token: str = field(default="", repr=False)
+    token_prefix: str = ""
+    token_expiration_minutes: int | None = None
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -133,6 +135,8 @@ class Settings:
         "LOG_FORMAT",
         "API_URL",
         "ADMIN_TOKEN",
+        "TOKEN_PREFIX",
+        "TOKEN_EXPIRATION",
         "SETTINGS_FILE",
     )
 
@@ -168,7 +172,11 @@ class Settings:
             log_format=log_format,
             api_url=get(PREFIX + "API_URL", cls.api_url),
             admin_token=get(PREFIX + "ADMIN_TOKEN", ""),
+            token_prefix=get(PREFIX + "TOKEN_PREFIX", ""),
+            token_expiration_minutes=_int(environ, "TOKEN_EXPIRATION", 0) or None,
         )
+        if "|" in settings.token_prefix:
+            raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
         if settings.partitions < 1:
             raise ConfigError(f"{PREFIX}PARTITIONS must be at least 1")
         if settings.staleness_budget_s <= 0:
@@ -224,6 +232,8 @@ class Settings:
             "LOG_FORMAT": self.log_format,
             "API_URL": self.api_url,
             "ADMIN_TOKEN": self.admin_token,
+            "TOKEN_PREFIX": self.token_prefix,
+            "TOKEN_EXPIRATION": str(self.token_expiration_minutes or ""),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 

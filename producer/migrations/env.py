@@ -1,0 +1,13 @@
+"""Alembic environment: runs on the connection ``producer.schema.migrate`` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from producer.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")  # fmt: skip
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,139 @@
+"""SQLAlchemy 2 models: Sanctum's ``personal_access_tokens`` and tokensync's own tables.
+
+``personal_access_tokens`` matches Sanctum 4.x's migration column for column,
+so a Laravel application can share it. The ``tokensync_*`` tables hold the
+outbox (filled by triggers, see ``producer.triggers``), revocation epochs,
+per-token issue times and the registered regions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "Epoch",
+    "OutboxRow",
+    "PersonalAccessToken",
+    "RegionRow",
+    "Suppression",
+    "TokenMeta",
+]
+
+# Laravel writes timestamps as 'Y-m-d H:i:s' (UTC); on SQLite we store them the same way.
+Timestamp = sa.DateTime().with_variant(
+    SQLITE_DATETIME(  # type: ignore[no-untyped-call]
+        storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
+        regexp=r"(\d+)-(\d+)-(\d+)(?:[ T](\d+):(\d+):(\d+))?",
+    ),
+    "sqlite",
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT.
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every tokensync table."""
+
+
+class PersonalAccessToken(Base):
+    """Sanctum's token table, exactly as its 4.x migration creates it."""
+
+    __tablename__ = "personal_access_tokens"
+    __table_args__ = (
+        sa.Index(
+            "personal_access_tokens_tokenable_type_tokenable_id_index",
+            "tokenable_type",
+            "tokenable_id",
+        ),
+        sa.Index("personal_access_tokens_expires_at_index", "expires_at"),
+        sa.UniqueConstraint("token", name="personal_access_tokens_token_unique"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    tokenable_type: Mapped[str] = mapped_column(sa.String(255))
+    tokenable_id: Mapped[int] = mapped_column(sa.BigInteger)
+    name: Mapped[str] = mapped_column(sa.Text)
+    token: Mapped[str] = mapped_column(sa.String(64))
+    abilities: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    created_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class OutboxRow(Base):
+    """One change to publish, written by a trigger in the same transaction as the change.
+
+    ``seq`` is the version regions compare; ``kafka_partition``/``kafka_offset`` are
+    filled in when the broker acknowledged the record (receipts need them).
+    """
+
+    __tablename__ = "tokensync_outbox"
+    __table_args__ = (
+        sa.Index("tokensync_outbox_unpublished", "published_at_ms", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # token | epoch
+    op: Mapped[str] = mapped_column(sa.String(16))  # issued | updated | revoked | epoch
+    token_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    tokenable_type: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    tokenable_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    name: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    abilities: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    row_created_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    issued_at_ms: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    scope: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    before_ms: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    recorded_at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    published_at_ms: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    kafka_partition: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    kafka_offset: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+
+
+class Epoch(Base):
+    """A revocation epoch: tokens of ``scope`` issued before ``before_ms`` are revoked."""
+
+    __tablename__ = "tokensync_epochs"
+
+    scope: Mapped[str] = mapped_column(sa.String(600), primary_key=True)
+    before_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class TokenMeta(Base):
+    """When each token row was inserted, to the millisecond (Sanctum's ``created_at``
+    has whole seconds; epochs need finer). Written by the insert trigger."""
+
+    __tablename__ = "tokensync_token_meta"
+
+    token_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    issued_at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Suppression(Base):
+    """While a row exists here (inside a mass-revocation transaction), deletes publish
+    nothing: the epoch written in the same transaction already revokes those tokens."""
+
+    __tablename__ = "tokensync_suppress"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+
+
+class RegionRow(Base):
+    """A registered region: a name and its Redis URL."""
+
+    __tablename__ = "tokensync_regions"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    redis_url: Mapped[str] = mapped_column(sa.String(1024))
+    added_at_ms: Mapped[int] = mapped_column(sa.BigInteger)

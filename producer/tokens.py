@@ -1,0 +1,96 @@
+"""Sanctum 4.x token strings: generate, hash, parse, checksum.
+
+The caller receives ``{id}|{prefix}{40 random [A-Za-z0-9]}{crc32b(random), 8 hex}``;
+only ``sha256(plain)`` (everything after ``id|``) is ever stored or published.
+Older Sanctum tokens (80 random characters, or 40 without a checksum) carry no
+checksum and are looked up by hash like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import string
+import zlib
+
+from shared.errors import UsageError
+
+__all__ = [
+    "ENTROPY_LENGTH",
+    "checksum",
+    "decode_abilities",
+    "encode_abilities",
+    "format_token",
+    "generate_token",
+    "has_valid_checksum",
+    "hash_token",
+    "parse_token",
+]
+
+ENTROPY_LENGTH = 40
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def checksum(entropy: str) -> str:
+    """PHP's ``hash('crc32b', $entropy)``: the zlib CRC-32, 8 lowercase hex digits."""
+    return format(zlib.crc32(entropy.encode()) & 0xFFFFFFFF, "08x")
+
+
+def generate_token(prefix: str = "") -> str:
+    """A new plain token (the part after ``id|``): prefix + 40 random chars + checksum."""
+    if "|" in prefix:
+        raise UsageError("a token prefix must not contain '|'")
+    entropy = "".join(secrets.choice(_ALPHABET) for _ in range(ENTROPY_LENGTH))
+    return f"{prefix}{entropy}{checksum(entropy)}"
+
+
+def hash_token(plain: str) -> str:
+    """SHA-256 hex of the plain token, as Sanctum stores it in ``token``."""
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def format_token(token_id: int, plain: str) -> str:
+    """What the caller receives: ``{id}|{plain}``."""
+    return f"{token_id}|{plain}"
+
+
+def parse_token(text: str) -> tuple[int | None, str]:
+    """Split ``id|plain`` (Sanctum's ``findToken``); a token without ``|`` has no id.
+
+    Raises UsageError when an ``id|`` part is present but not a whole number.
+    """
+    if "|" not in text:
+        return None, text
+    head, plain = text.split("|", 1)
+    if not head.isdigit() or not head.isascii():
+        raise UsageError("a token's id part must be a whole number")
+    return int(head), plain
+
+
+def has_valid_checksum(plain: str, prefix: str = "") -> bool:
+    """Whether a Sanctum 4.x token carries a correct crc32b of its 40 random characters."""
+    body = plain[len(prefix) :] if prefix and plain.startswith(prefix) else plain
+    if len(body) != ENTROPY_LENGTH + 8:
+        return False
+    entropy, crc = body[:ENTROPY_LENGTH], body[ENTROPY_LENGTH:]
+    return entropy.isascii() and entropy.isalnum() and checksum(entropy) == crc
+
+
+def encode_abilities(abilities: list[str] | tuple[str, ...]) -> str:
+    """The ``abilities`` column as PHP's ``json_encode`` writes it: no spaces, ``\\/``,
+    ``\\uXXXX`` for anything beyond ASCII."""
+    return json.dumps(list(abilities), separators=(",", ":"), ensure_ascii=True).replace("/", "\\/")
+
+
+def decode_abilities(text: str | None) -> tuple[str, ...]:
+    """The abilities of a row; ``NULL`` or anything but a JSON list of strings grants none."""
+    if text is None:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(a for a in value if isinstance(a, str))

@@ -1,0 +1,299 @@
+"""Event types on the token topic, their canonical encoding and their signatures.
+
+A record's value is the canonical JSON of one event (sorted keys, no spaces,
+integers for times in milliseconds since the epoch, UTC). Its headers carry the
+signing key id (``ts-kid``) and an HMAC-SHA256 (``ts-sig``, hex) over
+``key + b"\\0" + value``. Decoding checks the signature first, then the schema
+version and every field's type; anything else is an ``EventDecodeError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from shared.errors import ConfigError, EventDecodeError, SignatureError
+
+__all__ = [
+    "GLOBAL_SCOPE",
+    "KID_HEADER",
+    "MAX_RECORD_BYTES",
+    "SCHEMA_VERSION",
+    "SIG_HEADER",
+    "EpochEvent",
+    "Event",
+    "Heartbeat",
+    "Keyring",
+    "TokenEvent",
+    "TokenOp",
+    "ability_scope",
+    "decode",
+    "encode",
+    "heartbeat_key",
+    "principal_scope",
+]
+
+SCHEMA_VERSION = 1
+KID_HEADER = "ts-kid"
+SIG_HEADER = "ts-sig"
+MAX_RECORD_BYTES = 64 * 1024
+GLOBAL_SCOPE = "global"
+_HASH = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def principal_scope(tokenable_type: str, tokenable_id: str | int) -> str:
+    """The epoch scope of every token of one principal."""
+    return f"principal:{tokenable_type}:{tokenable_id}"
+
+
+def ability_scope(ability: str) -> str:
+    """The epoch scope of every token whose ability list holds ``ability`` literally."""
+    return f"ability:{ability}"
+
+
+def heartbeat_key(partition: int) -> bytes:
+    """The record key of a partition's heartbeats (compaction keeps the newest)."""
+    return f"heartbeat:{partition}".encode()
+
+
+class TokenOp(StrEnum):
+    """What happened to a token row."""
+
+    ISSUED = "issued"
+    UPDATED = "updated"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """A token's state after one change; ``seq`` (the outbox seq) is its version."""
+
+    seq: int
+    op: TokenOp
+    token_hash: str
+    token_id: int | None
+    tokenable_type: str
+    tokenable_id: str
+    name: str
+    abilities: tuple[str, ...]
+    created_at_ms: int
+    issued_at_ms: int
+    expires_at_ms: int | None
+    at_ms: int
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: the token's hash."""
+        return self.token_hash.encode()
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (schema version 1)."""
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "token",
+            "seq": self.seq,
+            "op": self.op.value,
+            "hash": self.token_hash,
+            "id": self.token_id,
+            "tokenable_type": self.tokenable_type,
+            "tokenable_id": self.tokenable_id,
+            "name": self.name,
+            "abilities": list(self.abilities),
+            "created_at": self.created_at_ms,
+            "issued_at": self.issued_at_ms,
+            "expires_at": self.expires_at_ms,
+            "at": self.at_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EpochEvent:
+    """Tokens of ``scope`` issued before ``before_ms`` are revoked."""
+
+    seq: int
+    scope: str
+    before_ms: int
+    at_ms: int
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: the scope."""
+        return self.scope.encode()
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (schema version 1)."""
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "epoch",
+            "seq": self.seq,
+            "scope": self.scope,
+            "before": self.before_ms,
+            "at": self.at_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The relay was alive at ``at_ms`` and had published everything up to ``seq``."""
+
+    partition: int
+    at_ms: int
+    seq: int
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: one per partition."""
+        return heartbeat_key(self.partition)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (schema version 1)."""
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "heartbeat",
+            "partition": self.partition,
+            "at": self.at_ms,
+            "seq": self.seq,
+        }
+
+
+Event = TokenEvent | EpochEvent | Heartbeat
+
+
+class Keyring:
+    """HMAC-SHA256 signing keys by id: one active for signing, all accepted for verifying."""
+
+    __slots__ = ("_active", "_keys")
+
+    def __init__(self, keys: Mapping[str, bytes], active: str) -> None:
+        if not keys:
+            raise ConfigError("a keyring needs at least one signing key")
+        if active not in keys:
+            raise ConfigError(f"active signing key {active!r} is not among the keys")
+        self._keys = dict(keys)
+        self._active = active
+
+    def __repr__(self) -> str:
+        return f"Keyring(ids={sorted(self._keys)}, active={self._active!r})"
+
+    @property
+    def active_id(self) -> str:
+        """The id of the key new records are signed with."""
+        return self._active
+
+    def sign(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        """Kafka headers carrying the key id and the signature of ``key`` and ``value``."""
+        mac = hmac.new(self._keys[self._active], key + b"\0" + value, hashlib.sha256)
+        return [(KID_HEADER, self._active.encode()), (SIG_HEADER, mac.hexdigest().encode())]
+
+    def verify(self, key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]]) -> str:
+        """Return the key id that signed the record, or raise SignatureError."""
+        kid = sig = None
+        for name, raw in headers:
+            if name == KID_HEADER:
+                kid = raw
+            elif name == SIG_HEADER:
+                sig = raw
+        if kid is None or sig is None:
+            raise SignatureError("record is not signed")
+        secret = self._keys.get(kid.decode("utf-8", "replace"))
+        if secret is None:
+            raise SignatureError(f"unknown signing key id {kid[:32]!r}")
+        expected = hmac.new(secret, key + b"\0" + value, hashlib.sha256).hexdigest().encode()
+        if not hmac.compare_digest(expected, sig):
+            raise SignatureError("signature does not match")
+        return kid.decode()
+
+
+def encode(event: Event) -> bytes:
+    """The canonical bytes of an event."""
+    return orjson.dumps(event.to_json(), option=orjson.OPT_SORT_KEYS)
+
+
+def _int(data: Mapping[str, Any], name: str, *, nullable: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and nullable:
+        return None
+    if type(value) is not int or value < 0:
+        raise EventDecodeError(f"field {name!r} must be a non-negative integer")
+    return value
+
+
+def _str(data: Mapping[str, Any], name: str, limit: int = 1024) -> str:
+    value = data.get(name)
+    if type(value) is not str or len(value) > limit:
+        raise EventDecodeError(f"field {name!r} must be a string of at most {limit} characters")
+    return value
+
+
+def _abilities(value: Any) -> tuple[str, ...]:
+    if type(value) is not list or len(value) > 256:
+        raise EventDecodeError("field 'abilities' must be a list of at most 256 strings")
+    if not all(type(a) is str and len(a) <= 255 for a in value):
+        raise EventDecodeError("field 'abilities' must hold strings of at most 255 characters")
+    return tuple(value)
+
+
+def _decode_body(data: Mapping[str, Any]) -> Event:
+    kind = data.get("type")
+    if kind == "token":
+        token_hash = _str(data, "hash", 64)
+        if not _HASH.match(token_hash):
+            raise EventDecodeError("field 'hash' must be 64 lowercase hex digits")
+        try:
+            op = TokenOp(str(data.get("op")))
+        except ValueError as e:
+            raise EventDecodeError(f"unknown token op {data.get('op')!r}") from e
+        return TokenEvent(
+            seq=_int(data, "seq"),
+            op=op,
+            token_hash=token_hash,
+            token_id=_int(data, "id", nullable=True),
+            tokenable_type=_str(data, "tokenable_type", 255),
+            tokenable_id=_str(data, "tokenable_id", 255),
+            name=_str(data, "name", 4096),
+            abilities=_abilities(data.get("abilities")),
+            created_at_ms=_int(data, "created_at"),
+            issued_at_ms=_int(data, "issued_at"),
+            expires_at_ms=_int(data, "expires_at", nullable=True),
+            at_ms=_int(data, "at"),
+        )
+    if kind == "epoch":
+        return EpochEvent(
+            _int(data, "seq"), _str(data, "scope", 600), _int(data, "before"), _int(data, "at")
+        )
+    if kind == "heartbeat":
+        return Heartbeat(_int(data, "partition"), _int(data, "at"), _int(data, "seq"))
+    raise EventDecodeError(f"unknown event type {str(kind)[:32]!r}")
+
+
+def decode(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    keyring: Keyring,
+) -> Event:
+    """Verify and decode one record, or raise SignatureError / EventDecodeError."""
+    if not value:
+        raise EventDecodeError("record has no value")
+    if len(value) > MAX_RECORD_BYTES:
+        raise EventDecodeError(f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+    keyring.verify(key or b"", value, headers or ())
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise EventDecodeError("record value is not JSON") from e
+    if type(data) is not dict:
+        raise EventDecodeError("record value is not a JSON object")
+    if data.get("v") != SCHEMA_VERSION:
+        raise EventDecodeError(f"unknown schema version {str(data.get('v'))[:16]!r}")
+    event = _decode_body(data)
+    if key is not None and event.key != key:
+        raise EventDecodeError("record key does not match the event it carries")
+    return event
