@@ -48,5 +48,5 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger bound with the module name."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger=name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(module=name)
     return logger

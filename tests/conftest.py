@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from shared.keys import Topics
-from tests.servers import Servers, session_servers
+from tests.servers import DedicatedKafka, Servers, session_servers
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -154,3 +154,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"tokensync servers: {sources or 'docker if an engine answers, else local binaries'}"
         f"; CI={IN_CI}"
     ]
+
+
+@pytest.fixture
+def dedicated_kafka(tmp_path: Path) -> Iterator[DedicatedKafka]:
+    """A broker this test may stop and restart (local jars; fails in CI if they are missing)."""
+    broker = DedicatedKafka(tmp_path)
+    try:
+        broker.start()
+    except Exception as e:
+        _unavailable("dedicated Kafka", e)
+    yield broker
+    broker.stop()

@@ -179,3 +179,28 @@ def session_servers(root: Path) -> Iterator[Servers]:
         yield servers
     finally:
         servers.close()
+
+
+class DedicatedKafka:
+    """A broker of one test's own, from the local jars, that the test may stop and restart."""
+
+    def __init__(self, root: Path) -> None:
+        self.broker = KafkaBroker(
+            KafkaJars(default_cache_dir()), root / "kafka", free_port(), free_port(), "384m"
+        )
+        self.record: ProcessRecord | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def start(self) -> None:
+        self.record = self.broker.start()
+        self.broker.wait_ready(self.record)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.record is not None:
+            if kill:
+                os.kill(self.record.pid, 9)
+            stop_pid(self.record.pid, self.record.argv[0])
+            self.record = None

@@ -1,0 +1,287 @@
+"""Command-line commands of the token authority: ``token``, ``revoke``, ``relay``.
+
+Each prints one line per fact for people, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import click
+
+from producer.store import IssuedToken, Mutation, TokenInfo, TokenStore, utcnow
+from shared.cli import CliContext, emit, json_option, pass_cli
+from shared.errors import UsageError
+from shared.timeparse import parse_duration, parse_instant
+
+__all__ = ["relay", "revoke", "token"]
+
+
+def _store(cli: CliContext) -> TokenStore:
+    return TokenStore.from_settings(cli.settings)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
+
+
+def _issued_json(issued: IssuedToken) -> dict[str, Any]:
+    return {
+        "token": issued.plain_text_token,
+        "id": issued.id,
+        "tokenable_type": issued.tokenable_type,
+        "tokenable_id": issued.tokenable_id,
+        "name": issued.name,
+        "abilities": list(issued.abilities),
+        "expires_at": _iso(issued.expires_at),
+        "seq": issued.seq,
+    }
+
+
+def _info_json(info: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "tokenable_type": info.tokenable_type,
+        "tokenable_id": info.tokenable_id,
+        "name": info.name,
+        "abilities": list(info.abilities),
+        "hash_prefix": info.hash_prefix,
+        "created_at": _iso(info.created_at),
+        "last_used_at": _iso(info.last_used_at),
+        "expires_at": _iso(info.expires_at),
+    }
+
+
+def _mutation_json(mutation: Mutation) -> dict[str, Any]:
+    return {"seq": mutation.seq, "removed": mutation.removed, "scope": mutation.scope,
+            "before_ms": mutation.before_ms}  # fmt: skip
+
+
+def _report(
+    cli: CliContext, store: TokenStore, what: str, mutation: Mutation, *, wait: bool, as_json: bool
+) -> None:
+    data: dict[str, Any] = _mutation_json(mutation)
+    lines = [f"{what}: seq {mutation.seq}, {mutation.removed} row(s) removed from the store"]
+    if wait:
+        from producer.receipts import wait_for_receipt
+
+        receipt = wait_for_receipt(cli.settings, store, mutation.seq)
+        data["receipt"] = receipt.to_json()
+        lines.append(receipt.summary())
+        emit(as_json, data, lines)
+        if not receipt.complete:
+            raise click.exceptions.Exit(4)
+        return
+    emit(as_json, data, lines)
+
+
+def _nonempty(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    items = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, str) and not v.strip() for v in items):
+        raise click.BadParameter("must not be empty")
+    return value
+
+
+wait_option = click.option(
+    "--wait", is_flag=True, help="Wait until every region enforces it and print the receipt."
+)
+
+
+@click.group()
+def token() -> None:
+    """Issue, list, rotate, revoke and prune tokens in the token store."""
+
+
+@token.command("issue")
+@click.option(
+    "--type",
+    "tokenable_type",
+    required=True,
+    callback=_nonempty,
+    help="Owner model, e.g. 'App\\Models\\User'.",
+)
+@click.option("--id", "tokenable_id", required=True, help="Owner id (a whole number).")
+@click.option("--name", required=True, callback=_nonempty, help="Token name.")
+@click.option(
+    "--ability",
+    "abilities",
+    multiple=True,
+    callback=_nonempty,
+    help="An ability (repeatable; default '*').",
+)
+@click.option("--expires-in", default=None, help="Lifetime: seconds, or 90s/15m/2h/7d.")
+@json_option
+@pass_cli
+def issue(cli: CliContext, *, tokenable_type: str, tokenable_id: str, name: str,
+          abilities: tuple[str, ...], expires_in: str | None, as_json: bool) -> None:  # fmt: skip
+    """Issue a token; the plaintext is printed once and never stored."""
+    expires_at = None
+    if expires_in is not None:
+        seconds = parse_duration(expires_in)
+        if seconds <= 0:
+            raise UsageError("--expires-in must be positive")
+        expires_at = utcnow() + dt.timedelta(seconds=seconds)
+    issued = _store(cli).issue(tokenable_type, tokenable_id, name, abilities or ("*",), expires_at)
+    emit(as_json, _issued_json(issued), issued.plain_text_token)
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@wait_option
+@json_option
+@pass_cli
+def revoke_token(cli: CliContext, *, token_id: int, wait: bool, as_json: bool) -> None:
+    """Revoke one token by id (deletes its row; regions keep a tombstone)."""
+    store = _store(cli)
+    _report(
+        cli,
+        store,
+        f"token {token_id} revoked",
+        store.revoke_token(token_id),
+        wait=wait,
+        as_json=as_json,
+    )
+
+
+@token.command("list")
+@click.option("--type", "tokenable_type", required=True, callback=_nonempty)
+@click.option("--id", "tokenable_id", required=True)
+@json_option
+@pass_cli
+def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_json: bool) -> None:
+    """List one principal's tokens (hash prefixes only)."""
+    tokens = _store(cli).list_tokens(tokenable_type, tokenable_id)
+    lines = [f"{'id':>8}  {'name':<20} {'abilities':<24} {'hash':<12}  expires_at"]
+    lines += [
+        f"{t.id:>8}  {t.name[:20]:<20} {','.join(t.abilities)[:24]:<24} {t.hash_prefix}  "
+        f"{_iso(t.expires_at) or '-'}"
+        for t in tokens
+    ]
+    emit(as_json, [_info_json(t) for t in tokens], lines if tokens else "no tokens")
+
+
+@token.command("rotate")
+@click.argument("token_id", type=int)
+@click.option("--grace", default="0", help="Keep the old token valid this long (e.g. 5m).")
+@json_option
+@pass_cli
+def rotate(cli: CliContext, *, token_id: int, grace: str, as_json: bool) -> None:
+    """Issue a replacement token; the old one is revoked now or after --grace."""
+    issued = _store(cli).rotate(token_id, int(parse_duration(grace)))
+    emit(as_json, _issued_json(issued), issued.plain_text_token)
+
+
+@token.command("prune")
+@click.option(
+    "--hours",
+    type=click.IntRange(min=0),
+    default=24,
+    show_default=True,
+    help="Delete tokens that expired at least this many hours ago.",
+)
+@json_option
+@pass_cli
+def prune(cli: CliContext, *, hours: int, as_json: bool) -> None:
+    """Delete expired tokens (Sanctum's sanctum:prune-expired)."""
+    mutation = _store(cli).prune_expired(hours)
+    emit(as_json, _mutation_json(mutation), f"pruned {mutation.removed} expired token(s)")
+
+
+@click.group()
+def revoke() -> None:
+    """Mass revocation: one epoch event per scope, whatever the number of tokens."""
+
+
+@revoke.command("principal")
+@click.option("--type", "tokenable_type", required=True, callback=_nonempty)
+@click.option("--id", "tokenable_id", required=True)
+@wait_option
+@json_option
+@pass_cli
+def revoke_principal(cli: CliContext, *, tokenable_type: str, tokenable_id: str, wait: bool,
+                     as_json: bool) -> None:  # fmt: skip
+    """Revoke every token of one principal issued until now."""
+    store = _store(cli)
+    mutation = store.revoke_principal(tokenable_type, tokenable_id)
+    _report(
+        cli,
+        store,
+        f"tokens of {tokenable_type}:{tokenable_id} revoked",
+        mutation,
+        wait=wait,
+        as_json=as_json,
+    )
+
+
+@revoke.command("ability")
+@click.argument("ability", callback=_nonempty)
+@wait_option
+@json_option
+@pass_cli
+def revoke_ability(cli: CliContext, *, ability: str, wait: bool, as_json: bool) -> None:
+    """Revoke every token whose abilities list ABILITY literally."""
+    store = _store(cli)
+    mutation = store.revoke_ability(ability)
+    _report(
+        cli, store, f"tokens with ability {ability!r} revoked", mutation, wait=wait, as_json=as_json
+    )
+
+
+@revoke.command("all")
+@click.option("--before", required=True, help="'now', ISO 8601, or Unix seconds.")
+@wait_option
+@json_option
+@pass_cli
+def revoke_all(cli: CliContext, *, before: str, wait: bool, as_json: bool) -> None:
+    """Revoke every token issued before a time."""
+    store = _store(cli)
+    mutation = store.revoke_all(parse_instant(before))
+    _report(
+        cli, store, f"tokens issued before {before} revoked", mutation, wait=wait, as_json=as_json
+    )
+
+
+@click.command()
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
+@pass_cli
+def relay(cli: CliContext, *, metrics_port: int | None) -> None:
+    """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats."""
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher
+    from producer.publisher import EventPublisher
+    from producer.relay import Relay, RelayOptions
+    from producer.wakeup import waker_for
+    from shared.keys import Topics
+    from shared.runtime import keyring_from, stop_on_signals
+
+    cli.configure_logging()
+    settings = cli.settings
+    keyring = keyring_from(settings)
+    store = TokenStore.from_settings(settings)
+    topics = Topics(settings.topic_prefix)
+
+    def connect() -> EventPublisher:
+        admin = KafkaAdmin(settings.kafka_bootstrap)
+        try:
+            admin.ensure_topics(topics, settings.partitions)
+        finally:
+            admin.close()
+        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens)
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = stop_on_signals()
+    waker = waker_for(store.engine)
+    options = RelayOptions(heartbeat_interval_s=settings.heartbeat_interval_s)
+    try:
+        Relay(store.engine, connect, keyring, waker, options=options).run(stop)
+    finally:
+        waker.close()
+        store.close()

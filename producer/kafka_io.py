@@ -1,0 +1,157 @@
+"""Everything that talks to Kafka with kafka-python: topics, the publisher, offsets, groups.
+
+This is the only module that imports ``kafka``. Errors from it are wrapped in
+``PublishError`` at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kafka
+import kafka.errors
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from producer.publisher import OutgoingRecord, Placement
+from shared.errors import PublishError
+from shared.keys import Topics
+from shared.logs import get_logger
+
+__all__ = ["KafkaAdmin", "KafkaPublisher", "topic_configs"]
+
+log = get_logger(__name__)
+
+# A record of the token topic is about a key (token hash, scope, heartbeat partition):
+# compaction keeps the newest per key forever, which is what bootstrapping regions read.
+TOKENS_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "min.cleanable.dirty.ratio": "0.1",
+    "segment.ms": "3600000",
+    "max.message.bytes": "1048576",
+}
+DEAD_LETTER_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(14 * 24 * 3600 * 1000)}
+USAGE_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)}
+
+
+def topic_configs(topics: Topics, partitions: int) -> dict[str, dict[str, Any]]:
+    """The topics tokensync needs, with partitions and configs, in kafka-python's dict form."""
+    return {
+        topics.tokens: {"num_partitions": partitions, "replication_factor": 1,
+                        "configs": TOKENS_TOPIC_CONFIG},
+        topics.dead_letters: {"num_partitions": 1, "replication_factor": 1,
+                              "configs": DEAD_LETTER_CONFIG},
+        topics.usage: {"num_partitions": partitions, "replication_factor": 1,
+                       "configs": USAGE_CONFIG},
+    }  # fmt: skip
+
+
+class KafkaAdmin:
+    """Topic creation, end offsets and consumer-group housekeeping."""
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 10.0) -> None:
+        try:
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                client_id="tokensync-admin",
+                request_timeout_ms=int(timeout_s * 1000),
+            )
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+        self._bootstrap = bootstrap
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._admin.close()
+
+    def ensure_topics(self, topics: Topics, partitions: int) -> None:
+        """Create tokensync's topics unless they exist (existing ones are left as they are)."""
+        wanted = topic_configs(topics, partitions)
+        try:
+            existing = set(self._admin.list_topics())
+            missing = {name: spec for name, spec in wanted.items() if name not in existing}
+            if missing:
+                self._admin.create_topics(missing, raise_errors=False)
+                self._admin.wait_for_topics(list(missing), timeout_ms=30_000)
+                log.info("topics_created", topics=sorted(missing))
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"creating topics failed: {e}") from e
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """The next offset to be written in each partition of ``topic``."""
+        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            ends: Mapping[TopicPartition, int] = consumer.end_offsets(tps) if tps else {}
+            return {tp.partition: int(offset) for tp, offset in ends.items()}
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"reading end offsets of {topic} failed: {e}") from e
+        finally:
+            consumer.close()
+
+    def delete_group(self, group: str) -> None:
+        """Delete a consumer group (its members must have left)."""
+        try:
+            self._admin.delete_groups([group])
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"deleting consumer group {group} failed: {e}") from e
+
+
+class KafkaPublisher:
+    """kafka-python producer with acks=all and idempotence, reporting placements."""
+
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> None:
+        self.topic = topic
+        self._timeout_s = timeout_s
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id="tokensync-relay",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=0,
+                max_in_flight_requests_per_connection=5,
+                request_timeout_ms=int(timeout_s * 1000),
+                delivery_timeout_ms=int(timeout_s * 1000) + 1000,
+                retry_backoff_ms=50,
+                reconnect_backoff_ms=50,
+                reconnect_backoff_max_ms=1000,
+            )
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+        self._partitions: int | None = None
+
+    def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
+        """Send in order; wait until every record is acknowledged by all in-sync replicas."""
+        try:
+            futures = [
+                self._producer.send(
+                    self.topic, value=r.value, key=r.key, headers=r.headers, partition=r.partition
+                )
+                for r in records
+            ]
+            self._producer.flush(timeout=self._timeout_s)
+            metadata = [f.get(timeout=self._timeout_s) for f in futures]
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"publishing {len(records)} records failed: {e}") from e
+        return [Placement(int(m.partition), int(m.offset)) for m in metadata]
+
+    def partitions(self) -> int:
+        """Partition count of the topic (asked once, then remembered)."""
+        if self._partitions is None:
+            try:
+                found = self._producer.partitions_for(self.topic)
+            except kafka.errors.KafkaError as e:
+                raise PublishError(f"reading partitions of {self.topic} failed: {e}") from e
+            if not found:
+                raise PublishError(f"topic {self.topic} has no partitions")
+            self._partitions = len(found)
+        return self._partitions
+
+    def close(self) -> None:
+        """Flush what is pending and close."""
+        try:
+            self._producer.close(timeout=5)
+        except kafka.errors.KafkaError:
+            log.warning("producer_close_failed", exc_info=True)

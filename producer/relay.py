@@ -1,0 +1,169 @@
+"""The relay: publishes outbox rows to Kafka in seq order, then marks them published.
+
+A row is marked only after the broker acknowledged it (acks=all), so a crash
+between the two replays it (a duplicate, which regions absorb), never loses it.
+Heartbeats go into every partition at least every ``heartbeat_interval_s``.
+While Kafka is down the outbox grows and the relay retries with backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from producer.outbox import (
+    Published,
+    fetch_unpublished,
+    mark_published,
+    row_to_event,
+    unpublished_count,
+)
+from producer.publisher import EventPublisher, OutgoingRecord
+from producer.wakeup import OutboxWaker
+from shared.errors import PublishError, StoreError
+from shared.events import Heartbeat, Keyring, encode
+from shared.logs import get_logger
+from shared.metrics import RELAY_BACKLOG, RELAY_LATENCY, RELAY_PUBLISHED
+
+__all__ = ["Relay", "RelayOptions"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """Tuning of the relay loop."""
+
+    batch_size: int = 2000
+    heartbeat_interval_s: float = 0.5
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 2.0
+
+
+class Relay:
+    """Moves outbox rows to the token topic; one instance per process."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        connect: Callable[[], EventPublisher],
+        keyring: Keyring,
+        waker: OutboxWaker,
+        *,
+        options: RelayOptions = RelayOptions(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._connect = connect
+        self._keyring = keyring
+        self._waker = waker
+        self._options = options
+        self._clock = clock
+        self._publisher: EventPublisher | None = None
+        self._last_heartbeat = 0.0
+        self._last_seq = 0
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _ensure_publisher(self) -> EventPublisher:
+        if self._publisher is None:
+            self._publisher = self._connect()
+        return self._publisher
+
+    def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            try:
+                self._publisher.close()
+            except Exception:  # closing a broken client must not stop the loop
+                log.warning("publisher_close_failed", exc_info=True)
+            self._publisher = None
+
+    def publish_batch(self) -> int:
+        """Publish up to one batch of unpublished rows; return how many were published."""
+        try:
+            with self._engine.connect() as conn:
+                rows = fetch_unpublished(conn, self._options.batch_size)
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"reading the outbox failed: {e}") from e
+        if not rows:
+            return 0
+        events = [row_to_event(r) for r in rows]
+        records = []
+        for event in events:
+            value = encode(event)
+            records.append(OutgoingRecord(event.key, value, self._keyring.sign(event.key, value)))
+        placements = self._ensure_publisher().publish(records)
+        at_ms = self._now_ms()
+        published = [
+            Published(e.seq, p.partition, p.offset, at_ms)
+            for e, p in zip(events, placements, strict=True)
+        ]
+        try:
+            with self._engine.begin() as conn:
+                mark_published(conn, published)
+        except sa.exc.SQLAlchemyError as e:
+            # Published but not marked: the next round publishes them again (duplicates).
+            raise StoreError(f"marking published rows failed: {e}") from e
+        self._last_seq = max(self._last_seq, events[-1].seq)
+        RELAY_PUBLISHED.inc(len(events))
+        for event in events:
+            RELAY_LATENCY.observe(max(0, at_ms - event.at_ms) / 1000)
+        log.debug("batch_published", records=len(events), first_seq=events[0].seq,
+                  last_seq=events[-1].seq)  # fmt: skip
+        return len(events)
+
+    def heartbeat(self) -> None:
+        """One signed heartbeat into every partition of the token topic."""
+        publisher = self._ensure_publisher()
+        at_ms = self._now_ms()
+        records = []
+        for partition in range(publisher.partitions()):
+            beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
+            value = encode(beat)
+            records.append(
+                OutgoingRecord(beat.key, value, self._keyring.sign(beat.key, value), partition)
+            )
+        publisher.publish(records)
+        self._last_heartbeat = self._clock()
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
+        backoff = self._options.backoff_initial_s
+        log.info("relay_started", batch_size=self._options.batch_size,
+                 heartbeat_interval_s=self._options.heartbeat_interval_s)  # fmt: skip
+        while not stop.is_set():
+            try:
+                while not stop.is_set() and self.publish_batch() >= self._options.batch_size:
+                    if self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s:
+                        self.heartbeat()
+                if self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s:
+                    self.heartbeat()
+                backoff = self._options.backoff_initial_s
+            except (PublishError, StoreError) as e:
+                log.warning("relay_retrying", error=str(e), backoff_s=round(backoff, 3))
+                self._drop_publisher()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self._options.backoff_max_s)
+                continue
+            except Exception:  # the loop boundary: log with traceback and keep going
+                log.exception("relay_step_failed")
+                self._drop_publisher()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self._options.backoff_max_s)
+                continue
+            due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
+            self._waker.wait(max(0.0, min(due, 0.25)))
+        self._drop_publisher()
+        log.info("relay_stopped", last_seq=self._last_seq)
+
+    def backlog(self) -> int:
+        """Unpublished outbox rows (also exported as a gauge)."""
+        with self._engine.connect() as conn:
+            count = unpublished_count(conn)
+        RELAY_BACKLOG.set(count)
+        return count

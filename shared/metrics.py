@@ -1,0 +1,48 @@
+"""The Prometheus metrics of every tokensync process, in one catalogue.
+
+Each process exports only what it touches; names are ``tokensync_<part>_<what>``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "APPLY_BATCH_SECONDS",
+    "APPLY_RECORDS",
+    "DEAD_LETTERS",
+    "REGION_FRESHNESS",
+    "REGION_LAG",
+    "RELAY_BACKLOG",
+    "RELAY_LATENCY",
+    "RELAY_PUBLISHED",
+    "VALIDATIONS",
+]
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+RELAY_PUBLISHED = Counter("tokensync_relay_published_records", "Outbox rows published to Kafka.")
+RELAY_LATENCY = Histogram(
+    "tokensync_relay_commit_to_ack_seconds",
+    "From the outbox row's commit to the broker's acknowledgement.",
+    buckets=_LATENCY_BUCKETS,
+)
+RELAY_BACKLOG = Gauge("tokensync_relay_backlog_records", "Outbox rows not yet published.")
+
+APPLY_RECORDS = Counter(
+    "tokensync_worker_applied_records", "Records a region worker applied.", ["region", "outcome"]
+)
+APPLY_BATCH_SECONDS = Histogram(
+    "tokensync_worker_batch_seconds",
+    "Time to apply one batch to Redis.",
+    ["region"],
+    buckets=_LATENCY_BUCKETS,
+)
+DEAD_LETTERS = Counter(
+    "tokensync_worker_dead_letters", "Records sent to the dead-letter topic.", ["region", "reason"]
+)
+REGION_LAG = Gauge("tokensync_region_lag_records", "Records not yet applied.", ["region"])
+REGION_FRESHNESS = Gauge(
+    "tokensync_region_freshness_seconds", "Age of the oldest partition heartbeat.", ["region"]
+)
+VALIDATIONS = Counter("tokensync_validations", "Validation outcomes.", ["region", "outcome"])
