@@ -1,0 +1,213 @@
+"""The faust-streaming app of one region, built by ``build_app`` (no module-level app).
+
+The agent takes records in batches (``noack_take``), verifies and decodes them
+(``workers.handlers``), sends refused ones to the dead-letter topic, applies the
+rest with one Lua call (``workers.cache``) and only then acknowledges them.
+Where to read from comes from Redis, not from Kafka: on every assignment the
+worker commits the offsets its cache recorded, so a lost cache rewinds to 0.
+A cache lost while running stops the app and asks for a restart (``rebuild``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+import structlog
+from faust.types import TP
+
+from shared.errors import CacheUnavailableError
+from shared.events import Keyring
+from shared.keys import RedisKeys, Topics, consumer_group
+from shared.logs import get_logger
+from shared.metrics import APPLY_BATCH_SECONDS, APPLY_RECORDS, DEAD_LETTERS
+from shared.settings import Region, Settings
+from workers.cache import RegionCache
+from workers.handlers import DeadLetter, RawRecord, prepare_batch
+from workers.progress import BootstrapProgress
+
+__all__ = ["RegionWorker", "WorkerOptions", "build_app"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Tuning of one region worker."""
+
+    batch_size: int = 5000
+    batch_within_s: float = 0.002
+    session_timeout_s: float = 6.0
+    tombstone_ttl_s: float = 30 * 24 * 3600
+    progress: bool = True
+
+
+@dataclass
+class RegionWorker:
+    """One region's app and the state its agent shares with the command that runs it."""
+
+    app: faust.App
+    region: Region
+    topics: Topics
+    cache: RegionCache
+    keyring: Keyring
+    partitions: int
+    options: WorkerOptions
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    rebuild: bool = False
+    progress: BootstrapProgress | None = None
+    _rate_window: list[tuple[float, int]] = field(default_factory=list)
+
+    def _tps(self, count: int) -> list[TP]:
+        return [TP(self.topics.tokens, p) for p in range(count)]
+
+    async def on_assigned(self, assigned: set[TP]) -> None:
+        """Adopt or start the cache generation; point the group at the cache's offsets."""
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self.topics.tokens)
+        count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
+        ends = await self.app.consumer.highwaters(*self._tps(count))
+        new = await self.cache.attach(count, {tp.partition: int(o) for tp, o in ends.items()})
+        if new:
+            log.info("bootstrap_started", partitions=count, records=sum(ends.values()))
+        if self.options.progress and self.progress is None:
+            self.progress = BootstrapProgress(self.region.name, self.cache)
+            self.progress.start()
+        if not mine:
+            return
+        offsets = await self.cache.resume_offsets(mine)
+        consumer: Any = self.app.consumer  # faust's typed facade hides _commit(offsets)
+        await consumer._commit({TP(self.topics.tokens, p): o for p, o in offsets.items()})
+        log.info("partitions_assigned", partitions=mine, resume_offsets=offsets,
+                 generation=self.cache.generation)  # fmt: skip
+
+    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish refused records (with the reason) and wait for the broker's ack."""
+        topic = self.app.topic(self.topics.dead_letters, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw")  # fmt: skip
+        for letter in letters:
+            record = letter.record
+            headers = [
+                *[(k, v) for k, v in record.headers],
+                ("ts-dlq-reason", letter.reason.encode()),
+                ("ts-dlq-detail", letter.detail[:500].encode()),
+                ("ts-dlq-region", self.region.name.encode()),
+                (
+                    "ts-dlq-source",
+                    f"{self.topics.tokens}:{record.partition}:{record.offset}".encode(),
+                ),
+            ]
+            pending = await topic.send(key=record.key, value=record.value or b"", headers=headers)
+            await pending
+            DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
+            log.warning("event_dead_lettered", reason=letter.reason, detail=letter.detail,
+                        partition=record.partition, offset=record.offset)  # fmt: skip
+
+    async def handle(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
+        """Verify, dead-letter, apply, then acknowledge one batch."""
+        started = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        records = [
+            RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value,
+                      list(e.message.headers or []))
+            for e in events
+        ]  # fmt: skip
+        batch = prepare_batch(records, self.keyring, self.cache.keys, now_ms,
+                              int(self.options.tombstone_ttl_s * 1000))  # fmt: skip
+        if batch.dead_letters:
+            await self.send_dead_letters(batch.dead_letters)
+        result = await self.cache.apply(batch, now_ms)
+        if result.lost:
+            log.warning("cache_lost", generation=self.cache.generation)
+            self.rebuild = True
+            self.done.set()
+            return  # nothing acknowledged: the rebuilt worker reads these again
+        for event in events:
+            await stream.ack(event)
+        elapsed = time.perf_counter() - started
+        APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
+        APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
+        APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
+        await self._track_rate(len(records))
+        log.debug("batch_applied", records=len(records), applied=result.applied,
+                  stale=result.stale, heartbeats=batch.heartbeats,
+                  dead_letters=len(batch.dead_letters), ready=result.ready,
+                  duration_ms=round(elapsed * 1000, 2))  # fmt: skip
+
+    async def _track_rate(self, count: int) -> None:
+        now = time.monotonic()
+        self._rate_window.append((now, count))
+        while self._rate_window and now - self._rate_window[0][0] > 5:
+            self._rate_window.pop(0)
+        if len(self._rate_window) > 1 and int(now) != int(self._rate_window[-2][0]):
+            span = max(now - self._rate_window[0][0], 1e-3)
+            await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
+
+
+def build_app(
+    settings: Settings,
+    region: Region,
+    keyring: Keyring,
+    options: WorkerOptions = WorkerOptions(),
+) -> RegionWorker:
+    """The faust app and agent of ``region``; consumer group ``tokensync-<region>``."""
+    topics = Topics(settings.topic_prefix)
+    app = faust.App(
+        consumer_group(region.name, settings.topic_prefix),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=options.batch_size,
+        broker_commit_interval=1.0,
+        broker_session_timeout=options.session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_max_poll_records=options.batch_size,
+        stream_buffer_maxsize=options.batch_size * 2,
+        producer_acks=-1,
+    )
+    tokens = app.topic(
+        topics.tokens,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        compacting=True,
+    )
+    cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
+    worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
+
+    async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
+        try:
+            await worker.on_assigned(assigned)
+        except CacheUnavailableError as e:
+            log.error("cache_unavailable_on_assignment", error=str(e))
+            worker.done.set()
+
+    app.on_partitions_assigned.connect(cast(Any, _assigned))
+
+    async def apply(stream: faust.Stream[Any]) -> None:
+        async for events in stream.noack_take(options.batch_size, within=options.batch_within_s):
+            structlog.contextvars.bind_contextvars(region=region.name)
+            backoff = 0.05
+            while not worker.done.is_set():
+                try:
+                    await worker.handle(stream, events)
+                    break
+                except CacheUnavailableError as e:
+                    # Nothing acknowledged: the batch is retried until Redis answers again.
+                    log.error("batch_failed", error=str(e), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+            if worker.done.is_set():
+                return
+
+    app.agent(tokens, name=f"apply-{region.name}")(cast(Any, apply))
+    return worker

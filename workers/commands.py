@@ -1,0 +1,79 @@
+"""``tokensync worker --region R``: run one region's worker until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import click
+
+from shared.cli import CliContext, pass_cli
+from shared.logs import get_logger
+from shared.runtime import keyring_from
+from shared.settings import Region
+from workers.app import RegionWorker, WorkerOptions, build_app
+
+__all__ = ["worker"]
+
+log = get_logger(__name__)
+
+
+async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bool:
+    """Run until stopped; True if the cache was lost and the worker must rebuild."""
+    from faust.contrib.asgi import faust_app_running
+
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.done.set)
+    try:
+        async with faust_app_running(worker.app, stop_timeout=30):
+            while not worker.done.is_set():
+                if worker.app.should_stop:
+                    log.error("worker_app_stopped")
+                    break
+                try:
+                    await asyncio.wait_for(worker.done.wait(), timeout=1.0)
+                except TimeoutError:
+                    continue
+    finally:
+        if worker.progress is not None:
+            await worker.progress.stop()
+        await worker.cache.close()
+    return worker.rebuild
+
+
+@click.command()
+@click.option(
+    "--region", "region_name", required=True, help="Region name (consumer group tokensync-NAME)."
+)
+@click.option(
+    "--redis", "redis_url", default=None, help="The region's Redis URL (default: from settings)."
+)
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
+@pass_cli
+def worker(cli: CliContext, *, region_name: str, redis_url: str | None, batch_size: int,
+           metrics_port: int | None) -> None:  # fmt: skip
+    """Apply the token stream to one region's Redis (faust-streaming)."""
+    cli.configure_logging()
+    settings = cli.settings
+    region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
+    keyring = keyring_from(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    options = WorkerOptions(batch_size=batch_size)
+    log.info("worker_starting", region=region.name)
+    rebuild = asyncio.run(run_worker(build_app(settings, region, keyring, options)))
+    if rebuild:
+        log.warning("worker_restarting_to_rebuild", region=region.name)
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - same program
