@@ -8,13 +8,12 @@ checksum and are looked up by hash like any other.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import string
-import zlib
 
 from shared.errors import UsageError
+from shared.tokenformat import ENTROPY_LENGTH, checksum, has_valid_checksum, hash_token
 
 __all__ = [
     "ENTROPY_LENGTH",
@@ -28,13 +27,7 @@ __all__ = [
     "parse_token",
 ]
 
-ENTROPY_LENGTH = 40
 _ALPHABET = string.ascii_letters + string.digits
-
-
-def checksum(entropy: str) -> str:
-    """PHP's ``hash('crc32b', $entropy)``: the zlib CRC-32, 8 lowercase hex digits."""
-    return format(zlib.crc32(entropy.encode()) & 0xFFFFFFFF, "08x")
 
 
 def generate_token(prefix: str = "") -> str:
@@ -43,11 +36,6 @@ def generate_token(prefix: str = "") -> str:
         raise UsageError("a token prefix must not contain '|'")
     entropy = "".join(secrets.choice(_ALPHABET) for _ in range(ENTROPY_LENGTH))
     return f"{prefix}{entropy}{checksum(entropy)}"
-
-
-def hash_token(plain: str) -> str:
-    """SHA-256 hex of the plain token, as Sanctum stores it in ``token``."""
-    return hashlib.sha256(plain.encode()).hexdigest()
 
 
 def format_token(token_id: int, plain: str) -> str:
@@ -66,15 +54,6 @@ def parse_token(text: str) -> tuple[int | None, str]:
     if not head.isdigit() or not head.isascii():
         raise UsageError("a token's id part must be a whole number")
     return int(head), plain
-
-
-def has_valid_checksum(plain: str, prefix: str = "") -> bool:
-    """Whether a Sanctum 4.x token carries a correct crc32b of its 40 random characters."""
-    body = plain[len(prefix) :] if prefix and plain.startswith(prefix) else plain
-    if len(body) != ENTROPY_LENGTH + 8:
-        return False
-    entropy, crc = body[:ENTROPY_LENGTH], body[ENTROPY_LENGTH:]
-    return entropy.isascii() and entropy.isalnum() and checksum(entropy) == crc
 
 
 def encode_abilities(abilities: list[str] | tuple[str, ...]) -> str:

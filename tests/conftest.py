@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from shared.keys import Topics
+from tests.harness import Pipeline, pipeline_context
 from tests.servers import DedicatedKafka, Servers, session_servers
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -166,3 +167,35 @@ def dedicated_kafka(tmp_path: Path) -> Iterator[DedicatedKafka]:
         _unavailable("dedicated Kafka", e)
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def pipeline(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    sqlite_url: str,
+    topics: Topics,
+    region_urls: dict[str, str],
+) -> Iterator[Pipeline]:
+    """Store (SQLite), relay thread and three regions' settings; workers start on demand."""
+    yield from pipeline_context(
+        Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, region_urls)
+    )
+
+
+@pytest.fixture
+def own_redis_url(servers: Servers) -> str:
+    """A Redis server of this test's own (it may FLUSHALL or restart it)."""
+    try:
+        host, port = servers.redis(f"redis-{uuid.uuid4().hex[:8]}")
+    except Exception as e:
+        _unavailable("Redis", e)
+        raise
+    return f"redis://{host}:{port}/0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log like a process would (JSON lines), at info, so failures show the story."""
+    from shared.logs import configure_logging
+
+    configure_logging("info", "json")

@@ -60,22 +60,58 @@ class RegionWorker:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     rebuild: bool = False
     progress: BootstrapProgress | None = None
+    _attach_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
 
+    async def _ensure_attached(self) -> None:
+        """Adopt the cache's generation or start a new one (bootstrap), once per process."""
+        async with self._attach_lock:
+            if self.cache.generation:
+                return
+            count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
+            ends = await self.app.consumer.highwaters(*self._tps(count))
+            end_offsets = {tp.partition: int(o) for tp, o in ends.items()}
+            if await self.cache.attach(count, end_offsets):
+                log.info("bootstrap_started", partitions=count, records=sum(end_offsets.values()))
+            if self.options.progress and self.progress is None:
+                self.progress = BootstrapProgress(self.region.name, self.cache)
+                self.progress.start()
+
+    def install_resume_from_cache(self) -> None:
+        """Make faust position assigned partitions at the offsets the cache recorded.
+
+        faust seeks to Kafka's committed offsets after every rebalance; a lost cache must
+        instead be rebuilt from 0, so the seek is redirected to what Redis says was applied.
+        Call once the app is bound to the running loop.
+        """
+        consumer: Any = self.app.consumer  # faust's typed facade hides seek_to_committed
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_to_cache() -> dict[TP, int]:
+            committed: dict[TP, int] = dict(await seek_to_committed())
+            mine = sorted(
+                (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
+                key=lambda tp: tp.partition,
+            )
+            if mine:
+                await self._ensure_attached()
+                offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
+                positions = {tp: offsets[tp.partition] for tp in mine}
+                await consumer.seek_wait(positions)
+                committed.update(positions)
+                log.info("partitions_positioned", generation=self.cache.generation,
+                         offsets={tp.partition: o for tp, o in positions.items()})  # fmt: skip
+            return committed
+
+        consumer.seek_to_committed = seek_to_cache
+
     async def on_assigned(self, assigned: set[TP]) -> None:
-        """Adopt or start the cache generation; point the group at the cache's offsets."""
+        """Attach to the cache and record its offsets as the group's committed ones."""
+        await self._ensure_attached()
         mine = sorted(tp.partition for tp in assigned if tp.topic == self.topics.tokens)
-        count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
-        ends = await self.app.consumer.highwaters(*self._tps(count))
-        new = await self.cache.attach(count, {tp.partition: int(o) for tp, o in ends.items()})
-        if new:
-            log.info("bootstrap_started", partitions=count, records=sum(ends.values()))
-        if self.options.progress and self.progress is None:
-            self.progress = BootstrapProgress(self.region.name, self.cache)
-            self.progress.start()
         if not mine:
             return
         offsets = await self.cache.resume_offsets(mine)
@@ -120,13 +156,15 @@ class RegionWorker:
         if batch.dead_letters:
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms)
+        for event in events:
+            # Acknowledging a lost batch is harmless: the rebuilt worker resumes from the
+            # offsets its cache recorded (0 for a new cache), not from Kafka's.
+            await stream.ack(event)
         if result.lost:
             log.warning("cache_lost", generation=self.cache.generation)
             self.rebuild = True
             self.done.set()
-            return  # nothing acknowledged: the rebuilt worker reads these again
-        for event in events:
-            await stream.ack(event)
+            return
         elapsed = time.perf_counter() - started
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
@@ -171,6 +209,7 @@ def build_app(
         broker_max_poll_records=options.batch_size,
         stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
+        stream_wait_empty=False,
     )
     tokens = app.topic(
         topics.tokens,

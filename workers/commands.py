@@ -22,9 +22,10 @@ log = get_logger(__name__)
 
 async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bool:
     """Run until stopped; True if the cache was lost and the worker must rebuild."""
-    from faust.contrib.asgi import faust_app_running
+    from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
-    loop = asyncio.get_running_loop()
+    loop = bind_to_running_loop(worker.app)
+    worker.install_resume_from_cache()
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.done.set)

@@ -1,0 +1,360 @@
+"""Validating tokens locally against a region's Redis: one round trip, Sanctum's rules.
+
+``Validator`` (sync) and ``AsyncValidator`` (asyncio) share the rules in
+``interpret``: a malformed token is *invalid* before any Redis call; a region
+that is not ready or staler than its budget is *unavailable* (never *valid*);
+then revoked, expired and epoch-revoked tokens are *invalid* and a token that
+lacks a required ability is *forbidden*.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib.resources import files
+from typing import Any, Literal, Protocol
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from shared.keys import RedisKeys
+from shared.settings import Settings
+from shared.tokenformat import ParsedToken, parse_presented
+
+__all__ = [
+    "AsyncValidator",
+    "Fallback",
+    "FallbackAnswer",
+    "Outcome",
+    "Policy",
+    "Principal",
+    "Request",
+    "ValidationResult",
+    "Validator",
+    "check_abilities",
+    "interpret",
+]
+
+_SCRIPT = files("shared").joinpath("validate.lua").read_text()
+Mode = Literal["all", "any"]
+
+
+class Outcome(StrEnum):
+    """What a validation says; HTTP status in ``http_status``."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
+
+    @property
+    def http_status(self) -> int:
+        """200, 401, 403 or 503."""
+        return {"valid": 200, "invalid": 401, "forbidden": 403, "unavailable": 503}[self.value]
+
+    @property
+    def exit_code(self) -> int:
+        """0, 1, 2 or 3 (``tokensync validate``)."""
+        return {"valid": 0, "invalid": 1, "forbidden": 2, "unavailable": 3}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a valid token belongs to, and what it may do."""
+
+    tokenable_type: str
+    tokenable_id: str
+    token_id: int | None
+    name: str
+    abilities: tuple[str, ...]
+    expires_at_ms: int | None
+
+    def can(self, ability: str) -> bool:
+        """Sanctum's ``tokenCan``: ``*`` or the exact (case-sensitive) ability."""
+        return "*" in self.abilities or ability in self.abilities
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """The answer for one token: outcome, principal when known, and why."""
+
+    outcome: Outcome
+    principal: Principal | None = None
+    missing: tuple[str, ...] = ()
+    freshness_s: float | None = None
+    reason: str = ""
+    source: str = "region"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (never the token)."""
+        p = self.principal
+        return {
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "source": self.source,
+            "freshness_s": self.freshness_s,
+            "missing": list(self.missing),
+            "principal": None
+            if p is None
+            else {
+                "tokenable_type": p.tokenable_type,
+                "tokenable_id": p.tokenable_id,
+                "token_id": p.token_id,
+                "name": p.name,
+                "abilities": list(p.abilities),
+                "expires_at_ms": p.expires_at_ms,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackAnswer:
+    """What the token store says about a token (Sanctum's way): its row, or nothing."""
+
+    principal: Principal | None
+    created_at_ms: int | None = None
+
+
+class Fallback(Protocol):
+    """Asks the token store directly (used when the region is unavailable)."""
+
+    def lookup(self, token: str) -> FallbackAnswer:
+        """The token's principal from the store, or ``FallbackAnswer(None)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a validator decides: staleness budget, what to do when unavailable, lifetimes."""
+
+    staleness_budget_s: float = 5.0
+    on_unavailable: Literal["deny", "fallback"] = "deny"
+    expiration_minutes: int | None = None
+    clock_skew_allowance_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
+        """The policy the settings describe, with per-call overrides."""
+        base = cls(
+            staleness_budget_s=settings.staleness_budget_s,
+            expiration_minutes=settings.token_expiration_minutes,
+        )
+        return cls(**{**base.__dict__, **overrides}) if overrides else base
+
+
+def check_abilities(principal: Principal, required: Sequence[str], mode: Mode) -> tuple[str, ...]:
+    """The required abilities the principal lacks (``all``), or all of them if it has none
+    (``any``); empty means allowed."""
+    if not required:
+        return ()
+    missing = tuple(a for a in required if not principal.can(a))
+    if mode == "any":
+        return missing if len(missing) == len(required) else ()
+    return missing
+
+
+def _int(value: bytes | None) -> int | None:
+    return None if value is None or value == b"" else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One validation call: the token as parsed, what it must be able to do, and when."""
+
+    token: str
+    parsed: ParsedToken
+    required: tuple[str, ...]
+    mode: Mode
+    now_ms: int
+
+
+def _expired(expires_at: int | None, created_at: int | None, policy: Policy, now_ms: int) -> bool:
+    """Sanctum's two lifetimes: the token's ``expires_at``, and the global expiration
+    counted from ``created_at``; both must pass."""
+    if expires_at is not None and expires_at <= now_ms:
+        return True
+    lifetime = policy.expiration_minutes
+    return bool(lifetime and created_at is not None and created_at + lifetime * 60_000 <= now_ms)
+
+
+def _unavailable_reason(ready: int, oldest: int, policy: Policy, now_ms: int) -> str | None:
+    if not ready:
+        return "not_ready"
+    if oldest < 0:
+        return "no_heartbeat"
+    if now_ms - oldest > (policy.staleness_budget_s + policy.clock_skew_allowance_s) * 1000:
+        return "stale"
+    return None
+
+
+def _judge(principal: Principal, request: Request, freshness: float | None,
+           source: str) -> ValidationResult:  # fmt: skip
+    missing = check_abilities(principal, request.required, request.mode)
+    if missing:
+        return ValidationResult(Outcome.FORBIDDEN, principal, missing, freshness, "ability", source)
+    return ValidationResult(Outcome.VALID, principal, freshness_s=freshness, source=source)
+
+
+def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> ValidationResult:
+    """Apply the freshness policy and Sanctum's rules to the Lua script's reply."""
+    ready, oldest, epoch = int(reply[0]), int(reply[2]), int(reply[3])
+    now_ms = request.now_ms
+    freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
+    why_unavailable = _unavailable_reason(ready, oldest, policy, now_ms)
+    if why_unavailable is not None:
+        return ValidationResult(Outcome.UNAVAILABLE, freshness_s=freshness, reason=why_unavailable)
+    state, token_id = reply[4], _int(reply[6])
+    created_at, issued_at, expires_at = _int(reply[11]), _int(reply[12]), _int(reply[13])
+    reason = None
+    if state is None or (
+        request.parsed.token_id is not None and token_id != request.parsed.token_id
+    ):
+        reason = "unknown"
+    elif state != b"l" or (epoch and (issued_at or 0) < epoch):
+        reason = "revoked"
+    elif _expired(expires_at, created_at, policy, now_ms):
+        reason = "expired"
+    if reason is not None:
+        return ValidationResult(Outcome.INVALID, freshness_s=freshness, reason=reason)
+    try:
+        abilities = tuple(a for a in orjson.loads(reply[10] or b"[]") if isinstance(a, str))
+    except orjson.JSONDecodeError:
+        abilities = ()
+    principal = Principal(
+        tokenable_type=(reply[7] or b"").decode(),
+        tokenable_id=(reply[8] or b"").decode(),
+        token_id=token_id,
+        name=(reply[9] or b"").decode(),
+        abilities=abilities,
+        expires_at_ms=expires_at,
+    )
+    return _judge(principal, request, freshness, "region")
+
+
+def _apply_fallback(
+    fallback: Fallback | None, request: Request, policy: Policy, unavailable: ValidationResult
+) -> ValidationResult:
+    """Under the ``fallback`` policy, the token store answers (Sanctum's way)."""
+    if policy.on_unavailable != "fallback" or fallback is None:
+        return unavailable
+    answer = fallback.lookup(request.token)
+    p = answer.principal
+    if p is None:
+        return ValidationResult(Outcome.INVALID, reason="unknown", source="store")
+    if _expired(p.expires_at_ms, answer.created_at_ms, policy, request.now_ms):
+        return ValidationResult(Outcome.INVALID, reason="expired", source="store")
+    return _judge(p, request, None, "store")
+
+
+def _required(abilities: Iterable[str] | str) -> tuple[str, ...]:
+    return (abilities,) if isinstance(abilities, str) else tuple(abilities)
+
+
+_MALFORMED = ValidationResult(Outcome.INVALID, reason="malformed", source="shape")
+
+
+@dataclass
+class Validator:
+    """Synchronous validator of one region (one Redis round trip per call)."""
+
+    client: redis.Redis
+    keys: RedisKeys = field(default_factory=RedisKeys)
+    policy: Policy = field(default_factory=Policy)
+    fallback: Fallback | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._script = self.client.register_script(_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Validator:
+        """A validator on the Redis at ``url``."""
+        return cls(redis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> Validator:
+        """A validator of ``region`` as the settings describe it."""
+        kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
+        kwargs.setdefault("policy", Policy.from_settings(settings))
+        return cls.from_url(settings.region(region).redis_url, **kwargs)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()
+
+    def validate(
+        self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
+    ) -> ValidationResult:
+        """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
+        parsed = parse_presented(token)
+        if parsed is None:
+            return _MALFORMED
+        request = Request(str(token), parsed, _required(abilities), mode,
+                          int(self.clock() * 1000))  # fmt: skip
+        try:
+            reply = self._script(
+                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],
+                args=[self.keys.namespace],
+            )
+        except redis.RedisError:
+            result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
+        else:
+            result = interpret(reply, request, self.policy)
+        if result.outcome is Outcome.UNAVAILABLE:
+            return _apply_fallback(self.fallback, request, self.policy, result)
+        return result
+
+
+@dataclass
+class AsyncValidator:
+    """The asyncio twin of ``Validator``."""
+
+    client: aioredis.Redis
+    keys: RedisKeys = field(default_factory=RedisKeys)
+    policy: Policy = field(default_factory=Policy)
+    fallback: Fallback | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._script = self.client.register_script(_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AsyncValidator:
+        """A validator on the Redis at ``url``."""
+        return cls(aioredis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> AsyncValidator:
+        """A validator of ``region`` as the settings describe it."""
+        kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
+        kwargs.setdefault("policy", Policy.from_settings(settings))
+        return cls.from_url(settings.region(region).redis_url, **kwargs)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def validate(
+        self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
+    ) -> ValidationResult:
+        """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
+        parsed = parse_presented(token)
+        if parsed is None:
+            return _MALFORMED
+        request = Request(str(token), parsed, _required(abilities), mode,
+                          int(self.clock() * 1000))  # fmt: skip
+        try:
+            reply = await self._script(
+                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],
+                args=[self.keys.namespace],
+            )
+        except aioredis.RedisError:
+            result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
+        else:
+            result = interpret(reply, request, self.policy)
+        if result.outcome is Outcome.UNAVAILABLE:
+            return _apply_fallback(self.fallback, request, self.policy, result)
+        return result

@@ -1,0 +1,152 @@
+"""A whole tokensync pipeline for one test: store, relay (a thread), region workers (processes).
+
+Workers run as real ``tokensync worker`` processes so that tests can kill them.
+Every name (topics, consumer groups) is unique to the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import redis
+
+from producer.kafka_io import KafkaAdmin
+from producer.relay import RelayOptions
+from producer.schema import create_engine, migrate
+from producer.store import TokenStore
+from shared.keys import RedisKeys, Topics
+from shared.region_state import RegionState, read_region_state
+from shared.settings import Region, Settings
+from shared.stack.process import stop_pid
+from shared.validator import Policy, Validator
+from tests.kafka_helpers import SIGNING_KEYS, kafka_connector, running_relay, wait_for
+
+
+class Pipeline:
+    """Store + relay + workers wired with one test's settings."""
+
+    def __init__(self, tmp_path: Path, kafka: str, database_url: str, topics: Topics,
+                 regions: dict[str, str], partitions: int = 3) -> None:  # fmt: skip
+        self.tmp_path = tmp_path
+        self.settings = Settings(
+            kafka_bootstrap=kafka,
+            database_url=database_url,
+            regions=tuple(Region(n, u) for n, u in regions.items()),
+            topic_prefix=topics.prefix,
+            partitions=partitions,
+            signing_keys=SIGNING_KEYS,
+            signing_key_id="test-1",
+            heartbeat_interval_s=0.2,
+            log_format="json",
+            log_level="info",
+        )
+        self.topics = topics
+        engine = create_engine(database_url)
+        migrate(engine)
+        self.store = TokenStore(engine)
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._stack = ExitStack()
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(self.settings.redis_namespace)
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+        return {**base, **self.settings.to_env(), "TOKENSYNC_STATE_DIR": str(self.tmp_path)}
+
+    def start_relay(self) -> None:
+        connect = kafka_connector(
+            self.settings.kafka_bootstrap, self.topics, self.settings.partitions
+        )
+        options = RelayOptions(
+            heartbeat_interval_s=self.settings.heartbeat_interval_s, backoff_max_s=0.5
+        )
+        self._stack.enter_context(running_relay(self.store.engine, connect, options=options))
+
+    def start_worker(self, region: str, redis_url: str | None = None) -> None:
+        log = (self.tmp_path / f"worker-{region}.log").open("ab")
+        args = [sys.executable, "-m", "shared", "worker", "--region", region]
+        if redis_url:
+            args += ["--redis", redis_url]
+        self.workers[region] = subprocess.Popen(
+            args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def kill_worker(self, region: str) -> None:
+        proc = self.workers.pop(region)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_worker(self, region: str) -> None:
+        proc = self.workers.pop(region)
+        stop_pid(proc.pid, sys.executable, grace_s=30)
+        proc.wait(timeout=10)
+
+    def redis(self, region: str) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.region(region).redis_url)
+
+    def state(self, region: str) -> RegionState:
+        client = self.redis(region)
+        try:
+            return read_region_state(client, self.keys, region)
+        finally:
+            client.close()
+
+    def wait_ready(self, region: str, timeout_s: float = 90) -> None:
+        try:
+            wait_for(lambda: self.state(region).ready, timeout_s, f"region {region} ready")
+        except AssertionError as e:
+            tail = "\n".join(self.worker_log(region).splitlines()[-25:])
+            raise AssertionError(f"{e}; state {self.state(region)}; worker log:\n{tail}") from None
+
+    def wait_applied(self, seq: int, timeout_s: float = 60) -> None:
+        """Until every region with a worker applied outbox row ``seq`` and everything before
+        it in every partition (the topic's end offsets once ``seq`` was published)."""
+        wait_for(
+            lambda: self.store.position(seq).offset is not None, timeout_s, f"seq {seq} published"
+        )
+        admin = KafkaAdmin(self.settings.kafka_bootstrap)
+        try:
+            ends = admin.end_offsets(self.topics.tokens)
+        finally:
+            admin.close()
+
+        def caught_up() -> bool:
+            for region in self.workers:
+                state = self.state(region)
+                if not all(state.has_applied(p, end - 1) for p, end in ends.items() if end):
+                    return False
+            return True
+
+        wait_for(caught_up, timeout_s, f"every region caught up with seq {seq}")
+
+    def validator(self, region: str, **policy: object) -> Validator:
+        return Validator.from_url(
+            self.settings.region(region).redis_url,
+            keys=self.keys,
+            policy=Policy(**policy) if policy else Policy(),  # type: ignore[arg-type]
+        )
+
+    def worker_log(self, region: str) -> str:
+        return (self.tmp_path / f"worker-{region}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for region in list(self.workers):
+            self.stop_worker(region)
+        self._stack.close()
+        self.store.close()
+
+
+def pipeline_context(pipeline: Pipeline) -> Iterator[Pipeline]:
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()
