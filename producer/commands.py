@@ -15,7 +15,7 @@ from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 
-__all__ = ["relay", "revoke", "token"]
+__all__ = ["api", "relay", "revoke", "token"]
 
 
 def _store(cli: CliContext) -> TokenStore:
@@ -54,8 +54,12 @@ def _info_json(info: TokenInfo) -> dict[str, Any]:
 
 
 def _mutation_json(mutation: Mutation) -> dict[str, Any]:
-    return {"seq": mutation.seq, "removed": mutation.removed, "scope": mutation.scope,
-            "before_ms": mutation.before_ms}  # fmt: skip
+    return {
+        "seq": mutation.seq,
+        "removed": mutation.removed,
+        "scope": mutation.scope,
+        "before_ms": mutation.before_ms,
+    }
 
 
 def _report(
@@ -113,8 +117,16 @@ def token() -> None:
 @click.option("--expires-in", default=None, help="Lifetime: seconds, or 90s/15m/2h/7d.")
 @json_option
 @pass_cli
-def issue(cli: CliContext, *, tokenable_type: str, tokenable_id: str, name: str,
-          abilities: tuple[str, ...], expires_in: str | None, as_json: bool) -> None:  # fmt: skip
+def issue(
+    cli: CliContext,
+    *,
+    tokenable_type: str,
+    tokenable_id: str,
+    name: str,
+    abilities: tuple[str, ...],
+    expires_in: str | None,
+    as_json: bool,
+) -> None:
     """Issue a token; the plaintext is printed once and never stored."""
     expires_at = None
     if expires_in is not None:
@@ -199,8 +211,9 @@ def revoke() -> None:
 @wait_option
 @json_option
 @pass_cli
-def revoke_principal(cli: CliContext, *, tokenable_type: str, tokenable_id: str, wait: bool,
-                     as_json: bool) -> None:  # fmt: skip
+def revoke_principal(
+    cli: CliContext, *, tokenable_type: str, tokenable_id: str, wait: bool, as_json: bool
+) -> None:
     """Revoke every token of one principal issued until now."""
     store = _store(cli)
     mutation = store.revoke_principal(tokenable_type, tokenable_id)
@@ -284,4 +297,28 @@ def relay(cli: CliContext, *, metrics_port: int | None) -> None:
         Relay(store.engine, connect, keyring, waker, options=options).run(stop)
     finally:
         waker.close()
+        store.close()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@pass_cli
+def api(cli: CliContext, *, host: str, port: int) -> None:
+    """Serve the token store's HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from producer.api import create_app
+
+    cli.configure_logging()
+    store = TokenStore.from_settings(cli.settings)
+    try:
+        uvicorn.run(
+            create_app(cli.settings, store),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
         store.close()

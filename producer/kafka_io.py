@@ -37,13 +37,22 @@ USAGE_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000
 def topic_configs(topics: Topics, partitions: int) -> dict[str, dict[str, Any]]:
     """The topics tokensync needs, with partitions and configs, in kafka-python's dict form."""
     return {
-        topics.tokens: {"num_partitions": partitions, "replication_factor": 1,
-                        "configs": TOKENS_TOPIC_CONFIG},
-        topics.dead_letters: {"num_partitions": 1, "replication_factor": 1,
-                              "configs": DEAD_LETTER_CONFIG},
-        topics.usage: {"num_partitions": partitions, "replication_factor": 1,
-                       "configs": USAGE_CONFIG},
-    }  # fmt: skip
+        topics.tokens: {
+            "num_partitions": partitions,
+            "replication_factor": 1,
+            "configs": TOKENS_TOPIC_CONFIG,
+        },
+        topics.dead_letters: {
+            "num_partitions": 1,
+            "replication_factor": 1,
+            "configs": DEAD_LETTER_CONFIG,
+        },
+        topics.usage: {
+            "num_partitions": partitions,
+            "replication_factor": 1,
+            "configs": USAGE_CONFIG,
+        },
+    }
 
 
 class KafkaAdmin:

@@ -84,6 +84,8 @@ def mark_published(conn: sa.Connection, published: Sequence[Published]) -> None:
             kafka_partition=sa.bindparam("b_partition"),
             kafka_offset=sa.bindparam("b_offset"),
         ),
-        [{"b_seq": p.seq, "b_at": p.at_ms, "b_partition": p.partition, "b_offset": p.offset}
-         for p in published],
-    )  # fmt: skip
+        [
+            {"b_seq": p.seq, "b_at": p.at_ms, "b_partition": p.partition, "b_offset": p.offset}
+            for p in published
+        ],
+    )

@@ -72,11 +72,15 @@ class Receipt:
             "complete": self.complete,
             "summary": self.summary(),
             "regions": [
-                {"region": r.region, "enforced": r.enforced, "after_ms": r.after_ms,
-                 "error": r.error}
+                {
+                    "region": r.region,
+                    "enforced": r.enforced,
+                    "after_ms": r.after_ms,
+                    "error": r.error,
+                }
                 for r in self.regions
             ],
-        }  # fmt: skip
+        }
 
 
 def all_regions(settings: Settings, store: TokenStore) -> list[Region]:
@@ -103,8 +107,9 @@ def wait_for_receipt(
         time.sleep(poll_s)
         position = store.position(seq)
     if position.partition is None or position.offset is None:
-        return Receipt(seq, None, None, tuple(RegionReceipt(r.name, False) for r in targets),
-                       timeout_s)  # fmt: skip
+        return Receipt(
+            seq, None, None, tuple(RegionReceipt(r.name, False) for r in targets), timeout_s
+        )
     keys = RedisKeys(settings.redis_namespace)
     field = f"o:{position.partition}"
     clients = {r.name: redis.Redis.from_url(r.redis_url, socket_timeout=1.0) for r in targets}

@@ -113,8 +113,9 @@ class Relay:
         RELAY_PUBLISHED.inc(len(events))
         for event in events:
             RELAY_LATENCY.observe(max(0, at_ms - event.at_ms) / 1000)
-        log.debug("batch_published", records=len(events), first_seq=events[0].seq,
-                  last_seq=events[-1].seq)  # fmt: skip
+        log.debug(
+            "batch_published", records=len(events), first_seq=events[0].seq, last_seq=events[-1].seq
+        )
         return len(events)
 
     def heartbeat(self) -> None:
@@ -134,8 +135,11 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
         backoff = self._options.backoff_initial_s
-        log.info("relay_started", batch_size=self._options.batch_size,
-                 heartbeat_interval_s=self._options.heartbeat_interval_s)  # fmt: skip
+        log.info(
+            "relay_started",
+            batch_size=self._options.batch_size,
+            heartbeat_interval_s=self._options.heartbeat_interval_s,
+        )
         while not stop.is_set():
             try:
                 while not stop.is_set() and self.publish_batch() >= self._options.batch_size:

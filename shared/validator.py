@@ -190,8 +190,9 @@ def _unavailable_reason(ready: int, oldest: int, policy: Policy, now_ms: int) ->
     return None
 
 
-def _judge(principal: Principal, request: Request, freshness: float | None,
-           source: str) -> ValidationResult:  # fmt: skip
+def _judge(
+    principal: Principal, request: Request, freshness: float | None, source: str
+) -> ValidationResult:
     missing = check_abilities(principal, request.required, request.mode)
     if missing:
         return ValidationResult(Outcome.FORBIDDEN, principal, missing, freshness, "ability", source)
@@ -292,8 +293,7 @@ class Validator:
         parsed = parse_presented(token)
         if parsed is None:
             return _MALFORMED
-        request = Request(str(token), parsed, _required(abilities), mode,
-                          int(self.clock() * 1000))  # fmt: skip
+        request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
         try:
             reply = self._script(
                 keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],
@@ -344,8 +344,7 @@ class AsyncValidator:
         parsed = parse_presented(token)
         if parsed is None:
             return _MALFORMED
-        request = Request(str(token), parsed, _required(abilities), mode,
-                          int(self.clock() * 1000))  # fmt: skip
+        request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
         try:
             reply = await self._script(
                 keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],

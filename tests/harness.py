@@ -31,8 +31,15 @@ from tests.kafka_helpers import SIGNING_KEYS, kafka_connector, running_relay, wa
 class Pipeline:
     """Store + relay + workers wired with one test's settings."""
 
-    def __init__(self, tmp_path: Path, kafka: str, database_url: str, topics: Topics,
-                 regions: dict[str, str], partitions: int = 3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tmp_path: Path,
+        kafka: str,
+        database_url: str,
+        topics: Topics,
+        regions: dict[str, str],
+        partitions: int = 3,
+    ) -> None:
         self.tmp_path = tmp_path
         self.settings = Settings(
             kafka_bootstrap=kafka,

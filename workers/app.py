@@ -102,8 +102,11 @@ class RegionWorker:
                 positions = {tp: offsets[tp.partition] for tp in mine}
                 await consumer.seek_wait(positions)
                 committed.update(positions)
-                log.info("partitions_positioned", generation=self.cache.generation,
-                         offsets={tp.partition: o for tp, o in positions.items()})  # fmt: skip
+                log.info(
+                    "partitions_positioned",
+                    generation=self.cache.generation,
+                    offsets={tp.partition: o for tp, o in positions.items()},
+                )
             return committed
 
         consumer.seek_to_committed = seek_to_cache
@@ -117,13 +120,22 @@ class RegionWorker:
         offsets = await self.cache.resume_offsets(mine)
         consumer: Any = self.app.consumer  # faust's typed facade hides _commit(offsets)
         await consumer._commit({TP(self.topics.tokens, p): o for p, o in offsets.items()})
-        log.info("partitions_assigned", partitions=mine, resume_offsets=offsets,
-                 generation=self.cache.generation)  # fmt: skip
+        log.info(
+            "partitions_assigned",
+            partitions=mine,
+            resume_offsets=offsets,
+            generation=self.cache.generation,
+        )
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Publish refused records (with the reason) and wait for the broker's ack."""
-        topic = self.app.topic(self.topics.dead_letters, key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw")  # fmt: skip
+        topic = self.app.topic(
+            self.topics.dead_letters,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
         for letter in letters:
             record = letter.record
             headers = [
@@ -139,20 +151,31 @@ class RegionWorker:
             pending = await topic.send(key=record.key, value=record.value or b"", headers=headers)
             await pending
             DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
-            log.warning("event_dead_lettered", reason=letter.reason, detail=letter.detail,
-                        partition=record.partition, offset=record.offset)  # fmt: skip
+            log.warning(
+                "event_dead_lettered",
+                reason=letter.reason,
+                detail=letter.detail,
+                partition=record.partition,
+                offset=record.offset,
+            )
 
     async def handle(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
         """Verify, dead-letter, apply, then acknowledge one batch."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
         records = [
-            RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value,
-                      list(e.message.headers or []))
+            RawRecord(
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value,
+                list(e.message.headers or []),
+            )
             for e in events
-        ]  # fmt: skip
-        batch = prepare_batch(records, self.keyring, self.cache.keys, now_ms,
-                              int(self.options.tombstone_ttl_s * 1000))  # fmt: skip
+        ]
+        batch = prepare_batch(
+            records, self.keyring, self.cache.keys, now_ms, int(self.options.tombstone_ttl_s * 1000)
+        )
         if batch.dead_letters:
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms)
@@ -170,10 +193,16 @@ class RegionWorker:
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
         APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
         await self._track_rate(len(records))
-        log.debug("batch_applied", records=len(records), applied=result.applied,
-                  stale=result.stale, heartbeats=batch.heartbeats,
-                  dead_letters=len(batch.dead_letters), ready=result.ready,
-                  duration_ms=round(elapsed * 1000, 2))  # fmt: skip
+        log.debug(
+            "batch_applied",
+            records=len(records),
+            applied=result.applied,
+            stale=result.stale,
+            heartbeats=batch.heartbeats,
+            dead_letters=len(batch.dead_letters),
+            ready=result.ready,
+            duration_ms=round(elapsed * 1000, 2),
+        )
 
     async def _track_rate(self, count: int) -> None:
         now = time.monotonic()

@@ -76,8 +76,10 @@ class RegionCache:
                 mapping: Any = {f"t:{p}": end_offsets.get(p, 0) for p in range(partition_count)}
                 async with self.client.pipeline(transaction=True) as pipe:
                     pipe.hset(self.keys.partitions, mapping=mapping)
-                    pipe.hset(self.keys.meta, mapping={"partitions": partition_count,
-                                                       "ready": 0, "applied": 0})  # fmt: skip
+                    pipe.hset(
+                        self.keys.meta,
+                        mapping={"partitions": partition_count, "ready": 0, "applied": 0},
+                    )
                     await pipe.execute()
                 self.generation = generation
                 return True

@@ -61,8 +61,14 @@ async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bo
     help="Serve Prometheus metrics on this port.",
 )
 @pass_cli
-def worker(cli: CliContext, *, region_name: str, redis_url: str | None, batch_size: int,
-           metrics_port: int | None) -> None:  # fmt: skip
+def worker(
+    cli: CliContext,
+    *,
+    region_name: str,
+    redis_url: str | None,
+    batch_size: int,
+    metrics_port: int | None,
+) -> None:
     """Apply the token stream to one region's Redis (faust-streaming)."""
     cli.configure_logging()
     settings = cli.settings

@@ -110,8 +110,9 @@ def prepare_batch(
         if isinstance(event, Heartbeat):
             batch.heartbeats += 1
             if event.partition == record.partition:
-                batch.beats[record.partition] = max(batch.beats.get(record.partition, 0),
-                                                    event.at_ms)  # fmt: skip
+                batch.beats[record.partition] = max(
+                    batch.beats.get(record.partition, 0), event.at_ms
+                )
         elif isinstance(event, TokenEvent):
             batch.keys.append(keys.token(event.token_hash))
             batch.args += _token_args(event, now_ms, tombstone_ttl_ms)

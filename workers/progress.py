@@ -72,11 +72,16 @@ class BootstrapProgress:
                 elapsed = max(time.monotonic() - started, 1e-3)
                 rate = (state.bootstrap_loaded - first_loaded) / elapsed
                 if bar is not None:
-                    bar.update(task, completed=state.bootstrap_loaded,
-                               total=state.bootstrap_total or None)  # fmt: skip
+                    bar.update(
+                        task, completed=state.bootstrap_loaded, total=state.bootstrap_total or None
+                    )
                 if state.ready:
-                    log.info("region_ready", region=self.region, loaded=state.bootstrap_loaded,
-                             seconds=round(elapsed, 2))  # fmt: skip
+                    log.info(
+                        "region_ready",
+                        region=self.region,
+                        loaded=state.bootstrap_loaded,
+                        seconds=round(elapsed, 2),
+                    )
                     return
                 eta = eta_s(state.bootstrap_loaded, state.bootstrap_total, rate)
                 log.info(

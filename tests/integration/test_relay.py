@@ -105,8 +105,10 @@ def test_an_idle_relay_sends_heartbeats_into_every_partition(
             what="heartbeats in 3 partitions",
         )
         first = len(read_topic(kafka_bootstrap, topics.tokens, timeout_s=2))
-        wait_for(lambda: len(read_topic(kafka_bootstrap, topics.tokens, timeout_s=2)) >= first + 6,
-                 what="more heartbeats")  # fmt: skip
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, topics.tokens, timeout_s=2)) >= first + 6,
+            what="more heartbeats",
+        )
     beats = [r.event() for r in read_topic(kafka_bootstrap, topics.tokens)]
     assert all(isinstance(b, Heartbeat) for b in beats)
     assert {0, 1, 2} == {b.partition for b in beats if isinstance(b, Heartbeat)}
@@ -144,8 +146,11 @@ def test_expiry_and_times_travel_in_milliseconds(
     with running_relay(store.engine, kafka_connector(kafka_bootstrap, topics)):
         issued = store.issue(USER, 1, "expiring", expires_at=expires)
         wait_for(lambda: backlog(store) == 0, what="outbox drained")
-    [event] = [e for e in (r.event() for r in read_topic(kafka_bootstrap, topics.tokens, expect=1))
-               if isinstance(e, TokenEvent)]  # fmt: skip
+    [event] = [
+        e
+        for e in (r.event() for r in read_topic(kafka_bootstrap, topics.tokens, expect=1))
+        if isinstance(e, TokenEvent)
+    ]
     assert int(expires.replace(tzinfo=dt.UTC).timestamp() * 1000) == event.expires_at_ms
     assert issued.token_hash == event.token_hash
     assert event.issued_at_ms >= event.created_at_ms

@@ -45,8 +45,11 @@ def test_issue_returns_a_sanctum_token_and_stores_only_its_hash(store: TokenStor
     assert (hash_token(plain), '["read","server\\/update"]') == (row.token, row.abilities)
     [event] = outbox(store)
     assert ("token", "issued", issued.seq, hash_token(plain)) == (
-        event["kind"], event["op"], event["seq"], event["token_hash"],
-    )  # fmt: skip
+        event["kind"],
+        event["op"],
+        event["seq"],
+        event["token_hash"],
+    )
     assert plain not in repr(issued)
     assert all(plain not in str(v) for v in event.values())
 

@@ -34,8 +34,14 @@ pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 
 
-def token_event(seq: int, h: str, op: TokenOp = TokenOp.ISSUED, owner: str = "1",
-                abilities: tuple[str, ...] = ("*",), issued: int = 1000) -> TokenEvent:  # fmt: skip
+def token_event(
+    seq: int,
+    h: str,
+    op: TokenOp = TokenOp.ISSUED,
+    owner: str = "1",
+    abilities: tuple[str, ...] = ("*",),
+    issued: int = 1000,
+) -> TokenEvent:
     return TokenEvent(seq, op, h, seq, USER, owner, "n", abilities, issued, issued, None, issued)
 
 
@@ -242,9 +248,13 @@ def test_forged_records_change_nothing_and_land_in_the_dead_letter_topic(
 
 
 def test_flushall_makes_a_region_unavailable_then_ready_again_while_others_answer(
-    tmp_path: Path, kafka_bootstrap: str, sqlite_url: str, topics: Topics,
-    region_urls: dict[str, str], own_redis_url: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    sqlite_url: str,
+    topics: Topics,
+    region_urls: dict[str, str],
+    own_redis_url: str,
+) -> None:
     regions = {"eu": own_redis_url, "us": region_urls["us"], "ap": region_urls["ap"]}
     pipeline = Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, regions)
     try:

@@ -99,6 +99,11 @@ def downgrade() -> None:
     bind = op.get_bind()
     for statement in drop_statements(bind.dialect.name):
         op.execute(statement)
-    for table in ("tokensync_regions", "tokensync_suppress", "tokensync_token_meta",
-                  "tokensync_epochs", "tokensync_outbox"):  # fmt: skip
+    for table in (
+        "tokensync_regions",
+        "tokensync_suppress",
+        "tokensync_token_meta",
+        "tokensync_epochs",
+        "tokensync_outbox",
+    ):
         op.drop_table(table)
