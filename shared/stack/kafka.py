@@ -213,8 +213,7 @@ class KafkaBroker:
             *self._java(),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",  # '=' form: an id may start with '-'
             "-c",
             str(config),
             "--ignore-formatted",
