@@ -15,7 +15,7 @@ from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 
-__all__ = ["api", "relay", "revoke", "token"]
+__all__ = ["api", "demo", "relay", "revoke", "token"]
 
 
 def _store(cli: CliContext) -> TokenStore:
@@ -322,3 +322,27 @@ def api(cli: CliContext, *, host: str, port: int) -> None:
         )
     finally:
         store.close()
+
+
+@click.command()
+@json_option
+@pass_cli
+def demo(cli: CliContext, *, as_json: bool) -> None:
+    """The end-to-end story on the local stack, with measured revoke-to-denied latencies."""
+    from producer.demo import run_demo
+
+    settings = cli.settings
+    store = TokenStore.from_settings(settings)
+    try:
+        echo = (lambda _line: None) if as_json else click.echo
+        if not as_json:
+            click.echo(
+                f"tokensync demo: store {settings.database_url}, Kafka {settings.kafka_bootstrap}, "
+                f"regions {', '.join(r.name for r in settings.regions)}"
+            )
+        report = run_demo(settings, store, echo)
+    finally:
+        store.close()
+    emit(as_json, report.to_json(), ["", "all steps behaved" if report.ok else "SOME STEPS FAILED"])
+    if not report.ok:
+        raise click.exceptions.Exit(1)

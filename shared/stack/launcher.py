@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import StackError
 from shared.settings import (
@@ -173,7 +174,10 @@ class LocalStack:
             for future in [pool.submit(wait) for _, wait in started]:
                 future.result()
 
-        settings = self._write_settings(previous, old_settings, kafka_port, regions)
+        api_port = _pick_port(None, _port_of(old_settings.api_url))
+        if "api" in running:
+            api_port = running["api"].port or api_port
+        settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
@@ -185,6 +189,7 @@ class LocalStack:
         old: Settings,
         kafka_port: int,
         regions: Sequence[Region],
+        api_port: int,
     ) -> Settings:
         keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
         database_url = previous.get("TOKENSYNC_DATABASE_URL") or (
@@ -197,6 +202,7 @@ class LocalStack:
             signing_keys=keys,
             signing_key_id=old.signing_key_id or next(iter(keys)),
             state_dir=self.state_dir,
+            api_url=f"http://127.0.0.1:{api_port}",
         )
         values = {**previous, **settings.to_env()}
         values.pop("TOKENSYNC_STATE_DIR", None)
@@ -212,7 +218,7 @@ class LocalStack:
         if "relay" in available:
             wanted.append(("relay", ["relay"]))
         if "api" in available:
-            wanted.append(("api", ["api"]))
+            wanted.append(("api", ["api", "--port", str(_port_of(settings.api_url))]))
         if "worker" in available:
             wanted.extend(
                 (f"worker-{r.name}", ["worker", "--region", r.name]) for r in settings.regions
@@ -222,14 +228,57 @@ class LocalStack:
         for name, args in wanted:
             if name in running:
                 continue
-            argv = [sys.executable, "-m", "shared", *args]
-            log = self.state_dir / "logs" / f"{name}.log"
-            started[name] = start_process(name, argv, log, env=env, cwd=self.cwd)
+            port = _port_of(settings.api_url) if name == "api" else None
+            started[name] = self._start_command(name, args, env, port)
         time.sleep(0.5 if started else 0)
         dead = [n for n, r in started.items() if not r.alive]
         if dead:
             raise StackError(f"{dead[0]} exited at start; see {started[dead[0]].log}")
         return started
+
+    def _start_command(
+        self, name: str, args: Sequence[str], env: Mapping[str, str], port: int | None = None
+    ) -> ProcessRecord:
+        argv = [sys.executable, "-m", "shared", *args]
+        log = self.state_dir / "logs" / f"{name}.log"
+        return start_process(name, argv, log, env=env, cwd=self.cwd, port=port)
+
+    def running(self) -> bool:
+        """Whether this directory's stack has a live broker."""
+        return any(r.name == "kafka" and r.alive for r in self.records())
+
+    def add_worker(self, region: Region) -> ProcessRecord:
+        """Start the worker of a newly added region and record it (and the region's settings)."""
+        values = read_settings_file(self.settings_file)
+        settings = Settings.from_env(values)
+        regions = [r for r in settings.regions if r.name != region.name] + [region]
+        values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
+        write_settings_file(self.settings_file, values)
+        env = {**os.environ, **values, "TOKENSYNC_LOG_FORMAT": "json"}
+        name = f"worker-{region.name}"
+        records = [r for r in self.records() if r.name != name]
+        record = self._start_command(name, ["worker", "--region", region.name], env)
+        self._save([*records, record])
+        return record
+
+    def remove_worker(self, region: str) -> bool:
+        """Stop a region's worker (if this stack runs it) and drop the region from settings."""
+        name = f"worker-{region}"
+        stopped = False
+        kept = []
+        for record in self.records():
+            if record.name == name:
+                stopped = stop_pid(record.pid, record.argv[0] if record.argv else None)
+            else:
+                kept.append(record)
+        self._save(kept)
+        values = read_settings_file(self.settings_file)
+        if values:
+            settings = Settings.from_env(values)
+            regions = [r for r in settings.regions if r.name != region]
+            values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
+            write_settings_file(self.settings_file, values)
+        return stopped
 
     # --- status and down --------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
@@ -253,8 +302,6 @@ class LocalStack:
 
 
 def _port_of(url: str) -> int | None:
-    from urllib.parse import urlsplit
-
     return urlsplit(url).port
 
 

@@ -1,0 +1,262 @@
+"""``tokensync region add | list | status | remove``: region lifecycle for platform teams."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import click
+import redis
+
+from producer.receipts import all_regions
+from producer.store import TokenStore
+from shared.cli import CliContext, emit, json_option, pass_cli
+from shared.errors import NotFoundError, PublishError
+from shared.keys import RedisKeys, Topics, consumer_group
+from shared.region_state import RegionState, count_tokens, read_region_state
+from shared.settings import Region, Settings
+from shared.stack.launcher import LocalStack
+
+__all__ = ["region"]
+
+
+def _state(settings: Settings, region: Region) -> RegionState:
+    client = redis.Redis.from_url(region.redis_url, socket_timeout=2.0)
+    try:
+        return read_region_state(client, RedisKeys(settings.redis_namespace), region.name)
+    finally:
+        client.close()
+
+
+def _tokens(settings: Settings, region: Region) -> int | None:
+    client = redis.Redis.from_url(region.redis_url, socket_timeout=5.0)
+    try:
+        return count_tokens(client, RedisKeys(settings.redis_namespace))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def _lag(state: RegionState, ends: dict[int, int]) -> int | None:
+    if not state.reachable or not ends:
+        return None
+    return sum(
+        max(0, end - (state.partitions[p].next_offset if p in state.partitions else 0))
+        for p, end in ends.items()
+    )
+
+
+def _end_offsets(settings: Settings) -> dict[int, int]:
+    from producer.kafka_io import KafkaAdmin
+
+    try:
+        admin = KafkaAdmin(settings.kafka_bootstrap, timeout_s=3)
+    except PublishError:
+        return {}
+    try:
+        return admin.end_offsets(Topics(settings.topic_prefix).tokens)
+    except PublishError:
+        return {}
+    finally:
+        admin.close()
+
+
+def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: bool) -> RegionState:
+    """Poll the region until ready, drawing a progress bar on a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    deadline = time.monotonic() + timeout_s
+    state = _state(settings, region)
+    with Progress(
+        TextColumn(f"bootstrap {region.name}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} records"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json or not console.is_terminal,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("load", total=None)
+        last_log = 0.0
+        while time.monotonic() < deadline:
+            state = _state(settings, region)
+            bar.update(task, completed=state.bootstrap_loaded, total=state.bootstrap_total or None)
+            if state.ready:
+                return state
+            if not console.is_terminal and not as_json and time.monotonic() - last_log > 2:
+                click.echo(
+                    f"bootstrap {region.name}: {state.bootstrap_loaded}/{state.bootstrap_total}"
+                    " records",
+                    err=True,
+                )
+                last_log = time.monotonic()
+            time.sleep(0.1)
+    return state
+
+
+@click.group()
+def region() -> None:
+    """Add, list, inspect and remove regions."""
+
+
+@region.command("add")
+@click.argument("name")
+@click.option("--redis", "redis_url", required=True, help="The region's Redis URL.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the region to become ready.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait.")
+@json_option
+@pass_cli
+def add(
+    cli: CliContext, *, name: str, redis_url: str, no_wait: bool, timeout: float, as_json: bool
+) -> None:
+    """Register a region; on the local stack also start its worker and show the bootstrap."""
+    new = Region(name, redis_url)
+    settings = cli.settings
+    store = TokenStore.from_settings(settings)
+    try:
+        if name in {r.name for r in all_regions(settings, store)}:
+            raise click.UsageError(f"region {name!r} already exists")
+        store.add_region(new)
+        local = LocalStack(cli.cwd, cli.environ)
+        started = local.running()
+        if started:
+            local.add_worker(new)
+        data: dict[str, Any] = {"region": name, "redis_url": redis_url, "worker_started": started}
+        lines = [f"region {name} registered"]
+        if not started:
+            lines.append(f"start its worker: tokensync worker --region {name} --redis {redis_url}")
+        if not no_wait and started:
+            began = time.monotonic()
+            state = _wait_ready(settings, new, timeout, as_json)
+            data["ready"] = state.ready
+            data["seconds"] = round(time.monotonic() - began, 2)
+            data["live_tokens_in_store"] = store.count_live()
+            lines.append(
+                f"region {name} ready after {data['seconds']} s"
+                if state.ready
+                else f"region {name} not ready after {timeout:g} s"
+            )
+        emit(as_json, data, lines)
+        if data.get("ready") is False:
+            raise click.exceptions.Exit(1)
+    finally:
+        store.close()
+
+
+@region.command("list")
+@json_option
+@pass_cli
+def list_regions(cli: CliContext, *, as_json: bool) -> None:
+    """Every region: from settings and registered in the store."""
+    store = TokenStore.from_settings(cli.settings)
+    try:
+        regions = all_regions(cli.settings, store)
+    finally:
+        store.close()
+    emit(
+        as_json,
+        [{"region": r.name, "redis_url": r.redis_url} for r in regions],
+        [f"{r.name:<12} {r.redis_url}" for r in regions] or "no regions",
+    )
+
+
+@region.command("status")
+@click.option("--no-count", is_flag=True, help="Skip counting cached tokens (a SCAN).")
+@json_option
+@pass_cli
+def status(cli: CliContext, *, no_count: bool, as_json: bool) -> None:
+    """Per region: ready, lag in records, freshness, cached tokens, apply rate."""
+    settings = cli.settings
+    store = TokenStore.from_settings(settings)
+    try:
+        regions = all_regions(settings, store)
+    finally:
+        store.close()
+    ends = _end_offsets(settings)
+    rows = []
+    for r in regions:
+        state = _state(settings, r)
+        fresh = state.freshness_s()
+        rows.append(
+            {
+                "region": r.name,
+                "reachable": state.reachable,
+                "ready": state.ready,
+                "lag": _lag(state, ends),
+                "freshness_s": None if fresh is None else round(fresh, 3),
+                "tokens": None if no_count or not state.reachable else _tokens(settings, r),
+                "apply_rate": state.apply_rate,
+                "error": state.error,
+            }
+        )
+
+    def cell(value: object, fmt: str = "{}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    lines = [f"{'region':<10} {'ready':<6} {'lag':>8} {'fresh(s)':>9} {'tokens':>10} {'rate/s':>9}"]
+    for row in rows:
+        ready = "yes" if row["ready"] else ("DOWN" if not row["reachable"] else "no")
+        lines.append(
+            f"{row['region']:<10} {ready:<6} {cell(row['lag']):>8} "
+            f"{cell(row['freshness_s'], '{:.2f}'):>9} {cell(row['tokens']):>10} "
+            f"{row['apply_rate']:>9.0f}"
+        )
+    emit(as_json, rows, lines if rows else "no regions")
+    if any(not row["ready"] for row in rows):
+        raise click.exceptions.Exit(1)
+
+
+@region.command("remove")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete the region's cached keys.")
+@json_option
+@pass_cli
+def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
+    """Stop the region's worker (on the local stack), delete its consumer group, forget it."""
+    from producer.kafka_io import KafkaAdmin
+
+    settings = cli.settings
+    store = TokenStore.from_settings(settings)
+    try:
+        known = {r.name: r for r in all_regions(settings, store)}
+        if name not in known:
+            raise NotFoundError(f"no region named {name!r}")
+        stopped = LocalStack(cli.cwd, cli.environ).remove_worker(name)
+        group_deleted = True
+        try:
+            admin = KafkaAdmin(settings.kafka_bootstrap)
+            try:
+                admin.delete_group(consumer_group(name, settings.topic_prefix))
+            finally:
+                admin.close()
+        except PublishError as e:
+            group_deleted = False
+            click.echo(f"tokensync: warning: {e}", err=True)
+        if purge:
+            client = redis.Redis.from_url(known[name].redis_url)
+            try:
+                keys = list(
+                    client.scan_iter(match=RedisKeys(settings.redis_namespace).pattern, count=5000)
+                )
+                for i in range(0, len(keys), 1000):
+                    client.delete(*keys[i : i + 1000])
+            finally:
+                client.close()
+        with contextlib.suppress(NotFoundError):  # a region named only in settings
+            store.remove_region(name)
+    finally:
+        store.close()
+    emit(
+        as_json,
+        {
+            "region": name,
+            "worker_stopped": stopped,
+            "group_deleted": group_deleted,
+            "purged": purge,
+        },
+        f"region {name} removed" + (" (worker stopped)" if stopped else ""),
+    )
