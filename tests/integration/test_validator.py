@@ -248,3 +248,29 @@ def test_the_async_validator_gives_the_same_answers(region: RegionFixture, redis
     assert [Outcome.VALID, Outcome.FORBIDDEN, Outcome.INVALID, Outcome.INVALID] == asyncio.run(
         run()
     )
+
+
+def test_the_sql_fallback_answers_from_the_store_when_the_region_is_unavailable(
+    redis_url: str, database_url: str
+) -> None:
+    from producer.fallback import StoreFallback
+    from producer.schema import create_engine, migrate
+    from producer.store import TokenStore
+
+    engine = create_engine(database_url)
+    migrate(engine)
+    store = TokenStore(engine)
+    issued = store.issue(USER, 3, "fallback", ["read"])
+    validator = Validator.from_url(
+        redis_url, policy=Policy(on_unavailable="fallback"), fallback=StoreFallback(store)
+    )
+    result = validator.validate(issued.plain_text_token, ["read"])
+    assert ("valid", "store", "3") == (
+        result.outcome.value,
+        result.source,
+        result.principal.tokenable_id if result.principal else None,
+    )
+    store.revoke_token(issued.id)
+    assert Outcome.INVALID == validator.validate(issued.plain_text_token).outcome
+    validator.close()
+    engine.dispose()
