@@ -1,7 +1,10 @@
 """The one place that spells Kafka topic names, consumer groups and Redis keys.
 
 Every Redis key lives under a namespace (default ``ts``) so that tests and
-several deployments can share one Redis server.
+several deployments can share one Redis server. The two Lua scripts
+(``workers/apply.lua``, ``shared/validate.lua``) receive these names, except
+that ``validate.lua`` composes epoch keys itself as ``<ns>:epoch:<scope>``,
+exactly as ``RedisKeys.epoch`` does (a unit test holds them together).
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ class RedisKeys:
     def partitions(self) -> str:
         """Per-partition applied offsets and newest heartbeat times."""
         return f"{self.namespace}:parts"
+
+    @property
+    def invalidations(self) -> str:
+        """Pub/sub channel: what each applied batch changed (near-caches listen)."""
+        return f"{self.namespace}:inval"
+
+    @property
+    def usage(self) -> str:
+        """Hash of token id -> newest use (ms) that validators flush and workers forward."""
+        return f"{self.namespace}:usage"
 
     @property
     def pattern(self) -> str:

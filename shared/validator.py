@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib.resources import files
 from typing import Any, Literal, Protocol
 
@@ -21,6 +20,8 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.keys import RedisKeys
+from shared.nearcache import CachedToken, NearCache
+from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.settings import Settings
 from shared.tokenformat import ParsedToken, parse_presented
 
@@ -40,74 +41,6 @@ __all__ = [
 
 _SCRIPT = files("shared").joinpath("validate.lua").read_text()
 Mode = Literal["all", "any"]
-
-
-class Outcome(StrEnum):
-    """What a validation says; HTTP status in ``http_status``."""
-
-    VALID = "valid"
-    INVALID = "invalid"
-    FORBIDDEN = "forbidden"
-    UNAVAILABLE = "unavailable"
-
-    @property
-    def http_status(self) -> int:
-        """200, 401, 403 or 503."""
-        return {"valid": 200, "invalid": 401, "forbidden": 403, "unavailable": 503}[self.value]
-
-    @property
-    def exit_code(self) -> int:
-        """0, 1, 2 or 3 (``tokensync validate``)."""
-        return {"valid": 0, "invalid": 1, "forbidden": 2, "unavailable": 3}[self.value]
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a valid token belongs to, and what it may do."""
-
-    tokenable_type: str
-    tokenable_id: str
-    token_id: int | None
-    name: str
-    abilities: tuple[str, ...]
-    expires_at_ms: int | None
-
-    def can(self, ability: str) -> bool:
-        """Sanctum's ``tokenCan``: ``*`` or the exact (case-sensitive) ability."""
-        return "*" in self.abilities or ability in self.abilities
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationResult:
-    """The answer for one token: outcome, principal when known, and why."""
-
-    outcome: Outcome
-    principal: Principal | None = None
-    missing: tuple[str, ...] = ()
-    freshness_s: float | None = None
-    reason: str = ""
-    source: str = "region"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (never the token)."""
-        p = self.principal
-        return {
-            "outcome": self.outcome.value,
-            "reason": self.reason,
-            "source": self.source,
-            "freshness_s": self.freshness_s,
-            "missing": list(self.missing),
-            "principal": None
-            if p is None
-            else {
-                "tokenable_type": p.tokenable_type,
-                "tokenable_id": p.tokenable_id,
-                "token_id": p.token_id,
-                "name": p.name,
-                "abilities": list(p.abilities),
-                "expires_at_ms": p.expires_at_ms,
-            },
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +192,15 @@ _MALFORMED = ValidationResult(Outcome.INVALID, reason="malformed", source="shape
 
 @dataclass
 class Validator:
-    """Synchronous validator of one region (one Redis round trip per call)."""
+    """Synchronous validator of one region (one Redis round trip per call, none on a
+    near-cache hit)."""
 
     client: redis.Redis
     keys: RedisKeys = field(default_factory=RedisKeys)
     policy: Policy = field(default_factory=Policy)
     fallback: Fallback | None = None
     clock: Callable[[], float] = time.time
+    near_cache: NearCache | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -283,8 +218,21 @@ class Validator:
         return cls.from_url(settings.region(region).redis_url, **kwargs)
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop the near-cache's listener)."""
+        if self.near_cache is not None:
+            self.near_cache.stop()
         self.client.close()
+
+    def enable_near_cache(self, max_entries: int = 100_000) -> NearCache:
+        """Cache valid answers in process for at most the staleness budget."""
+        if self.near_cache is None:
+            self.near_cache = NearCache(
+                self.client,
+                self.keys.invalidations,
+                max_age_s=self.policy.staleness_budget_s,
+                max_entries=max_entries,
+            ).start()
+        return self.near_cache
 
     def validate(
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
@@ -294,18 +242,36 @@ class Validator:
         if parsed is None:
             return _MALFORMED
         request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
+        near = self.near_cache
+        key = self.keys.token(parsed.token_hash)
+        version = 0
+        if near is not None:
+            hit = near.get(key)
+            if hit is not None:
+                return _from_near_cache(hit, request, self.policy)
+            version = near.version
         try:
             reply = self._script(
-                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],
-                args=[self.keys.namespace],
+                keys=[key, self.keys.meta, self.keys.partitions], args=[self.keys.namespace]
             )
         except redis.RedisError:
             result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
         else:
             result = interpret(reply, request, self.policy)
+            if near is not None and result.principal is not None:
+                near.put(key, result.principal, _int(reply[11]), version)
         if result.outcome is Outcome.UNAVAILABLE:
             return _apply_fallback(self.fallback, request, self.policy, result)
         return result
+
+
+def _from_near_cache(hit: CachedToken, request: Request, policy: Policy) -> ValidationResult:
+    principal = hit.principal
+    if request.parsed.token_id is not None and principal.token_id != request.parsed.token_id:
+        return ValidationResult(Outcome.INVALID, reason="unknown", source="near-cache")
+    if _expired(principal.expires_at_ms, hit.created_at_ms, policy, request.now_ms):
+        return ValidationResult(Outcome.INVALID, reason="expired", source="near-cache")
+    return _judge(principal, request, None, "near-cache")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 -- Apply one batch of token-stream records to a region's cache, atomically.
 --
 -- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3..] one key per token/epoch record.
--- ARGV[1] generation the worker believes in, ARGV[2] now (ms), ARGV[3] record count,
+-- ARGV[1] generation the worker believes in, ARGV[2] now (ms), ARGV[3] invalidation channel,
+-- ARGV[4] record count,
 -- then per record:
 --   'T', version, op ('i','u','r'), id, tokenable_type, tokenable_id, name,
 --        abilities_json, created_at, issued_at, expires_at ('' = never), key_expire_at (0 = keep)
@@ -10,6 +11,8 @@
 --
 -- Tokens keep the highest version (compare-and-set); a revoked token stays as a tombstone
 -- until its key expires; epochs only move forward; offsets and heartbeats only move forward.
+-- Publishes on the invalidation channel what changed ({g, h = token keys, e = epoch moved}),
+-- also when nothing did: near-caches take the message as a sign of life.
 -- Returns {applied, stale, ready} or {-1} when the cache is not of our generation (lost,
 -- flushed, or rebuilt by another worker): the caller must reload and rewind.
 
@@ -18,9 +21,11 @@ if redis.call('HGET', meta, 'generation') ~= ARGV[1] then
   return {-1}
 end
 local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local i, k = 4, 3
+local channel = ARGV[3]
+local n = tonumber(ARGV[4])
+local i, k = 5, 3
 local applied, stale = 0, 0
+local changed, epoch_moved = {}, 0
 
 for _ = 1, n do
   local kind = ARGV[i]
@@ -49,6 +54,7 @@ for _ = 1, n do
           redis.call('PEXPIREAT', key, expire_at)
         end
       end
+      changed[#changed + 1] = key
       applied = applied + 1
     end
     i = i + 12
@@ -59,6 +65,7 @@ for _ = 1, n do
     local current = tonumber(redis.call('GET', key) or '0')
     if before > current then
       redis.call('SET', key, before)
+      epoch_moved = 1
       applied = applied + 1
     else
       stale = stale + 1
@@ -112,4 +119,13 @@ if not ready then
     redis.call('HSET', meta, 'ready', '1', 'ready_at', now)
   end
 end
+if #changed > 256 then
+  changed = {}
+  epoch_moved = 1  -- too many to list: listeners drop everything
+end
+local message = {g = ARGV[1], e = epoch_moved}
+if #changed > 0 then
+  message.h = changed
+end
+redis.call('PUBLISH', channel, cjson.encode(message))
 return {applied, stale, ready and 1 or 0}

@@ -100,7 +100,8 @@ class RegionCache:
         """Run the apply script once for the whole batch."""
         try:
             result = await self._script(
-                keys=batch.keys, args=batch.script_args(self.generation, now_ms)
+                keys=batch.keys,
+                args=batch.script_args(self.generation, now_ms, self.keys.invalidations),
             )
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"applying a batch failed: {e}") from e

@@ -55,12 +55,12 @@ class PreparedBatch:
     next_offsets: dict[int, int] = field(default_factory=dict)
     beats: dict[int, int] = field(default_factory=dict)
 
-    def script_args(self, generation: str, now_ms: int) -> list[str | int]:
+    def script_args(self, generation: str, now_ms: int, channel: str) -> list[str | int]:
         """ARGV for ``apply.lua``."""
         tail: list[str | int] = [len(self.next_offsets)]
         for partition, next_offset in sorted(self.next_offsets.items()):
             tail += [partition, next_offset, self.beats.get(partition, 0)]
-        return [generation, now_ms, self.records, *self.args, *tail]
+        return [generation, now_ms, channel, self.records, *self.args, *tail]
 
 
 def _token_args(event: TokenEvent, now_ms: int, tombstone_ttl_ms: int) -> list[str | int]:
