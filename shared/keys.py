@@ -2,9 +2,8 @@
 
 Every Redis key lives under a namespace (default ``ts``) so that tests and
 several deployments can share one Redis server. The two Lua scripts
-(``workers/apply.lua``, ``shared/validate.lua``) receive these names, except
-that ``validate.lua`` composes epoch keys itself as ``<ns>:epoch:<scope>``,
-exactly as ``RedisKeys.epoch`` does (a unit test holds them together).
+(``workers/apply.lua``, ``shared/validate.lua``) receive these names as KEYS;
+``validate.lua`` names epoch *fields* (scopes) itself, as ``shared.events`` spells them.
 """
 
 from __future__ import annotations
@@ -55,9 +54,11 @@ class RedisKeys:
         """Maps a Sanctum row id to its token hash (for ``id|`` lookups)."""
         return f"{self.namespace}:tid:{token_id}"
 
-    def epoch(self, scope: str) -> str:
-        """Revocation epoch of one scope: tokens of it created before the value are revoked."""
-        return f"{self.namespace}:epoch:{scope}"
+    @property
+    def epochs(self) -> str:
+        """Hash of revocation epochs: scope -> ms; tokens of the scope issued before it are
+        revoked (scopes: ``global``, ``principal:<type>:<id>``, ``ability:<name>``)."""
+        return f"{self.namespace}:epochs"
 
     @property
     def meta(self) -> str:

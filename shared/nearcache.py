@@ -29,15 +29,20 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CachedToken:
-    """What a later call needs to answer without Redis."""
+    """What a later call needs to answer without Redis (keyed by the presented text)."""
 
+    key: str
     principal: Principal
     created_at_ms: int | None
     stored_at: float
 
 
 class NearCache:
-    """Token key -> principal, for at most ``max_age_s``; thread-safe."""
+    """Presented token -> principal, for at most ``max_age_s``; thread-safe.
+
+    Keyed by the exact text a client presented (so a hit costs no hashing or parsing);
+    an index from the token's Redis key finds the entries an invalidation names.
+    """
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class NearCache:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, CachedToken] = OrderedDict()
+        self._by_key: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._version = 0
         self._generation: str | None = None
@@ -90,31 +96,49 @@ class NearCache:
     def clear(self) -> None:
         """Drop every entry."""
         with self._lock:
-            self._entries.clear()
-            self._version += 1
+            self._drop_all()
 
-    def get(self, key: str) -> CachedToken | None:
-        """The entry for ``key`` if fresh and the listener is live."""
-        if not self.live:
+    def _drop_all(self) -> None:
+        self._entries.clear()
+        self._by_key.clear()
+        self._version += 1
+
+    def _forget(self, text: str) -> None:
+        entry = self._entries.pop(text, None)
+        if entry is not None:
+            texts = self._by_key.get(entry.key)
+            if texts is not None:
+                texts.discard(text)
+                if not texts:
+                    del self._by_key[entry.key]
+
+    def get(self, text: str) -> CachedToken | None:
+        """The entry for the presented ``text`` if fresh and the listener is live."""
+        now = self._clock()
+        if now - self._heard_at > self.max_age_s:
             return None
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if self._clock() - entry.stored_at > self.max_age_s:
-                del self._entries[key]
-                return None
-            return entry
+        entry = self._entries.get(text)
+        if entry is None:
+            return None
+        if now - entry.stored_at > self.max_age_s:
+            with self._lock:
+                self._forget(text)
+            return None
+        return entry
 
-    def put(self, key: str, principal: Principal, created_at_ms: int | None, version: int) -> None:
+    def put(
+        self, text: str, key: str, principal: Principal, created_at_ms: int | None, version: int
+    ) -> None:
         """Remember a valid answer, unless an invalidation arrived since ``version``."""
         with self._lock:
             if version != self._version or not self.live:
                 return
-            self._entries[key] = CachedToken(principal, created_at_ms, self._clock())
-            self._entries.move_to_end(key)
+            self._forget(text)
+            self._entries[text] = CachedToken(key, principal, created_at_ms, self._clock())
+            self._by_key.setdefault(key, set()).add(text)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                oldest = next(iter(self._entries))
+                self._forget(oldest)
 
     def handle(self, payload: bytes) -> None:
         """Apply one invalidation message (the listener calls this; tests may too)."""
@@ -128,13 +152,13 @@ class NearCache:
             generation = message.get("g")
             if generation != self._generation or message.get("e"):
                 self._generation = generation
-                self._entries.clear()
-                self._version += 1
+                self._drop_all()
                 return
             keys = message.get("h") or ()
             if keys:
                 for key in keys:
-                    self._entries.pop(key, None)
+                    for text in list(self._by_key.get(key, ())):
+                        self._forget(text)
                 self._version += 1
 
     def _listen(self) -> None:
@@ -153,8 +177,7 @@ class NearCache:
             finally:
                 with self._lock:  # anything may have changed while we did not listen
                     self._heard_at = float("-inf")
-                    self._entries.clear()
-                    self._version += 1
+                    self._drop_all()
                 pubsub.close()
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 2.0)

@@ -134,14 +134,14 @@ def _judge(
 
 def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> ValidationResult:
     """Apply the freshness policy and Sanctum's rules to the Lua script's reply."""
-    ready, oldest, epoch = int(reply[0]), int(reply[2]), int(reply[3])
+    ready, oldest, epoch = int(reply[0]), int(reply[1]), int(reply[2])
     now_ms = request.now_ms
     freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
     why_unavailable = _unavailable_reason(ready, oldest, policy, now_ms)
     if why_unavailable is not None:
         return ValidationResult(Outcome.UNAVAILABLE, freshness_s=freshness, reason=why_unavailable)
-    state, token_id = reply[4], _int(reply[6])
-    created_at, issued_at, expires_at = _int(reply[11]), _int(reply[12]), _int(reply[13])
+    state, token_id = reply[3], _int(reply[4])
+    created_at, issued_at, expires_at = _int(reply[9]), _int(reply[10]), _int(reply[11])
     reason = None
     if state is None or (
         request.parsed.token_id is not None and token_id != request.parsed.token_id
@@ -154,14 +154,14 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
     if reason is not None:
         return ValidationResult(Outcome.INVALID, freshness_s=freshness, reason=reason)
     try:
-        abilities = tuple(a for a in orjson.loads(reply[10] or b"[]") if isinstance(a, str))
+        abilities = tuple(a for a in orjson.loads(reply[8] or b"[]") if isinstance(a, str))
     except orjson.JSONDecodeError:
         abilities = ()
     principal = Principal(
-        tokenable_type=(reply[7] or b"").decode(),
-        tokenable_id=(reply[8] or b"").decode(),
+        tokenable_type=(reply[5] or b"").decode(),
+        tokenable_id=(reply[6] or b"").decode(),
         token_id=token_id,
-        name=(reply[9] or b"").decode(),
+        name=(reply[7] or b"").decode(),
         abilities=abilities,
         expires_at_ms=expires_at,
     )
@@ -238,40 +238,52 @@ class Validator:
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
     ) -> ValidationResult:
         """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
+        near = self.near_cache
+        if near is not None and isinstance(token, str):
+            hit = near.get(token)
+            if hit is not None:
+                return _from_near_cache(
+                    hit, _required(abilities), mode, self.policy, int(self.clock() * 1000)
+                )
         parsed = parse_presented(token)
         if parsed is None:
             return _MALFORMED
         request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
-        near = self.near_cache
         key = self.keys.token(parsed.token_hash)
-        version = 0
-        if near is not None:
-            hit = near.get(key)
-            if hit is not None:
-                return _from_near_cache(hit, request, self.policy)
-            version = near.version
+        version = near.version if near is not None else 0
         try:
-            reply = self._script(
-                keys=[key, self.keys.meta, self.keys.partitions], args=[self.keys.namespace]
-            )
+            reply = self._evalsha(key)
         except redis.RedisError:
             result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
         else:
             result = interpret(reply, request, self.policy)
             if near is not None and result.principal is not None:
-                near.put(key, result.principal, _int(reply[11]), version)
+                near.put(request.token, key, result.principal, _int(reply[9]), version)
         if result.outcome is Outcome.UNAVAILABLE:
             return _apply_fallback(self.fallback, request, self.policy, result)
         return result
 
+    def _evalsha(self, key: str) -> Any:
+        """The script by its digest (one round trip); loaded on first use or after a flush."""
+        try:
+            return self.client.evalsha(self._script.sha, 3, key, self.keys.meta, self.keys.epochs)
+        except redis.exceptions.NoScriptError:
+            return self._script(keys=[key, self.keys.meta, self.keys.epochs])
 
-def _from_near_cache(hit: CachedToken, request: Request, policy: Policy) -> ValidationResult:
+
+def _from_near_cache(
+    hit: CachedToken, required: tuple[str, ...], mode: Mode, policy: Policy, now_ms: int
+) -> ValidationResult:
+    """Answer from a cached principal (cached only after the id and state checks passed)."""
     principal = hit.principal
-    if request.parsed.token_id is not None and principal.token_id != request.parsed.token_id:
-        return ValidationResult(Outcome.INVALID, reason="unknown", source="near-cache")
-    if _expired(principal.expires_at_ms, hit.created_at_ms, policy, request.now_ms):
+    if _expired(principal.expires_at_ms, hit.created_at_ms, policy, now_ms):
         return ValidationResult(Outcome.INVALID, reason="expired", source="near-cache")
-    return _judge(principal, request, None, "near-cache")
+    missing = check_abilities(principal, required, mode)
+    if missing:
+        return ValidationResult(
+            Outcome.FORBIDDEN, principal, missing, None, "ability", "near-cache"
+        )
+    return ValidationResult(Outcome.VALID, principal, source="near-cache")
 
 
 @dataclass
@@ -313,8 +325,7 @@ class AsyncValidator:
         request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
         try:
             reply = await self._script(
-                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.partitions],
-                args=[self.keys.namespace],
+                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.epochs]
             )
         except aioredis.RedisError:
             result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")

@@ -1,12 +1,13 @@
 -- Apply one batch of token-stream records to a region's cache, atomically.
 --
--- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3..] one key per token/epoch record.
+-- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3] epochs hash, KEYS[4..] one key per
+-- token record.
 -- ARGV[1] generation the worker believes in, ARGV[2] now (ms), ARGV[3] invalidation channel,
 -- ARGV[4] record count,
 -- then per record:
 --   'T', version, op ('i','u','r'), id, tokenable_type, tokenable_id, name,
 --        abilities_json, created_at, issued_at, expires_at ('' = never), key_expire_at (0 = keep)
---   'E', before
+--   'E', scope, before
 -- then a partition count and per partition: partition, next_offset, heartbeat_at (0 = none).
 --
 -- Tokens keep the highest version (compare-and-set); a revoked token stays as a tombstone
@@ -16,14 +17,14 @@
 -- Returns {applied, stale, ready} or {-1} when the cache is not of our generation (lost,
 -- flushed, or rebuilt by another worker): the caller must reload and rewind.
 
-local meta, parts = KEYS[1], KEYS[2]
+local meta, parts, epochs = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', meta, 'generation') ~= ARGV[1] then
   return {-1}
 end
 local now = tonumber(ARGV[2])
 local channel = ARGV[3]
 local n = tonumber(ARGV[4])
-local i, k = 5, 3
+local i, k = 5, 4
 local applied, stale = 0, 0
 local changed, epoch_moved = {}, 0
 
@@ -59,18 +60,17 @@ for _ = 1, n do
     end
     i = i + 12
   elseif kind == 'E' then
-    local key = KEYS[k]
-    k = k + 1
-    local before = tonumber(ARGV[i + 1])
-    local current = tonumber(redis.call('GET', key) or '0')
+    local scope = ARGV[i + 1]
+    local before = tonumber(ARGV[i + 2])
+    local current = tonumber(redis.call('HGET', epochs, scope) or '0')
     if before > current then
-      redis.call('SET', key, before)
+      redis.call('HSET', epochs, scope, before)
       epoch_moved = 1
       applied = applied + 1
     else
       stale = stale + 1
     end
-    i = i + 2
+    i = i + 3
   else
     return redis.error_reply('unknown record kind ' .. tostring(kind))
   end
@@ -95,10 +95,32 @@ for _ = 1, np do
   i = i + 3
 end
 
+-- The oldest partition heartbeat, kept in meta so that validators read one field.
+local count = tonumber(redis.call('HGET', meta, 'partitions') or '0')
+if count > 0 then
+  local fields = {}
+  for p = 0, count - 1 do
+    fields[p + 1] = 'h:' .. p
+  end
+  local oldest = nil
+  for _, beat in ipairs(redis.call('HMGET', parts, unpack(fields))) do
+    if not beat then
+      oldest = nil
+      break
+    end
+    local value = tonumber(beat)
+    if oldest == nil or value < oldest then
+      oldest = value
+    end
+  end
+  if oldest then
+    redis.call('HSET', meta, 'hb_min', oldest)
+  end
+end
+
 redis.call('HINCRBY', meta, 'applied', applied)
 local ready = redis.call('HGET', meta, 'ready') == '1'
 if not ready then
-  local count = tonumber(redis.call('HGET', meta, 'partitions') or '0')
   local loaded, total = 0, 0
   ready = count > 0
   for p = 0, count - 1 do

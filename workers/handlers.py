@@ -95,7 +95,7 @@ def prepare_batch(
     tombstone_ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS,
 ) -> PreparedBatch:
     """Verify, decode and shape ``records``; refused ones become dead letters."""
-    batch = PreparedBatch(keys=[keys.meta, keys.partitions])
+    batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs])
     for record in records:
         current = batch.next_offsets.get(record.partition, 0)
         batch.next_offsets[record.partition] = max(current, record.offset + 1)
@@ -118,7 +118,6 @@ def prepare_batch(
             batch.args += _token_args(event, now_ms, tombstone_ttl_ms)
             batch.records += 1
         elif isinstance(event, EpochEvent):
-            batch.keys.append(keys.epoch(event.scope))
-            batch.args += ["E", event.before_ms]
+            batch.args += ["E", event.scope, event.before_ms]
             batch.records += 1
     return batch

@@ -115,7 +115,7 @@ def test_every_record_twice_and_out_of_order_leaves_the_same_state_as_once_in_or
     a, b = redis.Redis.from_url(in_order), redis.Redis.from_url(messy)
     keys = RedisKeys()
     assert dump(a, keys) == dump(b, keys)
-    assert b"900" == b.get(keys.epoch("global"))
+    assert b"900" == b.hget(keys.epochs, "global")
     a.close()
     b.close()
 
@@ -206,7 +206,7 @@ def epoch_hidden(pipeline: Pipeline) -> int:
     """Live records an epoch revokes (their rows were deleted without per-token events)."""
     client = pipeline.redis("eu")
     try:
-        before = int(client.get(pipeline.keys.epoch(principal_scope(USER, 4))) or 0)
+        before = int(client.hget(pipeline.keys.epochs, principal_scope(USER, 4)) or 0)
         hidden = 0
         for key in client.scan_iter(match=pipeline.keys.token("*"), count=5000):
             fields = client.hmget(key, "s", "tt", "ti", "ia")
