@@ -22,3 +22,54 @@ def validate(seconds: float) -> None:
     from bench import validate as scenario
 
     scenario.run(seconds)
+
+
+@bench.command("propagation")
+@click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--epochs", type=click.IntRange(10), default=300, show_default=True)
+@click.option(
+    "--store", type=click.Choice(["postgresql", "sqlite"]), default="postgresql", show_default=True
+)
+def propagation(samples: int, epochs: int, store: str) -> None:
+    """Revoke -> denied in every region (one token and principal epochs), under load."""
+    from bench import propagation as scenario
+
+    scenario.run(samples, epochs, store)
+
+
+@bench.command("apply")
+@click.option("--records", type=click.IntRange(1000), default=200_000, show_default=True)
+def apply(records: int) -> None:
+    """Records/s of one region worker loading the topic."""
+    from bench import bootstrap as scenario
+
+    scenario.run(records, "apply")
+
+
+@bench.command("bootstrap")
+@click.option("--tokens", type=click.IntRange(1000), default=1_000_000, show_default=True)
+def bootstrap(tokens: int) -> None:
+    """A new region, from empty to ready, with 1M live tokens in the topic."""
+    from bench import bootstrap as scenario
+
+    scenario.run(tokens, "bootstrap")
+
+
+@bench.command("bulk")
+@click.option("--tokens", type=click.IntRange(1000), default=100_000, show_default=True)
+def bulk(tokens: int) -> None:
+    """100k per-token revocations until enforced in every region."""
+    from bench import bulk as scenario
+
+    scenario.run(tokens)
+
+
+@bench.command("all")
+@click.pass_context
+def all_scenarios(ctx: click.Context) -> None:
+    """Every scenario, one after the other (several minutes)."""
+    ctx.invoke(validate)
+    ctx.invoke(propagation)
+    ctx.invoke(apply)
+    ctx.invoke(bootstrap)
+    ctx.invoke(bulk)

@@ -46,7 +46,7 @@ class RegionFixture:
         async def run() -> None:
             cache = RegionCache.from_url(self.url, self.keys)
             await cache.attach(PARTITIONS, {})
-            batch = prepare_batch(records, KEYRING, self.keys, now_ms())
+            batch = prepare_batch(records, KEYRING, self.keys)
             await cache.apply(batch, now_ms())
             await cache.close()
 

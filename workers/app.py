@@ -173,12 +173,10 @@ class RegionWorker:
             )
             for e in events
         ]
-        batch = prepare_batch(
-            records, self.keyring, self.cache.keys, now_ms, int(self.options.tombstone_ttl_s * 1000)
-        )
+        batch = prepare_batch(records, self.keyring, self.cache.keys)
         if batch.dead_letters:
             await self.send_dead_letters(batch.dead_letters)
-        result = await self.cache.apply(batch, now_ms)
+        result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
         for event in events:
             # Acknowledging a lost batch is harmless: the rebuilt worker resumes from the
             # offsets its cache recorded (0 for a new cache), not from Kafka's.

@@ -1,19 +1,15 @@
 -- Apply one batch of token-stream records to a region's cache, atomically.
 --
--- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3] epochs hash, KEYS[4..] one key per
--- token record.
+-- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3] epochs hash.
 -- ARGV[1] generation the worker believes in, ARGV[2] now (ms), ARGV[3] invalidation channel,
--- ARGV[4] record count,
--- then per record:
---   'T', version, op ('i','u','r'), id, tokenable_type, tokenable_id, name,
---        abilities_json, created_at, issued_at, expires_at ('' = never), key_expire_at (0 = keep)
---   'E', scope, before
--- then a partition count and per partition: partition, next_offset, heartbeat_at (0 = none).
+-- ARGV[4] token key prefix ('<ns>:tok:'), ARGV[5] expiry margin (ms), ARGV[6] tombstone TTL
+-- (ms), ARGV[7] JSON array of verified token and epoch events exactly as published,
+-- ARGV[8] JSON array of [partition, next_offset, newest_heartbeat (0 = none)].
 --
--- Tokens keep the highest version (compare-and-set); a revoked token stays as a tombstone
--- until its key expires; epochs only move forward; offsets and heartbeats only move forward.
--- Publishes on the invalidation channel what changed ({g, h = token keys, e = epoch moved}),
--- also when nothing did: near-caches take the message as a sign of life.
+-- Tokens keep the highest version (compare-and-set on seq); a revoked token stays as a
+-- tombstone until its key expires; epochs only move forward; offsets and heartbeats only
+-- move forward. Publishes on the invalidation channel what changed ({g, h = token keys,
+-- e = epoch moved}), also when nothing did: near-caches take it as a sign of life.
 -- Returns {applied, stale, ready} or {-1} when the cache is not of our generation (lost,
 -- flushed, or rebuilt by another worker): the caller must reload and rewind.
 
@@ -22,34 +18,37 @@ if redis.call('HGET', meta, 'generation') ~= ARGV[1] then
   return {-1}
 end
 local now = tonumber(ARGV[2])
-local channel = ARGV[3]
-local n = tonumber(ARGV[4])
-local i, k = 5, 4
+local channel, prefix = ARGV[3], ARGV[4]
+local margin, tombstone_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local events = cjson.decode(ARGV[7])
 local applied, stale = 0, 0
 local changed, epoch_moved = {}, 0
+local nullv = cjson.null
 
-for _ = 1, n do
-  local kind = ARGV[i]
-  if kind == 'T' then
-    local key = KEYS[k]
-    k = k + 1
-    local version = tonumber(ARGV[i + 1])
+for _, e in ipairs(events) do
+  if e.type == 'token' then
+    local key = prefix .. e.hash
     local current = redis.call('HGET', key, 'v')
-    if current and tonumber(current) >= version then
+    if current and tonumber(current) >= e.seq then
       stale = stale + 1
     else
-      local op = ARGV[i + 2]
-      local expire_at = tonumber(ARGV[i + 11])
+      local expires = e.expires_at
+      local expire_at = 0
+      if expires ~= nullv then
+        expire_at = expires + margin
+      elseif e.op == 'revoked' then
+        expire_at = now + tombstone_ttl
+      end
+      local ea = expires == nullv and '' or expires
       redis.call('DEL', key)
-      if expire_at > 0 and expire_at <= now then
-        -- already expired: nothing to keep (a replay of an old record)
-      else
-        if op == 'r' then
-          redis.call('HSET', key, 'v', version, 's', 'r', 'ea', ARGV[i + 10])
+      if expire_at == 0 or expire_at > now then
+        if e.op == 'revoked' then
+          redis.call('HSET', key, 'v', e.seq, 's', 'r', 'ea', ea)
         else
-          redis.call('HSET', key, 'v', version, 's', 'l', 'id', ARGV[i + 3], 'tt', ARGV[i + 4],
-            'ti', ARGV[i + 5], 'n', ARGV[i + 6], 'ab', ARGV[i + 7], 'ca', ARGV[i + 8],
-            'ia', ARGV[i + 9], 'ea', ARGV[i + 10])
+          local id = e.id == nullv and '' or e.id
+          redis.call('HSET', key, 'v', e.seq, 's', 'l', 'id', id, 'tt', e.tokenable_type,
+            'ti', e.tokenable_id, 'n', e.name, 'ab', cjson.encode(e.abilities),
+            'ca', e.created_at, 'ia', e.issued_at, 'ea', ea)
         end
         if expire_at > 0 then
           redis.call('PEXPIREAT', key, expire_at)
@@ -58,30 +57,22 @@ for _ = 1, n do
       changed[#changed + 1] = key
       applied = applied + 1
     end
-    i = i + 12
-  elseif kind == 'E' then
-    local scope = ARGV[i + 1]
-    local before = tonumber(ARGV[i + 2])
-    local current = tonumber(redis.call('HGET', epochs, scope) or '0')
-    if before > current then
-      redis.call('HSET', epochs, scope, before)
+  elseif e.type == 'epoch' then
+    local current = tonumber(redis.call('HGET', epochs, e.scope) or '0')
+    if e.before > current then
+      redis.call('HSET', epochs, e.scope, e.before)
       epoch_moved = 1
       applied = applied + 1
     else
       stale = stale + 1
     end
-    i = i + 3
   else
-    return redis.error_reply('unknown record kind ' .. tostring(kind))
+    return redis.error_reply('unknown event type ' .. tostring(e.type))
   end
 end
 
-local np = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, np do
-  local p = ARGV[i]
-  local next_offset = tonumber(ARGV[i + 1])
-  local beat = tonumber(ARGV[i + 2])
+for _, entry in ipairs(cjson.decode(ARGV[8])) do
+  local p, next_offset, beat = entry[1], entry[2], entry[3]
   local o = tonumber(redis.call('HGET', parts, 'o:' .. p) or '0')
   if next_offset > o then
     redis.call('HSET', parts, 'o:' .. p, next_offset)
@@ -92,7 +83,6 @@ for _ = 1, np do
       redis.call('HSET', parts, 'h:' .. p, beat)
     end
   end
-  i = i + 3
 end
 
 -- The oldest partition heartbeat, kept in meta so that validators read one field.
@@ -141,6 +131,7 @@ if not ready then
     redis.call('HSET', meta, 'ready', '1', 'ready_at', now)
   end
 end
+
 if #changed > 256 then
   changed = {}
   epoch_moved = 1  -- too many to list: listeners drop everything

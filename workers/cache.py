@@ -18,7 +18,7 @@ from redis.commands.core import AsyncScript
 
 from shared.errors import CacheUnavailableError
 from shared.keys import RedisKeys
-from workers.handlers import PreparedBatch
+from workers.handlers import DEFAULT_TOMBSTONE_TTL_MS, PreparedBatch
 
 __all__ = ["ApplyResult", "RegionCache"]
 
@@ -96,12 +96,14 @@ class RegionCache:
             raise CacheUnavailableError(f"region cache unreachable: {e}") from e
         return {p: int(v) if v is not None else 0 for p, v in zip(partitions, values, strict=True)}
 
-    async def apply(self, batch: PreparedBatch, now_ms: int) -> ApplyResult:
+    async def apply(
+        self, batch: PreparedBatch, now_ms: int, tombstone_ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS
+    ) -> ApplyResult:
         """Run the apply script once for the whole batch."""
         try:
             result = await self._script(
                 keys=batch.keys,
-                args=batch.script_args(self.generation, now_ms, self.keys.invalidations),
+                args=batch.script_args(self.generation, now_ms, self.keys, tombstone_ttl_ms),
             )
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"applying a batch failed: {e}") from e

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from shared.errors import EventDecodeError, SignatureError
-from shared.events import EpochEvent, Heartbeat, Keyring, TokenEvent, TokenOp, decode
+from shared.events import EpochEvent, Heartbeat, Keyring, TokenEvent, decode
 from shared.keys import RedisKeys
 
 __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "prepare_batch"]
@@ -20,7 +20,6 @@ __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "prepare_batch"]
 # regions never drop a key a validator still asks for (validators check expiry themselves).
 EXPIRY_MARGIN_MS = 60_000
 DEFAULT_TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
-_OPS = {TokenOp.ISSUED: "i", TokenOp.UPDATED: "u", TokenOp.REVOKED: "r"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,56 +44,47 @@ class DeadLetter:
 
 @dataclass
 class PreparedBatch:
-    """A batch ready for one Lua call: its keys, its arguments, and what was refused."""
+    """A batch ready for one Lua call: the verified events' bytes, offsets, and what was refused.
+
+    Verified token and epoch events travel to Redis as the exact bytes that were signed
+    (one JSON array), so nothing is re-encoded on the way.
+    """
 
     keys: list[str] = field(default_factory=list)
-    args: list[str | int] = field(default_factory=list)
-    records: int = 0
+    values: list[bytes] = field(default_factory=list)
     heartbeats: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
     beats: dict[int, int] = field(default_factory=dict)
 
-    def script_args(self, generation: str, now_ms: int, channel: str) -> list[str | int]:
+    @property
+    def records(self) -> int:
+        """Token and epoch events to apply."""
+        return len(self.values)
+
+    def script_args(
+        self,
+        generation: str,
+        now_ms: int,
+        keys: RedisKeys,
+        tombstone_ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS,
+    ) -> list[str | int | bytes]:
         """ARGV for ``apply.lua``."""
-        tail: list[str | int] = [len(self.next_offsets)]
-        for partition, next_offset in sorted(self.next_offsets.items()):
-            tail += [partition, next_offset, self.beats.get(partition, 0)]
-        return [generation, now_ms, channel, self.records, *self.args, *tail]
+        offsets = [[p, o, self.beats.get(p, 0)] for p, o in sorted(self.next_offsets.items())]
+        return [
+            generation,
+            now_ms,
+            keys.invalidations,
+            keys.token(""),
+            EXPIRY_MARGIN_MS,
+            tombstone_ttl_ms,
+            b"[" + b",".join(self.values) + b"]",
+            orjson.dumps(offsets),
+        ]
 
 
-def _token_args(event: TokenEvent, now_ms: int, tombstone_ttl_ms: int) -> list[str | int]:
-    expires = event.expires_at_ms
-    if expires is not None:
-        key_expire_at = expires + EXPIRY_MARGIN_MS
-    elif event.op is TokenOp.REVOKED:
-        key_expire_at = now_ms + tombstone_ttl_ms
-    else:
-        key_expire_at = 0
-    return [
-        "T",
-        event.seq,
-        _OPS[event.op],
-        "" if event.token_id is None else event.token_id,
-        event.tokenable_type,
-        event.tokenable_id,
-        event.name,
-        orjson.dumps(list(event.abilities)).decode(),
-        event.created_at_ms,
-        event.issued_at_ms,
-        "" if expires is None else expires,
-        key_expire_at,
-    ]
-
-
-def prepare_batch(
-    records: Sequence[RawRecord],
-    keyring: Keyring,
-    keys: RedisKeys,
-    now_ms: int,
-    tombstone_ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS,
-) -> PreparedBatch:
-    """Verify, decode and shape ``records``; refused ones become dead letters."""
+def prepare_batch(records: Sequence[RawRecord], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
+    """Verify and decode ``records``; refused ones become dead letters."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs])
     for record in records:
         current = batch.next_offsets.get(record.partition, 0)
@@ -113,11 +103,6 @@ def prepare_batch(
                 batch.beats[record.partition] = max(
                     batch.beats.get(record.partition, 0), event.at_ms
                 )
-        elif isinstance(event, TokenEvent):
-            batch.keys.append(keys.token(event.token_hash))
-            batch.args += _token_args(event, now_ms, tombstone_ttl_ms)
-            batch.records += 1
-        elif isinstance(event, EpochEvent):
-            batch.args += ["E", event.scope, event.before_ms]
-            batch.records += 1
+        elif isinstance(event, TokenEvent | EpochEvent) and record.value is not None:
+            batch.values.append(record.value)
     return batch

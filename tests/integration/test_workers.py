@@ -70,7 +70,7 @@ async def _apply_all(url: str, batches: list[list[RawRecord]]) -> None:
     await cache.attach(3, {0: 0, 1: 0, 2: 0})
     now_ms = int(time.time() * 1000)
     for records in batches:
-        batch = prepare_batch(records, KEYRING, keys, now_ms=now_ms)
+        batch = prepare_batch(records, KEYRING, keys)
         result = await cache.apply(batch, now_ms=now_ms)
         assert not result.lost
     await cache.close()
