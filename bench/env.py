@@ -27,6 +27,7 @@ from producer.relay import Relay, RelayOptions
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from producer.wakeup import waker_for
+from shared.errors import StackError
 from shared.events import Keyring
 from shared.keys import RedisKeys, Topics
 from shared.region_state import RegionState, read_region_state
@@ -70,10 +71,16 @@ class BenchEnv:
         return Keyring(self.settings.signing_keys, self.settings.signing_key_id)
 
     def add_region(self, name: str) -> Region:
-        server = RedisServer(f"redis-{name}", self.root / f"redis-{name}", free_port())
-        record = server.start()
-        self.processes.append(record)
-        server.wait_ready(record)
+        for attempt in range(3):  # a free port can be taken by someone else before we bind it
+            server = RedisServer(f"redis-{name}", self.root / f"redis-{name}", free_port())
+            record = server.start()
+            self.processes.append(record)
+            try:
+                server.wait_ready(record)
+                break
+            except StackError:
+                if attempt == 2:
+                    raise
         region = Region(name, server.url)
         self.settings = self.settings.with_overrides(regions=(*self.settings.regions, region))
         return region

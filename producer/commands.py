@@ -264,10 +264,14 @@ def revoke_all(cli: CliContext, *, before: str, wait: bool, as_json: bool) -> No
 )
 @pass_cli
 def relay(cli: CliContext, *, metrics_port: int | None) -> None:
-    """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats."""
-    from producer.kafka_io import KafkaAdmin, KafkaPublisher
+    """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats;
+    also apply the regions' usage reports to last_used_at."""
+    import threading
+
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
+    from producer.usage import UsageApplier
     from producer.wakeup import waker_for
     from shared.keys import Topics
     from shared.runtime import keyring_from, stop_on_signals
@@ -293,9 +297,19 @@ def relay(cli: CliContext, *, metrics_port: int | None) -> None:
     stop = stop_on_signals()
     waker = waker_for(store.engine)
     options = RelayOptions(heartbeat_interval_s=settings.heartbeat_interval_s)
+    usage = UsageApplier(
+        store.engine,
+        lambda: UsageConsumer(
+            settings.kafka_bootstrap, topics.usage, f"{settings.topic_prefix}-usage"
+        ),
+    )
+    usage_thread = threading.Thread(target=usage.run, args=(stop,), name="usage", daemon=True)
+    usage_thread.start()
     try:
         Relay(store.engine, connect, keyring, waker, options=options).run(stop)
     finally:
+        stop.set()
+        usage_thread.join(timeout=10)
         waker.close()
         store.close()
 

@@ -18,7 +18,7 @@ from shared.errors import PublishError
 from shared.keys import Topics
 from shared.logs import get_logger
 
-__all__ = ["KafkaAdmin", "KafkaPublisher", "topic_configs"]
+__all__ = ["KafkaAdmin", "KafkaPublisher", "UsageConsumer", "topic_configs"]
 
 log = get_logger(__name__)
 
@@ -164,3 +164,38 @@ class KafkaPublisher:
             self._producer.close(timeout=5)
         except kafka.errors.KafkaError:
             log.warning("producer_close_failed", exc_info=True)
+
+
+class UsageConsumer:
+    """Reads the usage topic (token id -> newest use, per region batch) for the store."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        try:
+            self._consumer = KafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+
+    def poll(self, timeout_s: float) -> list[bytes]:
+        """The values of the next records (maybe none)."""
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"reading usage failed: {e}") from e
+        return [r.value for records in batches.values() for r in records if r.value]
+
+    def commit(self) -> None:
+        """Commit what ``poll`` returned (after the store applied it)."""
+        try:
+            self._consumer.commit()
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"committing usage offsets failed: {e}") from e
+
+    def close(self) -> None:
+        """Leave the group."""
+        self._consumer.close()

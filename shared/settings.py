@@ -118,6 +118,7 @@ class Settings:
     admin_token: str = field(default="", repr=False)
     token_prefix: str = ""
     token_expiration_minutes: int | None = None
+    usage_interval_s: float = 15.0
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -137,6 +138,7 @@ class Settings:
         "ADMIN_TOKEN",
         "TOKEN_PREFIX",
         "TOKEN_EXPIRATION",
+        "USAGE_INTERVAL",
         "SETTINGS_FILE",
     )
 
@@ -174,6 +176,7 @@ class Settings:
             admin_token=get(PREFIX + "ADMIN_TOKEN", ""),
             token_prefix=get(PREFIX + "TOKEN_PREFIX", ""),
             token_expiration_minutes=_int(environ, "TOKEN_EXPIRATION", 0) or None,
+            usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -234,6 +237,7 @@ class Settings:
             "ADMIN_TOKEN": self.admin_token,
             "TOKEN_PREFIX": self.token_prefix,
             "TOKEN_EXPIRATION": str(self.token_expiration_minutes or ""),
+            "USAGE_INTERVAL": repr(self.usage_interval_s),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 

@@ -24,6 +24,7 @@ from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.settings import Settings
 from shared.tokenformat import ParsedToken, parse_presented
+from shared.usage import UsageRecorder
 
 __all__ = [
     "AsyncValidator",
@@ -201,6 +202,7 @@ class Validator:
     fallback: Fallback | None = None
     clock: Callable[[], float] = time.time
     near_cache: NearCache | None = None
+    usage: UsageRecorder | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -218,10 +220,18 @@ class Validator:
         return cls.from_url(settings.region(region).redis_url, **kwargs)
 
     def close(self) -> None:
-        """Close the connection pool (and stop the near-cache's listener)."""
+        """Close the connection pool (stop the near-cache, flush usage first)."""
         if self.near_cache is not None:
             self.near_cache.stop()
+        if self.usage is not None:
+            self.usage.stop()
         self.client.close()
+
+    def enable_usage(self, interval_s: float = 15.0) -> UsageRecorder:
+        """Record when tokens are used, flushed to the region every ``interval_s``."""
+        if self.usage is None:
+            self.usage = UsageRecorder(self.client, self.keys, interval_s).start()
+        return self.usage
 
     def enable_near_cache(self, max_entries: int = 100_000) -> NearCache:
         """Cache valid answers in process for at most the staleness budget."""
@@ -238,6 +248,14 @@ class Validator:
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
     ) -> ValidationResult:
         """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
+        result = self._validate(token, abilities, mode)
+        if self.usage is not None and result.outcome is Outcome.VALID and result.principal:
+            self.usage.record(result.principal.token_id, int(self.clock() * 1000))
+        return result
+
+    def _validate(
+        self, token: object, abilities: Iterable[str] | str, mode: Mode
+    ) -> ValidationResult:
         near = self.near_cache
         if near is not None and isinstance(token, str):
             hit = near.get(token)

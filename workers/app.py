@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
+import orjson
+import redis.asyncio as aioredis
 import structlog
 from faust.types import TP
 
@@ -26,6 +28,7 @@ from shared.keys import RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
 from shared.metrics import APPLY_BATCH_SECONDS, APPLY_RECORDS, DEAD_LETTERS
 from shared.settings import Region, Settings
+from shared.usage import DRAIN_SCRIPT, parse_drained
 from workers.cache import RegionCache
 from workers.handlers import DeadLetter, RawRecord, prepare_batch
 from workers.progress import BootstrapProgress
@@ -43,6 +46,7 @@ class WorkerOptions:
     batch_within_s: float = 0.002
     session_timeout_s: float = 6.0
     tombstone_ttl_s: float = 30 * 24 * 3600
+    usage_interval_s: float = 15.0
     progress: bool = True
 
 
@@ -258,6 +262,32 @@ def build_app(
             worker.done.set()
 
     app.on_partitions_assigned.connect(cast(Any, _assigned))
+
+    usage_topic = app.topic(
+        topics.usage,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    drain = cache.client.register_script(DRAIN_SCRIPT)
+
+    async def forward_usage() -> None:
+        """Move what validators flushed (token id -> newest use) to the usage topic."""
+        try:
+            usage = parse_drained(await drain(keys=[cache.keys.usage]))
+        except aioredis.RedisError as e:
+            log.warning("usage_drain_failed", error=str(e))
+            return
+        if usage:
+            value = orjson.dumps(
+                {"region": region.name, "usage": {str(k): v for k, v in usage.items()}}
+            )
+            await (await usage_topic.send(key=region.name.encode(), value=value))
+            log.info("usage_forwarded", tokens=len(usage))
+
+    app.timer(interval=options.usage_interval_s)(forward_usage)
 
     async def apply(stream: faust.Stream[Any]) -> None:
         async for events in stream.noack_take(options.batch_size, within=options.batch_within_s):

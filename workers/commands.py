@@ -78,7 +78,7 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    options = WorkerOptions(batch_size=batch_size)
+    options = WorkerOptions(batch_size=batch_size, usage_interval_s=settings.usage_interval_s)
     log.info("worker_starting", region=region.name)
     rebuild = asyncio.run(run_worker(build_app(settings, region, keyring, options)))
     if rebuild:
