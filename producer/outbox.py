@@ -73,8 +73,22 @@ def row_to_event(row: sa.Row[tuple[object, ...]]) -> TokenEvent | EpochEvent:
 
 
 def mark_published(conn: sa.Connection, published: Sequence[Published]) -> None:
-    """Record partition, offset and time of acknowledged rows."""
+    """Record partition, offset and time of acknowledged rows (one statement on PostgreSQL)."""
     if not published:
+        return
+    if conn.dialect.name == "postgresql":
+        rows = sa.values(
+            sa.column("s", sa.BigInteger),
+            sa.column("p", sa.Integer),
+            sa.column("o", sa.BigInteger),
+            sa.column("a", sa.BigInteger),
+            name="placed",
+        ).data([(p.seq, p.partition, p.offset, p.at_ms) for p in published])
+        conn.execute(
+            OUTBOX.update()
+            .where(OUTBOX.c.seq == rows.c.s)
+            .values(published_at_ms=rows.c.a, kafka_partition=rows.c.p, kafka_offset=rows.c.o)
+        )
         return
     conn.execute(
         OUTBOX.update()

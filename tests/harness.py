@@ -58,6 +58,7 @@ class Pipeline:
         migrate(engine)
         self.store = TokenStore(engine)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.relay_process: subprocess.Popen[bytes] | None = None
         self._stack = ExitStack()
 
     @property
@@ -76,6 +77,24 @@ class Pipeline:
             heartbeat_interval_s=self.settings.heartbeat_interval_s, backoff_max_s=0.5
         )
         self._stack.enter_context(running_relay(self.store.engine, connect, options=options))
+
+    def start_relay_process(self) -> None:
+        """The relay as a ``tokensync relay`` process (tests may SIGKILL it)."""
+        log = (self.tmp_path / "relay.log").open("ab")
+        self.relay_process = subprocess.Popen(
+            [sys.executable, "-m", "shared", "relay"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill_relay_process(self) -> None:
+        if self.relay_process is not None:
+            self.relay_process.send_signal(signal.SIGKILL)
+            self.relay_process.wait(timeout=10)
+            self.relay_process = None
 
     def start_worker(self, region: str, redis_url: str | None = None) -> None:
         log = (self.tmp_path / f"worker-{region}.log").open("ab")
@@ -148,6 +167,9 @@ class Pipeline:
     def close(self) -> None:
         for region in list(self.workers):
             self.stop_worker(region)
+        if self.relay_process is not None:
+            stop_pid(self.relay_process.pid, sys.executable, grace_s=20)
+            self.relay_process.wait(timeout=10)
         self._stack.close()
         self.store.close()
 
