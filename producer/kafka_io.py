@@ -120,6 +120,7 @@ class KafkaPublisher:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
+                batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=5,
                 request_timeout_ms=int(timeout_s * 1000),
                 delivery_timeout_ms=int(timeout_s * 1000) + 1000,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,9 +30,15 @@ from shared.events import Heartbeat, Keyring, encode
 from shared.logs import get_logger
 from shared.metrics import RELAY_BACKLOG, RELAY_LATENCY, RELAY_PUBLISHED
 
-__all__ = ["Relay", "RelayOptions"]
+__all__ = ["Relay", "RelayOptions", "partition_for"]
 
 log = get_logger(__name__)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of a record key: CRC-32 (C speed; kafka-python's murmur2 is pure Python).
+    Every record about one token or scope lands in one partition, so its order holds."""
+    return zlib.crc32(key) % partitions
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,18 @@ class Relay:
         if not rows:
             return 0
         events = [row_to_event(r) for r in rows]
+        publisher = self._ensure_publisher()
+        partitions = publisher.partitions()
         records = []
         for event in events:
             value = encode(event)
-            records.append(OutgoingRecord(event.key, value, self._keyring.sign(event.key, value)))
-        placements = self._ensure_publisher().publish(records)
+            key = event.key
+            records.append(
+                OutgoingRecord(
+                    key, value, self._keyring.sign(key, value), partition_for(key, partitions)
+                )
+            )
+        placements = publisher.publish(records)
         at_ms = self._now_ms()
         published = [
             Published(e.seq, p.partition, p.offset, at_ms)
