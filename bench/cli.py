@@ -73,3 +73,12 @@ def all_scenarios(ctx: click.Context) -> None:
     ctx.invoke(apply)
     ctx.invoke(bootstrap)
     ctx.invoke(bulk)
+    ctx.invoke(docs)
+
+
+@bench.command("docs")
+def docs() -> None:
+    """Refresh the figures in docs/benchmarks.md from bench/results/*.json."""
+    from bench.docs import render
+
+    click.echo(f"updated {render()}")
