@@ -160,11 +160,19 @@ class KafkaPublisher:
         return self._partitions
 
     def close(self) -> None:
-        """Flush what is pending and close."""
+        """Flush what is pending and close; during an outage, drop what is pending.
+
+        Dropping is safe: unacknowledged rows stay unmarked in the outbox and are
+        published again. kafka-python's ``close`` flushes first and raises when that
+        times out, so it would never stop its sender (and raise again from ``__del__``);
+        a failed close is therefore repeated without the flush.
+        """
         try:
             self._producer.close(timeout=5)
-        except kafka.errors.KafkaError:
-            log.warning("producer_close_failed", exc_info=True)
+        except kafka.errors.KafkaError as e:
+            log.warning("producer_close_forced", error=str(e))
+            self._producer.flush = lambda timeout=None: None
+            self._producer.close(timeout=0)
 
 
 class UsageConsumer:
