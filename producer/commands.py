@@ -262,8 +262,9 @@ def revoke_all(cli: CliContext, *, before: str, wait: bool, as_json: bool) -> No
     default=None,
     help="Serve Prometheus metrics on this port.",
 )
+@json_option
 @pass_cli
-def relay(cli: CliContext, *, metrics_port: int | None) -> None:
+def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats;
     also apply the regions' usage reports to last_used_at."""
     import threading
@@ -276,7 +277,7 @@ def relay(cli: CliContext, *, metrics_port: int | None) -> None:
     from shared.keys import Topics
     from shared.runtime import keyring_from, stop_on_signals
 
-    cli.configure_logging()
+    cli.configure_logging(force_json=as_json)
     settings = cli.settings
     keyring = keyring_from(settings)
     store = TokenStore.from_settings(settings)
@@ -317,14 +318,15 @@ def relay(cli: CliContext, *, metrics_port: int | None) -> None:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@json_option
 @pass_cli
-def api(cli: CliContext, *, host: str, port: int) -> None:
+def api(cli: CliContext, *, host: str, port: int, as_json: bool) -> None:
     """Serve the token store's HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
     from producer.api import create_app
 
-    cli.configure_logging()
+    cli.configure_logging(force_json=as_json)
     store = TokenStore.from_settings(cli.settings)
     try:
         uvicorn.run(

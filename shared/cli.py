@@ -42,9 +42,12 @@ class CliContext:
         settings = Settings.load(self.environ, self.cwd)
         return settings.with_overrides(**self.overrides) if self.overrides else settings
 
-    def configure_logging(self) -> None:
-        """Configure structlog from the settings (long-running commands call this)."""
-        configure_logging(self.settings.log_level, self.settings.log_format)
+    def configure_logging(self, force_json: bool = False) -> None:
+        """Configure structlog from the settings (long-running commands call this);
+        their ``--json`` forces JSON log lines."""
+        configure_logging(
+            self.settings.log_level, "json" if force_json else self.settings.log_format
+        )
 
 
 pass_cli = click.make_pass_decorator(CliContext)

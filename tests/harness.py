@@ -96,9 +96,9 @@ class Pipeline:
             self.relay_process.wait(timeout=10)
             self.relay_process = None
 
-    def start_worker(self, region: str, redis_url: str | None = None) -> None:
+    def start_worker(self, region: str, redis_url: str | None = None, *extra: str) -> None:
         log = (self.tmp_path / f"worker-{region}.log").open("ab")
-        args = [sys.executable, "-m", "shared", "worker", "--region", region]
+        args = [sys.executable, "-m", "shared", "worker", "--region", region, *extra]
         if redis_url:
             args += ["--redis", redis_url]
         self.workers[region] = subprocess.Popen(

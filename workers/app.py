@@ -26,11 +26,17 @@ from shared.errors import CacheUnavailableError
 from shared.events import Keyring
 from shared.keys import RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
-from shared.metrics import APPLY_BATCH_SECONDS, APPLY_RECORDS, DEAD_LETTERS
+from shared.metrics import (
+    APPLY_BATCH_SECONDS,
+    APPLY_RECORDS,
+    DEAD_LETTERS,
+    REGION_FRESHNESS,
+    REGION_LAG,
+)
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, parse_drained
 from workers.cache import RegionCache
-from workers.handlers import DeadLetter, RawRecord, prepare_batch
+from workers.handlers import DeadLetter, PreparedBatch, RawRecord, prepare_batch
 from workers.progress import BootstrapProgress
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app"]
@@ -191,6 +197,7 @@ class RegionWorker:
             self.done.set()
             return
         elapsed = time.perf_counter() - started
+        self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
         APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
@@ -205,6 +212,21 @@ class RegionWorker:
             ready=result.ready,
             duration_ms=round(elapsed * 1000, 2),
         )
+
+    def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
+        """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""
+        assigned = self.app.consumer.assignment()
+        lag = 0
+        for partition, next_offset in batch.next_offsets.items():
+            tp = TP(self.topics.tokens, partition)
+            highwater = self.app.consumer.highwater(tp) if tp in assigned else None
+            if highwater is not None:  # unknown until the first fetch returned
+                lag += max(0, int(highwater) - next_offset)
+        REGION_LAG.labels(self.region.name).set(lag)
+        if batch.beats:
+            REGION_FRESHNESS.labels(self.region.name).set(
+                max(0, now_ms - min(batch.beats.values())) / 1000
+            )
 
     async def _track_rate(self, count: int) -> None:
         now = time.monotonic()

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from shared.cli import CliContext, pass_cli
+from shared.cli import CliContext, json_option, pass_cli
 from shared.logs import get_logger
 from shared.runtime import keyring_from
 from shared.settings import Region
@@ -60,6 +60,7 @@ async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bo
     default=None,
     help="Serve Prometheus metrics on this port.",
 )
+@json_option
 @pass_cli
 def worker(
     cli: CliContext,
@@ -68,9 +69,10 @@ def worker(
     redis_url: str | None,
     batch_size: int,
     metrics_port: int | None,
+    as_json: bool,
 ) -> None:
     """Apply the token stream to one region's Redis (faust-streaming)."""
-    cli.configure_logging()
+    cli.configure_logging(force_json=as_json)
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)

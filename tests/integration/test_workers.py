@@ -220,8 +220,11 @@ def epoch_hidden(pipeline: Pipeline) -> int:
 def test_forged_records_change_nothing_and_land_in_the_dead_letter_topic(
     pipeline: Pipeline,
 ) -> None:
+    from shared.stack.process import free_port
+
+    metrics_port = free_port()
     pipeline.start_relay()
-    pipeline.start_worker("eu")
+    pipeline.start_worker("eu", None, "--metrics-port", str(metrics_port))
     pipeline.wait_ready("eu")
     victim = hash_token("forged-token-plain")
     forged = token_event(10**9, victim)
@@ -245,6 +248,12 @@ def test_forged_records_change_nothing_and_land_in_the_dead_letter_topic(
     validator = pipeline.validator("eu")
     assert Outcome.VALID == validator.validate(marker.plain_text_token).outcome
     validator.close()
+    import httpx
+
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert 'tokensync_worker_dead_letters_total{reason="signature",region="eu"} 2.0' in metrics
+    assert 'tokensync_worker_applied_records_total{outcome="applied",region="eu"}' in metrics
+    assert "tokensync_region_lag_records" in metrics and "tokensync_worker_batch_seconds" in metrics
 
 
 def test_flushall_makes_a_region_unavailable_then_ready_again_while_others_answer(
