@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from producer.receipts import all_regions, wait_for_receipt
-from producer.store import IssuedToken, Mutation, TokenInfo, TokenStore, utcnow
+from producer.store import Mutation, TokenInfo, TokenStore, utcnow
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
 from shared.region_state import read_region_state
@@ -65,37 +65,6 @@ class AllRequest(BaseModel):
     """Body of ``POST /v1/revocations/all``."""
 
     before: str = "now"
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
-
-
-def _issued(issued: IssuedToken) -> dict[str, Any]:
-    return {
-        "token": issued.plain_text_token,
-        "id": issued.id,
-        "seq": issued.seq,
-        "tokenable_type": issued.tokenable_type,
-        "tokenable_id": issued.tokenable_id,
-        "name": issued.name,
-        "abilities": list(issued.abilities),
-        "expires_at": _iso(issued.expires_at),
-    }
-
-
-def _info(info: TokenInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "tokenable_type": info.tokenable_type,
-        "tokenable_id": info.tokenable_id,
-        "name": info.name,
-        "abilities": list(info.abilities),
-        "hash_prefix": info.hash_prefix,
-        "created_at": _iso(info.created_at),
-        "last_used_at": _iso(info.last_used_at),
-        "expires_at": _iso(info.expires_at),
-    }
 
 
 class ApiError(Exception):
@@ -149,12 +118,7 @@ router = APIRouter()
 
 
 def _mutation(ctx: _Context, mutation: Mutation, wait: bool, timeout: float) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "seq": mutation.seq,
-        "removed": mutation.removed,
-        "scope": mutation.scope,
-        "before_ms": mutation.before_ms,
-    }
+    body: dict[str, Any] = mutation.to_json()
     if wait:
         receipt = wait_for_receipt(ctx.settings, ctx.store, mutation.seq, timeout_s=timeout)
         body["receipt"] = receipt.to_json()
@@ -185,7 +149,7 @@ def issue(body: IssueRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
     issued = ctx.store.issue(
         body.tokenable_type, body.tokenable_id, body.name, body.abilities, expires_at
     )
-    return _issued(issued)
+    return issued.to_json()
 
 
 @router.get("/v1/principals/{tokenable_type}/{tokenable_id}/tokens", tags=["tokens"])
@@ -193,7 +157,7 @@ def list_tokens(
     tokenable_type: str, tokenable_id: int, ctx: Ctx, _caller: Reader
 ) -> list[dict[str, Any]]:
     """A principal's tokens (hash prefixes, never plaintext)."""
-    return [_info(t) for t in ctx.store.list_tokens(tokenable_type, tokenable_id)]
+    return [t.to_json() for t in ctx.store.list_tokens(tokenable_type, tokenable_id)]
 
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
@@ -207,7 +171,7 @@ def revoke_token(
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
 def rotate(token_id: int, body: RotateRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
-    return _issued(ctx.store.rotate(token_id, int(parse_duration(body.grace))))
+    return ctx.store.rotate(token_id, int(parse_duration(body.grace))).to_json()
 
 
 @router.post("/v1/tokens/prune", tags=["tokens"])

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from producer.store import IssuedToken, Mutation, TokenInfo, TokenStore, utcnow
-from shared.cli import CliContext, emit, json_option, pass_cli
+from producer.store import Mutation, TokenStore, iso, utcnow
+from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, serve_metrics
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 
@@ -22,50 +22,10 @@ def _store(cli: CliContext) -> TokenStore:
     return TokenStore.from_settings(cli.settings)
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
-
-
-def _issued_json(issued: IssuedToken) -> dict[str, Any]:
-    return {
-        "token": issued.plain_text_token,
-        "id": issued.id,
-        "tokenable_type": issued.tokenable_type,
-        "tokenable_id": issued.tokenable_id,
-        "name": issued.name,
-        "abilities": list(issued.abilities),
-        "expires_at": _iso(issued.expires_at),
-        "seq": issued.seq,
-    }
-
-
-def _info_json(info: TokenInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "tokenable_type": info.tokenable_type,
-        "tokenable_id": info.tokenable_id,
-        "name": info.name,
-        "abilities": list(info.abilities),
-        "hash_prefix": info.hash_prefix,
-        "created_at": _iso(info.created_at),
-        "last_used_at": _iso(info.last_used_at),
-        "expires_at": _iso(info.expires_at),
-    }
-
-
-def _mutation_json(mutation: Mutation) -> dict[str, Any]:
-    return {
-        "seq": mutation.seq,
-        "removed": mutation.removed,
-        "scope": mutation.scope,
-        "before_ms": mutation.before_ms,
-    }
-
-
 def _report(
     cli: CliContext, store: TokenStore, what: str, mutation: Mutation, *, wait: bool, as_json: bool
 ) -> None:
-    data: dict[str, Any] = _mutation_json(mutation)
+    data: dict[str, Any] = mutation.to_json()
     lines = [f"{what}: seq {mutation.seq}, {mutation.removed} row(s) removed from the store"]
     if wait:
         from producer.receipts import wait_for_receipt
@@ -135,7 +95,7 @@ def issue(
             raise UsageError("--expires-in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
     issued = _store(cli).issue(tokenable_type, tokenable_id, name, abilities or ("*",), expires_at)
-    emit(as_json, _issued_json(issued), issued.plain_text_token)
+    emit(as_json, issued.to_json(), issued.plain_text_token)
 
 
 @token.command("revoke")
@@ -167,10 +127,10 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
     lines = [f"{'id':>8}  {'name':<20} {'abilities':<24} {'hash':<12}  expires_at"]
     lines += [
         f"{t.id:>8}  {t.name[:20]:<20} {','.join(t.abilities)[:24]:<24} {t.hash_prefix}  "
-        f"{_iso(t.expires_at) or '-'}"
+        f"{iso(t.expires_at) or '-'}"
         for t in tokens
     ]
-    emit(as_json, [_info_json(t) for t in tokens], lines if tokens else "no tokens")
+    emit(as_json, [t.to_json() for t in tokens], lines if tokens else "no tokens")
 
 
 @token.command("rotate")
@@ -181,7 +141,7 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
 def rotate(cli: CliContext, *, token_id: int, grace: str, as_json: bool) -> None:
     """Issue a replacement token; the old one is revoked now or after --grace."""
     issued = _store(cli).rotate(token_id, int(parse_duration(grace)))
-    emit(as_json, _issued_json(issued), issued.plain_text_token)
+    emit(as_json, issued.to_json(), issued.plain_text_token)
 
 
 @token.command("prune")
@@ -197,7 +157,7 @@ def rotate(cli: CliContext, *, token_id: int, grace: str, as_json: bool) -> None
 def prune(cli: CliContext, *, hours: int, as_json: bool) -> None:
     """Delete expired tokens (Sanctum's sanctum:prune-expired)."""
     mutation = _store(cli).prune_expired(hours)
-    emit(as_json, _mutation_json(mutation), f"pruned {mutation.removed} expired token(s)")
+    emit(as_json, mutation.to_json(), f"pruned {mutation.removed} expired token(s)")
 
 
 @click.group()
@@ -256,12 +216,7 @@ def revoke_all(cli: CliContext, *, before: str, wait: bool, as_json: bool) -> No
 
 
 @click.command()
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics on this port.",
-)
+@metrics_option
 @json_option
 @pass_cli
 def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
@@ -291,10 +246,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
             admin.close()
         return KafkaPublisher(settings.kafka_bootstrap, topics.tokens)
 
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+    serve_metrics(metrics_port)
     stop = stop_on_signals()
     waker = waker_for(store.engine)
     options = RelayOptions(heartbeat_interval_s=settings.heartbeat_interval_s)

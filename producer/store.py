@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -51,6 +51,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 (UTC) of a naive-UTC datetime, or None."""
+    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
+
+
 def to_ms(value: dt.datetime) -> int:
     """Milliseconds since the epoch of a naive-UTC or aware datetime."""
     aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -72,6 +77,19 @@ class IssuedToken:
     seq: int
     plain_text_token: str = field(repr=False)
 
+    def to_json(self) -> dict[str, Any]:
+        """What the caller of ``issue`` sees (the only place the plaintext appears)."""
+        return {
+            "token": self.plain_text_token,
+            "id": self.id,
+            "seq": self.seq,
+            "tokenable_type": self.tokenable_type,
+            "tokenable_id": self.tokenable_id,
+            "name": self.name,
+            "abilities": list(self.abilities),
+            "expires_at": iso(self.expires_at),
+        }
+
 
 @dataclass(frozen=True)
 class TokenInfo:
@@ -92,6 +110,20 @@ class TokenInfo:
         """The first 12 hex digits of the token's hash (safe to log)."""
         return self.token_hash[:12]
 
+    def to_json(self) -> dict[str, Any]:
+        """A listing entry: never the plaintext, only a prefix of the hash."""
+        return {
+            "id": self.id,
+            "tokenable_type": self.tokenable_type,
+            "tokenable_id": self.tokenable_id,
+            "name": self.name,
+            "abilities": list(self.abilities),
+            "hash_prefix": self.hash_prefix,
+            "created_at": iso(self.created_at),
+            "last_used_at": iso(self.last_used_at),
+            "expires_at": iso(self.expires_at),
+        }
+
 
 @dataclass(frozen=True)
 class Mutation:
@@ -101,6 +133,15 @@ class Mutation:
     removed: int
     scope: str | None = None
     before_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "seq": self.seq,
+            "removed": self.removed,
+            "scope": self.scope,
+            "before_ms": self.before_ms,
+        }
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,16 @@ from shared.errors import TokenSyncError
 from shared.logs import configure_logging
 from shared.settings import Settings
 
-__all__ = ["CliContext", "emit", "json_option", "main", "pass_cli", "root"]
+__all__ = [
+    "CliContext",
+    "emit",
+    "json_option",
+    "main",
+    "metrics_option",
+    "pass_cli",
+    "root",
+    "serve_metrics",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +65,24 @@ pass_cli = click.make_pass_decorator(CliContext)
 def json_option(func: F) -> F:
     """The ``--json`` flag every command carries."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)
+
+
+def metrics_option(func: F) -> F:
+    """The ``--metrics-port`` option of the long-running commands."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve Prometheus metrics on this port (127.0.0.1).",
+    )(func)
+
+
+def serve_metrics(port: int | None) -> None:
+    """Serve this process's Prometheus metrics on ``port`` (nothing if None)."""
+    if port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr="127.0.0.1")
 
 
 def emit(as_json: bool, data: Any, text: str | Sequence[str]) -> None:

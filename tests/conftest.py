@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer.store import TokenStore
 from shared.keys import Topics
 from tests.harness import Pipeline, pipeline_context
 from tests.servers import DedicatedKafka, Servers, session_servers
@@ -138,6 +139,17 @@ def database_url(request: pytest.FixtureRequest) -> str:
     else:
         url = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TokenStore]:
+    """A migrated token store on this test's database (SQLite, then PostgreSQL)."""
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(database_url)
+    migrate(engine)
+    yield TokenStore(engine)
+    engine.dispose()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from shared.cli import CliContext, json_option, pass_cli
+from shared.cli import CliContext, json_option, metrics_option, pass_cli, serve_metrics
 from shared.logs import get_logger
 from shared.runtime import keyring_from
 from shared.settings import Region
@@ -54,12 +54,7 @@ async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bo
     "--redis", "redis_url", default=None, help="The region's Redis URL (default: from settings)."
 )
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics on this port.",
-)
+@metrics_option
 @json_option
 @pass_cli
 def worker(
@@ -76,10 +71,7 @@ def worker(
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+    serve_metrics(metrics_port)
     options = WorkerOptions(batch_size=batch_size, usage_interval_s=settings.usage_interval_s)
     log.info("worker_starting", region=region.name)
     rebuild = asyncio.run(run_worker(build_app(settings, region, keyring, options)))

@@ -8,21 +8,12 @@ import httpx
 import pytest
 
 from producer.api import create_app
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from shared.settings import Settings
 from tests.http_helpers import serving
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(database_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 @pytest.fixture

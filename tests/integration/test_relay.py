@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from producer.outbox import unpublished_count
 from producer.relay import RelayOptions
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore, utcnow
 from producer.tokens import parse_token
 from shared.events import EpochEvent, Heartbeat, TokenEvent, TokenOp, principal_scope
@@ -21,14 +19,6 @@ from tests.servers import DedicatedKafka
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(database_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 def backlog(store: TokenStore) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -16,16 +15,6 @@ from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TokenStore]:
-    from producer.schema import create_engine, migrate
-
-    engine = create_engine(database_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 def outbox(store: TokenStore) -> list[dict[str, object]]:
