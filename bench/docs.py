@@ -56,10 +56,10 @@ def figures() -> str:
             per = p["stats"][kind]
             p50 = max(x["p50"] for x in per.values())
             p99 = max(x["p99"] for x in per.values())
-            n = sum(x["n"] for x in per.values())
+            n = min(x["n"] for x in per.values())
             rows.append(
                 f"| revoke → denied in all 3 regions, {label} | p50 ≤ 20 ms, p99 ≤ 50 ms | "
-                f"worst region p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} samples, "
+                f"worst region p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} samples per region, "
                 f"{p['store']} store) | {_hit(p50 <= 20 and p99 <= 50)} |"
             )
     if (a := _load("apply")) is not None:
