@@ -308,6 +308,11 @@ def demo(cli: CliContext, *, as_json: bool) -> None:
                 f"tokensync demo: store {settings.database_url}, Kafka {settings.kafka_bootstrap}, "
                 f"regions {', '.join(r.name for r in settings.regions)}"
             )
+            if settings.link_delays:
+                click.echo(
+                    f"emulated one-way link delays to Kafka: {settings.link_delays} "
+                    "(a region's revoke -> denied cannot beat its delay)"
+                )
         report = run_demo(settings, store, echo)
     finally:
         store.close()

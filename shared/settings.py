@@ -119,6 +119,7 @@ class Settings:
     token_prefix: str = ""
     token_expiration_minutes: int | None = None
     usage_interval_s: float = 15.0
+    link_delays: str = ""
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -139,6 +140,7 @@ class Settings:
         "TOKEN_PREFIX",
         "TOKEN_EXPIRATION",
         "USAGE_INTERVAL",
+        "LINK_DELAYS",
         "SETTINGS_FILE",
     )
 
@@ -177,6 +179,7 @@ class Settings:
             token_prefix=get(PREFIX + "TOKEN_PREFIX", ""),
             token_expiration_minutes=_int(environ, "TOKEN_EXPIRATION", 0) or None,
             usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
+            link_delays=get(PREFIX + "LINK_DELAYS", ""),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -238,6 +241,7 @@ class Settings:
             "TOKEN_PREFIX": self.token_prefix,
             "TOKEN_EXPIRATION": str(self.token_expiration_minutes or ""),
             "USAGE_INTERVAL": repr(self.usage_interval_s),
+            "LINK_DELAYS": self.link_delays,
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 

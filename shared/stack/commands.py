@@ -63,6 +63,12 @@ def stack() -> None:
 )
 @click.option("--kafka-heap", default="512m", show_default=True, help="Broker JVM heap.")
 @click.option("--no-apps", is_flag=True, help="Servers only: no relay, API or workers.")
+@click.option(
+    "--link-delay",
+    "link_delay",
+    default="",
+    help="Emulated one-way delay of regions' links to Kafka, e.g. us=40ms,ap=90ms.",
+)
 @json_option
 @pass_cli
 def up(
@@ -73,12 +79,26 @@ def up(
     redis_ports: tuple[str, ...],
     kafka_heap: str,
     no_apps: bool,
+    link_delay: str,
     as_json: bool,
 ) -> None:
     """Start whatever of the stack is not running yet, and write its settings."""
+    from shared.stack.delayproxy import parse_delays
+
     names = _regions(regions)
+    delays = parse_delays(link_delay)
+    unknown = sorted(set(delays) - set(names))
+    if unknown:
+        raise UsageError(f"--link-delay names regions not in --regions: {', '.join(unknown)}")
     local = LocalStack(cli.cwd, cli.environ, echo=lambda line: click.echo(line, err=True))
-    options = StackOptions(names, kafka_port, _redis_ports(redis_ports), kafka_heap, not no_apps)
+    options = StackOptions(
+        names,
+        kafka_port,
+        _redis_ports(redis_ports),
+        kafka_heap,
+        not no_apps,
+        {r: d for r, d in delays.items() if d > 0},
+    )
     rows = local.up(options)
     emit(as_json, [r.to_json() for r in rows], _table(rows))
 
@@ -119,3 +139,15 @@ def fetch(as_json: bool) -> None:
         {"version": jars.version, "libs": str(libs), "cached": cached},
         f"Kafka {jars.version} jars {'already in' if cached else 'fetched into'} {libs}",
     )
+
+
+@stack.command("proxy", hidden=True)
+@click.option("--listen", "listen_port", type=click.IntRange(1, 65535), required=True)
+@click.option("--target", required=True, help="host:port to forward to.")
+@click.option("--delay", default="0ms", help="One-way delay in each direction, e.g. 40ms.")
+def proxy(listen_port: int, target: str, delay: str) -> None:
+    """A delaying TCP proxy (the stack starts one per delayed region link)."""
+    from shared.stack.delayproxy import run_proxy
+    from shared.timeparse import parse_duration
+
+    run_proxy(listen_port, target, parse_duration(delay))

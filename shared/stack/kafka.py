@@ -147,6 +147,9 @@ class KafkaBroker:
     port: int
     controller_port: int
     heap: str = "512m"
+    # (listener name, port it binds, port it advertises): a region behind a delaying proxy
+    # needs a listener whose advertised address is the proxy (clients reconnect to it).
+    extra_listeners: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def bootstrap(self) -> str:
@@ -160,17 +163,22 @@ class KafkaBroker:
 
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = "".join(f",{n}://127.0.0.1:{bind}" for n, bind, _ in self.extra_listeners)
+        advertised = "".join(f",{n}://127.0.0.1:{adv}" for n, _, adv in self.extra_listeners)
+        protocols = "".join(f",{n}:PLAINTEXT" for n, _, _ in self.extra_listeners)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+                + extra
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}" + advertised,
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+            + protocols,
             "log.dirs": str(self.data_dir / "kraft-combined-logs"),
             "num.partitions": "6",
             "offsets.topic.replication.factor": "1",

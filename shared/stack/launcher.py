@@ -17,9 +17,9 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,21 @@ from shared.settings import (
     write_settings_file,
 )
 from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
-from shared.stack.process import ProcessRecord, free_port, port_open, start_process, stop_pid
+from shared.stack.process import (
+    ProcessRecord,
+    free_port,
+    port_open,
+    start_process,
+    stop_pid,
+    wait_until,
+)
 from shared.stack.redis import RedisServer
 
 __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
 DEFAULT_REGIONS = ("eu", "us", "ap")
 # Order in which ``down`` stops processes: consumers of a server before the server.
-_STOP_ORDER = {"api": 0, "relay": 1, "worker": 2, "redis": 3, "kafka": 4}
+_STOP_ORDER = {"api": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
 
 
 def app_commands() -> set[str]:
@@ -62,6 +69,7 @@ class StackOptions:
     redis_ports: Mapping[str, int] | None = None
     kafka_heap: str = "512m"
     with_apps: bool = True
+    link_delays: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,14 +154,13 @@ class LocalStack:
 
         started: list[tuple[ProcessRecord, Callable[[], None]]] = []
         kafka_port = _pick_port(options.kafka_port, _port_of_bootstrap(old_settings))
+        links: list[tuple[str, int, int]] = []  # region, broker listener port, proxy port
         if "kafka" in running:
             kafka_port = running["kafka"].port or kafka_port
+            self._check_links(running, options)
         else:
-            broker = KafkaBroker(
-                jars, self.state_dir / "kafka", kafka_port, free_port(), options.kafka_heap
-            )
-            record = broker.start()
-            started.append((record, functools.partial(broker.wait_ready, record)))
+            links = [(r, free_port(), free_port()) for r in options.link_delays]
+            started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
 
         regions: list[Region] = []
         for name in options.regions:
@@ -173,15 +180,60 @@ class LocalStack:
         with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
             for future in [pool.submit(wait) for _, wait in started]:
                 future.result()
+        records.update(self._start_links(links, options.link_delays))
+        self._save(list(records.values()))
 
         api_port = _pick_port(None, _port_of(old_settings.api_url))
         if "api" in running:
             api_port = running["api"].port or api_port
+        if links or not running:
+            old_settings = old_settings.with_overrides(
+                link_delays=",".join(
+                    f"{r}={options.link_delays[r] * 1000:g}ms" for r, _, _ in links
+                )
+            )
         settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
+        _wait_for_ports(records.values())
         return self.status()
+
+    def _start_kafka(
+        self, jars: KafkaJars, port: int, heap: str, links: Sequence[tuple[str, int, int]]
+    ) -> tuple[ProcessRecord, Callable[[], None]]:
+        listeners = tuple((_listener(r), bind, proxy) for r, bind, proxy in links)
+        broker = KafkaBroker(jars, self.state_dir / "kafka", port, free_port(), heap, listeners)
+        record = broker.start()
+        return record, functools.partial(broker.wait_ready, record)
+
+    @staticmethod
+    def _check_links(running: Mapping[str, ProcessRecord], options: StackOptions) -> None:
+        had = {r.name.removeprefix("link-") for r in running.values() if _kind(r.name) == "link"}
+        if options.link_delays and set(options.link_delays) != had:
+            raise StackError(
+                "link delays are set when Kafka starts: run `tokensync stack down` first"
+            )
+
+    def _start_links(
+        self, links: Sequence[tuple[str, int, int]], delays: Mapping[str, float]
+    ) -> dict[str, ProcessRecord]:
+        """One delaying proxy per delayed region, in front of its own broker listener."""
+        started = {}
+        for region, bind, proxy in links:
+            name = f"link-{region}"
+            args = [
+                "stack",
+                "proxy",
+                "--listen",
+                str(proxy),
+                "--target",
+                f"127.0.0.1:{bind}",
+                "--delay",
+                f"{delays[region] * 1000:g}ms",
+            ]
+            started[name] = self._start_command(name, args, dict(os.environ), proxy)
+        return started
 
     def _write_settings(
         self,
@@ -224,12 +276,20 @@ class LocalStack:
                 (f"worker-{r.name}", ["worker", "--region", r.name]) for r in settings.regions
             )
         env = {**os.environ, **settings.to_env(), "TOKENSYNC_LOG_FORMAT": "json"}
+        proxies = {
+            r.name.removeprefix("link-"): r.port for r in self.records() if _kind(r.name) == "link"
+        }
         started: dict[str, ProcessRecord] = {}
         for name, args in wanted:
             if name in running:
                 continue
             port = _port_of(settings.api_url) if name == "api" else None
-            started[name] = self._start_command(name, args, env, port)
+            region = name.removeprefix("worker-")
+            own_env = env
+            if name.startswith("worker-") and proxies.get(region):
+                # this region reaches Kafka only through its delayed link
+                own_env = {**env, "TOKENSYNC_KAFKA_BOOTSTRAP": f"127.0.0.1:{proxies[region]}"}
+            started[name] = self._start_command(name, args, own_env, port)
         time.sleep(0.5 if started else 0)
         dead = [n for n, r in started.items() if not r.alive]
         if dead:
@@ -299,6 +359,25 @@ class LocalStack:
                 stopped.append(r.name)
         self.state_file.unlink(missing_ok=True)
         return stopped
+
+
+def _wait_for_ports(records: Iterable[ProcessRecord]) -> None:
+    """Listeners (API, links) take a moment to bind after their process started."""
+    for record in records:
+        port = record.port
+        if port is not None:
+            wait_until(
+                functools.partial(_listening, record, port), 20, record.name, Path(record.log)
+            )
+
+
+def _listening(record: ProcessRecord, port: int) -> bool:
+    return port_open(port) or not record.alive
+
+
+def _listener(region: str) -> str:
+    """Kafka listener name of a region's delayed link ([A-Z0-9_])."""
+    return "REGION_" + "".join(c if c.isalnum() else "_" for c in region.upper())
 
 
 def _port_of(url: str) -> int | None:

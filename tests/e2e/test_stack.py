@@ -63,3 +63,19 @@ def test_a_wrong_argument_prints_one_line_and_exits_non_zero(tmp_path: Path) -> 
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stdout == ""
+
+
+def test_a_delayed_link_slows_exactly_its_region(tmp_path: Path) -> None:
+    try:
+        tokensync(tmp_path, "stack", "up", "--regions", "eu,us", "--link-delay", "us=60ms")
+        rows = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
+        assert {"link-us"} == {r["name"] for r in rows if r["name"].startswith("link-")}
+        assert all(r["up"] for r in rows)
+        demo = tokensync(tmp_path, "demo", "--json", check=False)
+        assert 0 == demo.returncode, demo.stdout + demo.stderr
+        revokes = [s for s in json.loads(demo.stdout)["steps"] if s["name"] == "revoke"]
+        assert all(s["per_region_ms"]["us"] >= 60 for s in revokes)
+        assert all(s["per_region_ms"]["eu"] < s["per_region_ms"]["us"] for s in revokes)
+    finally:
+        down = tokensync(tmp_path, "stack", "down", "--json", check=False)
+    assert "link-us" in json.loads(down.stdout)["stopped"]
