@@ -73,7 +73,17 @@ def all_scenarios(ctx: click.Context) -> None:
     ctx.invoke(apply)
     ctx.invoke(bootstrap)
     ctx.invoke(bulk)
+    ctx.invoke(wan)
     ctx.invoke(docs)
+
+
+@bench.command("wan")
+@click.option("--samples", type=click.IntRange(10), default=200, show_default=True)
+def wan(samples: int) -> None:
+    """Regions 0, 40 and 90 ms away: validation vs the distant store, revoke -> denied."""
+    from bench import wan as scenario
+
+    scenario.run(samples)
 
 
 @bench.command("docs")

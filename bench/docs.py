@@ -82,7 +82,31 @@ def figures() -> str:
             f"{_hit(k['enforced_everywhere_s'] <= 5)} |"
         )
     head = f"Machine: {machine}.\n\n" if machine else ""
-    return head + "\n".join(rows)
+    return head + "\n".join(rows) + _wan()
+
+
+def _wan() -> str:
+    w = _load("wan")
+    if w is None:
+        return ""
+    rows = [
+        "",
+        "",
+        "Regions at a distance (`tokensync bench wan`; one-way delay to Kafka and the store):",
+        "",
+        "| region | one-way | local validator p50 | near-cache p50 | Sanctum way p50 | "
+        "Sanctum / local | revoke -> denied p50 / p99 | epoch p50 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, delay in w["delays_s"].items():
+        v, t, e = w["validation"][name], w["revoke"]["token"][name], w["revoke"]["epoch"][name]
+        rows.append(
+            f"| {name} | {delay * 1000:.0f} ms | {v['local validator']['p50']:.3f} ms | "
+            f"{v['near-cache']['p50']:.3f} ms | {v['Sanctum way']['p50']:.1f} ms | "
+            f"{v['sanctum_p50_over_local_p50']:,.0f}x | {t['p50']:.1f} / {t['p99']:.1f} ms | "
+            f"{e['p50']:.1f} ms |"
+        )
+    return "\n".join(rows)
 
 
 def render() -> Path:

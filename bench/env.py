@@ -126,11 +126,14 @@ class BenchEnv:
             "TOKENSYNC_STATE_DIR": str(self.root),
         }
 
-    def start_worker(self, region: str) -> None:
+    def start_worker(self, region: str, kafka_bootstrap: str | None = None) -> None:
         log = (self.root / f"worker-{region}.log").open("ab")
+        env = self.env()
+        if kafka_bootstrap:
+            env["TOKENSYNC_KAFKA_BOOTSTRAP"] = kafka_bootstrap
         self.workers[region] = subprocess.Popen(
             [sys.executable, "-m", "shared", "worker", "--region", region],
-            env=self.env(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -184,6 +187,7 @@ def bench_env(
     postgres: bool = False,
     partitions: int = 6,
     kafka_heap: str = "1g",
+    start_kafka: bool = True,
 ) -> Iterator[BenchEnv]:
     """Kafka, one Redis per region, optionally PostgreSQL; stopped at the end."""
     root = Path(tempfile.mkdtemp(prefix="tokensync-bench-"))
@@ -202,9 +206,10 @@ def bench_env(
     )
     env = BenchEnv(root, settings)
     try:
-        record = broker.start()
-        env.processes.append(record)
-        broker.wait_ready(record)
+        if start_kafka:  # the WAN scenario starts its own broker with per-region listeners
+            record = broker.start()
+            env.processes.append(record)
+            broker.wait_ready(record)
         for name in regions:
             env.add_region(name)
         if postgres:
