@@ -16,7 +16,6 @@ from typing import Any
 import redis
 
 from producer.store import TokenStore
-from shared.errors import NotFoundError
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
 
@@ -140,11 +139,3 @@ def wait_for_receipt(
         for r in targets
     )
     return Receipt(seq, position.partition, position.offset, ordered, timeout_s)
-
-
-def receipt_or_none(settings: Settings, store: TokenStore, seq: int) -> Receipt | None:
-    """A receipt without waiting, or None if ``seq`` does not exist."""
-    try:
-        return wait_for_receipt(settings, store, seq, timeout_s=0)
-    except NotFoundError:
-        return None

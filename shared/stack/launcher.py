@@ -10,7 +10,6 @@ and only when an installed package provides them.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
@@ -397,8 +396,3 @@ def _pick_port(wanted: int | None, previous: int | None) -> int:
     if previous is not None and not port_open(previous):
         return previous
     return free_port()
-
-
-def generate_key() -> str:
-    """A fresh ``KEY_ID:BASE64`` signing key (for operators writing settings by hand)."""
-    return f"k-{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
