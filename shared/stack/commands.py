@@ -67,7 +67,8 @@ def stack() -> None:
     "--link-delay",
     "link_delay",
     default="",
-    help="Emulated one-way delay of regions' links to Kafka, e.g. us=40ms,ap=90ms.",
+    help="Emulated one-way delay of regions' links to Kafka, e.g. us=40ms,ap=90ms"
+    " (default: TOKENSYNC_LINK_DELAYS).",
 )
 @json_option
 @pass_cli
@@ -86,7 +87,7 @@ def up(
     from shared.stack.delayproxy import parse_delays
 
     names = _regions(regions)
-    delays = parse_delays(link_delay)
+    delays = parse_delays(link_delay or cli.settings.link_delays)  # flag, else settings
     unknown = sorted(set(delays) - set(names))
     if unknown:
         raise UsageError(f"--link-delay names regions not in --regions: {', '.join(unknown)}")

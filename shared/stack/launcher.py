@@ -36,6 +36,7 @@ from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
 from shared.stack.process import (
     ProcessRecord,
     free_port,
+    pid_alive,
     port_open,
     start_process,
     stop_pid,
@@ -371,7 +372,7 @@ def _wait_for_ports(records: Iterable[ProcessRecord]) -> None:
 
 
 def _listening(record: ProcessRecord, port: int) -> bool:
-    return port_open(port) or not record.alive
+    return port_open(port) or not pid_alive(record.pid)
 
 
 def _listener(region: str) -> str:
