@@ -1,0 +1,60 @@
+"""Settings are parsed once, strictly, with one clear error per mistake."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.settings import Settings, read_settings_file, write_settings_file
+
+KEY = base64.b64encode(b"s" * 32).decode()
+
+
+def test_environment_values_become_typed_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "TOKENSYNC_REGIONS": "eu=redis://h:1/0, us=redis://h:2/3",
+            "TOKENSYNC_SIGNING_KEYS": f"old:{KEY},new:{KEY}",
+            "TOKENSYNC_SIGNING_KEY_ID": "new",
+            "TOKENSYNC_STALENESS_BUDGET": "2.5",
+            "TOKENSYNC_TOKEN_EXPIRATION": "60",
+        }
+    )
+    assert ["eu", "us"] == [r.name for r in settings.regions]
+    assert ("new", {"old", "new"}) == (settings.signing_key_id, set(settings.signing_keys))
+    assert (2.5, 60) == (settings.staleness_budget_s, settings.token_expiration_minutes)
+    assert KEY not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TOKENSYNC_REGIONS": "eu"},
+        {"TOKENSYNC_REGIONS": "eu=http://x"},
+        {"TOKENSYNC_REGIONS": "eu=redis://a/0,eu=redis://b/0"},
+        {"TOKENSYNC_SIGNING_KEYS": "k:not-base64!"},
+        {"TOKENSYNC_SIGNING_KEYS": f"k:{KEY}", "TOKENSYNC_SIGNING_KEY_ID": "other"},
+        {"TOKENSYNC_PARTITIONS": "many"},
+        {"TOKENSYNC_STALENESS_BUDGET": "0"},
+        {"TOKENSYNC_LOG_FORMAT": "xml"},
+        {"TOKENSYNC_TYPO": "1"},
+        {"TOKENSYNC_TOKEN_PREFIX": "a|b"},
+    ],
+)
+def test_a_bad_setting_is_one_config_error(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(env)
+    assert "\n" not in str(error.value)
+
+
+def test_the_settings_file_round_trips_and_the_environment_wins(tmp_path: Path) -> None:
+    settings = Settings(signing_keys={"k": b"s" * 32}, signing_key_id="k", partitions=3)
+    path = tmp_path / ".tokensync" / "settings.env"
+    write_settings_file(path, settings.to_env())
+    assert 0o600 == path.stat().st_mode & 0o777
+    assert settings.to_env() == read_settings_file(path)
+    loaded = Settings.load({"TOKENSYNC_PARTITIONS": "9"}, tmp_path)
+    assert (9, {"k": b"s" * 32}) == (loaded.partitions, dict(loaded.signing_keys))
