@@ -68,16 +68,7 @@ def run(count: int = 100_000) -> dict[str, Any]:
                 if region.name not in done and env.caught_up(region.name, ends):
                     done[region.name] = time.monotonic() - committed
             time.sleep(0.01)
-        with store.engine.connect() as conn:
-            lag = [
-                float(r[0])
-                for r in conn.execute(
-                    sa.text(
-                        "SELECT published_at_ms - recorded_at_ms FROM tokensync_outbox"
-                        " WHERE op = 'revoked'"
-                    )
-                )
-            ]
+        lag = env.relay_lag_ms(revocations_only=True)
     publish_s = published - committed
     enforced_s = max(done.values()) if done else float("nan")
     rows = [

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+import sqlalchemy as sa
 
 from producer.kafka_io import KafkaAdmin, KafkaPublisher
 from producer.publisher import EventPublisher
@@ -161,6 +162,18 @@ class BenchEnv:
             return admin.end_offsets(self.topics.tokens)
         finally:
             admin.close()
+
+    def relay_lag_ms(self, *, revocations_only: bool = False) -> list[float]:
+        """Commit -> acknowledged by Kafka (ms) of every published outbox row."""
+        assert self.store is not None
+        query = (
+            "SELECT published_at_ms - recorded_at_ms FROM tokensync_outbox"
+            " WHERE published_at_ms IS NOT NULL"
+        )
+        if revocations_only:
+            query += " AND op <> 'issued'"
+        with self.store.engine.connect() as conn:
+            return [float(r[0]) for r in conn.execute(sa.text(query))]
 
     def caught_up(self, region: str, ends: dict[int, int]) -> bool:
         state = self.state(region)

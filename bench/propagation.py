@@ -8,8 +8,6 @@ import threading
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
 from producer.store import IssuedToken
@@ -141,17 +139,7 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
         kind: {name: summary(values) for name, values in per.items()}
         for kind, per in samples.items()
     }
-    with store.engine.connect() as conn:
-        relay_ms = [
-            float(r[0])
-            for r in conn.execute(
-                sa.text(
-                    "SELECT published_at_ms - recorded_at_ms FROM tokensync_outbox "
-                    "WHERE published_at_ms IS NOT NULL AND op <> 'issued'"
-                )
-            )
-        ]
-    relay = summary(relay_ms)
+    relay = summary(env.relay_lag_ms(revocations_only=True))
     print(
         f"relay, commit -> acknowledged by Kafka: p50 {relay['p50']:.1f} ms, "
         f"p99 {relay['p99']:.1f} ms over {relay['n']} revocations"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import orjson
 import sqlalchemy as sa
@@ -17,6 +18,9 @@ import sqlalchemy as sa
 from producer.store import PAT
 from shared.errors import PublishError
 from shared.logs import get_logger
+
+if TYPE_CHECKING:  # only the relay process needs kafka; this module stays importable without it
+    from producer.kafka_io import UsageConsumer
 
 __all__ = ["UsageApplier", "apply_usage", "merge_reports"]
 
@@ -66,21 +70,17 @@ def apply_usage(engine: sa.Engine, usage: dict[int, int]) -> int:
 class UsageApplier:
     """Consumes the usage topic and applies it to the store until stopped."""
 
-    def __init__(self, engine: sa.Engine, connect: Callable[[], object]) -> None:
+    def __init__(self, engine: sa.Engine, connect: Callable[[], UsageConsumer]) -> None:
         self._engine = engine
         self._connect = connect
 
     def run(self, stop: threading.Event) -> None:
         """Loop: poll, apply, commit; reconnect with backoff on errors."""
-        from producer.kafka_io import UsageConsumer
-
         consumer: UsageConsumer | None = None
         while not stop.is_set():
             try:
                 if consumer is None:
-                    made = self._connect()
-                    assert isinstance(made, UsageConsumer)
-                    consumer = made
+                    consumer = self._connect()
                 values = consumer.poll(1.0)
                 if values:
                     updated = apply_usage(self._engine, merge_reports(values))

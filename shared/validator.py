@@ -191,6 +191,15 @@ def _required(abilities: Iterable[str] | str) -> tuple[str, ...]:
 _MALFORMED = ValidationResult(Outcome.INVALID, reason="malformed", source="shape")
 
 
+def _from_settings(
+    settings: Settings, region: str, kwargs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The Redis URL and defaults (key namespace, policy) both validators take from settings."""
+    kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
+    kwargs.setdefault("policy", Policy.from_settings(settings))
+    return settings.region(region).redis_url, kwargs
+
+
 @dataclass
 class Validator:
     """Synchronous validator of one region (one Redis round trip per call, none on a
@@ -215,9 +224,8 @@ class Validator:
     @classmethod
     def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> Validator:
         """A validator of ``region`` as the settings describe it."""
-        kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
-        kwargs.setdefault("policy", Policy.from_settings(settings))
-        return cls.from_url(settings.region(region).redis_url, **kwargs)
+        url, options = _from_settings(settings, region, kwargs)
+        return cls.from_url(url, **options)
 
     def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""
@@ -325,9 +333,8 @@ class AsyncValidator:
     @classmethod
     def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> AsyncValidator:
         """A validator of ``region`` as the settings describe it."""
-        kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
-        kwargs.setdefault("policy", Policy.from_settings(settings))
-        return cls.from_url(settings.region(region).redis_url, **kwargs)
+        url, options = _from_settings(settings, region, kwargs)
+        return cls.from_url(url, **options)
 
     async def close(self) -> None:
         """Close the connection pool."""

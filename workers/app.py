@@ -67,6 +67,7 @@ class RegionWorker:
     keyring: Keyring
     partitions: int
     options: WorkerOptions
+    dead_letter_topic: Any = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     rebuild: bool = False
     progress: BootstrapProgress | None = None
@@ -139,13 +140,6 @@ class RegionWorker:
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Publish refused records (with the reason) and wait for the broker's ack."""
-        topic = self.app.topic(
-            self.topics.dead_letters,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
         for letter in letters:
             record = letter.record
             headers = [
@@ -158,7 +152,9 @@ class RegionWorker:
                     f"{self.topics.tokens}:{record.partition}:{record.offset}".encode(),
                 ),
             ]
-            pending = await topic.send(key=record.key, value=record.value or b"", headers=headers)
+            pending = await self.dead_letter_topic.send(
+                key=record.key, value=record.value or b"", headers=headers
+            )
             await pending
             DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
             log.warning(
@@ -275,6 +271,13 @@ def build_app(
     )
     cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
     worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
+    worker.dead_letter_topic = app.topic(
+        topics.dead_letters,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
         try:
