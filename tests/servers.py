@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import StackError
 from shared.stack import (
     KafkaBroker,
     KafkaJars,
@@ -142,11 +143,20 @@ class Servers:
                 int(container.get_exposed_port(6379)),
             )
         self.sources.setdefault("redis", "local binary")
-        server = RedisServer(name, self.root / name, free_port(), REDIS_DATABASES)
-        record = server.start()
-        self.processes.append(record)
-        server.wait_ready(record)
-        return "127.0.0.1", server.port
+        for attempt in range(3):
+            # a free port may be taken by someone else before redis binds it: try another
+            data_dir = self.root / f"{name}-{attempt}"
+            server = RedisServer(name, data_dir, free_port(), REDIS_DATABASES)
+            record = server.start()
+            self.processes.append(record)
+            try:
+                server.wait_ready(record)
+            except StackError:
+                if attempt == 2 or "in use" not in server.log_file.read_text(errors="replace"):
+                    raise
+                continue
+            return "127.0.0.1", server.port
+        raise AssertionError("unreachable")
 
     # --- PostgreSQL ---------------------------------------------------------------------
     def postgres(self) -> str:

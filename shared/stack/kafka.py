@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from shared.stack.process import ProcessRecord, port_open, start_process
+from shared.stack.process import ProcessRecord, log_hint, port_open, start_process
 
 __all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaJars", "default_cache_dir"]
 
@@ -242,7 +242,7 @@ class KafkaBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not record.alive:
-                raise StackError(f"Kafka exited during start-up; see {self.log_file}")
+                raise StackError(f"Kafka exited during start-up{log_hint(self.log_file)}")
             try:
                 started = READY_LINE in self.log_file.read_text(errors="replace")
             except FileNotFoundError:

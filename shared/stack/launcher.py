@@ -36,6 +36,7 @@ from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
 from shared.stack.process import (
     ProcessRecord,
     free_port,
+    log_hint,
     pid_alive,
     port_open,
     start_process,
@@ -293,7 +294,7 @@ class LocalStack:
         time.sleep(0.5 if started else 0)
         dead = [n for n, r in started.items() if not r.alive]
         if dead:
-            raise StackError(f"{dead[0]} exited at start; see {started[dead[0]].log}")
+            raise StackError(f"{dead[0]} exited at start{log_hint(started[dead[0]].log)}")
         return started
 
     def _start_command(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from shared.stack.process import ProcessRecord, port_open, start_process, wait_until
+from shared.stack.process import ProcessRecord, log_hint, port_open, start_process, wait_until
 
 __all__ = ["PostgresServer", "find_pg_bin"]
 
@@ -120,7 +120,7 @@ class PostgresServer:
             lambda: port_open(self.port) or not record.alive, timeout_s, "postgres", self.log_file
         )
         if not record.alive:
-            raise StackError(f"postgres exited during start-up; see {self.log_file}")
+            raise StackError(f"postgres exited during start-up{log_hint(self.log_file)}")
         env = {**os.environ, "PGPASSWORD": self.password}
         conn = ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.user]
         bindir = find_pg_bin()

@@ -22,6 +22,7 @@ from shared.errors import StackError
 __all__ = [
     "ProcessRecord",
     "free_port",
+    "log_hint",
     "pid_alive",
     "port_open",
     "start_process",
@@ -68,12 +69,20 @@ class ProcessRecord:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+# Ports this process handed out: a server picked now may bind seconds later, and the
+# kernel could offer the same free port to the next caller meanwhile.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now, never the same one twice per process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
@@ -86,7 +95,16 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
 
 
 def pid_alive(pid: int, program: str | None = None) -> bool:
-    """Whether ``pid`` runs (and is not a zombie), optionally running ``program``."""
+    """Whether ``pid`` runs (and is not a zombie), optionally running ``program``.
+
+    A child this process started is judged by its ``Popen`` handle alone: its command
+    line is no evidence, since servers such as Redis rewrite it (set-proc-title) right
+    after they bind their port, and a read in that instant sees an empty one. ``program``
+    guards only against pid reuse for processes recorded by an earlier command.
+    """
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return _child_alive(pid, child)
     _reap(pid)
     try:
         os.kill(pid, 0)
@@ -99,11 +117,20 @@ def pid_alive(pid: int, program: str | None = None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
         if program is not None:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            return any(Path(program).name.encode() in part for part in cmdline)
+            return _runs(pid, Path(program).name.encode())
     except (OSError, IndexError):
         pass
     return True
+
+
+def _runs(pid: int, program: bytes) -> bool:
+    # a process rewriting its title blanks its command line for an instant: look again
+    for attempt in range(3):
+        if any(program in part for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
+            return True
+        if attempt < 2:
+            time.sleep(0.02)
+    return False
 
 
 def start_process(
@@ -132,6 +159,13 @@ def start_process(
             raise StackError(f"cannot start {name} ({argv[0]}): {e.strerror}") from e
     _CHILDREN[proc.pid] = proc
     return ProcessRecord(name=name, pid=proc.pid, port=port, argv=tuple(argv), log=str(log))
+
+
+def _child_alive(pid: int, child: subprocess.Popen[bytes]) -> bool:
+    if child.poll() is None:
+        return True
+    del _CHILDREN[pid]
+    return False
 
 
 def _reap(pid: int) -> None:
@@ -179,5 +213,16 @@ def wait_until(
         if predicate():
             return
         time.sleep(0.05)
-    hint = f"; see {log}" if log else ""
-    raise StackError(f"{what} did not come up within {timeout_s:.0f} s{hint}")
+    raise StackError(f"{what} did not come up within {timeout_s:.0f} s{log_hint(log)}")
+
+
+def log_hint(log: Path | str | None) -> str:
+    """``"; see LOG (last line: ...)"``: enough to diagnose a failed start from CI output."""
+    if log is None:
+        return ""
+    try:
+        lines = [ln for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    last = f" (last line: {lines[-1].strip()[-300:]})" if lines else ""
+    return f"; see {log}{last}"

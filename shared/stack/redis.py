@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from shared.stack.process import ProcessRecord, port_open, start_process, wait_until
+from shared.stack.process import ProcessRecord, log_hint, port_open, start_process, wait_until
 
 __all__ = ["RedisServer"]
 
@@ -72,4 +72,4 @@ class RedisServer:
             self.log_file,
         )
         if not record.alive:
-            raise StackError(f"redis-server {self.name} exited; see {self.log_file}")
+            raise StackError(f"redis-server {self.name} exited{log_hint(self.log_file)}")
