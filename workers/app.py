@@ -1,11 +1,12 @@
 """The faust-streaming app of one region, built by ``build_app`` (no module-level app).
 
-The agent takes records in batches (``noack_take``), verifies and decodes them
-(``workers.handlers``), sends refused ones to the dead-letter topic, applies the
-rest with one Lua call (``workers.cache``) and only then acknowledges them.
-Where to read from comes from Redis, not from Kafka: on every assignment the
-worker commits the offsets its cache recorded, so a lost cache rewinds to 0.
-A cache lost while running stops the app and asks for a restart (``rebuild``).
+Records reach the worker a whole fetch at a time (``workers.drain``, which bypasses
+faust's record-at-a-time path); each fetch is verified and decoded
+(``workers.handlers``), refused records go to the dead-letter topic, the rest are
+applied with one Lua call (``workers.cache``). Where to read from comes from Redis,
+not from Kafka: on every assignment the worker seeks to the offsets its cache
+recorded, so a lost cache rewinds to 0. A cache lost while running stops the app
+and asks for a restart (``rebuild``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, cast
 import faust
 import orjson
 import redis.asyncio as aioredis
-import structlog
 from faust.types import TP
 
 from shared.errors import CacheUnavailableError
@@ -36,6 +36,7 @@ from shared.metrics import (
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, parse_drained
 from workers.cache import RegionCache
+from workers.drain import BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, RawRecord, prepare_batch
 from workers.progress import BootstrapProgress
 
@@ -49,7 +50,6 @@ class WorkerOptions:
     """Tuning of one region worker."""
 
     batch_size: int = 5000
-    batch_within_s: float = 0.002
     session_timeout_s: float = 6.0
     tombstone_ttl_s: float = 30 * 24 * 3600
     usage_interval_s: float = 15.0
@@ -68,6 +68,7 @@ class RegionWorker:
     partitions: int
     options: WorkerOptions
     dead_letter_topic: Any = None
+    drain: BatchDrain | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     rebuild: bool = False
     progress: BootstrapProgress | None = None
@@ -91,7 +92,14 @@ class RegionWorker:
                 self.progress = BootstrapProgress(self.region.name, self.cache)
                 self.progress.start()
 
-    def install_resume_from_cache(self) -> None:
+    def install_hooks(self) -> None:
+        """Install the batch drain and the resume-from-cache seek; call once the app is
+        bound to the running loop, before it starts."""
+        if self.drain is not None:
+            self.drain.install(self.app)
+        self._install_resume_from_cache()
+
+    def _install_resume_from_cache(self) -> None:
         """Make faust position assigned partitions at the offsets the cache recorded.
 
         faust seeks to Kafka's committed offsets after every rebalance; a lost cache must
@@ -165,42 +173,35 @@ class RegionWorker:
                 offset=record.offset,
             )
 
-    async def handle(self, stream: faust.Stream[Any], events: Sequence[Any]) -> None:
-        """Verify, dead-letter, apply, then acknowledge one batch."""
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """Verify and decode one fetch (no I/O)."""
+        return prepare_batch(records, self.keyring, self.cache.keys)
+
+    async def apply(self, batch: PreparedBatch, now_ms: int) -> bool:
+        """Dead-letter the refused records, apply the rest; False once the cache was lost.
+
+        Raises CacheUnavailableError when Redis does not answer (nothing was applied).
+        """
         started = time.perf_counter()
-        now_ms = int(time.time() * 1000)
-        records = [
-            RawRecord(
-                e.message.partition,
-                e.message.offset,
-                e.message.key,
-                e.message.value,
-                list(e.message.headers or []),
-            )
-            for e in events
-        ]
-        batch = prepare_batch(records, self.keyring, self.cache.keys)
         if batch.dead_letters:
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
-        for event in events:
-            # Acknowledging a lost batch is harmless: the rebuilt worker resumes from the
-            # offsets its cache recorded (0 for a new cache), not from Kafka's.
-            await stream.ack(event)
         if result.lost:
+            # The rebuilt worker resumes from the offsets its new cache records (0).
             log.warning("cache_lost", generation=self.cache.generation)
             self.rebuild = True
             self.done.set()
-            return
+            return False
         elapsed = time.perf_counter() - started
         self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
         APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
-        await self._track_rate(len(records))
+        total = batch.records + batch.heartbeats + len(batch.dead_letters)
+        await self._track_rate(total)
         log.debug(
             "batch_applied",
-            records=len(records),
+            records=total,
             applied=result.applied,
             stale=result.stale,
             heartbeats=batch.heartbeats,
@@ -208,6 +209,7 @@ class RegionWorker:
             ready=result.ready,
             duration_ms=round(elapsed * 1000, 2),
         )
+        return True
 
     def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
         """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""
@@ -256,6 +258,7 @@ def build_app(
         broker_session_timeout=options.session_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_max_poll_records=options.batch_size,
+        consumer_max_fetch_size=8 << 20,
         stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
         stream_wait_empty=False,
@@ -314,21 +317,11 @@ def build_app(
 
     app.timer(interval=options.usage_interval_s)(forward_usage)
 
-    async def apply(stream: faust.Stream[Any]) -> None:
-        async for events in stream.noack_take(options.batch_size, within=options.batch_within_s):
-            structlog.contextvars.bind_contextvars(region=region.name)
-            backoff = 0.05
-            while not worker.done.is_set():
-                try:
-                    await worker.handle(stream, events)
-                    break
-                except CacheUnavailableError as e:
-                    # Nothing acknowledged: the batch is retried until Redis answers again.
-                    log.error("batch_failed", error=str(e), retry_in_s=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-            if worker.done.is_set():
-                return
+    async def subscribe_only(stream: faust.Stream[Any]) -> None:
+        """Keeps the topic subscribed; records bypass it through ``workers.drain``."""
+        async for _event in stream:
+            raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
-    app.agent(tokens, name=f"apply-{region.name}")(cast(Any, apply))
+    app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
+    worker.drain = BatchDrain(topics.tokens, worker.prepare, worker.apply, worker.done)
     return worker

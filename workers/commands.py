@@ -8,6 +8,7 @@ import signal
 import sys
 
 import click
+import structlog
 
 from shared.cli import CliContext, json_option, metrics_option, pass_cli, serve_metrics
 from shared.logs import get_logger
@@ -25,7 +26,8 @@ async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bo
     from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
     loop = bind_to_running_loop(worker.app)
-    worker.install_resume_from_cache()
+    worker.install_hooks()
+    structlog.contextvars.bind_contextvars(region=worker.region.name)
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.done.set)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from shared.errors import EventDecodeError, SignatureError
-from shared.events import EpochEvent, Heartbeat, Keyring, TokenEvent, decode
+from shared.events import Keyring, check
 from shared.keys import RedisKeys
 
 __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "prepare_batch"]
@@ -86,23 +86,25 @@ class PreparedBatch:
 def prepare_batch(records: Sequence[RawRecord], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
     """Verify and decode ``records``; refused ones become dead letters."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs])
+    next_offsets = batch.next_offsets
+    beats = batch.beats
+    values = batch.values
     for record in records:
-        current = batch.next_offsets.get(record.partition, 0)
-        batch.next_offsets[record.partition] = max(current, record.offset + 1)
+        partition = record.partition
+        if record.offset >= next_offsets.get(partition, 0):
+            next_offsets[partition] = record.offset + 1
         try:
-            event = decode(record.key, record.value, record.headers, keyring)
+            beat = check(record.key, record.value, record.headers, keyring)
         except SignatureError as e:
             batch.dead_letters.append(DeadLetter(record, "signature", str(e)))
             continue
         except EventDecodeError as e:
             batch.dead_letters.append(DeadLetter(record, "decode", str(e)))
             continue
-        if isinstance(event, Heartbeat):
+        if beat is None:
+            values.append(record.value)  # type: ignore[arg-type]  # check() refused None
+        else:
             batch.heartbeats += 1
-            if event.partition == record.partition:
-                batch.beats[record.partition] = max(
-                    batch.beats.get(record.partition, 0), event.at_ms
-                )
-        elif isinstance(event, TokenEvent | EpochEvent) and record.value is not None:
-            batch.values.append(record.value)
+            if beat.partition == partition and beat.at_ms > beats.get(partition, 0):
+                beats[partition] = beat.at_ms
     return batch

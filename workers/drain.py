@@ -1,0 +1,145 @@
+"""Reading the token topic a whole fetch at a time, instead of faust's record-at-a-time path.
+
+faust hands every record to its conductor, a channel queue and a stream before an
+agent sees it: about 100 µs a record, so a region could not load more than ~8k
+records/s. The worker keeps faust for what it does well (group membership and
+rebalances, the seek hook, timers, producing) and replaces the consumer's drain loop
+(``Consumer._drain_messages``, run by faust's Fetcher service) with this one:
+
+- each fetch (up to ``broker_max_poll_records`` records) becomes one verified batch
+  and one Lua call;
+- while Redis applies batch N, batch N+1 is fetched and verified, so Python and
+  Redis work at the same time (batches are still applied one after another, in order);
+- Kafka's committed offsets follow what Redis applied, about once a second (the worker
+  resumes from the offsets in Redis anyway; the commit keeps the group's lag visible).
+
+The agent still subscribes the topic; no record reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from faust.types import TP
+
+from shared.errors import CacheUnavailableError
+from shared.logs import get_logger
+from workers.handlers import PreparedBatch, RawRecord
+
+__all__ = ["BatchDrain"]
+
+log = get_logger(__name__)
+
+COMMIT_INTERVAL_S = 1.0
+MAX_BACKOFF_S = 2.0
+
+
+class BatchDrain:
+    """The drain loop of one worker; install with ``install(app)`` before the app starts."""
+
+    def __init__(
+        self,
+        topic: str,
+        prepare: Callable[[Sequence[RawRecord]], PreparedBatch],
+        apply: Callable[[PreparedBatch, int], Awaitable[bool]],
+        stopped: asyncio.Event,
+    ) -> None:
+        """``prepare`` verifies a fetch; ``apply`` writes it and returns False to stop."""
+        self._topic = topic
+        self._prepare = prepare
+        self._apply = apply
+        self._stopped = stopped
+        self._next_offsets: dict[int, int] = {}
+        self._committed_at = 0.0
+        self.batches = 0
+
+    def install(self, app: Any) -> None:
+        """Replace the drain loop of ``app``'s consumer (faust's API has no hook for it)."""
+        app.consumer._drain_messages = self._drain  # faust's Fetcher looks it up per start
+        self._app = app
+
+    async def _drain(self, fetcher: Any) -> None:
+        consumer = self._app.consumer
+        monitor = getattr(self._app, "monitor", None)
+        pending: asyncio.Task[bool] | None = None
+        try:
+            while not (
+                consumer._stopped.is_set() or fetcher._stopped.is_set() or self._stopped.is_set()
+            ):
+                records, _ = await consumer._wait_next_records(1.0)
+                if consumer.should_stop:
+                    break
+                raw = self._raw(records or {})
+                if not raw:
+                    if pending is not None and not await pending:
+                        return
+                    pending = None
+                    await self._commit(consumer, force=False)
+                    continue
+                batch = self._prepare(raw)  # CPU work, while Redis applies the previous batch
+                if pending is not None and not await pending:
+                    return
+                pending = asyncio.ensure_future(self._apply_with_retry(batch))
+                # let the task send its command before this loop goes back to CPU work
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                self._track(batch.next_offsets, monitor)
+                await self._commit(consumer, force=False)
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    def _raw(self, records: Mapping[Any, Sequence[Any]]) -> list[RawRecord]:
+        topic = self._topic
+        return [
+            RawRecord(tp.partition, r.offset, r.key, r.value, r.headers or ())
+            for tp, batch in records.items()
+            if tp.topic == topic
+            for r in batch
+        ]
+
+    async def _apply_with_retry(self, batch: PreparedBatch) -> bool:
+        backoff = 0.05
+        while not self._stopped.is_set():
+            try:
+                keep_going = await self._apply(batch, int(time.time() * 1000))
+            except CacheUnavailableError as e:
+                # Nothing recorded as applied: retried until Redis answers again.
+                log.error("batch_failed", error=str(e), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            self.batches += 1
+            return keep_going
+        return False
+
+    def _track(self, next_offsets: Mapping[int, int], monitor: Any) -> None:
+        now = time.monotonic()
+        for partition, offset in next_offsets.items():
+            self._next_offsets[partition] = max(self._next_offsets.get(partition, 0), offset)
+            if monitor is not None:
+                monitor.stream_inbound_time[TP(self._topic, partition)] = now
+
+    async def _commit(self, consumer: Any, *, force: bool) -> None:
+        """Commit what was handed to Redis (applied or being applied) about once a second.
+
+        A commit ahead of Redis by one batch is harmless: workers resume from Redis.
+        """
+        now = time.monotonic()
+        if not self._next_offsets or (not force and now - self._committed_at < COMMIT_INTERVAL_S):
+            return
+        self._committed_at = now
+        assigned = consumer.assignment()
+        offsets = {
+            tp: o for p, o in self._next_offsets.items() if (tp := TP(self._topic, p)) in assigned
+        }
+        if offsets:
+            try:
+                await consumer._commit(offsets)
+            except Exception as e:  # a failed commit only delays the lag the group shows
+                log.warning("offset_commit_failed", error=str(e))
