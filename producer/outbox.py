@@ -72,22 +72,30 @@ def row_to_event(row: sa.Row[tuple[object, ...]]) -> TokenEvent | EpochEvent:
     )
 
 
+_MARK_PUBLISHED_PG = sa.text(
+    f"UPDATE {OUTBOX.name} AS o SET published_at_ms = placed.a, "  # noqa: S608 - a constant
+    "kafka_partition = placed.p, kafka_offset = placed.o "
+    "FROM unnest(CAST(:seqs AS bigint[]), CAST(:parts AS integer[]), "
+    "CAST(:offs AS bigint[]), CAST(:ats AS bigint[])) AS placed(s, p, o, a) "
+    "WHERE o.seq = placed.s"
+)
+
+
 def mark_published(conn: sa.Connection, published: Sequence[Published]) -> None:
     """Record partition, offset and time of acknowledged rows (one statement on PostgreSQL)."""
     if not published:
         return
     if conn.dialect.name == "postgresql":
-        rows = sa.values(
-            sa.column("s", sa.BigInteger),
-            sa.column("p", sa.Integer),
-            sa.column("o", sa.BigInteger),
-            sa.column("a", sa.BigInteger),
-            name="placed",
-        ).data([(p.seq, p.partition, p.offset, p.at_ms) for p in published])
+        # One statement with four array parameters: it compiles once and is cached, where a
+        # VALUES list of 2,000 rows would be compiled anew for every batch (~0.3 s).
         conn.execute(
-            OUTBOX.update()
-            .where(OUTBOX.c.seq == rows.c.s)
-            .values(published_at_ms=rows.c.a, kafka_partition=rows.c.p, kafka_offset=rows.c.o)
+            _MARK_PUBLISHED_PG,
+            {
+                "seqs": [p.seq for p in published],
+                "parts": [p.partition for p in published],
+                "offs": [p.offset for p in published],
+                "ats": [p.at_ms for p in published],
+            },
         )
         return
     conn.execute(

@@ -37,7 +37,7 @@ from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, parse_drained
 from workers.cache import RegionCache
 from workers.drain import BatchDrain
-from workers.handlers import DeadLetter, PreparedBatch, RawRecord, prepare_batch
+from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app"]
@@ -173,7 +173,7 @@ class RegionWorker:
                 offset=record.offset,
             )
 
-    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
         return prepare_batch(records, self.keyring, self.cache.keys)
 

@@ -27,7 +27,7 @@ from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from shared.logs import get_logger
-from workers.handlers import PreparedBatch, RawRecord
+from workers.handlers import PreparedBatch, Record
 
 __all__ = ["BatchDrain"]
 
@@ -43,7 +43,7 @@ class BatchDrain:
     def __init__(
         self,
         topic: str,
-        prepare: Callable[[Sequence[RawRecord]], PreparedBatch],
+        prepare: Callable[[Sequence[Record]], PreparedBatch],
         apply: Callable[[PreparedBatch, int], Awaitable[bool]],
         stopped: asyncio.Event,
     ) -> None:
@@ -94,14 +94,10 @@ class BatchDrain:
             if pending is not None and not pending.done():
                 pending.cancel()
 
-    def _raw(self, records: Mapping[Any, Sequence[Any]]) -> list[RawRecord]:
+    def _raw(self, records: Mapping[Any, Sequence[Record]]) -> list[Record]:
+        """The fetched records of the token topic, as aiokafka returned them."""
         topic = self._topic
-        return [
-            RawRecord(tp.partition, r.offset, r.key, r.value, r.headers or ())
-            for tp, batch in records.items()
-            if tp.topic == topic
-            for r in batch
-        ]
+        return [r for tp, batch in records.items() if tp.topic == topic for r in batch]
 
     async def _apply_with_retry(self, batch: PreparedBatch) -> bool:
         backoff = 0.05

@@ -5,8 +5,9 @@ No faust and no Redis here, so every rule is testable with values alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
@@ -14,12 +15,27 @@ from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check
 from shared.keys import RedisKeys
 
-__all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "prepare_batch"]
+__all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "prepare_batch"]
 
 # Keys of live tokens outlive their expiry a little, so clocks that differ slightly between
 # regions never drop a key a validator still asks for (validators check expiry themselves).
 EXPIRY_MARGIN_MS = 60_000
 DEFAULT_TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
+
+
+class Record(Protocol):
+    """What the worker reads of a consumed record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +53,7 @@ class RawRecord:
 class DeadLetter:
     """A record refused, and why (``signature``, ``decode``)."""
 
-    record: RawRecord
+    record: Record
     reason: str
     detail: str
 
@@ -83,7 +99,7 @@ class PreparedBatch:
         ]
 
 
-def prepare_batch(records: Sequence[RawRecord], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
+def prepare_batch(records: Iterable[Record], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
     """Verify and decode ``records``; refused ones become dead letters."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs])
     next_offsets = batch.next_offsets
