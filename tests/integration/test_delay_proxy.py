@@ -51,7 +51,7 @@ def test_a_round_trip_through_the_proxy_takes_two_delays_and_loses_nothing() -> 
         return elapsed, first + echoed, b"ping" + payload
 
     elapsed, got, sent = asyncio.run(run())
-    assert 0.1 <= elapsed < 0.3
+    assert 0.1 <= elapsed < 0.8  # lower bound: the delay applies; upper: no stray extra delays
     assert sent == got
 
 
