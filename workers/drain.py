@@ -10,8 +10,9 @@ rebalances, the seek hook, timers, producing) and replaces the consumer's drain 
   and one Lua call;
 - while Redis applies batch N, batch N+1 is fetched and verified, so Python and
   Redis work at the same time (batches are still applied one after another, in order);
-- Kafka's committed offsets follow what Redis applied, about once a second (the worker
-  resumes from the offsets in Redis anyway; the commit keeps the group's lag visible).
+- a batch is acknowledged only once Redis applied it: Kafka's committed offsets follow
+  the applied batches about once a second (the worker resumes from the offsets in Redis
+  anyway; the commit keeps the group's lag visible to Kafka tools).
 
 The agent still subscribes the topic; no record reaches it.
 """
@@ -82,14 +83,14 @@ class BatchDrain:
                 batch = self._prepare(raw)  # CPU work, while Redis applies the previous batch
                 if pending is not None and not await pending:
                     return
-                pending = asyncio.ensure_future(self._apply_with_retry(batch))
+                pending = asyncio.ensure_future(self._apply_with_retry(batch, monitor))
                 # let the task send its command before this loop goes back to CPU work
                 for _ in range(3):
                     await asyncio.sleep(0)
-                self._track(batch.next_offsets, monitor)
                 await self._commit(consumer, force=False)
-            if pending is not None:
-                await pending
+            if pending is not None and not await pending:
+                return
+            await self._commit(consumer, force=True)  # what was applied, before leaving
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
@@ -99,7 +100,7 @@ class BatchDrain:
         topic = self._topic
         return [r for tp, batch in records.items() if tp.topic == topic for r in batch]
 
-    async def _apply_with_retry(self, batch: PreparedBatch) -> bool:
+    async def _apply_with_retry(self, batch: PreparedBatch, monitor: Any) -> bool:
         backoff = 0.05
         while not self._stopped.is_set():
             try:
@@ -111,6 +112,8 @@ class BatchDrain:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             self.batches += 1
+            if keep_going:  # acknowledged (committed) only once Redis applied it
+                self._track(batch.next_offsets, monitor)
             return keep_going
         return False
 
@@ -122,10 +125,7 @@ class BatchDrain:
                 monitor.stream_inbound_time[TP(self._topic, partition)] = now
 
     async def _commit(self, consumer: Any, *, force: bool) -> None:
-        """Commit what was handed to Redis (applied or being applied) about once a second.
-
-        A commit ahead of Redis by one batch is harmless: workers resume from Redis.
-        """
+        """Commit, about once a second, the offsets of the batches Redis applied."""
         now = time.monotonic()
         if not self._next_offsets or (not force and now - self._committed_at < COMMIT_INTERVAL_S):
             return

@@ -1,0 +1,120 @@
+"""The worker's drain loop: fetches become batches, applied in order, acknowledged after."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.types import TP
+
+from shared.errors import CacheUnavailableError
+from workers.drain import BatchDrain
+from workers.handlers import PreparedBatch, RawRecord, Record
+
+TOPIC = "t.tokens.v1"
+
+
+@dataclass
+class FakeConsumer:
+    """faust's consumer as the drain uses it: fetches served from a queue of record maps."""
+
+    fetches: deque[dict[TP, list[RawRecord]]]
+    commits: list[dict[TP, int]] = field(default_factory=list)
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    should_stop: bool = False
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[RawRecord]], None]:
+        await asyncio.sleep(0)
+        if not self.fetches:
+            self._stopped.set()
+            return {}, None
+        return self.fetches.popleft(), None
+
+    def assignment(self) -> set[TP]:
+        return {TP(TOPIC, 0), TP(TOPIC, 1)}
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+
+@dataclass
+class FakeApp:
+    consumer: FakeConsumer
+    monitor: Any = None
+
+
+def records(partition: int, *offsets: int) -> list[RawRecord]:
+    return [RawRecord(partition, o, b"k", b"v", ()) for o in offsets]
+
+
+def prepare(batch: Sequence[Record]) -> PreparedBatch:
+    prepared = PreparedBatch()
+    for r in batch:
+        prepared.next_offsets[r.partition] = max(
+            prepared.next_offsets.get(r.partition, 0), r.offset + 1
+        )
+        prepared.values.append(r.value or b"")
+    return prepared
+
+
+@dataclass
+class FakeFetcher:
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def run(drain: BatchDrain, consumer: FakeConsumer) -> None:
+    """Install the drain as faust would find it, then run it as faust's Fetcher does."""
+
+    async def go() -> None:
+        app = FakeApp(consumer)
+        drain.install(app)
+        await app.consumer._drain_messages(FakeFetcher())  # type: ignore[attr-defined]
+
+    asyncio.run(go())
+
+
+def test_fetches_are_applied_in_order_and_committed_only_once_applied() -> None:
+    applied: list[dict[int, int]] = []
+
+    async def apply(batch: PreparedBatch, now_ms: int) -> bool:
+        await asyncio.sleep(0.001)
+        applied.append(dict(batch.next_offsets))
+        return True
+
+    consumer = FakeConsumer(
+        deque(
+            [
+                {TP(TOPIC, 0): records(0, 0, 1), TP("other", 0): records(0, 9)},
+                {TP(TOPIC, 1): records(1, 0), TP(TOPIC, 0): records(0, 2)},
+                {TP(TOPIC, 0): records(0, 3, 4)},
+            ]
+        )
+    )
+    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event())
+    run(drain, consumer)
+    assert applied == [{0: 2}, {1: 1, 0: 3}, {0: 5}]
+    assert drain.batches == 3
+    # the last commit (at the end of the loop) holds exactly what Redis applied
+    assert consumer.commits[-1] == {TP(TOPIC, 0): 5, TP(TOPIC, 1): 1}
+
+
+def test_an_unavailable_cache_is_retried_and_a_lost_one_stops_the_drain() -> None:
+    calls: list[str] = []
+    stopped = asyncio.Event()
+
+    async def apply(batch: PreparedBatch, now_ms: int) -> bool:
+        calls.append("try")
+        if len(calls) == 1:
+            raise CacheUnavailableError("redis down")
+        stopped.set()
+        return False  # the cache was lost: the worker rebuilds
+
+    consumer = FakeConsumer(deque([{TP(TOPIC, 0): records(0, 0)}, {TP(TOPIC, 0): records(0, 1)}]))
+    drain = BatchDrain(TOPIC, prepare, apply, stopped)
+    run(drain, consumer)
+    assert calls == ["try", "try"]
+    assert consumer.commits == []  # nothing acknowledged from a lost cache
