@@ -57,7 +57,8 @@ class Pipeline:
         engine = create_engine(database_url)
         migrate(engine)
         self.store = TokenStore(engine)
-        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}  # by worker name
+        self.worker_regions: dict[str, str] = {}  # worker name -> region
         self.relay_process: subprocess.Popen[bytes] | None = None
         self._stack = ExitStack()
 
@@ -96,23 +97,31 @@ class Pipeline:
             self.relay_process.wait(timeout=10)
             self.relay_process = None
 
-    def start_worker(self, region: str, redis_url: str | None = None, *extra: str) -> None:
-        log = (self.tmp_path / f"worker-{region}.log").open("ab")
+    def start_worker(
+        self, region: str, redis_url: str | None = None, *extra: str, name: str | None = None
+    ) -> None:
+        """A ``tokensync worker`` process; ``name`` (default: the region) tells several
+        workers of one region apart, in this harness and in their log files."""
+        name = name or region
+        log = (self.tmp_path / f"worker-{name}.log").open("ab")
         args = [sys.executable, "-m", "shared", "worker", "--region", region, *extra]
         if redis_url:
             args += ["--redis", redis_url]
-        self.workers[region] = subprocess.Popen(
+        self.workers[name] = subprocess.Popen(
             args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self.worker_regions[name] = region
         log.close()
 
-    def kill_worker(self, region: str) -> None:
-        proc = self.workers.pop(region)
+    def kill_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        self.worker_regions.pop(name)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def stop_worker(self, region: str) -> None:
-        proc = self.workers.pop(region)
+    def stop_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        self.worker_regions.pop(name)
         stop_pid(proc.pid, sys.executable, grace_s=30)
         proc.wait(timeout=10)
 
@@ -130,7 +139,8 @@ class Pipeline:
         try:
             wait_for(lambda: self.state(region).ready, timeout_s, f"region {region} ready")
         except AssertionError as e:
-            tail = "\n".join(self.worker_log(region).splitlines()[-25:])
+            names = [n for n, r in self.worker_regions.items() if r == region] or [region]
+            tail = "\n".join(line for n in names for line in self.worker_log(n).splitlines()[-25:])
             raise AssertionError(f"{e}; state {self.state(region)}; worker log:\n{tail}") from None
 
     def wait_applied(self, seq: int, timeout_s: float = 60) -> None:
@@ -146,7 +156,7 @@ class Pipeline:
             admin.close()
 
         def caught_up() -> bool:
-            for region in self.workers:
+            for region in set(self.worker_regions.values()):
                 state = self.state(region)
                 if not all(state.has_applied(p, end - 1) for p, end in ends.items() if end):
                     return False
@@ -161,12 +171,13 @@ class Pipeline:
             policy=Policy(**policy) if policy else Policy(),  # type: ignore[arg-type]
         )
 
-    def worker_log(self, region: str) -> str:
-        return (self.tmp_path / f"worker-{region}.log").read_text(errors="replace")
+    def worker_log(self, name: str) -> str:
+        path = self.tmp_path / f"worker-{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
-        for region in list(self.workers):
-            self.stop_worker(region)
+        for name in list(self.workers):
+            self.stop_worker(name)
         if self.relay_process is not None:
             stop_pid(self.relay_process.pid, sys.executable, grace_s=20)
             self.relay_process.wait(timeout=10)

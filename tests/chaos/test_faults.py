@@ -37,7 +37,7 @@ class Watch:
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._run, args=(name,), daemon=True)
-            for name in pipeline.workers
+            for name in set(pipeline.worker_regions.values())
         ]
         for thread in self.threads:
             thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -301,3 +302,44 @@ def test_flushall_makes_a_region_unavailable_then_ready_again_while_others_answe
         assert "cache_lost" in pipeline.worker_log("eu")
     finally:
         pipeline.close()
+
+
+def _assigned(pipeline: Pipeline, name: str) -> set[int]:
+    """The partitions a worker process was last given (from its JSON log)."""
+    latest: set[int] = set()
+    for line in pipeline.worker_log(name).splitlines():
+        if '"partitions_assigned"' in line:
+            latest = set(json.loads(line)["partitions"])
+    return latest
+
+
+def test_two_workers_of_one_region_share_its_partitions_and_one_carries_on_alone(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start_relay()
+    pipeline.start_worker("eu", name="eu-a")
+    pipeline.wait_ready("eu")
+    pipeline.start_worker("eu", name="eu-b")
+    wait_for(
+        lambda: (
+            _assigned(pipeline, "eu-b")
+            and not _assigned(pipeline, "eu-a") & _assigned(pipeline, "eu-b")
+            and _assigned(pipeline, "eu-a") | _assigned(pipeline, "eu-b") == {0, 1, 2}
+        ),
+        90,
+        "the region's partitions split between its two workers",
+    )
+    issued = [pipeline.store.issue(USER, i, f"k{i}") for i in range(60)]
+    issue_many(pipeline, 3000)
+    pipeline.wait_applied(pipeline.store.issue(USER, 0, "marker").seq, timeout_s=120)
+    assert pipeline.store.count_live() == live_in_region(pipeline, "eu")
+
+    pipeline.kill_worker("eu-a")  # eu-b takes its partitions over after the session timeout
+    revoked = [pipeline.store.revoke_token(t.id).seq for t in issued[:30]]
+    pipeline.wait_applied(max(revoked), timeout_s=120)
+    assert _assigned(pipeline, "eu-b") == {0, 1, 2}
+    assert pipeline.store.count_live() == live_in_region(pipeline, "eu")
+    validator = pipeline.validator("eu")
+    outcomes = [validator.validate(t.plain_text_token).outcome for t in issued]
+    validator.close()
+    assert outcomes == [Outcome.INVALID] * 30 + [Outcome.VALID] * 30
