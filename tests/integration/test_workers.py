@@ -322,7 +322,7 @@ def test_two_workers_of_one_region_share_its_partitions_and_one_carries_on_alone
     pipeline.start_worker("eu", name="eu-b")
     wait_for(
         lambda: (
-            _assigned(pipeline, "eu-b")
+            bool(_assigned(pipeline, "eu-b"))
             and not _assigned(pipeline, "eu-a") & _assigned(pipeline, "eu-b")
             and _assigned(pipeline, "eu-a") | _assigned(pipeline, "eu-b") == {0, 1, 2}
         ),
