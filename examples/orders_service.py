@@ -78,4 +78,6 @@ def create_app() -> FastAPI:
     """Factory for uvicorn: settings parsed here, once."""
     settings = Settings.load(os.environ)
     region = os.environ.get("ORDERS_REGION", "eu")
-    return build(AsyncValidator.from_settings(settings, region))
+    validator = AsyncValidator.from_settings(settings, region)
+    validator.enable_usage(settings.usage_interval_s)  # last_used_at without a write per request
+    return build(validator)

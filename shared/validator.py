@@ -9,6 +9,7 @@ lacks a required ability is *forbidden*.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -321,9 +322,20 @@ class AsyncValidator:
     policy: Policy = field(default_factory=Policy)
     fallback: Fallback | None = None
     clock: Callable[[], float] = time.time
+    usage: UsageRecorder | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
+
+    def enable_usage(
+        self, interval_s: float = 15.0, client: redis.Redis | None = None
+    ) -> UsageRecorder:
+        """Record when tokens are used, flushed to the region every ``interval_s`` by a
+        background thread (on ``client``, by default a synchronous twin of this one's)."""
+        if self.usage is None:
+            sync = client if client is not None else _sync_twin(self.client)
+            self.usage = UsageRecorder(sync, self.keys, interval_s).start()
+        return self.usage
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncValidator:
@@ -337,7 +349,9 @@ class AsyncValidator:
         return cls.from_url(url, **options)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (flush usage first)."""
+        if self.usage is not None:
+            await asyncio.to_thread(self.usage.stop)
         await self.client.aclose()
 
     async def validate(
@@ -357,5 +371,21 @@ class AsyncValidator:
         else:
             result = interpret(reply, request, self.policy)
         if result.outcome is Outcome.UNAVAILABLE:
-            return _apply_fallback(self.fallback, request, self.policy, result)
+            result = _apply_fallback(self.fallback, request, self.policy, result)
+        if self.usage is not None and result.outcome is Outcome.VALID and result.principal:
+            self.usage.record(result.principal.token_id, request.now_ms)
         return result
+
+
+def _sync_twin(client: aioredis.Redis) -> redis.Redis:
+    """A synchronous client to the server ``client`` talks to (for background threads)."""
+    kw = client.connection_pool.connection_kwargs
+    common = {
+        "db": kw.get("db", 0),
+        "username": kw.get("username"),
+        "password": kw.get("password"),
+        "socket_timeout": 1.0,
+    }
+    if "path" in kw:
+        return redis.Redis(unix_socket_path=kw["path"], **common)
+    return redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), **common)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from unittest import mock
+import time
 
 import pytest
 import redis
@@ -176,9 +176,18 @@ def test_malformed_tokens_are_invalid_without_a_redis_call(validator: Validator)
         " " + A,
         A * 10,
     ]
-    with mock.patch.object(validator, "_script", side_effect=AssertionError("no Redis call")):
-        results = [validator.validate(b) for b in bad]
+    calls_before = _script_calls(validator.client)
+    results = [validator.validate(b) for b in bad]
     assert {("invalid", "malformed")} == {(r.outcome.value, r.reason) for r in results}
+    assert _script_calls(validator.client) == calls_before, "a malformed token reached Redis"
+    validator.validate(A)
+    assert _script_calls(validator.client) == calls_before + 1  # the counter does count
+
+
+def _script_calls(client: redis.Redis) -> int:
+    """Scripts the server ran so far (``INFO commandstats``: EVALSHA and EVAL)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
 def test_a_region_not_ready_or_stale_is_unavailable_never_valid(redis_url: str) -> None:
@@ -248,6 +257,32 @@ def test_the_async_validator_gives_the_same_answers(region: RegionFixture, redis
     assert [Outcome.VALID, Outcome.FORBIDDEN, Outcome.INVALID, Outcome.INVALID] == asyncio.run(
         run()
     )
+
+
+def test_the_async_validator_records_usage_like_the_sync_one(
+    region: RegionFixture, redis_url: str
+) -> None:
+    region.token(A, token_id=41)
+
+    async def run() -> None:
+        v = AsyncValidator.from_url(redis_url)
+        v.enable_usage(interval_s=60)  # flushed by close(), not by the timer
+        try:
+            for _ in range(3):
+                assert (await v.validate(A)).outcome is Outcome.VALID
+            assert (await v.validate(B)).outcome is Outcome.INVALID
+        finally:
+            await v.close()
+
+    before = int(time.time() * 1000)
+    asyncio.run(run())
+    client = redis.Redis.from_url(redis_url)
+    try:
+        usage = client.hgetall(RedisKeys().usage)
+    finally:
+        client.close()
+    assert set(usage) == {b"41"}
+    assert int(usage[b"41"]) >= before
 
 
 def test_the_sql_fallback_answers_from_the_store_when_the_region_is_unavailable(
