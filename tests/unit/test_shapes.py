@@ -25,7 +25,9 @@ hostile = st.one_of(
 def _offline_validator() -> Validator:
     """A validator whose Redis fails the test if it is ever called."""
     client = mock.Mock(spec=redis.Redis)
-    client.register_script.return_value = mock.Mock(side_effect=AssertionError("Redis was called"))
+    called = AssertionError("Redis was called")
+    client.register_script.return_value = mock.Mock(side_effect=called)
+    client.evalsha.side_effect = called
     return Validator(client)
 
 
