@@ -26,7 +26,7 @@ def validate(seconds: float) -> None:
 
 @bench.command("propagation")
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
-@click.option("--epochs", type=click.IntRange(10), default=300, show_default=True)
+@click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
 @click.option(
     "--store", type=click.Choice(["postgresql", "sqlite"]), default="postgresql", show_default=True
 )

@@ -89,7 +89,7 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
     validator.close()
 
 
-def run(single: int = 1000, epochs: int = 300, store: str = "postgresql") -> dict[str, Any]:
+def run(single: int = 1000, epochs: int = 1000, store: str = "postgresql") -> dict[str, Any]:
     """Run the scenario; print a table; write JSON and PNG; return the data."""
     with bench_env(("eu", "us", "ap"), postgres=store == "postgresql") as env:
         return _run(env, single, epochs, store)
