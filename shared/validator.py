@@ -201,6 +201,63 @@ def _from_settings(
     return settings.region(region).redis_url, kwargs
 
 
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """A well-formed request on its way to Redis, with the near-cache version seen before."""
+
+    request: Request
+    key: str
+    version: int
+
+
+def _before_redis(
+    owner: Validator | AsyncValidator,
+    token: object,
+    abilities: Iterable[str] | str,
+    mode: Mode,
+    now_ms: int,
+) -> ValidationResult | _Lookup:
+    """A near-cache answer or *malformed* (no Redis call), or the lookup to make."""
+    near, keys, policy = owner.near_cache, owner.keys, owner.policy
+    if near is not None and isinstance(token, str):
+        hit = near.get(token)
+        if hit is not None:
+            return _from_near_cache(hit, _required(abilities), mode, policy, now_ms)
+    parsed = parse_presented(token)
+    if parsed is None:
+        return _MALFORMED
+    request = Request(str(token), parsed, _required(abilities), mode, now_ms)
+    return _Lookup(request, keys.token(parsed.token_hash), near.version if near else 0)
+
+
+def _after_redis(
+    reply: Sequence[Any] | None,
+    lookup: _Lookup,
+    near: NearCache | None,
+    policy: Policy,
+    fallback: Fallback | None,
+) -> ValidationResult:
+    """Judge the script's reply (None: Redis did not answer), remember a valid principal,
+    and let the fallback policy speak for an unavailable region."""
+    if reply is None:
+        result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
+    else:
+        result = interpret(reply, lookup.request, policy)
+        if near is not None and result.principal is not None:
+            near.put(
+                lookup.request.token, lookup.key, result.principal, _int(reply[9]), lookup.version
+            )
+    if result.outcome is Outcome.UNAVAILABLE:
+        return _apply_fallback(fallback, lookup.request, policy, result)
+    return result
+
+
+def _used(usage: UsageRecorder | None, result: ValidationResult, now_ms: int) -> ValidationResult:
+    if usage is not None and result.outcome is Outcome.VALID and result.principal:
+        usage.record(result.principal.token_id, now_ms)
+    return result
+
+
 @dataclass
 class Validator:
     """Synchronous validator of one region (one Redis round trip per call, none on a
@@ -257,38 +314,16 @@ class Validator:
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
     ) -> ValidationResult:
         """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
-        result = self._validate(token, abilities, mode)
-        if self.usage is not None and result.outcome is Outcome.VALID and result.principal:
-            self.usage.record(result.principal.token_id, int(self.clock() * 1000))
-        return result
-
-    def _validate(
-        self, token: object, abilities: Iterable[str] | str, mode: Mode
-    ) -> ValidationResult:
-        near = self.near_cache
-        if near is not None and isinstance(token, str):
-            hit = near.get(token)
-            if hit is not None:
-                return _from_near_cache(
-                    hit, _required(abilities), mode, self.policy, int(self.clock() * 1000)
-                )
-        parsed = parse_presented(token)
-        if parsed is None:
-            return _MALFORMED
-        request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
-        key = self.keys.token(parsed.token_hash)
-        version = near.version if near is not None else 0
+        now_ms = int(self.clock() * 1000)
+        step = _before_redis(self, token, abilities, mode, now_ms)
+        if isinstance(step, ValidationResult):
+            return _used(self.usage, step, now_ms)
         try:
-            reply = self._evalsha(key)
+            reply = self._evalsha(step.key)
         except redis.RedisError:
-            result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
-        else:
-            result = interpret(reply, request, self.policy)
-            if near is not None and result.principal is not None:
-                near.put(request.token, key, result.principal, _int(reply[9]), version)
-        if result.outcome is Outcome.UNAVAILABLE:
-            return _apply_fallback(self.fallback, request, self.policy, result)
-        return result
+            reply = None
+        result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
+        return _used(self.usage, result, now_ms)
 
     def _evalsha(self, key: str) -> Any:
         """The script by its digest (one round trip); loaded on first use or after a flush."""
@@ -323,6 +358,7 @@ class AsyncValidator:
     fallback: Fallback | None = None
     clock: Callable[[], float] = time.time
     usage: UsageRecorder | None = None
+    near_cache: NearCache | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -337,6 +373,20 @@ class AsyncValidator:
             self.usage = UsageRecorder(sync, self.keys, interval_s).start()
         return self.usage
 
+    def enable_near_cache(
+        self, max_entries: int = 100_000, client: redis.Redis | None = None
+    ) -> NearCache:
+        """Cache valid answers in process for at most the staleness budget; its listener
+        thread hears the region's invalidations on ``client`` (default: a synchronous twin)."""
+        if self.near_cache is None:
+            self.near_cache = NearCache(
+                client if client is not None else _sync_twin(self.client),
+                self.keys.invalidations,
+                max_age_s=self.policy.staleness_budget_s,
+                max_entries=max_entries,
+            ).start()
+        return self.near_cache
+
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncValidator:
         """A validator on the Redis at ``url``."""
@@ -349,7 +399,9 @@ class AsyncValidator:
         return cls.from_url(url, **options)
 
     async def close(self) -> None:
-        """Close the connection pool (flush usage first)."""
+        """Close the connection pool (stop the near-cache, flush usage first)."""
+        if self.near_cache is not None:
+            await asyncio.to_thread(self.near_cache.stop)
         if self.usage is not None:
             await asyncio.to_thread(self.usage.stop)
         await self.client.aclose()
@@ -358,23 +410,16 @@ class AsyncValidator:
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
     ) -> ValidationResult:
         """Validate ``token`` requiring ``abilities`` (``all`` of them, or ``any``)."""
-        parsed = parse_presented(token)
-        if parsed is None:
-            return _MALFORMED
-        request = Request(str(token), parsed, _required(abilities), mode, int(self.clock() * 1000))
+        now_ms = int(self.clock() * 1000)
+        step = _before_redis(self, token, abilities, mode, now_ms)
+        if isinstance(step, ValidationResult):
+            return _used(self.usage, step, now_ms)
         try:
-            reply = await self._script(
-                keys=[self.keys.token(parsed.token_hash), self.keys.meta, self.keys.epochs]
-            )
+            reply = await self._script(keys=[step.key, self.keys.meta, self.keys.epochs])
         except aioredis.RedisError:
-            result = ValidationResult(Outcome.UNAVAILABLE, reason="redis_unreachable")
-        else:
-            result = interpret(reply, request, self.policy)
-        if result.outcome is Outcome.UNAVAILABLE:
-            result = _apply_fallback(self.fallback, request, self.policy, result)
-        if self.usage is not None and result.outcome is Outcome.VALID and result.principal:
-            self.usage.record(result.principal.token_id, request.now_ms)
-        return result
+            reply = None
+        result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
+        return _used(self.usage, result, now_ms)
 
 
 def _sync_twin(client: aioredis.Redis) -> redis.Redis:

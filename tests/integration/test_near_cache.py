@@ -3,13 +3,14 @@ applies a change, within the staleness budget at worst."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from shared.events import TokenOp, principal_scope
 from shared.tokenformat import checksum
-from shared.validator import Outcome, Policy, Validator
+from shared.validator import AsyncValidator, Outcome, Policy, Validator
 from tests.kafka_helpers import wait_for
 from tests.region_helpers import USER, RegionFixture, now_ms
 
@@ -75,3 +76,34 @@ def test_without_news_from_the_region_the_cache_stops_answering(
     assert validator.near_cache is not None and not validator.near_cache.live
     result = validator.validate(A)
     assert "region" == result.source
+
+
+def test_the_async_validator_has_the_same_near_cache(redis_url: str) -> None:
+    region = RegionFixture(redis_url)
+
+    async def run() -> list[tuple[Outcome, str | None]]:
+        validator = AsyncValidator.from_url(redis_url, policy=Policy(staleness_budget_s=2))
+        near = validator.enable_near_cache()
+        try:
+            await asyncio.sleep(0.2)  # the listener subscribes
+            await asyncio.to_thread(region.beat)  # the fixture runs its own event loop
+            await asyncio.to_thread(wait_for, lambda: near.live, 5, "listener heard the region")
+            await asyncio.to_thread(region.token, A, owner="1", abilities=("read",))
+            await asyncio.sleep(0.2)
+            seen = [await validator.validate(A, ["read"]) for _ in range(3)]
+            await asyncio.to_thread(region.token, A, owner="1", op=TokenOp.REVOKED)
+            for _ in range(40):  # the eviction arrives through the listener
+                if (await validator.validate(A)).outcome is Outcome.INVALID:
+                    break
+                await asyncio.sleep(0.05)
+            seen.append(await validator.validate(A))
+            return [(r.outcome, r.source) for r in seen]
+        finally:
+            await validator.close()
+
+    assert asyncio.run(run()) == [
+        (Outcome.VALID, "region"),
+        (Outcome.VALID, "near-cache"),
+        (Outcome.VALID, "near-cache"),
+        (Outcome.INVALID, "region"),
+    ]
