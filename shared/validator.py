@@ -425,12 +425,14 @@ class AsyncValidator:
 def _sync_twin(client: aioredis.Redis) -> redis.Redis:
     """A synchronous client to the server ``client`` talks to (for background threads)."""
     kw = client.connection_pool.connection_kwargs
-    common = {
+    common: dict[str, Any] = {
         "db": kw.get("db", 0),
         "username": kw.get("username"),
         "password": kw.get("password"),
         "socket_timeout": 1.0,
     }
+    if issubclass(client.connection_pool.connection_class, aioredis.SSLConnection):
+        common |= {"ssl": True, **{k: v for k, v in kw.items() if k.startswith("ssl_")}}
     if "path" in kw:
         return redis.Redis(unix_socket_path=kw["path"], **common)
     return redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), **common)
