@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -40,13 +43,38 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10)
 
 
+# pg_advisory_xact_lock key of schema migrations: "tokensync" as a 64-bit number.
+_PG_MIGRATION_LOCK = int.from_bytes(b"tokensyn", "big") >> 1
+
+
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
-    """Bring the schema (tables and outbox triggers) up to ``revision``."""
+    """Bring the schema (tables and outbox triggers) up to ``revision``.
+
+    Safe when several processes start at once on a fresh database (the relay, the API
+    and a CLI command of a new stack): one migrates, the others wait and find it done.
+    """
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     try:
-        with engine.begin() as conn:
+        with _sqlite_file_lock(engine), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
     except sa.exc.SQLAlchemyError as e:
         raise StoreError(f"migrating the token store failed: {e}") from e
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
+    """An exclusive lock beside a SQLite database file (its DDL runs outside transactions)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with Path(f"{database}.migrate-lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -19,16 +19,28 @@ pytestmark = pytest.mark.e2e
 
 
 def tokensync(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a tokensync command in ``cwd``; a failure shows its output and the stack's logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "shared", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         timeout=240,
     )
+    if check and done.returncode != 0:
+        logs = sorted((cwd / ".tokensync" / "logs").glob("*.log"))
+        tails = "".join(
+            f"\n--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-8:])
+            for log in logs
+        )
+        raise AssertionError(
+            f"tokensync {' '.join(args)} exited {done.returncode}\n"
+            f"stdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-2000:]}{tails}"
+        )
+    return done
 
 
 def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -185,3 +187,34 @@ def test_outbox_seqs_increase_across_every_kind_of_change(store: TokenStore) -> 
     b = store.revoke_principal(USER, 2)
     c = store.revoke_token(a.id)
     assert a.seq < b.seq < c.seq
+
+
+def test_processes_starting_at_once_on_a_fresh_database_migrate_it_once(
+    database_url: str,
+) -> None:
+    # The relay, the API and a CLI command of a new stack all migrate at start-up.
+    script = (
+        "import sys; from producer.schema import create_engine, migrate; "
+        "migrate(create_engine(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120)[0].decode(errors="replace") for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+            store = TokenStore(engine)
+            issued = store.issue("App\\Models\\User", 1, "after a racy start")
+            outbox = conn.execute(sa.text("SELECT count(*) FROM tokensync_outbox")).scalar()
+    finally:
+        engine.dispose()
+    assert len(versions) == 1
+    assert issued.id > 0 and outbox == 1  # one trigger fired once
