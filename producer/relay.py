@@ -45,7 +45,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 class RelayOptions:
     """Tuning of the relay loop."""
 
-    batch_size: int = 2000
+    batch_size: int = 5000
     heartbeat_interval_s: float = 0.5
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
