@@ -55,6 +55,7 @@ class BatchDrain:
         self._stopped = stopped
         self._next_offsets: dict[int, int] = {}
         self._committed_at = 0.0
+        self._app: Any = None  # the faust app, once installed
         self.batches = 0
 
     def install(self, app: Any) -> None:
