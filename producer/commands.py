@@ -238,12 +238,15 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)
 
+    topics_ready = threading.Event()
+
     def connect() -> EventPublisher:
         admin = KafkaAdmin(settings.kafka_bootstrap)
         try:
             admin.ensure_topics(topics, settings.partitions)
         finally:
             admin.close()
+        topics_ready.set()
         return KafkaPublisher(settings.kafka_bootstrap, topics.tokens)
 
     serve_metrics(metrics_port)
@@ -256,7 +259,16 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
             settings.kafka_bootstrap, topics.usage, f"{settings.topic_prefix}-usage"
         ),
     )
-    usage_thread = threading.Thread(target=usage.run, args=(stop,), name="usage", daemon=True)
+
+    def apply_usage() -> None:
+        # subscribe once the relay created the topics (a consumer of a missing topic
+        # logs errors until it appears)
+        while not topics_ready.wait(0.5):
+            if stop.is_set():
+                return
+        usage.run(stop)
+
+    usage_thread = threading.Thread(target=apply_usage, name="usage", daemon=True)
     usage_thread.start()
     try:
         Relay(store.engine, connect, keyring, waker, options=options).run(stop)
