@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
+from shared.stack.process import wait_until
 
 __all__ = ["BenchEnv", "bench_env"]
 
@@ -149,12 +149,7 @@ class BenchEnv:
             client.close()
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.01)
-        raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        wait_until(predicate, timeout_s, what, interval_s=0.01)
 
     def end_offsets(self) -> dict[int, int]:
         admin = KafkaAdmin(self.settings.kafka_bootstrap)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 import orjson
 import redis
@@ -258,8 +258,57 @@ def _used(usage: UsageRecorder | None, result: ValidationResult, now_ms: int) ->
     return result
 
 
+class _Features:
+    """What both validators share beyond one lookup: construction from settings, and the
+    optional near-cache and usage recorder (background threads on a synchronous client)."""
+
+    client: Any
+    keys: RedisKeys
+    policy: Policy
+    near_cache: NearCache | None
+    usage: UsageRecorder | None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> Self:
+        """A validator of ``region`` as the settings describe it."""
+        url, options = _from_settings(settings, region, kwargs)
+        return cls.from_url(url, **options)
+
+    def _thread_client(self) -> redis.Redis:
+        """A synchronous client for background threads."""
+        raise NotImplementedError
+
+    def enable_usage(
+        self, interval_s: float = 15.0, client: redis.Redis | None = None
+    ) -> UsageRecorder:
+        """Record when tokens are used, flushed to the region every ``interval_s`` by a
+        background thread (on ``client``; by default one to this validator's server)."""
+        if self.usage is None:
+            sync = client if client is not None else self._thread_client()
+            self.usage = UsageRecorder(sync, self.keys, interval_s).start()
+        return self.usage
+
+    def enable_near_cache(
+        self, max_entries: int = 100_000, client: redis.Redis | None = None
+    ) -> NearCache:
+        """Cache valid answers in process for at most the staleness budget; a listener
+        thread hears the region's invalidations (on ``client``, as for usage)."""
+        if self.near_cache is None:
+            self.near_cache = NearCache(
+                client if client is not None else self._thread_client(),
+                self.keys.invalidations,
+                max_age_s=self.policy.staleness_budget_s,
+                max_entries=max_entries,
+            ).start()
+        return self.near_cache
+
+
 @dataclass
-class Validator:
+class Validator(_Features):
     """Synchronous validator of one region (one Redis round trip per call, none on a
     near-cache hit)."""
 
@@ -275,15 +324,12 @@ class Validator:
         self._script = self.client.register_script(_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Validator:
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
         """A validator on the Redis at ``url``."""
         return cls(redis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> Validator:
-        """A validator of ``region`` as the settings describe it."""
-        url, options = _from_settings(settings, region, kwargs)
-        return cls.from_url(url, **options)
+    def _thread_client(self) -> redis.Redis:
+        return self.client
 
     def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""
@@ -292,23 +338,6 @@ class Validator:
         if self.usage is not None:
             self.usage.stop()
         self.client.close()
-
-    def enable_usage(self, interval_s: float = 15.0) -> UsageRecorder:
-        """Record when tokens are used, flushed to the region every ``interval_s``."""
-        if self.usage is None:
-            self.usage = UsageRecorder(self.client, self.keys, interval_s).start()
-        return self.usage
-
-    def enable_near_cache(self, max_entries: int = 100_000) -> NearCache:
-        """Cache valid answers in process for at most the staleness budget."""
-        if self.near_cache is None:
-            self.near_cache = NearCache(
-                self.client,
-                self.keys.invalidations,
-                max_age_s=self.policy.staleness_budget_s,
-                max_entries=max_entries,
-            ).start()
-        return self.near_cache
 
     def validate(
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
@@ -349,7 +378,7 @@ def _from_near_cache(
 
 
 @dataclass
-class AsyncValidator:
+class AsyncValidator(_Features):
     """The asyncio twin of ``Validator``."""
 
     client: aioredis.Redis
@@ -357,46 +386,19 @@ class AsyncValidator:
     policy: Policy = field(default_factory=Policy)
     fallback: Fallback | None = None
     clock: Callable[[], float] = time.time
-    usage: UsageRecorder | None = None
     near_cache: NearCache | None = None
+    usage: UsageRecorder | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
 
-    def enable_usage(
-        self, interval_s: float = 15.0, client: redis.Redis | None = None
-    ) -> UsageRecorder:
-        """Record when tokens are used, flushed to the region every ``interval_s`` by a
-        background thread (on ``client``, by default a synchronous twin of this one's)."""
-        if self.usage is None:
-            sync = client if client is not None else _sync_twin(self.client)
-            self.usage = UsageRecorder(sync, self.keys, interval_s).start()
-        return self.usage
-
-    def enable_near_cache(
-        self, max_entries: int = 100_000, client: redis.Redis | None = None
-    ) -> NearCache:
-        """Cache valid answers in process for at most the staleness budget; its listener
-        thread hears the region's invalidations on ``client`` (default: a synchronous twin)."""
-        if self.near_cache is None:
-            self.near_cache = NearCache(
-                client if client is not None else _sync_twin(self.client),
-                self.keys.invalidations,
-                max_age_s=self.policy.staleness_budget_s,
-                max_entries=max_entries,
-            ).start()
-        return self.near_cache
-
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AsyncValidator:
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
         """A validator on the Redis at ``url``."""
         return cls(aioredis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> AsyncValidator:
-        """A validator of ``region`` as the settings describe it."""
-        url, options = _from_settings(settings, region, kwargs)
-        return cls.from_url(url, **options)
+    def _thread_client(self) -> redis.Redis:
+        return _sync_twin(self.client)
 
     async def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""

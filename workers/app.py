@@ -236,6 +236,18 @@ class RegionWorker:
             await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
 
 
+def _raw_topic(app: faust.App, name: str, **options: Any) -> Any:
+    """A topic of bytes keys and values, read and written exactly as they are (signed)."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        **options,
+    )
+
+
 def build_app(
     settings: Settings,
     region: Region,
@@ -263,24 +275,10 @@ def build_app(
         producer_acks=-1,
         stream_wait_empty=False,
     )
-    tokens = app.topic(
-        topics.tokens,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        compacting=True,
-    )
+    tokens = _raw_topic(app, topics.tokens, partitions=settings.partitions, compacting=True)
     cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
     worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
-    worker.dead_letter_topic = app.topic(
-        topics.dead_letters,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    worker.dead_letter_topic = _raw_topic(app, topics.dead_letters)
 
     async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
         try:
@@ -291,14 +289,7 @@ def build_app(
 
     app.on_partitions_assigned.connect(cast(Any, _assigned))
 
-    usage_topic = app.topic(
-        topics.usage,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    usage_topic = _raw_topic(app, topics.usage, partitions=settings.partitions)
     drain = cache.client.register_script(DRAIN_SCRIPT)
 
     async def forward_usage() -> None:

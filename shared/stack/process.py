@@ -205,14 +205,19 @@ def stop_pid(pid: int, program: str | None = None, grace_s: float = 20.0) -> boo
 
 
 def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    log: Path | None = None,
+    *,
+    interval_s: float = 0.05,
 ) -> None:
     """Poll ``predicate()`` until true, or raise StackError naming ``what`` and the log."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.05)
+        time.sleep(interval_s)
     raise StackError(f"{what} did not come up within {timeout_s:.0f} s{log_hint(log)}")
 
 
