@@ -1,34 +1,88 @@
-"""Reading the outbox in seq order, turning rows into events, marking them published."""
+"""Reading the outbox in seq order, turning rows into records, marking them published.
+
+A row becomes the event it stands for when it can: a token row whose values do not
+fit the wire format (an ability that is not Unicode text, an expiry Python cannot
+represent, a record over the size limit, ...) becomes a *denial*, a ``revoked`` event
+of its hash with the minimal payload, because a token the regions cannot hold as a
+grant must never stay valid there. A row that cannot even be denied (its hash is no
+SHA-256 hex, so no presented token can match it) is *quarantined*: counted, logged,
+and marked so the relay moves on.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 import sqlalchemy as sa
 
-from producer.store import OUTBOX, to_ms
+from producer.store import OUTBOX
 from producer.tokens import decode_abilities
-from shared.events import EpochEvent, TokenEvent, TokenOp
+from shared.events import MAX_RECORD_BYTES, EpochEvent, TokenEvent, TokenOp, encode
 
-__all__ = ["Published", "fetch_unpublished", "mark_published", "row_to_event", "unpublished_count"]
+__all__ = [
+    "BadRowError",
+    "Encoded",
+    "Published",
+    "encode_row",
+    "fetch_unpublished",
+    "mark_published",
+    "oldest_unpublished_ms",
+    "parse_db_time",
+    "row_to_event",
+    "unpublished_count",
+]
+
+_HASH = re.compile(r"\A[0-9a-f]{64}\Z")
+_MAX_ABILITIES = 256
+_MAX_ABILITY = 255
+_MAX_NAME = 4096
+_MAX_OWNER = 255
+_MAX_SCOPE = 600
+
+
+class BadRowError(ValueError):
+    """An outbox row that cannot be published as the event it stands for."""
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One outbox row's fate: acknowledged at ``partition``/``offset`` at ``at_ms``."""
+    """One outbox row's fate: acknowledged at ``partition``/``offset`` at ``at_ms``.
+
+    A quarantined row has no partition and no offset (nothing was sent)."""
 
     seq: int
-    partition: int
-    offset: int
+    partition: int | None
+    offset: int | None
     at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """What the relay sends for one row: the event, its bytes, and why it was denied."""
+
+    seq: int
+    event: TokenEvent | EpochEvent
+    value: bytes
+    denied: str | None = None
+
+
+# Times travel as text: a value Python's datetime cannot hold (PostgreSQL 'infinity',
+# year 10000, SQLite integers or '0000-00-00') must reach our parser, not the driver's.
+_COLUMNS = [
+    c if c.name not in ("expires_at", "row_created_at") else sa.cast(c, sa.Text).label(c.name)
+    for c in OUTBOX.c
+]
+
+
 def fetch_unpublished(conn: sa.Connection, limit: int) -> list[sa.Row[tuple[object, ...]]]:
-    """Up to ``limit`` unpublished rows, lowest seq first."""
+    """Up to ``limit`` unpublished rows, lowest seq first (times as the database's text)."""
     return list(
         conn.execute(
-            sa.select(OUTBOX)
+            sa.select(*_COLUMNS)
             .where(OUTBOX.c.published_at_ms.is_(None))
             .order_by(OUTBOX.c.seq)
             .limit(limit)
@@ -44,32 +98,120 @@ def unpublished_count(conn: sa.Connection) -> int:
     return int(count)
 
 
+def oldest_unpublished_ms(conn: sa.Connection) -> int | None:
+    """The smallest ``recorded_at_ms`` of an unpublished row, or None when all are out."""
+    value = conn.execute(
+        sa.select(sa.func.min(OUTBOX.c.recorded_at_ms)).where(OUTBOX.c.published_at_ms.is_(None))
+    ).scalar_one()
+    return None if value is None else int(value)
+
+
+def parse_db_time(value: object) -> int:
+    """Milliseconds since the epoch of a naive-UTC timestamp as the database returned it.
+
+    Raises BadRowError for anything that is not a real instant between 1970 and 9999."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.strip())
+        except ValueError as e:
+            raise BadRowError(f"timestamp {value[:40]!r} is not a date and time") from e
+    else:
+        raise BadRowError(f"timestamp of type {type(value).__name__} is not a date and time")
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    ms = int(aware.timestamp() * 1000)
+    if ms < 0:
+        raise BadRowError(f"timestamp {value!s:.40} lies before 1970")
+    return ms
+
+
+def _text(value: object, limit: int, what: str) -> str:
+    text = "" if value is None else str(value)
+    if len(text) > limit:
+        raise BadRowError(f"{what} is longer than {limit} characters")
+    return text
+
+
 def row_to_event(row: sa.Row[tuple[object, ...]]) -> TokenEvent | EpochEvent:
-    """The event an outbox row stands for."""
+    """The event an outbox row stands for, or BadRowError when it does not fit the wire."""
     m = row._mapping
     seq = int(m["seq"])
     at_ms = int(m["recorded_at_ms"])
     if m["kind"] == "epoch":
+        before = int(m["before_ms"])
+        if before < 0:
+            raise BadRowError("an epoch's time lies before 1970")
         return EpochEvent(
-            seq=seq, scope=str(m["scope"]), before_ms=int(m["before_ms"]), at_ms=at_ms
+            seq=seq, scope=_text(m["scope"], _MAX_SCOPE, "scope"), before_ms=before, at_ms=at_ms
         )
-    issued_at = int(m["issued_at_ms"] or 0)
+    token_hash = str(m["token_hash"] or "")
+    if not _HASH.match(token_hash):
+        raise BadRowError("the token column holds no SHA-256 hex digest")
+    issued_at = max(0, int(m["issued_at_ms"] or 0))
     created = m["row_created_at"]
     expires = m["expires_at"]
+    abilities = decode_abilities(m["abilities"])
+    if len(abilities) > _MAX_ABILITIES:
+        raise BadRowError(f"more than {_MAX_ABILITIES} abilities")
+    if any(len(a) > _MAX_ABILITY for a in abilities):
+        raise BadRowError(f"an ability is longer than {_MAX_ABILITY} characters")
+    token_id = None if m["token_id"] is None else int(m["token_id"])
     return TokenEvent(
         seq=seq,
         op=TokenOp(str(m["op"])),
-        token_hash=str(m["token_hash"]),
-        token_id=None if m["token_id"] is None else int(m["token_id"]),
-        tokenable_type=str(m["tokenable_type"] or ""),
-        tokenable_id=str(m["tokenable_id"] or ""),
-        name=str(m["name"] or ""),
-        abilities=decode_abilities(m["abilities"]),
-        created_at_ms=to_ms(created) if created is not None else issued_at,
+        token_hash=token_hash,
+        token_id=token_id if token_id is None or token_id >= 0 else None,
+        tokenable_type=_text(m["tokenable_type"], _MAX_OWNER, "tokenable type"),
+        tokenable_id=_text(m["tokenable_id"], _MAX_OWNER, "tokenable id"),
+        name=_text(m["name"], _MAX_NAME, "name"),
+        abilities=abilities,
+        created_at_ms=parse_db_time(created) if created is not None else issued_at,
         issued_at_ms=issued_at,
-        expires_at_ms=to_ms(expires) if expires is not None else None,
+        expires_at_ms=parse_db_time(expires) if expires is not None else None,
         at_ms=at_ms,
     )
+
+
+def _denial(row: sa.Row[tuple[object, ...]]) -> TokenEvent | None:
+    """A ``revoked`` event naming the row's token with nothing else, or None if it has
+    no SHA-256 hash to name."""
+    m = row._mapping
+    token_hash = str(m["token_hash"] or "")
+    if m["kind"] != "token" or not _HASH.match(token_hash):
+        return None
+    token_id = m["token_id"]
+    return TokenEvent(
+        seq=int(m["seq"]),
+        op=TokenOp.REVOKED,
+        token_hash=token_hash,
+        token_id=token_id if isinstance(token_id, int) and token_id >= 0 else None,
+        tokenable_type="",
+        tokenable_id="",
+        name="",
+        abilities=(),
+        created_at_ms=0,
+        issued_at_ms=0,
+        expires_at_ms=None,
+        at_ms=max(0, int(m["recorded_at_ms"] or 0)),
+    )
+
+
+def encode_row(row: sa.Row[tuple[object, ...]]) -> Encoded | BadRowError:
+    """The record for one row: its event if that fits the wire, else a denial of its
+    token; a BadRowError (to quarantine) when neither can be built."""
+    try:
+        event = row_to_event(row)
+        value = encode(event)
+        if len(value) > MAX_RECORD_BYTES:
+            raise BadRowError(f"the record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+        return Encoded(event.seq, event, value)
+    except (BadRowError, ValueError, TypeError, orjson.JSONEncodeError) as e:
+        problem = e if isinstance(e, BadRowError) else BadRowError(f"{type(e).__name__}: {e}")
+    denial = _denial(row)
+    if denial is None:
+        return problem
+    return Encoded(denial.seq, denial, encode(denial), denied=str(problem))
 
 
 _MARK_PUBLISHED_PG = sa.text(

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from producer.outbox import (
+    BadRowError,
+    Encoded,
     Published,
+    encode_row,
     fetch_unpublished,
     mark_published,
-    row_to_event,
     unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord
@@ -28,7 +30,13 @@ from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
 from shared.events import Heartbeat, Keyring, encode
 from shared.logs import get_logger
-from shared.metrics import RELAY_BACKLOG, RELAY_LATENCY, RELAY_PUBLISHED
+from shared.metrics import (
+    RELAY_BACKLOG,
+    RELAY_DENIED,
+    RELAY_LATENCY,
+    RELAY_PUBLISHED,
+    RELAY_QUARANTINED,
+)
 
 __all__ = ["Relay", "RelayOptions", "partition_for"]
 
@@ -99,38 +107,60 @@ class Relay:
             raise StoreError(f"reading the outbox failed: {e}") from e
         if not rows:
             return 0
-        events = [row_to_event(r) for r in rows]
+        encoded: list[Encoded] = []
+        quarantined: list[int] = []
+        for row in rows:
+            result = encode_row(row)
+            if isinstance(result, BadRowError):
+                quarantined.append(int(row._mapping["seq"]))
+                RELAY_QUARANTINED.inc()
+                log.error("outbox_row_quarantined", seq=row._mapping["seq"], reason=str(result))
+                continue
+            if result.denied is not None:
+                RELAY_DENIED.inc()
+                log.error(
+                    "outbox_row_published_as_denial",
+                    seq=result.seq,
+                    hash_prefix=result.event.key[:12].decode(),
+                    reason=result.denied,
+                )
+            encoded.append(result)
         publisher = self._ensure_publisher()
         partitions = publisher.partitions()
-        records = []
-        for event in events:
-            value = encode(event)
-            key = event.key
-            records.append(
-                OutgoingRecord(
-                    key, value, self._keyring.sign(key, value), partition_for(key, partitions)
-                )
+        records = [
+            OutgoingRecord(
+                e.event.key,
+                e.value,
+                self._keyring.sign(e.event.key, e.value),
+                partition_for(e.event.key, partitions),
             )
-        placements = publisher.publish(records)
+            for e in encoded
+        ]
+        placements = publisher.publish(records) if records else []
         at_ms = self._now_ms()
         published = [
             Published(e.seq, p.partition, p.offset, at_ms)
-            for e, p in zip(events, placements, strict=True)
-        ]
+            for e, p in zip(encoded, placements, strict=True)
+        ] + [Published(seq, None, None, at_ms) for seq in quarantined]
         try:
             with self._engine.begin() as conn:
                 mark_published(conn, published)
         except sa.exc.SQLAlchemyError as e:
             # Published but not marked: the next round publishes them again (duplicates).
             raise StoreError(f"marking published rows failed: {e}") from e
-        self._last_seq = max(self._last_seq, events[-1].seq)
-        RELAY_PUBLISHED.inc(len(events))
-        for event in events:
-            RELAY_LATENCY.observe(max(0, at_ms - event.at_ms) / 1000)
+        last_seq = int(rows[-1]._mapping["seq"])
+        self._last_seq = max(self._last_seq, last_seq)
+        RELAY_PUBLISHED.inc(len(encoded))
+        for item in encoded:
+            RELAY_LATENCY.observe(max(0, at_ms - item.event.at_ms) / 1000)
         log.debug(
-            "batch_published", records=len(events), first_seq=events[0].seq, last_seq=events[-1].seq
+            "batch_published",
+            records=len(encoded),
+            quarantined=len(quarantined),
+            first_seq=int(rows[0]._mapping["seq"]),
+            last_seq=last_seq,
         )
-        return len(events)
+        return len(rows)
 
     def heartbeat(self) -> None:
         """One signed heartbeat into every partition of the token topic."""

@@ -44,6 +44,7 @@ REGIONS = cast(sa.Table, RegionRow.__table__)
 
 _MAX_NAME = 4096
 _MAX_ABILITY = 255
+_MAX_ABILITIES = 256
 
 
 def utcnow() -> dt.datetime:
@@ -167,15 +168,29 @@ def _principal_id(tokenable_id: int | str) -> int:
     return value
 
 
+def _check_text(value: str, what: str) -> str:
+    """Refuse text that cannot be stored and published as UTF-8 (lone surrogates, NUL)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} holds characters that are not Unicode text") from e
+    if "\0" in value:
+        raise UsageError(f"{what} must not hold NUL characters")
+    return value
+
+
 def _check_abilities(abilities: Sequence[str]) -> tuple[str, ...]:
     if isinstance(abilities, str):
         raise UsageError("abilities must be a list of strings, not one string")
     result = tuple(abilities)
+    if len(result) > _MAX_ABILITIES:
+        raise UsageError(f"a token holds at most {_MAX_ABILITIES} abilities")
     for ability in result:
         if not isinstance(ability, str) or not ability.strip():
             raise UsageError("an ability must be a non-empty string")
         if len(ability) > _MAX_ABILITY:
             raise UsageError(f"an ability is limited to {_MAX_ABILITY} characters")
+        _check_text(ability, "an ability")
     return result
 
 
@@ -250,6 +265,8 @@ class TokenStore:
             raise UsageError("tokenable type must be 1 to 255 characters")
         if not name or len(name) > _MAX_NAME:
             raise UsageError(f"token name must be 1 to {_MAX_NAME} characters")
+        _check_text(tokenable_type, "tokenable type")
+        _check_text(name, "token name")
         owner = _principal_id(tokenable_id)
         granted = _check_abilities(abilities)
         if expires_at is not None and expires_at.tzinfo is not None:

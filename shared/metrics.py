@@ -14,8 +14,10 @@ __all__ = [
     "REGION_FRESHNESS",
     "REGION_LAG",
     "RELAY_BACKLOG",
+    "RELAY_DENIED",
     "RELAY_LATENCY",
     "RELAY_PUBLISHED",
+    "RELAY_QUARANTINED",
     "VALIDATIONS",
 ]
 
@@ -26,6 +28,14 @@ RELAY_LATENCY = Histogram(
     "tokensync_relay_commit_to_ack_seconds",
     "From the outbox row's commit to the broker's acknowledgement.",
     buckets=_LATENCY_BUCKETS,
+)
+RELAY_DENIED = Counter(
+    "tokensync_relay_denied_records",
+    "Token rows that could not be published as grants and went out as denials of their hash.",
+)
+RELAY_QUARANTINED = Counter(
+    "tokensync_relay_quarantined_records",
+    "Outbox rows that could not be published even as denials (no SHA-256 hash); skipped.",
 )
 RELAY_BACKLOG = Gauge("tokensync_relay_backlog_records", "Outbox rows not yet published.")
 

@@ -1,0 +1,110 @@
+"""Rows the relay cannot publish as grants: denied or quarantined, never a stopped relay."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from producer.outbox import unpublished_count
+from producer.relay import RelayOptions
+from producer.store import TokenStore, utcnow
+from shared.errors import UsageError
+from shared.events import Heartbeat, TokenEvent, TokenOp
+from shared.keys import Topics
+from tests.kafka_helpers import kafka_connector, read_topic, running_relay, wait_for
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+
+
+def backlog(store: TokenStore) -> int:
+    with store.engine.connect() as conn:
+        return unpublished_count(conn)
+
+
+def insert_raw(store: TokenStore, token: str, **columns: object) -> None:
+    """A row written the way a Laravel app (or an operator's psql) would: plain SQL."""
+    values = {
+        "tokenable_type": USER,
+        "tokenable_id": 7,
+        "name": "laravel",
+        "token": token,
+        "abilities": '["read"]',
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+        **columns,
+    }
+    names = ", ".join(values)
+    params = ", ".join(f":{n}" for n in values)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO personal_access_tokens ({names}) VALUES ({params})"),  # noqa: S608
+            values,
+        )
+
+
+def bad_expiries(dialect: str) -> list[object]:
+    if dialect == "postgresql":
+        return ["infinity", "-infinity", "10000-01-01 00:00:00"]
+    return [1767225600, "", "0000-00-00 00:00:00"]
+
+
+def test_rows_that_cannot_be_grants_are_published_as_denials_and_the_rest_flows_on(
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
+) -> None:
+    dialect = store.engine.dialect.name
+    denied: list[str] = []
+    insert_raw(store, "1" * 64, abilities='["\\ud800"]')  # a lone surrogate, JSON-escaped
+    denied.append("1" * 64)
+    for i, expires in enumerate(bad_expiries(dialect)):
+        token = f"{i + 2}" * 64
+        if dialect == "postgresql":
+            with store.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name,"
+                        " token, abilities, expires_at, created_at, updated_at) VALUES"
+                        " (:t, 7, 'x', :h, '[\"read\"]', CAST(:e AS timestamp), now(), now())"
+                    ),
+                    {"t": USER, "h": token, "e": expires},
+                )
+        else:
+            insert_raw(store, token, expires_at=expires)
+        denied.append(token)
+    insert_raw(store, "8" * 64, name="n" * 100_000)  # over the record size limit
+    denied.append("8" * 64)
+    insert_raw(store, "not a sha-256 hash")  # cannot even be denied: quarantined
+    good = store.issue(USER, 7, "good", ["read"])
+
+    options = RelayOptions(heartbeat_interval_s=0.2)
+    with running_relay(store.engine, kafka_connector(kafka_bootstrap, topics), options=options):
+        wait_for(lambda: backlog(store) == 0, what="outbox drained past the bad rows")
+        first = len(read_topic(kafka_bootstrap, topics.tokens, timeout_s=2))
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, topics.tokens, timeout_s=2)) >= first + 6,
+            what="heartbeats after the bad rows",
+        )
+    events = [r.event() for r in read_topic(kafka_bootstrap, topics.tokens)]
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    by_hash = {e.token_hash: e for e in tokens}
+    assert dict.fromkeys(denied, TokenOp.REVOKED) == {h: by_hash[h].op for h in denied}
+    assert all(by_hash[h].abilities == () for h in denied)
+    assert TokenOp.ISSUED == by_hash[good.token_hash].op
+    assert ("read",) == by_hash[good.token_hash].abilities
+    assert len(tokens) == len(denied) + 1, "the unhashable row was quarantined, not published"
+    assert any(isinstance(e, Heartbeat) for e in events)
+
+
+def test_abilities_and_names_that_are_not_unicode_text_are_refused_before_commit(
+    store: TokenStore,
+) -> None:
+    for abilities, name in ((["ok", "\ud800"], "fine"), (["read"], "bad \udcff name")):
+        with pytest.raises(UsageError):
+            store.issue(USER, 1, name, abilities)
+    with pytest.raises(UsageError):
+        store.issue("App\\\udc80", 1, "fine", ["read"])
+    with pytest.raises(UsageError):
+        store.revoke_ability("\ud800")
+    assert 0 == backlog(store)
+    with store.engine.connect() as conn:
+        assert 0 == conn.execute(sa.text("SELECT count(*) FROM personal_access_tokens")).scalar()
