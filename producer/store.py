@@ -383,10 +383,38 @@ class TokenStore:
             raise NotFoundError("no such token")
         return self.revoke_token(info.id)
 
+    def _lock_writers(self, conn: sa.Connection) -> None:
+        """Wait for every transaction writing token rows, and hold them off until commit.
+
+        On PostgreSQL a row inserted before the epoch's time but committed after the
+        delete would survive in the store while the regions deny it; SHARE ROW EXCLUSIVE
+        waits for those writers (they hold ROW EXCLUSIVE) and serialises mass revocations.
+        SQLite serialises writers by itself.
+        """
+        if self._dialect == "postgresql":
+            conn.execute(
+                sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE")
+            )
+
+    @staticmethod
+    def _covered(before_ms: int) -> sa.ColumnElement[bool]:
+        """Rows an epoch at ``before_ms`` revokes, judged as the regions judge them: by the
+        trigger's issue time, else (rows older than tokensync) by ``created_at``; a row
+        with neither counts as issued at 0, so every epoch covers it."""
+        has_meta = sa.exists().where(META.c.token_id == PAT.c.id)
+        issued_before = sa.exists().where(
+            META.c.token_id == PAT.c.id, META.c.issued_at_ms < before_ms
+        )
+        cutoff = dt.datetime.fromtimestamp(-(-before_ms // 1000), dt.UTC).replace(tzinfo=None)
+        return issued_before | (
+            ~has_meta & (PAT.c.created_at.is_(None) | (PAT.c.created_at < cutoff))
+        )
+
     def _epoch(
         self, conn: sa.Connection, scope: str, before_ms: int, rows: sa.ColumnElement[bool] | None
     ) -> Mutation:
-        """Move the epoch of ``scope`` forward and delete its rows without per-row events."""
+        """Move the epoch of ``scope`` forward and delete, without per-row events, exactly
+        the rows of ``rows`` that the epoch covers (callers hold ``_lock_writers``)."""
         now_ms = self.now_ms(conn)
         insert = (pg.insert if self._dialect == "postgresql" else sqlite.insert)(EPOCHS)
         stmt = insert.values(scope=scope, before_ms=before_ms, updated_at_ms=now_ms)
@@ -400,22 +428,24 @@ class TokenStore:
             },
         )
         conn.execute(stmt)
+        effective = int(
+            conn.execute(sa.select(EPOCHS.c.before_ms).where(EPOCHS.c.scope == scope)).scalar_one()
+        )
         removed = 0
         if rows is not None:
             marker = secrets.randbelow(2**31 - 1) + 1
             conn.execute(SUPPRESS.insert().values(id=marker))
-            removed = conn.execute(PAT.delete().where(rows)).rowcount
+            removed = conn.execute(PAT.delete().where(rows & self._covered(effective))).rowcount
             conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
-        effective = conn.execute(
-            sa.select(EPOCHS.c.before_ms).where(EPOCHS.c.scope == scope)
-        ).scalar_one()
-        return Mutation(seq=seq, removed=removed, scope=scope, before_ms=int(effective))
+        return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
 
     def revoke_principal(self, tokenable_type: str, tokenable_id: int | str) -> Mutation:
         """Revoke every token of one principal issued until now: one epoch event."""
         owner = _principal_id(tokenable_id)
+        _check_text(tokenable_type, "tokenable type")
         with self._tx() as conn:
+            self._lock_writers(conn)
             return self._epoch(
                 conn,
                 principal_scope(tokenable_type, owner),
@@ -424,16 +454,20 @@ class TokenStore:
             )
 
     def revoke_ability(self, ability: str) -> Mutation:
-        """Revoke every token whose ability list holds ``ability`` literally: one epoch event."""
+        """Revoke every token whose decoded ability list holds ``ability``: one epoch event.
+
+        The column is matched on its decoded JSON, however it is spelled (PHP's
+        ``json_encode`` escapes ``/`` and non-ASCII; other writers may not)."""
         (ability,) = _check_abilities([ability])
-        needle = encode_abilities([ability])[1:-1]  # the JSON string as the column holds it
-        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        raw = ability.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # A JSON text without any backslash spells every string literally, so a row can
+        # hold ``ability`` only if it holds its raw text or some escape.
+        maybe = PAT.c.abilities.like(f"%{raw}%", escape="\\") | PAT.c.abilities.like(
+            "%\\\\%", escape="\\"
+        )
         with self._tx() as conn:
-            candidates = conn.execute(
-                sa.select(PAT.c.id, PAT.c.abilities).where(
-                    PAT.c.abilities.like(pattern, escape="\\")
-                )
-            ).all()
+            self._lock_writers(conn)
+            candidates = conn.execute(sa.select(PAT.c.id, PAT.c.abilities).where(maybe)).all()
             ids = [row.id for row in candidates if ability in decode_abilities(row.abilities)]
             rows = PAT.c.id.in_(ids) if ids else None
             return self._epoch(conn, ability_scope(ability), self.now_ms(conn) + 1, rows)
@@ -441,13 +475,9 @@ class TokenStore:
     def revoke_all(self, before: dt.datetime | None = None) -> Mutation:
         """Revoke every token issued before ``before`` (default: now): one epoch event."""
         with self._tx() as conn:
+            self._lock_writers(conn)
             before_ms = self.now_ms(conn) + 1 if before is None else to_ms(before)
-            cutoff = dt.datetime.fromtimestamp(before_ms / 1000, dt.UTC).replace(tzinfo=None)
-            known = sa.select(META.c.token_id)
-            rows = PAT.c.id.in_(
-                sa.select(META.c.token_id).where(META.c.issued_at_ms < before_ms)
-            ) | (PAT.c.id.not_in(known) & (PAT.c.created_at < cutoff))
-            return self._epoch(conn, GLOBAL_SCOPE, before_ms, rows)
+            return self._epoch(conn, GLOBAL_SCOPE, before_ms, sa.true())
 
     def rotate(self, token_id: int, grace_seconds: int = 0) -> IssuedToken:
         """A new token like ``token_id`` (same owner, name, abilities, expiry); the old one
