@@ -392,9 +392,7 @@ class TokenStore:
         SQLite serialises writers by itself.
         """
         if self._dialect == "postgresql":
-            conn.execute(
-                sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE")
-            )
+            conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
 
     @staticmethod
     def _covered(before_ms: int) -> sa.ColumnElement[bool]:

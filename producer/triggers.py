@@ -3,7 +3,9 @@
 An insert into ``personal_access_tokens`` publishes *issued*, a delete
 *revoked* (unless a mass revocation in the same transaction suppresses it), a
 change of anything but ``last_used_at``/``updated_at`` *updated*; a write to
-``tokensync_epochs`` that moves an epoch publishes *epoch*. Rows a Laravel app
+``tokensync_epochs`` that moves an epoch publishes *epoch*. On PostgreSQL a
+``TRUNCATE personal_access_tokens`` (which fires no row triggers) moves the global
+epoch to the truncation's time in the same transaction. Rows a Laravel app
 writes with plain SQL count exactly like ours. PostgreSQL also sends
 ``NOTIFY tokensync_outbox`` so the relay wakes at once.
 """
@@ -89,6 +91,27 @@ BEGIN
   RETURN NEW;
 END
 $$""",
+    """
+CREATE OR REPLACE FUNCTION tokensync_pat_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  now_ms bigint := tokensync_now_ms();
+BEGIN
+  -- Every row is gone without row triggers: one global epoch revokes them all (and the
+  -- epoch trigger writes its outbox row), in the truncating transaction.
+  DELETE FROM tokensync_token_meta;
+  INSERT INTO tokensync_epochs (scope, before_ms, updated_at_ms)
+    VALUES ('global', now_ms + 1, now_ms)
+    ON CONFLICT (scope) DO UPDATE
+      SET before_ms = greatest(tokensync_epochs.before_ms, EXCLUDED.before_ms),
+          updated_at_ms = EXCLUDED.updated_at_ms;
+  RETURN NULL;
+END
+$$""",
+    "DROP TRIGGER IF EXISTS tokensync_pat_truncate ON personal_access_tokens",
+    """
+CREATE TRIGGER tokensync_pat_truncate
+  AFTER TRUNCATE ON personal_access_tokens
+  FOR EACH STATEMENT EXECUTE FUNCTION tokensync_pat_truncated()""",
     "DROP TRIGGER IF EXISTS tokensync_pat_outbox ON personal_access_tokens",
     """
 CREATE TRIGGER tokensync_pat_outbox
@@ -173,8 +196,10 @@ END""",
 ]
 
 _PG_DROP = [
+    "DROP TRIGGER IF EXISTS tokensync_pat_truncate ON personal_access_tokens",
     "DROP TRIGGER IF EXISTS tokensync_pat_outbox ON personal_access_tokens",
     "DROP TRIGGER IF EXISTS tokensync_epoch_outbox ON tokensync_epochs",
+    "DROP FUNCTION IF EXISTS tokensync_pat_truncated()",
     "DROP FUNCTION IF EXISTS tokensync_pat_changed()",
     "DROP FUNCTION IF EXISTS tokensync_epoch_changed()",
     "DROP FUNCTION IF EXISTS tokensync_now_ms()",
