@@ -15,7 +15,7 @@ from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, 
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 
-__all__ = ["api", "demo", "relay", "revoke", "token"]
+__all__ = ["api", "backfill", "demo", "relay", "revoke", "token"]
 
 
 def _store(cli: CliContext) -> TokenStore:
@@ -331,3 +331,37 @@ def demo(cli: CliContext, *, as_json: bool) -> None:
     emit(as_json, report.to_json(), ["", "all steps behaved" if report.ok else "SOME STEPS FAILED"])
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=5000,
+    show_default=True,
+    help="Rows per transaction.",
+)
+@json_option
+@pass_cli
+def backfill(cli: CliContext, *, batch_size: int, as_json: bool) -> None:
+    """Publish the token rows that existed before tokensync was installed (resumable;
+    every store start also does it, without progress)."""
+    from producer.backfill import backfill as run_backfill
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(cli.settings.database_url)
+    try:
+        migrate(engine, backfill_rows=False)
+
+        def progress(done: int, total: int) -> None:
+            if not as_json:
+                click.echo(f"backfill: {done}/{total} rows", err=True)
+
+        result = run_backfill(engine, batch_size=batch_size, progress=progress)
+    finally:
+        engine.dispose()
+    emit(
+        as_json,
+        {"rows": result.rows, "batches": result.batches},
+        f"backfill done: {result.rows} row(s) in {result.batches} batch(es)",
+    )

@@ -20,6 +20,7 @@ __all__ = [
     "OutboxRow",
     "PersonalAccessToken",
     "RegionRow",
+    "StateRow",
     "Suppression",
     "TokenMeta",
 ]
@@ -137,3 +138,13 @@ class RegionRow(Base):
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     redis_url: Mapped[str] = mapped_column(sa.String(1024))
     added_at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class StateRow(Base):
+    """Named facts about the store's installation, e.g. since when a backfill is pending
+    (``backfill_pending_since_ms``: rows older than tokensync not yet in the outbox)."""
+
+    __tablename__ = "tokensync_state"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value_ms: Mapped[int] = mapped_column(sa.BigInteger)

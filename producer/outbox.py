@@ -27,6 +27,7 @@ __all__ = [
     "BadRowError",
     "Encoded",
     "Published",
+    "db_now_ms",
     "encode_row",
     "fetch_unpublished",
     "mark_published",
@@ -76,6 +77,18 @@ _COLUMNS = [
     c if c.name not in ("expires_at", "row_created_at") else sa.cast(c, sa.Text).label(c.name)
     for c in OUTBOX.c
 ]
+
+
+def db_now_ms(conn: sa.Connection) -> int:
+    """The database's clock in milliseconds: the clock the triggers stamp rows with."""
+    if conn.dialect.name == "postgresql":
+        expr = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    else:
+        expr = (
+            "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"
+            " + CAST(substr(strftime('%f','now'), 4) AS INTEGER)"
+        )
+    return int(conn.execute(sa.text(expr)).scalar_one())
 
 
 def fetch_unpublished(conn: sa.Connection, limit: int) -> list[sa.Row[tuple[object, ...]]]:

@@ -47,8 +47,10 @@ def create_engine(url: str) -> sa.Engine:
 _PG_MIGRATION_LOCK = int.from_bytes(b"tokensyn", "big") >> 1
 
 
-def migrate(engine: sa.Engine, revision: str = "head") -> None:
-    """Bring the schema (tables and outbox triggers) up to ``revision``.
+def migrate(engine: sa.Engine, revision: str = "head", *, backfill_rows: bool = True) -> None:
+    """Bring the schema (tables and outbox triggers) up to ``revision``, then publish the
+    rows that are older than the triggers (``producer.backfill``) unless ``backfill_rows``
+    is False (``tokensync backfill`` does it then, with progress).
 
     Safe when several processes start at once on a fresh database (the relay, the API
     and a CLI command of a new stack): one migrates, the others wait and find it done.
@@ -61,8 +63,19 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+        if backfill_rows:
+            _backfill_if_pending(engine)
     except sa.exc.SQLAlchemyError as e:
         raise StoreError(f"migrating the token store failed: {e}") from e
+
+
+def _backfill_if_pending(engine: sa.Engine) -> None:
+    from producer.backfill import backfill, pending_since_ms
+
+    with engine.connect() as conn:
+        pending = pending_since_ms(conn)
+    if pending is not None:
+        backfill(engine)
 
 
 @contextlib.contextmanager
