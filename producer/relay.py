@@ -2,7 +2,10 @@
 
 A row is marked only after the broker acknowledged it (acks=all), so a crash
 between the two replays it (a duplicate, which regions absorb), never loses it.
-Heartbeats go into every partition at least every ``heartbeat_interval_s``.
+Heartbeats go into every partition at least every ``heartbeat_interval_s``, stamped
+with the store's clock held back by the oldest unpublished row (``certified_ms``):
+a heartbeat stamped T certifies that every change committed before T was published,
+so a region never looks fresher than what it holds, during a backlog or a backfill.
 While Kafka is down the outbox grows and the relay retries with backoff.
 """
 
@@ -16,13 +19,16 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from producer.backfill import pending_since_ms
 from producer.outbox import (
     BadRowError,
     Encoded,
     Published,
+    db_now_ms,
     encode_row,
     fetch_unpublished,
     mark_published,
+    oldest_unpublished_ms,
     unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord
@@ -162,10 +168,33 @@ class Relay:
         )
         return len(rows)
 
+    def certified_ms(self) -> int:
+        """The newest time T (store clock) such that every change committed before T has
+        been published: the store's now, held back by the oldest unpublished outbox row
+        and by a pending backfill.
+
+        The clock is read first, then the backlog in a later statement (a later snapshot):
+        a row committed before T is visible to that statement, so it is either published
+        or unpublished with ``recorded_at_ms >= `` the bound; a row committed later was
+        committed after T. Rows are stamped before they commit, so the bound holds.
+        """
+        try:
+            with self._engine.connect() as conn:
+                bound = db_now_ms(conn)
+                oldest = oldest_unpublished_ms(conn)
+                pending = pending_since_ms(conn)
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"reading the store clock failed: {e}") from e
+        for limit in (oldest, pending):
+            if limit is not None:
+                bound = min(bound, limit)
+        return bound
+
     def heartbeat(self) -> None:
-        """One signed heartbeat into every partition of the token topic."""
+        """One signed heartbeat into every partition of the token topic, stamped with
+        ``certified_ms`` (see ``shared.events.Heartbeat``)."""
         publisher = self._ensure_publisher()
-        at_ms = self._now_ms()
+        at_ms = self.certified_ms()
         records = []
         for partition in range(publisher.partitions()):
             beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
@@ -175,6 +204,10 @@ class Relay:
             )
         publisher.publish(records)
         self._last_heartbeat = self._clock()
+
+    def close(self) -> None:
+        """Close the Kafka client (``run`` does this when it stops)."""
+        self._drop_publisher()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""

@@ -142,7 +142,13 @@ class EpochEvent:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """The relay was alive at ``at_ms`` and had published everything up to ``seq``."""
+    """A certificate from the relay: every change committed to the store before ``at_ms``
+    (the store's clock, never the relay's) has been published, into every partition,
+    ahead of this record; ``seq`` is the highest outbox seq published so far.
+
+    During a backlog or a pending backfill ``at_ms`` stays at the oldest unpublished
+    change, so a region's freshness (the age of its oldest partition heartbeat) counts
+    from what it may be missing, and ``at_ms`` is never ahead of the store's clock."""
 
     partition: int
     at_ms: int

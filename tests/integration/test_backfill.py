@@ -106,3 +106,30 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(laravel_engine: sa.Eng
     assert [(5, 12), (5, 7), (7, 7)] == seen
     assert 11 == len(issued_rows(laravel_engine))
     assert 0 == backfill(laravel_engine).rows
+
+
+def test_no_heartbeat_certifies_past_a_pending_backfill(laravel_engine: sa.Engine) -> None:
+    from producer.backfill import backfill, pending_since_ms
+    from producer.relay import Relay
+    from producer.wakeup import waker_for
+    from tests.kafka_helpers import KEYRING
+
+    migrate(laravel_engine, backfill_rows=False)
+    with laravel_engine.connect() as conn:
+        pending = pending_since_ms(conn)
+    assert pending is not None
+    waker = waker_for(laravel_engine)
+
+    def no_kafka() -> object:
+        raise AssertionError("certifying needs no broker")
+
+    relay = Relay(laravel_engine, no_kafka, KEYRING, waker)  # type: ignore[arg-type]
+    try:
+        assert relay.certified_ms() <= pending
+        backfill(laravel_engine)
+        with laravel_engine.connect() as conn:
+            assert pending_since_ms(conn) is None
+        # the backfilled rows are unpublished now: still held back by them
+        assert relay.certified_ms() <= pending + 5_000
+    finally:
+        waker.close()

@@ -1,0 +1,94 @@
+"""A heartbeat stamped T certifies that every change committed before T was published,
+stamped by the store's clock, never the relay's."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+import sqlalchemy as sa
+
+from producer.outbox import db_now_ms, unpublished_count
+from producer.relay import Relay, RelayOptions
+from producer.store import TokenStore, utcnow
+from producer.wakeup import waker_for
+from shared.events import Heartbeat, TokenEvent
+from shared.keys import Topics
+from tests.kafka_helpers import KEYRING, kafka_connector, read_topic, running_relay, wait_for
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+BUDGET_MS = 1000
+
+
+def backlog(store: TokenStore) -> int:
+    with store.engine.connect() as conn:
+        return unpublished_count(conn)
+
+
+def test_a_relay_whose_clock_runs_an_hour_ahead_stamps_heartbeats_with_the_store_clock(
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
+) -> None:
+    waker = waker_for(store.engine)
+    relay = Relay(
+        store.engine,
+        kafka_connector(kafka_bootstrap, topics),
+        KEYRING,
+        waker,
+        clock=lambda: time.time() + 3600,
+    )
+    try:
+        relay.heartbeat()
+    finally:
+        relay.close()
+        waker.close()
+    with store.engine.connect() as conn:
+        store_now = db_now_ms(conn)
+    beats = [r.event() for r in read_topic(kafka_bootstrap, topics.tokens, expect=3)]
+    assert 3 == len(beats)
+    assert all(isinstance(b, Heartbeat) and b.at_ms <= store_now for b in beats), [
+        b.at_ms - store_now for b in beats if isinstance(b, Heartbeat)
+    ]
+
+
+def test_heartbeats_while_a_5000_row_backlog_drains_never_claim_freshness(
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
+) -> None:
+    now = utcnow()
+    rows = [
+        {"t": USER, "i": i, "h": f"{i:064x}", "n": now} for i in range(5000)
+    ]  # one bulk revocation's worth of committed changes
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name, token,"
+                " abilities, created_at, updated_at) VALUES (:t, :i, 'bulk', :h, '[\"*\"]', :n, :n)"
+            ),
+            rows,
+        )
+    time.sleep(BUDGET_MS / 1000 + 0.2)  # the backlog is older than the staleness budget
+    options = RelayOptions(batch_size=500, heartbeat_interval_s=0.0)
+    with running_relay(store.engine, kafka_connector(kafka_bootstrap, topics), options=options):
+        wait_for(lambda: backlog(store) == 0, timeout_s=60, what="backlog drained")
+    with store.engine.connect() as conn:
+        store_now = db_now_ms(conn)
+
+    records = read_topic(kafka_bootstrap, topics.tokens, expect=5000)
+    by_partition: dict[int, list[tuple[int, object]]] = defaultdict(list)
+    for record in records:
+        by_partition[record.partition].append((record.offset, record.event()))
+    beats_during_drain = 0
+    for entries in by_partition.values():
+        entries.sort(key=lambda entry: entry[0])
+        for i, (_, event) in enumerate(entries):
+            if not isinstance(event, Heartbeat):
+                continue
+            assert event.at_ms <= store_now
+            later = [e.at_ms for _, e in entries[i + 1 :] if isinstance(e, TokenEvent)]
+            if later:
+                beats_during_drain += 1
+                # a change committed before the heartbeat's time came after it: a region
+                # that applied this heartbeat would look fresh while missing it
+                assert event.at_ms <= min(later), (event.at_ms - min(later), "ms too fresh")
+    assert beats_during_drain >= 3, "heartbeats were sent while the backlog drained"
