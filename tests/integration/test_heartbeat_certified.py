@@ -15,6 +15,8 @@ from producer.store import TokenStore, utcnow
 from producer.wakeup import waker_for
 from shared.events import Heartbeat, TokenEvent
 from shared.keys import Topics
+from shared.outcomes import Outcome
+from tests.harness import Pipeline
 from tests.kafka_helpers import KEYRING, kafka_connector, read_topic, running_relay, wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,3 +94,52 @@ def test_heartbeats_while_a_5000_row_backlog_drains_never_claim_freshness(
                 # that applied this heartbeat would look fresh while missing it
                 assert event.at_ms <= min(later), (event.at_ms - min(later), "ms too fresh")
     assert beats_during_drain >= 3, "heartbeats were sent while the backlog drained"
+
+
+def test_a_region_never_answers_valid_while_a_backlog_older_than_its_budget_drains(
+    pipeline: Pipeline,
+) -> None:
+    store = pipeline.store
+    connect = kafka_connector(
+        pipeline.settings.kafka_bootstrap, pipeline.topics, pipeline.settings.partitions
+    )
+    fast = RelayOptions(heartbeat_interval_s=0.1)
+    with running_relay(store.engine, connect, options=fast):
+        pipeline.start_worker("eu")
+        pipeline.wait_ready("eu")
+        token = store.issue(USER, 1, "watched")
+        pipeline.wait_applied(token.seq)
+        validator = pipeline.validator("eu", staleness_budget_s=BUDGET_MS / 1000)
+        wait_for(
+            lambda: validator.validate(token.plain_text_token).outcome is Outcome.VALID,
+            what="the region answers valid",
+        )
+    now = utcnow()
+    with store.engine.begin() as conn:  # committed while the relay is down: a backlog
+        conn.execute(
+            sa.text(
+                "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name, token,"
+                " abilities, created_at, updated_at) VALUES (:t, :i, 'bulk', :h, '[\"*\"]', :n, :n)"
+            ),
+            [{"t": USER, "i": i, "h": f"{i:064x}", "n": now} for i in range(5000)],
+        )
+    policy = validator.policy  # stale = older than the budget plus the skew allowance
+    time.sleep(policy.staleness_budget_s + policy.clock_skew_allowance_s + 0.3)
+
+    samples: list[tuple[Outcome, int]] = []
+    slow = RelayOptions(batch_size=250, heartbeat_interval_s=0.0)
+    with running_relay(store.engine, connect, options=slow):
+        while True:
+            outcome = validator.validate(token.plain_text_token).outcome
+            left = backlog(store)  # rows older than the budget still unpublished
+            samples.append((outcome, left))
+            if left == 0:
+                break
+        wait_for(
+            lambda: validator.validate(token.plain_text_token).outcome is Outcome.VALID,
+            what="fresh again once drained",
+        )
+    validator.close()
+    during = [outcome for outcome, left in samples if left > 0]
+    assert len(during) >= 5, "the region was watched while the backlog drained"
+    assert [] == [o for o in during if o is Outcome.VALID]
