@@ -108,3 +108,49 @@ def test_abilities_and_names_that_are_not_unicode_text_are_refused_before_commit
     assert 0 == backlog(store)
     with store.engine.connect() as conn:
         assert 0 == conn.execute(sa.text("SELECT count(*) FROM personal_access_tokens")).scalar()
+
+
+def test_the_api_refuses_a_lone_surrogate_ability_with_422_and_commits_nothing(
+    store: TokenStore,
+) -> None:
+    import httpx
+
+    from producer.api import create_app
+    from shared.settings import Settings
+    from tests.http_helpers import serving
+
+    admin = store.issue("tokensync", 0, "admin", ["tokens:issue"]).plain_text_token
+    before = backlog(store)
+    body = '{"tokenable_type": "U", "tokenable_id": 1, "name": "n", "abilities": ["\\ud800"]}'
+    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
+        response = http.post(
+            "/v1/tokens",
+            content=body,
+            headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+        )
+    assert 422 == response.status_code, response.text
+    assert "Unicode" in response.json()["error"]
+    assert before == backlog(store)
+    assert [] == store.list_tokens("U", 1)
+
+
+def test_the_cli_refuses_an_ability_that_is_not_utf8_in_one_line(sqlite_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env["TOKENSYNC_DATABASE_URL"] = sqlite_url
+    args = [sys.executable.encode(), b"-m", b"shared", b"token", b"issue", b"--type", b"U"]
+    args += [b"--id", b"1", b"--name", b"n", b"--ability", b"files:\xed\xa0\x80"]
+    result = subprocess.run(args, env=env, capture_output=True, timeout=60, check=False)
+    assert 0 != result.returncode
+    assert 1 == len(result.stderr.strip().splitlines()), result.stderr
+    assert b"Traceback" not in result.stderr
+    from producer.schema import create_engine
+
+    engine = create_engine(sqlite_url)
+    try:
+        assert [] == TokenStore(engine).list_tokens("U", 1)
+    finally:
+        engine.dispose()
