@@ -13,7 +13,7 @@ import kafka
 import kafka.errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from producer.publisher import OutgoingRecord, Placement
+from producer.publisher import OutgoingRecord, Placement, RecordTooLargeError
 from shared.errors import PublishError
 from shared.keys import Topics
 from shared.logs import get_logger
@@ -143,6 +143,9 @@ class KafkaPublisher:
             ]
             self._producer.flush(timeout=self._timeout_s)
             metadata = [f.get(timeout=self._timeout_s) for f in futures]
+        except kafka.errors.MessageSizeTooLargeError as e:
+            # Fatal for an idempotent producer: the caller drops this client.
+            raise RecordTooLargeError(f"the broker refused {len(records)} records: {e}") from e
         except kafka.errors.KafkaError as e:
             raise PublishError(f"publishing {len(records)} records failed: {e}") from e
         return [Placement(int(m.partition), int(m.offset)) for m in metadata]

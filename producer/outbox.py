@@ -28,6 +28,7 @@ __all__ = [
     "Encoded",
     "Published",
     "db_now_ms",
+    "deny",
     "encode_row",
     "fetch_unpublished",
     "mark_published",
@@ -225,6 +226,29 @@ def encode_row(row: sa.Row[tuple[object, ...]]) -> Encoded | BadRowError:
     if denial is None:
         return problem
     return Encoded(denial.seq, denial, encode(denial), denied=str(problem))
+
+
+def deny(item: Encoded, reason: str) -> Encoded | None:
+    """The denial of ``item``'s token (a minimal ``revoked`` event at its seq), or None
+    when ``item`` is no token event or already the smallest it can be."""
+    event = item.event
+    if not isinstance(event, TokenEvent) or item.denied is not None:
+        return None
+    denial = TokenEvent(
+        seq=event.seq,
+        op=TokenOp.REVOKED,
+        token_hash=event.token_hash,
+        token_id=event.token_id,
+        tokenable_type="",
+        tokenable_id="",
+        name="",
+        abilities=(),
+        created_at_ms=0,
+        issued_at_ms=0,
+        expires_at_ms=None,
+        at_ms=event.at_ms,
+    )
+    return Encoded(event.seq, denial, encode(denial), denied=reason)
 
 
 _MARK_PUBLISHED_PG = sa.text(

@@ -12,7 +12,17 @@ from typing import Protocol
 
 from shared.errors import PublishError
 
-__all__ = ["EventPublisher", "MemoryPublisher", "OutgoingRecord", "Placement"]
+__all__ = [
+    "EventPublisher",
+    "MemoryPublisher",
+    "OutgoingRecord",
+    "Placement",
+    "RecordTooLargeError",
+]
+
+
+class RecordTooLargeError(PublishError):
+    """The broker refused a record (or its batch) as larger than the topic allows."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,14 @@ from producer.outbox import (
     Encoded,
     Published,
     db_now_ms,
+    deny,
     encode_row,
     fetch_unpublished,
     mark_published,
     oldest_unpublished_ms,
     unpublished_count,
 )
-from producer.publisher import EventPublisher, OutgoingRecord
+from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
 from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
 from shared.events import Heartbeat, Keyring, encode
@@ -131,22 +132,15 @@ class Relay:
                     reason=result.denied,
                 )
             encoded.append(result)
-        publisher = self._ensure_publisher()
-        partitions = publisher.partitions()
-        records = [
-            OutgoingRecord(
-                e.event.key,
-                e.value,
-                self._keyring.sign(e.event.key, e.value),
-                partition_for(e.event.key, partitions),
-            )
-            for e in encoded
-        ]
-        placements = publisher.publish(records) if records else []
+        try:
+            placements = self._publish(encoded)
+        except RecordTooLargeError:
+            placements = self._publish_one_by_one(encoded, quarantined)
         at_ms = self._now_ms()
         published = [
             Published(e.seq, p.partition, p.offset, at_ms)
             for e, p in zip(encoded, placements, strict=True)
+            if p is not None
         ] + [Published(seq, None, None, at_ms) for seq in quarantined]
         try:
             with self._engine.begin() as conn:
@@ -167,6 +161,63 @@ class Relay:
             last_seq=last_seq,
         )
         return len(rows)
+
+    def _publish(self, encoded: list[Encoded]) -> list[Placement | None]:
+        """Sign and send ``encoded`` in order; the placement of each."""
+        if not encoded:
+            return []
+        publisher = self._ensure_publisher()
+        partitions = publisher.partitions()
+        records = [
+            OutgoingRecord(
+                e.event.key,
+                e.value,
+                self._keyring.sign(e.event.key, e.value),
+                partition_for(e.event.key, partitions),
+            )
+            for e in encoded
+        ]
+        return list(publisher.publish(records))
+
+    def _publish_one_by_one(
+        self, encoded: list[Encoded], quarantined: list[int]
+    ) -> list[Placement | None]:
+        """The broker refused a batch as too large: send each record alone, and one it
+        still refuses goes out as a denial of its token (or is quarantined), so one
+        record never holds the stream back. Slow, and only taken after a refusal."""
+        self._drop_publisher()  # a refusal is fatal to an idempotent producer
+        placements: list[Placement | None] = []
+        for item in encoded:
+            placement = self._publish_alone(item)
+            if placement is None:
+                quarantined.append(item.seq)
+            placements.append(placement)
+        return placements
+
+    def _publish_alone(self, item: Encoded) -> Placement | None:
+        """Publish one record by itself, else its denial; None once quarantined."""
+        attempt: Encoded | None = item
+        reason = ""
+        while attempt is not None:
+            try:
+                [placement] = self._publish([attempt])
+            except RecordTooLargeError as e:
+                self._drop_publisher()
+                reason = f"the broker refused the record: {e}"
+                attempt = deny(attempt, reason)
+                continue
+            if attempt is not item:
+                RELAY_DENIED.inc()
+                log.error(
+                    "outbox_row_published_as_denial",
+                    seq=item.seq,
+                    hash_prefix=item.event.key[:12].decode(),
+                    reason=reason,
+                )
+            return placement
+        RELAY_QUARANTINED.inc()
+        log.error("outbox_row_quarantined", seq=item.seq, reason=reason)
+        return None
 
     def certified_ms(self) -> int:
         """The newest time T (store clock) such that every change committed before T has

@@ -154,3 +154,26 @@ def test_the_cli_refuses_an_ability_that_is_not_utf8_in_one_line(sqlite_url: str
         assert [] == TokenStore(engine).list_tokens("U", 1)
     finally:
         engine.dispose()
+
+
+def test_a_record_over_the_brokers_size_limit_goes_out_as_a_denial_not_retried_forever(
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
+) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:  # a topic whose limit is below the relay's own 64 KiB cap
+        admin.create_topics(
+            [NewTopic(topics.tokens, 3, 1, topic_configs={"max.message.bytes": "2048"})]
+        )
+    finally:
+        admin.close()
+    big = store.issue(USER, 7, "n" * 4000, ["read"])
+    good = store.issue(USER, 7, "good", ["read"])
+    with running_relay(store.engine, kafka_connector(kafka_bootstrap, topics)):
+        wait_for(lambda: backlog(store) == 0, what="outbox drained past the big record")
+    events = [r.event() for r in read_topic(kafka_bootstrap, topics.tokens, expect=2)]
+    by_hash = {e.token_hash: e for e in events if isinstance(e, TokenEvent)}
+    assert TokenOp.REVOKED == by_hash[big.token_hash].op
+    assert TokenOp.ISSUED == by_hash[good.token_hash].op
