@@ -31,6 +31,10 @@ def create_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+            # Text that is not UTF-8 (a PHP app may write any bytes) reads as str with
+            # lone surrogates instead of failing the whole query; the relay then denies
+            # that one row and the store's checks refuse such text on the way in.
+            dbapi_conn.text_factory = _lenient_text  # type: ignore[attr-defined]
             cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -41,6 +45,10 @@ def create_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError("the token store runs on SQLite or PostgreSQL")
     return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10)
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 # pg_advisory_xact_lock key of schema migrations: "tokensync" as a 64-bit number.

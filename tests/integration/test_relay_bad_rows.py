@@ -177,3 +177,32 @@ def test_a_record_over_the_brokers_size_limit_goes_out_as_a_denial_not_retried_f
     by_hash = {e.token_hash: e for e in events if isinstance(e, TokenEvent)}
     assert TokenOp.REVOKED == by_hash[big.token_hash].op
     assert TokenOp.ISSUED == by_hash[good.token_hash].op
+
+
+def test_a_sqlite_row_with_bytes_that_are_not_utf8_is_denied_and_the_rest_flows_on(
+    sqlite_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(sqlite_url)
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        with engine.begin() as conn:  # PHP writes whatever bytes it holds
+            conn.execute(
+                sa.text(
+                    "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name,"
+                    " token, abilities, created_at, updated_at) VALUES (:t, 7, CAST(X'C3FF' AS"
+                    " TEXT), :h, CAST(X'5B22FF225D' AS TEXT), :n, :n)"
+                ),
+                {"t": USER, "h": "e" * 64, "n": utcnow()},
+            )
+        good = store.issue(USER, 7, "good", ["read"])
+        with running_relay(engine, kafka_connector(kafka_bootstrap, topics)):
+            wait_for(lambda: backlog(store) == 0, what="outbox drained past the bad bytes")
+        events = [r.event() for r in read_topic(kafka_bootstrap, topics.tokens, expect=2)]
+        by_hash = {e.token_hash: e for e in events if isinstance(e, TokenEvent)}
+        assert TokenOp.REVOKED == by_hash["e" * 64].op
+        assert TokenOp.ISSUED == by_hash[good.token_hash].op
+    finally:
+        engine.dispose()
