@@ -1,9 +1,9 @@
 """The token store's HTTP API (FastAPI): issue, revoke, rotate, list, receipts, regions.
 
-Every route but ``/healthz`` and ``/metrics`` needs a bearer token from this
-same store carrying the route's admin ability (``tokens:issue``,
-``tokens:revoke``, ``tokens:read``, ``regions:read``); ``*`` grants all. The
-API checks them the Sanctum way, against the database it owns.
+Every route but ``/healthz`` and ``/metrics`` needs a bearer token of an admin
+principal (``TOKENSYNC_ADMIN_TYPES``, default ``tokensync``) carrying the route's
+admin ability (see ``producer.authz``); an end-user token gets 401 whatever its
+abilities. Issuing and rotating never give the caller more admin power than it holds.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from producer.authz import Action, holds, is_admin_principal, mint_denial
 from producer.receipts import all_regions, wait_for_receipt
 from producer.store import Mutation, TokenInfo, TokenStore, utcnow
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
@@ -27,9 +28,7 @@ from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
 
-__all__ = ["ADMIN_ABILITIES", "create_app"]
-
-ADMIN_ABILITIES = ("tokens:issue", "tokens:revoke", "tokens:read", "regions:read")
+__all__ = ["create_app"]
 
 
 class IssueRequest(BaseModel):
@@ -91,8 +90,16 @@ def _context(request: Request) -> _Context:
 Ctx = Annotated[_Context, Depends(_context)]
 
 
-def require(ability: str) -> Callable[[Request, _Context], TokenInfo]:
-    """A dependency admitting bearer tokens of this store that carry ``ability`` (or ``*``)."""
+def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
+    """The caller's token if the store accepts it now (exists, not expired), else None."""
+    caller = ctx.store.find(token)
+    if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
+        return None
+    return caller
+
+
+def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
+    """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
 
     def check(request: Request, ctx: Ctx) -> TokenInfo:
         header = request.headers.get("authorization", "")
@@ -100,20 +107,39 @@ def require(ability: str) -> Callable[[Request, _Context], TokenInfo]:
         challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "a bearer token is required", challenge)
-        caller = ctx.store.find(token.strip())
-        if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
+        caller = _authenticate(ctx, token.strip())
+        if caller is None:
             raise ApiError(401, "invalid token", challenge)
-        if "*" not in caller.abilities and ability not in caller.abilities:
-            raise ApiError(403, f"the token lacks the ability {ability!r}")
+        if not is_admin_principal(caller.tokenable_type, ctx.settings.admin_types):
+            raise ApiError(
+                401, "not an admin token: the admin API admits admin principals only", challenge
+            )
+        if not any(holds(caller.abilities, a) for a in abilities):
+            raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")
         return caller
 
     return check
 
 
 Issuer = Annotated[TokenInfo, Depends(require("tokens:issue"))]
+Rotator = Annotated[TokenInfo, Depends(require("tokens:rotate"))]
 Revoker = Annotated[TokenInfo, Depends(require("tokens:revoke"))]
+MassRevoker = Annotated[TokenInfo, Depends(require("revocations:mass"))]
 Reader = Annotated[TokenInfo, Depends(require("tokens:read"))]
+ReceiptReader = Annotated[
+    TokenInfo, Depends(require("tokens:read", "tokens:revoke", "revocations:mass"))
+]
 RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
+
+
+def _may_mint(
+    ctx: _Context, caller: TokenInfo, action: Action, target_type: str, abilities: list[str]
+) -> None:
+    denial = mint_denial(caller.abilities, action, target_type, abilities, ctx.settings.admin_types)
+    if denial is not None:
+        raise ApiError(403, denial)
+
+
 router = APIRouter()
 
 
@@ -138,8 +164,9 @@ def metrics() -> PlainTextResponse:
 
 
 @router.post("/v1/tokens", status_code=201, tags=["tokens"])
-def issue(body: IssueRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
+def issue(body: IssueRequest, ctx: Ctx, caller: Issuer) -> dict[str, Any]:
     """Issue a token; the plaintext is in this response only."""
+    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities)
     expires_at = None
     if body.expires_in is not None:
         seconds = parse_duration(body.expires_in)
@@ -169,8 +196,10 @@ def revoke_token(
 
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
-def rotate(token_id: int, body: RotateRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
+def rotate(token_id: int, body: RotateRequest, ctx: Ctx, caller: Rotator) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
+    target = ctx.store.get(token_id)
+    _may_mint(ctx, caller, Action.ROTATE, target.tokenable_type, list(target.abilities))
     return ctx.store.rotate(token_id, int(parse_duration(body.grace))).to_json()
 
 
@@ -183,7 +212,11 @@ def prune(ctx: Ctx, _caller: Revoker, hours: int = 24) -> dict[str, Any]:
 
 @router.post("/v1/revocations/principal", tags=["revocation"])
 def revoke_principal(
-    body: PrincipalRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+    body: PrincipalRequest,
+    ctx: Ctx,
+    _caller: MassRevoker,
+    wait: bool = False,
+    timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Revoke every token of a principal (one epoch event)."""
     mutation = ctx.store.revoke_principal(body.tokenable_type, body.tokenable_id)
@@ -192,7 +225,7 @@ def revoke_principal(
 
 @router.post("/v1/revocations/ability", tags=["revocation"])
 def revoke_ability(
-    body: AbilityRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+    body: AbilityRequest, ctx: Ctx, _caller: MassRevoker, wait: bool = False, timeout: float = 10.0
 ) -> dict[str, Any]:
     """Revoke every token listing an ability (one epoch event)."""
     return _mutation(ctx, ctx.store.revoke_ability(body.ability), wait, timeout)
@@ -200,14 +233,14 @@ def revoke_ability(
 
 @router.post("/v1/revocations/all", tags=["revocation"])
 def revoke_all(
-    body: AllRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+    body: AllRequest, ctx: Ctx, _caller: MassRevoker, wait: bool = False, timeout: float = 10.0
 ) -> dict[str, Any]:
     """Revoke every token issued before a time (one epoch event)."""
     return _mutation(ctx, ctx.store.revoke_all(parse_instant(body.before)), wait, timeout)
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
-def receipt(seq: int, ctx: Ctx, _caller: Reader, wait: float = 0.0) -> dict[str, Any]:
+def receipt(seq: int, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
     """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds)?"""
     timeout = min(max(wait, 0.0), 60.0)
     return wait_for_receipt(ctx.settings, ctx.store, seq, timeout_s=timeout).to_json()

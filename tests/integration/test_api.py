@@ -52,7 +52,10 @@ def test_a_token_without_the_needed_ability_is_403(client: httpx.Client, store: 
 def test_an_admin_issues_lists_rotates_and_revokes(client: httpx.Client, store: TokenStore) -> None:
     admin = bearer(
         store.issue(
-            "tokensync", 0, "admin", ["tokens:issue", "tokens:revoke", "tokens:read"]
+            "tokensync",
+            0,
+            "admin",
+            ["tokens:issue", "tokens:revoke", "tokens:read", "tokens:rotate", "revocations:mass"],
         ).plain_text_token
     )
     created = client.post(
