@@ -1,0 +1,71 @@
+"""Incident lookups: find a token from what a responder holds (token, bare secret, hash, id)
+and ask every region whether it accepts that token now."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from producer.store import TokenInfo, TokenStore
+from shared.errors import NotFoundError, UsageError
+from shared.settings import Settings
+from shared.tokenformat import ParsedToken
+from shared.validator import Request, Validator, interpret
+
+__all__ = ["find_token", "regions_accepting", "secret_from_text"]
+
+_HEX = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+
+def secret_from_text(text: str) -> str:
+    """What a scanner, a log line or a paste hands over: ``id|secret``, a bare secret, with
+    or without ``Bearer`` and surrounding whitespace or quotes."""
+    value = text.strip().strip("'\"").strip()
+    if value.lower().startswith("bearer "):
+        value = value[7:].strip()
+    if not value or any(c.isspace() for c in value):
+        raise UsageError("expected one token or secret on stdin")
+    return value
+
+
+def find_token(
+    store: TokenStore,
+    *,
+    text: str | None = None,
+    token_hash: str | None = None,
+    token_id: int | None = None,
+) -> TokenInfo:
+    """The stored token named by exactly one of a presented text, a SHA-256 hex, an id."""
+    if sum(x is not None for x in (text, token_hash, token_id)) != 1:
+        raise UsageError("name the token by exactly one of: its text on stdin, --hash, an id")
+    if text is not None:
+        info = store.find(secret_from_text(text))
+    elif token_hash is not None:
+        if not _HEX.match(token_hash.strip()):
+            raise UsageError("--hash must be the 64 hex digits of the token's SHA-256")
+        info = store.find_hash(token_hash.strip().lower())
+    else:
+        assert token_id is not None
+        info = store.get(token_id)
+    if info is None:
+        raise NotFoundError("no such token in the store (revoked, pruned or never issued)")
+    return info
+
+
+def regions_accepting(settings: Settings, info: TokenInfo) -> dict[str, str]:
+    """Per configured region: what its validators answer for this token now
+    (``valid``, ``invalid``, ``unavailable``, or why the region could not be asked)."""
+    answers: dict[str, Any] = {}
+    now_ms = int(time.time() * 1000)
+    request = Request("", ParsedToken(info.id, info.token_hash), (), "all", now_ms)
+    for region in settings.regions:
+        validator = Validator.from_settings(settings, region.name)
+        try:
+            reply = validator._evalsha(validator.keys.token(info.token_hash))
+            answers[region.name] = interpret(reply, request, validator.policy).outcome.value
+        except Exception as e:
+            answers[region.name] = f"error: {type(e).__name__}"
+        finally:
+            validator.close()
+    return answers
