@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from producer.models import AuditMarker, AuditReceipt, AuditRecord
 from shared.errors import UsageError
+from shared.timeparse import parse_duration, parse_instant
 
 __all__ = [
     "ActorKind",
@@ -31,6 +32,8 @@ __all__ = [
     "attach_complete_receipt",
     "attach_receipt",
     "begin",
+    "by_seq",
+    "parse_since",
     "read",
     "record",
 ]
@@ -253,6 +256,31 @@ def read(
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return [_entry(r._mapping) for r in reversed(rows)]
+
+
+def by_seq(engine: sa.Engine, seq: int) -> list[AuditEntry]:
+    """The audit records of the change that produced outbox seq ``seq``."""
+    query = (
+        sa.select(AUDIT, RECEIPTS.c.receipt)
+        .select_from(AUDIT.outerjoin(RECEIPTS, RECEIPTS.c.audit_id == AUDIT.c.id))
+        .where(AUDIT.c.seq == seq)
+        .order_by(AUDIT.c.id)
+    )
+    with engine.connect() as conn:
+        return [_entry(r._mapping) for r in conn.execute(query).all()]
+
+
+def parse_since(text: str) -> int:
+    """Epoch milliseconds from ``--since``: a duration back from now (90s, 15m, 1h, 7d)
+    or a time (ISO 8601, Unix seconds)."""
+    try:
+        seconds = parse_duration(text)
+    except UsageError:
+        instant = parse_instant(text)
+        if instant is None:
+            return int(time.time() * 1000)
+        return int(instant.timestamp() * 1000)
+    return int((time.time() - seconds) * 1000)
 
 
 def _entry(m: sa.RowMapping) -> AuditEntry:

@@ -501,9 +501,9 @@ def audit(
     as_json: bool,
 ) -> None:
     """The audit trail: who did what to the token store, when, why, with which seq."""
-    from producer.audit import read
+    from producer.audit import parse_since, read
 
-    since_ms = _since_ms(since) if since else None
+    since_ms = parse_since(since) if since else None
     store = _store(cli)
     entries = read(store.engine, since_ms=since_ms, actor=actor, action=action, limit=limit)
     lines = [
@@ -515,17 +515,6 @@ def audit(
         for e in entries
     ]
     emit(as_json, [e.to_json() for e in entries], lines or "no audit records")
-
-
-def _since_ms(text: str) -> int:
-    try:
-        seconds = parse_duration(text)
-    except UsageError:
-        instant = parse_instant(text)
-        if instant is None:
-            raise UsageError("--since takes a duration (1h) or a time") from None
-        return int(instant.timestamp() * 1000)
-    return int((dt.datetime.now(dt.UTC).timestamp() - seconds) * 1000)
 
 
 def _when(at_ms: int) -> str:
