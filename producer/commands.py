@@ -53,10 +53,11 @@ class _Command(click.Command):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
+        wants_json = "--json" in args  # parsing consumes ``args``
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.ClickException as e:
-            if "--json" not in args:
+            if not wants_json:
                 raise
             _fail(True, e.format_message(), "usage", e.exit_code)
 
@@ -212,7 +213,11 @@ def _with_token_ref(func: Any) -> Any:
 
 
 def _resolve(
-    store: TokenStore, token_id: int | None, text: str | None, token_hash: str | None
+    store: TokenStore,
+    token_id: int | None,
+    text: str | None,
+    token_hash: str | None,
+    secret: str | None = None,
 ) -> TokenInfo:
     from producer.lookup import find_token
 
@@ -220,7 +225,8 @@ def _resolve(
         raise UsageError(
             "--text takes '-' only: pipe the token on stdin, never on the command line"
         )
-    secret = click.get_text_stream("stdin").read() if text == "-" else None
+    if text == "-" and secret is None:
+        secret = click.get_text_stream("stdin").read()
     return find_token(store, text=secret, token_hash=token_hash, token_id=token_id)
 
 
@@ -237,9 +243,23 @@ def find(
     as_json: bool,
 ) -> None:
     """Show a token (by id, --text - on stdin, or --hash) and which regions accept it now."""
-    from producer.lookup import regions_accepting
+    from producer.lookup import hash_of, regions_accepting
 
-    info = _resolve(_store(cli), token_id, text, token_hash)
+    secret = click.get_text_stream("stdin").read() if text == "-" else None
+    try:
+        info = _resolve(_store(cli), token_id, text, token_hash, secret)
+    except NotFoundError as e:
+        digest = hash_of(secret, token_hash)
+        if digest is None or not cli.settings.regions:
+            raise
+        regions = regions_accepting(cli.settings, None, digest)
+        if as_json:
+            body = {"error": str(e), "code": "not_found", "exit_code": EXIT_FAILED}
+            click.echo(json.dumps({**body, "regions": regions}))
+        else:
+            click.echo(f"tokensync: error: {e}", err=True)
+            click.echo("  regions    " + ", ".join(f"{n}: {a}" for n, a in regions.items()))
+        raise click.exceptions.Exit(EXIT_FAILED) from None
     regions = regions_accepting(cli.settings, info)
     data = {**info.to_json(), "regions": regions}
     lines = [

@@ -10,10 +10,10 @@ from typing import Any
 from producer.store import TokenInfo, TokenStore
 from shared.errors import NotFoundError, UsageError
 from shared.settings import Settings
-from shared.tokenformat import ParsedToken
+from shared.tokenformat import ParsedToken, parse_presented
 from shared.validator import Request, Validator, interpret
 
-__all__ = ["find_token", "regions_accepting", "secret_from_text"]
+__all__ = ["find_token", "hash_of", "regions_accepting", "secret_from_text"]
 
 _HEX = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
@@ -53,18 +53,35 @@ def find_token(
     return info
 
 
-def regions_accepting(settings: Settings, info: TokenInfo) -> dict[str, str]:
+def hash_of(text: str | None, token_hash: str | None) -> str | None:
+    """The SHA-256 hex a responder's input names, when it names one (not for a bare id)."""
+    if token_hash is not None and _HEX.match(token_hash.strip()):
+        return token_hash.strip().lower()
+    if text is not None:
+        parsed = parse_presented(secret_from_text(text))
+        return parsed.token_hash if parsed else None
+    return None
+
+
+def regions_accepting(
+    settings: Settings, info: TokenInfo | None, token_hash: str | None = None
+) -> dict[str, str]:
     """Per configured region: what its validators answer for this token now
-    (``valid``, ``invalid``, ``unavailable``, or why the region could not be asked)."""
+    (``valid``, ``invalid``, ``unavailable``, or why the region could not be asked).
+    Without ``info`` (the store no longer holds it), by ``token_hash`` alone."""
     answers: dict[str, Any] = {}
+    digest = info.token_hash if info is not None else token_hash
+    if digest is None:
+        return {}
     now_ms = int(time.time() * 1000)
-    request = Request("", ParsedToken(info.id, info.token_hash), (), "all", now_ms)
+    request = Request("", ParsedToken(info.id if info else None, digest), (), "all", now_ms)
     for region in settings.regions:
         validator = Validator.from_settings(settings, region.name)
         try:
-            reply = validator._evalsha(validator.keys.token(info.token_hash))
+            # the validator's own script, keyed by hash: no plaintext needed
+            reply = validator._evalsha(validator.keys.token(digest))
             answers[region.name] = interpret(reply, request, validator.policy).outcome.value
-        except Exception as e:
+        except Exception as e:  # one region's failure is that region's answer
             answers[region.name] = f"error: {type(e).__name__}"
         finally:
             validator.close()
