@@ -527,7 +527,7 @@ def audit(
     store = _store(cli)
     entries = read(store.engine, since_ms=since_ms, actor=actor, action=action, limit=limit)
     lines = [
-        f"{_when(e.at_ms)}  {e.actor:<28} {e.action:<16} {e.scope or '-':<32} "
+        f"{_when(e.at_ms)}  {e.actor:<28} {e.action:<17} {e.scope or '-':<32} "
         f"seq {e.seq or '-'}"
         + (f"  removed {e.removed}" if e.removed else "")
         + (f"  reason: {e.reason}" if e.reason else "")

@@ -601,7 +601,8 @@ class TokenStore:
             marker = audit_log.begin(conn)
             per_token = 0
             if include_wildcard:
-                wildcard = [i for i in wildcard_token_ids(conn) if i not in set(ids)]
+                live = live_condition(utcnow(), self.expiration_minutes)
+                wildcard = [i for i in wildcard_token_ids(conn, live) if i not in set(ids)]
                 for chunk in range(0, len(wildcard), 500):
                     per_token += conn.execute(
                         PAT.delete().where(PAT.c.id.in_(wildcard[chunk : chunk + 500]))
