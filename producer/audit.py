@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import getpass
 import json
+import re
 import secrets
 import socket
 import time
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from producer.models import AuditMarker, AuditReceipt, AuditRecord
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
+from shared.tokenformat import ENTROPY_LENGTH, parse_presented
 
 __all__ = [
     "ActorKind",
@@ -43,6 +45,7 @@ RECEIPTS = cast(sa.Table, AuditReceipt.__table__)
 MARKER = cast(sa.Table, AuditMarker.__table__)
 
 _MAX_REASON = 2000
+_CHECKSUMMED = ENTROPY_LENGTH + 8  # 40 random characters and a crc32b
 _MAX_ACTOR = 255
 
 
@@ -98,10 +101,23 @@ class AuditContext:
 
 
 def _clean(reason: str | None) -> str | None:
+    """A reason as kept: trimmed, and with anything shaped like a Sanctum token (a
+    responder may paste the leaked one into the reason) replaced by ``[token redacted]``."""
     if reason is None:
         return None
     stripped = reason.strip()
-    return stripped or None
+    return _TOKENISH.sub(_redact, stripped) or None
+
+
+_TOKENISH = re.compile(r"(?:\d+\|)?[A-Za-z0-9_]{40,}")
+
+
+def _redact(match: re.Match[str]) -> str:
+    word = match.group(0)
+    parsed = parse_presented(word)
+    if parsed is not None and ("|" in word or len(word) >= _CHECKSUMMED):
+        return "[token redacted]"
+    return word
 
 
 @dataclass(frozen=True)

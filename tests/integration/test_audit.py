@@ -226,3 +226,16 @@ def test_the_receipt_of_a_revocation_is_attached_to_its_audit_record_once_comple
         assert entry.receipt is not None and entry.receipt["seq"] == entry.seq
         assert "enforced in 1/1 regions" in entry.receipt["summary"]
         assert "pasted in a ticket" == entry.reason
+
+
+def test_a_token_pasted_into_a_reason_is_redacted_from_the_audit_record(
+    store: TokenStore,
+) -> None:
+    leaked = store.issue(USER, 1, "leaked")
+    bare = leaked.plain_text_token.split("|", 1)[1]
+    sha = "a" * 40  # a commit id is no token
+    reason = f"INC-9 found {leaked.plain_text_token} and {bare} near commit {sha}"
+    store.revoke_token(leaked.id, audit=AuditContext.python("responder", reason=reason))
+    [entry] = read(store.engine, action="token.revoke")
+    assert f"INC-9 found [token redacted] and [token redacted] near commit {sha}" == entry.reason
+    assert bare not in json.dumps(audit_rows(store), default=str)

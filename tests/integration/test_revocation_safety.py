@@ -274,3 +274,25 @@ def test_a_string_id_on_an_integer_column_is_a_clear_error(
         "x",
     )
     assert 2 == run.code and "whole number" in run.err
+
+
+def test_the_api_refuses_a_future_before_with_422_and_counts_dry_runs(store: TokenStore) -> None:
+    import httpx
+
+    from producer.api import create_app
+    from shared.settings import Settings
+    from tests.http_helpers import serving
+
+    store.issue(USER, 1, "t")
+    mass = store.issue(ADMIN, 0, "responder", ["revocations:mass"]).plain_text_token
+    headers = {"Authorization": f"Bearer {mass}"}
+    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
+        future = http.post(
+            "/v1/revocations/all", json={"before": "2999-01-01", "reason": "x"}, headers=headers
+        )
+        assert 422 == future.status_code and "future" in future.json()["error"]
+        dry = http.post(
+            "/v1/revocations/all", json={"before": "now", "dry_run": True}, headers=headers
+        )
+        assert {USER: 1, ADMIN: 1} == dry.json()["by_type"]
+    assert [] == epochs(store)
