@@ -10,6 +10,7 @@ deleted; a revocation's receipt is attached in a table of its own once complete.
 from __future__ import annotations
 
 import enum
+import functools
 import getpass
 import json
 import re
@@ -164,7 +165,7 @@ class AuditEntry:
 def begin(conn: sa.Connection) -> int:
     """Hide this transaction's changes from the ``sql`` audit trigger; ``record`` ends it."""
     marker = secrets.randbelow(2**31 - 1) + 1
-    conn.execute(MARKER.insert().values(id=marker))
+    conn.execute(_MARK, {"id": marker})
     return marker
 
 
@@ -173,7 +174,6 @@ def record(
     marker: int,
     context: AuditContext,
     *,
-    at_ms: int,
     action: str,
     seq: int | None,
     scope: str | None = None,
@@ -183,27 +183,41 @@ def record(
     detail: Mapping[str, Any] | None = None,
 ) -> int:
     """Write the audit record of this transaction's change; returns its id."""
-    conn.execute(MARKER.delete().where(MARKER.c.id == marker))
-    audit_id = conn.execute(
-        AUDIT.insert()
-        .values(
-            at_ms=at_ms,
-            actor_kind=context.kind.value,
-            actor=context.actor,
-            action=action,
-            scope=scope,
-            token_id=token_id,
-            tokenable_type=principal[0] if principal else None,
-            tokenable_id=str(principal[1]) if principal else None,
-            seq=seq or None,
-            removed=removed,
-            reason=context.reason,
-            request_id=context.request_id,
-            detail=json.dumps(dict(detail), sort_keys=True) if detail else None,
-        )
-        .returning(AUDIT.c.id)
-    ).scalar_one()
-    return int(audit_id)
+    conn.execute(_UNMARK, {"marker": marker})
+    values = {
+        "actor_kind": context.kind.value,
+        "actor": context.actor,
+        "action": action,
+        "scope": scope,
+        "token_id": token_id,
+        "tokenable_type": principal[0] if principal else None,
+        "tokenable_id": str(principal[1]) if principal else None,
+        "seq": seq or None,
+        "removed": removed,
+        "reason": context.reason,
+        "request_id": context.request_id,
+        "detail": json.dumps(dict(detail), sort_keys=True) if detail else None,
+    }
+    return int(conn.execute(_insert(conn.dialect.name), values).scalar_one())
+
+
+_MARK = MARKER.insert()
+_UNMARK = MARKER.delete().where(MARKER.c.id == sa.bindparam("marker"))
+_SQLITE_NOW_MS = (
+    "CAST(strftime('%s','now') AS INTEGER) * 1000"
+    " + CAST(substr(strftime('%f','now'), 4) AS INTEGER)"
+)
+
+
+@functools.cache
+def _insert(dialect: str) -> sa.Insert:
+    """The audit insert of ``dialect``, stamped with the database's clock (built once)."""
+    now: sa.ColumnElement[int] = (
+        sa.func.tokensync_now_ms()
+        if dialect == "postgresql"
+        else sa.literal_column(_SQLITE_NOW_MS, sa.BigInteger())
+    )
+    return AUDIT.insert().values(at_ms=now).returning(AUDIT.c.id)
 
 
 def attach_receipt(
