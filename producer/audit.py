@@ -17,6 +17,7 @@ import re
 import secrets
 import socket
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -86,7 +87,8 @@ class AuditContext:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = "unknown"
-        return cls(ActorKind.CLI, f"{user}@{socket.gethostname()}", _clean(reason))
+        actor = f"{user}@{socket.gethostname()}"
+        return cls(ActorKind.CLI, actor, _clean(reason), f"cli-{uuid.uuid4().hex[:16]}")
 
     @classmethod
     def api(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from producer.api import create_app
+from producer.audit import read
 from producer.store import TokenStore
 from shared.keys import Topics
 from shared.settings import Settings
@@ -170,7 +171,7 @@ def one_region(
     )
 
 
-def test_find_says_which_regions_accept_the_token_now(
+def test_find_says_which_regions_accept_the_token_before_and_after_a_revoke_with_receipt(
     one_region: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pipeline = one_region
@@ -192,8 +193,26 @@ def test_find_says_which_regions_accept_the_token_now(
         return answer
 
     assert {"eu": "valid"} == regions()
-    revoked = pipeline.store.revoke_token(issued.id)
-    pipeline.wait_applied(revoked.seq)
+    revoked = run_cli(
+        monkeypatch,
+        capsys,
+        url,
+        "token",
+        "revoke",
+        "--hash",
+        issued.token_hash,
+        "--reason",
+        "INC-1",
+        "--wait",
+        "--json",
+    )
+    assert 0 == revoked.code, revoked.err
+    assert json.loads(revoked.out)["receipt"]["complete"]
+    [entry] = read(pipeline.store.engine, action="token.revoke")  # the CLI attached it
+    assert ("INC-1", True) == (
+        entry.reason,
+        entry.receipt is not None and entry.receipt["complete"],
+    )
     gone = run_cli(
         monkeypatch,
         capsys,
