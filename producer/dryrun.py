@@ -8,6 +8,7 @@ hold ``*`` and therefore still carry it after the epoch.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,6 @@ from producer.store import (
     live_condition,
     to_ms,
     utcnow,
-    wildcard_token_ids,
 )
 from producer.tokens import decode_abilities, encode_abilities
 from shared.errors import UsageError
@@ -88,29 +88,30 @@ def count_principal(store: TokenStore, tokenable_type: str, tokenable_id: int | 
         return ScopeCount(principal_scope(tokenable_type, owner), _by_type(conn, where))
 
 
-def ability_token_ids(conn: sa.Connection, ability: str) -> list[int]:
-    """Ids of tokens whose ability list holds ``ability`` literally."""
-    needle = encode_abilities([ability])[1:-1]
-    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _matching(conn: sa.Connection, where: sa.ColumnElement[bool], ability: str) -> dict[int, str]:
+    """Token id -> principal type of the rows ``where`` selects whose abilities hold
+    ``ability`` (as decoded JSON, so a look-alike substring never counts)."""
     rows = conn.execute(
-        sa.select(PAT.c.id, PAT.c.abilities).where(PAT.c.abilities.like(pattern, escape="\\"))
+        sa.select(PAT.c.id, PAT.c.tokenable_type, PAT.c.abilities).where(where)
     ).all()
-    return [r.id for r in rows if ability in decode_abilities(r.abilities)]
+    return {r.id: str(r.tokenable_type) for r in rows if ability in decode_abilities(r.abilities)}
 
 
 def count_ability(store: TokenStore, ability: str) -> ScopeCount:
     """Tokens listing ``ability`` literally, and live tokens holding ``*`` besides."""
     if not ability.strip():
         raise UsageError("an ability must be a non-empty string")
+    needle = encode_abilities([ability])[1:-1]  # the JSON string as the column holds it
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     with store.engine.connect() as conn:
-        literal = ability_token_ids(conn, ability)
+        literal = _matching(conn, PAT.c.abilities.like(pattern, escape="\\"), ability)
         live = live_condition(utcnow(), store.expiration_minutes)
-        wildcard = [i for i in wildcard_token_ids(conn, live) if i not in set(literal)]
-        return ScopeCount(
-            ability_scope(ability),
-            _by_type(conn, PAT.c.id.in_(literal)) if literal else {},
-            _by_type(conn, PAT.c.id.in_(wildcard)) if wildcard else {},
-        )
+        wildcard = _matching(conn, PAT.c.abilities.like('%"*"%') & live, "*")
+    return ScopeCount(
+        ability_scope(ability),
+        dict(Counter(literal.values())),
+        dict(Counter(kind for i, kind in wildcard.items() if i not in literal)),
+    )
 
 
 def count_all(store: TokenStore, before: dt.datetime | None) -> ScopeCount:

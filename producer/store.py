@@ -599,7 +599,8 @@ class TokenStore:
             per_token = 0
             if include_wildcard:
                 live = live_condition(utcnow(), self.expiration_minutes)
-                wildcard = [i for i in wildcard_token_ids(conn, live) if i not in set(ids)]
+                listed = set(ids)
+                wildcard = [i for i in wildcard_token_ids(conn, live) if i not in listed]
                 for chunk in range(0, len(wildcard), 500):
                     per_token += conn.execute(
                         PAT.delete().where(PAT.c.id.in_(wildcard[chunk : chunk + 500]))
