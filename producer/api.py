@@ -1,24 +1,29 @@
 """The token store's HTTP API (FastAPI): issue, revoke, rotate, list, receipts, regions.
 
-Every route but ``/healthz`` and ``/metrics`` needs a bearer token from this
-same store carrying the route's admin ability (``tokens:issue``,
-``tokens:revoke``, ``tokens:read``, ``regions:read``); ``*`` grants all. The
-API checks them the Sanctum way, against the database it owns.
+Every route but ``/healthz`` and ``/metrics`` needs a bearer token of an admin
+principal (``TOKENSYNC_ADMIN_TYPES``, default ``tokensync``) carrying the route's
+admin ability (see ``producer.authz``); an end-user token gets 401 whatever its
+abilities. Issuing and rotating never give the caller more admin power than it holds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import re
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from producer import audit as audit_log
+from producer.audit import AuditContext, attach_complete_receipt
+from producer.authz import Action, holds, is_admin_principal, mint_denial
 from producer.receipts import all_regions, wait_for_receipt
 from producer.store import Mutation, TokenInfo, TokenStore, utcnow
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
@@ -27,44 +32,70 @@ from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
 
-__all__ = ["ADMIN_ABILITIES", "create_app"]
+Reason = Field(default=None, max_length=2000, description="Why (kept in the audit record).")
+MassReason = Field(
+    default=None, max_length=2000, description="Why (required: kept in the audit record)."
+)
 
-ADMIN_ABILITIES = ("tokens:issue", "tokens:revoke", "tokens:read", "regions:read")
+__all__ = ["create_app"]
 
 
 class IssueRequest(BaseModel):
     """Body of ``POST /v1/tokens``."""
 
     tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int = Field(ge=0)
+    tokenable_id: int | str = Field(description="a whole number, or a UUID/ULID on morph tables")
     name: str = Field(min_length=1, max_length=4096)
     abilities: list[str] = Field(default_factory=lambda: ["*"])
     expires_in: str | None = Field(default=None, description="seconds, or 90s/15m/2h/7d")
+    reason: str | None = Reason
 
 
 class RotateRequest(BaseModel):
     """Body of ``POST /v1/tokens/{id}/rotate``."""
 
     grace: str = "0"
+    reason: str | None = Reason
 
 
 class PrincipalRequest(BaseModel):
     """Body of ``POST /v1/revocations/principal``."""
 
     tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int = Field(ge=0)
+    tokenable_id: int | str
+    reason: str | None = MassReason
+    dry_run: bool = False
 
 
 class AbilityRequest(BaseModel):
     """Body of ``POST /v1/revocations/ability``."""
 
     ability: str = Field(min_length=1, max_length=255)
+    include_wildcard: bool = False
+    reason: str | None = MassReason
+    dry_run: bool = False
 
 
 class AllRequest(BaseModel):
     """Body of ``POST /v1/revocations/all``."""
 
     before: str = "now"
+    reason: str | None = MassReason
+    dry_run: bool = False
+
+
+class TokenRef(BaseModel):
+    """Exactly one of: the token or its bare secret, its SHA-256 (hex), its id."""
+
+    token: str | None = Field(default=None, max_length=512)
+    hash: str | None = Field(default=None, max_length=64)
+    id: int | None = None
+
+
+class RevokeRequest(TokenRef):
+    """Body of ``POST /v1/tokens/revoke``."""
+
+    reason: str | None = Reason
 
 
 class ApiError(Exception):
@@ -91,8 +122,16 @@ def _context(request: Request) -> _Context:
 Ctx = Annotated[_Context, Depends(_context)]
 
 
-def require(ability: str) -> Callable[[Request, _Context], TokenInfo]:
-    """A dependency admitting bearer tokens of this store that carry ``ability`` (or ``*``)."""
+def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
+    """The caller's token if the store accepts it now (exists, not expired), else None."""
+    caller = ctx.store.find(token)
+    if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
+        return None
+    return caller
+
+
+def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
+    """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
 
     def check(request: Request, ctx: Ctx) -> TokenInfo:
         header = request.headers.get("authorization", "")
@@ -100,20 +139,39 @@ def require(ability: str) -> Callable[[Request, _Context], TokenInfo]:
         challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "a bearer token is required", challenge)
-        caller = ctx.store.find(token.strip())
-        if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
+        caller = _authenticate(ctx, token.strip())
+        if caller is None:
             raise ApiError(401, "invalid token", challenge)
-        if "*" not in caller.abilities and ability not in caller.abilities:
-            raise ApiError(403, f"the token lacks the ability {ability!r}")
+        if not is_admin_principal(caller.tokenable_type, ctx.settings.admin_types):
+            raise ApiError(
+                401, "not an admin token: the admin API admits admin principals only", challenge
+            )
+        if not any(holds(caller.abilities, a) for a in abilities):
+            raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")
         return caller
 
     return check
 
 
 Issuer = Annotated[TokenInfo, Depends(require("tokens:issue"))]
+Rotator = Annotated[TokenInfo, Depends(require("tokens:rotate"))]
 Revoker = Annotated[TokenInfo, Depends(require("tokens:revoke"))]
+MassRevoker = Annotated[TokenInfo, Depends(require("revocations:mass"))]
 Reader = Annotated[TokenInfo, Depends(require("tokens:read"))]
+ReceiptReader = Annotated[
+    TokenInfo, Depends(require("tokens:read", "tokens:revoke", "revocations:mass"))
+]
 RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
+
+
+def _may_mint(
+    ctx: _Context, caller: TokenInfo, action: Action, target_type: str, abilities: list[str]
+) -> None:
+    denial = mint_denial(caller.abilities, action, target_type, abilities, ctx.settings.admin_types)
+    if denial is not None:
+        raise ApiError(403, denial)
+
+
 router = APIRouter()
 
 
@@ -122,7 +180,27 @@ def _mutation(ctx: _Context, mutation: Mutation, wait: bool, timeout: float) -> 
     if wait:
         receipt = wait_for_receipt(ctx.settings, ctx.store, mutation.seq, timeout_s=timeout)
         body["receipt"] = receipt.to_json()
+        attach_complete_receipt(ctx.store.engine, mutation.audit_id, receipt)
     return body
+
+
+_REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditContext:
+    """The audit context of an API call: the caller's token and principal, the request id."""
+    return AuditContext.api(
+        caller.id,
+        caller.tokenable_type,
+        caller.tokenable_id,
+        reason=reason,
+        request_id=str(request.state.request_id),
+    )
+
+
+def _mass_reason(reason: str | None, dry_run: bool) -> None:
+    if not dry_run and not (reason and reason.strip()):
+        raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
 
 
 @router.get("/healthz", tags=["ops"])
@@ -138,8 +216,9 @@ def metrics() -> PlainTextResponse:
 
 
 @router.post("/v1/tokens", status_code=201, tags=["tokens"])
-def issue(body: IssueRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
+def issue(body: IssueRequest, request: Request, ctx: Ctx, caller: Issuer) -> dict[str, Any]:
     """Issue a token; the plaintext is in this response only."""
+    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities)
     expires_at = None
     if body.expires_in is not None:
         seconds = parse_duration(body.expires_in)
@@ -147,70 +226,182 @@ def issue(body: IssueRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
             raise UsageError("expires_in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
     issued = ctx.store.issue(
-        body.tokenable_type, body.tokenable_id, body.name, body.abilities, expires_at
+        body.tokenable_type,
+        body.tokenable_id,
+        body.name,
+        body.abilities,
+        expires_at,
+        audit=_audit(request, caller, body.reason),
     )
     return issued.to_json()
 
 
 @router.get("/v1/principals/{tokenable_type}/{tokenable_id}/tokens", tags=["tokens"])
 def list_tokens(
-    tokenable_type: str, tokenable_id: int, ctx: Ctx, _caller: Reader
+    tokenable_type: str, tokenable_id: str, ctx: Ctx, _caller: Reader
 ) -> list[dict[str, Any]]:
     """A principal's tokens (hash prefixes, never plaintext)."""
     return [t.to_json() for t in ctx.store.list_tokens(tokenable_type, tokenable_id)]
 
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
-def revoke_token(
-    token_id: int, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
+    token_id: int,
+    request: Request,
+    ctx: Ctx,
+    caller: Revoker,
+    wait: bool = False,
+    timeout: float = 10.0,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """Revoke one token; ``wait=true`` returns the per-region receipt."""
-    return _mutation(ctx, ctx.store.revoke_token(token_id), wait, timeout)
+    mutation = ctx.store.revoke_token(token_id, audit=_audit(request, caller, reason))
+    return _mutation(ctx, mutation, wait, timeout)
+
+
+@router.post("/v1/tokens/lookup", tags=["tokens"])
+def lookup(body: TokenRef, ctx: Ctx, _caller: Reader) -> dict[str, Any]:
+    """Find a token by its text or bare secret, its SHA-256 or its id; with the regions'
+    answers for it now. The secret travels in the body, never in a URL."""
+    from producer.lookup import find_token, regions_accepting
+
+    info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
+    return {**info.to_json(), "regions": regions_accepting(ctx.settings, info)}
+
+
+@router.post("/v1/tokens/revoke", tags=["revocation"])
+def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
+    body: RevokeRequest,
+    request: Request,
+    ctx: Ctx,
+    caller: Revoker,
+    wait: bool = False,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Revoke the token named by its text or bare secret, its SHA-256 or its id."""
+    from producer.lookup import find_token
+
+    info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
+    mutation = ctx.store.revoke_token(info.id, audit=_audit(request, caller, body.reason))
+    return {**_mutation(ctx, mutation, wait, timeout), "token_id": info.id}
 
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
-def rotate(token_id: int, body: RotateRequest, ctx: Ctx, _caller: Issuer) -> dict[str, Any]:
+def rotate(
+    token_id: int, body: RotateRequest, request: Request, ctx: Ctx, caller: Rotator
+) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
-    return ctx.store.rotate(token_id, int(parse_duration(body.grace))).to_json()
+    target = ctx.store.get(token_id)
+    _may_mint(ctx, caller, Action.ROTATE, target.tokenable_type, list(target.abilities))
+    grace = int(parse_duration(body.grace))
+    audit = _audit(request, caller, body.reason)
+    return ctx.store.rotate(token_id, grace, audit=audit).to_json()
 
 
 @router.post("/v1/tokens/prune", tags=["tokens"])
-def prune(ctx: Ctx, _caller: Revoker, hours: int = 24) -> dict[str, Any]:
+def prune(request: Request, ctx: Ctx, caller: Revoker, hours: int = 24) -> dict[str, Any]:
     """Delete tokens expired at least ``hours`` ago (Sanctum's prune-expired)."""
-    mutation = ctx.store.prune_expired(hours)
+    mutation = ctx.store.prune_expired(hours, audit=_audit(request, caller, None))
     return {"seq": mutation.seq, "removed": mutation.removed}
 
 
 @router.post("/v1/revocations/principal", tags=["revocation"])
-def revoke_principal(
-    body: PrincipalRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+def revoke_principal(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
+    body: PrincipalRequest,
+    request: Request,
+    ctx: Ctx,
+    caller: MassRevoker,
+    wait: bool = False,
+    timeout: float = 10.0,
 ) -> dict[str, Any]:
-    """Revoke every token of a principal (one epoch event)."""
-    mutation = ctx.store.revoke_principal(body.tokenable_type, body.tokenable_id)
+    """Revoke every token of a principal (one epoch event); ``dry_run`` only counts."""
+    from producer.dryrun import count_principal
+
+    if body.dry_run:
+        return count_principal(ctx.store, body.tokenable_type, body.tokenable_id).to_json()
+    _mass_reason(body.reason, body.dry_run)
+    mutation = ctx.store.revoke_principal(
+        body.tokenable_type, body.tokenable_id, audit=_audit(request, caller, body.reason)
+    )
     return _mutation(ctx, mutation, wait, timeout)
 
 
 @router.post("/v1/revocations/ability", tags=["revocation"])
-def revoke_ability(
-    body: AbilityRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+def revoke_ability(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
+    body: AbilityRequest,
+    request: Request,
+    ctx: Ctx,
+    caller: MassRevoker,
+    wait: bool = False,
+    timeout: float = 10.0,
 ) -> dict[str, Any]:
-    """Revoke every token listing an ability (one epoch event)."""
-    return _mutation(ctx, ctx.store.revoke_ability(body.ability), wait, timeout)
+    """Revoke every token listing an ability (one epoch event); ``include_wildcard`` also
+    revokes live ``*`` tokens one by one; ``dry_run`` only counts."""
+    from producer.dryrun import count_ability
+
+    count = count_ability(ctx.store, body.ability)
+    if body.dry_run:
+        return count.to_json()
+    _mass_reason(body.reason, body.dry_run)
+    mutation = ctx.store.revoke_ability(
+        body.ability,
+        include_wildcard=body.include_wildcard,
+        audit=_audit(request, caller, body.reason),
+    )
+    result = _mutation(ctx, mutation, wait, timeout)
+    result["wildcard_still_live"] = 0 if body.include_wildcard else count.wildcard_total
+    result["wildcard_by_type"] = count.wildcard_by_type
+    return result
 
 
 @router.post("/v1/revocations/all", tags=["revocation"])
-def revoke_all(
-    body: AllRequest, ctx: Ctx, _caller: Revoker, wait: bool = False, timeout: float = 10.0
+def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
+    body: AllRequest,
+    request: Request,
+    ctx: Ctx,
+    caller: MassRevoker,
+    wait: bool = False,
+    timeout: float = 10.0,
 ) -> dict[str, Any]:
-    """Revoke every token issued before a time (one epoch event)."""
-    return _mutation(ctx, ctx.store.revoke_all(parse_instant(body.before)), wait, timeout)
+    """Revoke every token issued before a time, never a future one (one epoch event)."""
+    from producer.dryrun import count_all
+
+    instant = parse_instant(body.before)
+    if body.dry_run:
+        return count_all(ctx.store, instant).to_json()
+    _mass_reason(body.reason, body.dry_run)
+    mutation = ctx.store.revoke_all(instant, audit=_audit(request, caller, body.reason))
+    return _mutation(ctx, mutation, wait, timeout)
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
-def receipt(seq: int, ctx: Ctx, _caller: Reader, wait: float = 0.0) -> dict[str, Any]:
+def receipt(seq: int, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
     """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds)?"""
     timeout = min(max(wait, 0.0), 60.0)
-    return wait_for_receipt(ctx.settings, ctx.store, seq, timeout_s=timeout).to_json()
+    receipt = wait_for_receipt(ctx.settings, ctx.store, seq, timeout_s=timeout)
+    if receipt.complete:
+        for entry in audit_log.by_seq(ctx.store.engine, seq):
+            if entry.action.startswith(("revoke.", "token.revoke")):
+                attach_complete_receipt(ctx.store.engine, entry.id, receipt)
+    return receipt.to_json()
+
+
+@router.get("/v1/audit", tags=["audit"])
+def audit(
+    ctx: Ctx,
+    _caller: Annotated[TokenInfo, Depends(require("audit:read"))],
+    since: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """The audit trail, oldest first (``since``: a duration like 1h, or a time)."""
+    since_ms = audit_log.parse_since(since) if since else None
+    limit = min(max(limit, 1), 10_000)
+    entries = audit_log.read(
+        ctx.store.engine, since_ms=since_ms, actor=actor, action=action, limit=limit
+    )
+    return [e.to_json() for e in entries]
 
 
 @router.get("/v1/regions", tags=["regions"])
@@ -243,6 +434,16 @@ def create_app(settings: Settings, store: TokenStore) -> FastAPI:
         description="Sanctum-compatible tokens, revoked in every region in milliseconds.",
     )
     app.state.tokensync = _Context(settings, store)
+
+    @app.middleware("http")
+    async def _request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = str(request.state.request_id)
+        return response
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -1,60 +1,39 @@
-"""Command-line commands of the token authority: ``token``, ``revoke``, ``relay``.
+"""Command-line commands of the token authority: ``token``, ``relay``, ``api``, ``demo``.
 
-Each prints one line per fact for people, or JSON with ``--json``.
+Each prints one line per fact for people, or JSON with ``--json`` (errors too, see
+``producer.cli_support``). Every mutation writes an audit record naming the OS user
+and host and the ``--reason``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import click
 
-from producer.store import Mutation, TokenStore, iso, utcnow
-from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, serve_metrics
-from shared.errors import UsageError
-from shared.timeparse import parse_duration, parse_instant
-
-__all__ = ["api", "backfill", "demo", "relay", "revoke", "token"]
-
-
-def _store(cli: CliContext) -> TokenStore:
-    return TokenStore.from_settings(cli.settings)
-
-
-def _report(
-    cli: CliContext, store: TokenStore, what: str, mutation: Mutation, *, wait: bool, as_json: bool
-) -> None:
-    data: dict[str, Any] = mutation.to_json()
-    lines = [f"{what}: seq {mutation.seq}, {mutation.removed} row(s) removed from the store"]
-    if wait:
-        from producer.receipts import wait_for_receipt
-
-        receipt = wait_for_receipt(cli.settings, store, mutation.seq)
-        data["receipt"] = receipt.to_json()
-        lines.append(receipt.summary())
-        emit(as_json, data, lines)
-        if not receipt.complete:
-            raise click.exceptions.Exit(4)
-        return
-    emit(as_json, data, lines)
-
-
-def _nonempty(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-    items = value if isinstance(value, tuple) else (value,)
-    if any(isinstance(v, str) and not v.strip() for v in items):
-        raise click.BadParameter("must not be empty")
-    return value
-
-
-wait_option = click.option(
-    "--wait", is_flag=True, help="Wait until every region enforces it and print the receipt."
+from producer.audit import AuditContext
+from producer.cli_support import (
+    EXIT_FAILED,
+    Group,
+    nonempty,
+    open_store,
+    reason_option,
+    report,
+    wait_option,
 )
+from producer.store import TokenInfo, TokenStore, iso, utcnow
+from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, serve_metrics
+from shared.errors import NotFoundError, UsageError
+from shared.timeparse import parse_duration
+
+__all__ = ["api", "backfill", "demo", "relay", "token"]
 
 
-@click.group()
+@click.group(cls=Group)
 def token() -> None:
-    """Issue, list, rotate, revoke and prune tokens in the token store."""
+    """Issue, find, list, rotate, revoke and prune tokens in the token store."""
 
 
 @token.command("issue")
@@ -62,19 +41,22 @@ def token() -> None:
     "--type",
     "tokenable_type",
     required=True,
-    callback=_nonempty,
+    callback=nonempty,
     help="Owner model, e.g. 'App\\Models\\User'.",
 )
-@click.option("--id", "tokenable_id", required=True, help="Owner id (a whole number).")
-@click.option("--name", required=True, callback=_nonempty, help="Token name.")
+@click.option(
+    "--id", "tokenable_id", required=True, help="Owner id (a whole number, UUID or ULID)."
+)
+@click.option("--name", required=True, callback=nonempty, help="Token name.")
 @click.option(
     "--ability",
     "abilities",
     multiple=True,
-    callback=_nonempty,
+    callback=nonempty,
     help="An ability (repeatable; default '*').",
 )
 @click.option("--expires-in", default=None, help="Lifetime: seconds, or 90s/15m/2h/7d.")
+@reason_option
 @json_option
 @pass_cli
 def issue(
@@ -85,6 +67,7 @@ def issue(
     name: str,
     abilities: tuple[str, ...],
     expires_in: str | None,
+    reason: str | None,
     as_json: bool,
 ) -> None:
     """Issue a token; the plaintext is printed once and never stored."""
@@ -94,36 +77,137 @@ def issue(
         if seconds <= 0:
             raise UsageError("--expires-in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
-    issued = _store(cli).issue(tokenable_type, tokenable_id, name, abilities or ("*",), expires_at)
+    issued = open_store(cli).issue(
+        tokenable_type,
+        tokenable_id,
+        name,
+        abilities or ("*",),
+        expires_at,
+        audit=AuditContext.cli(reason),
+    )
     emit(as_json, issued.to_json(), issued.plain_text_token)
 
 
+token_ref = [
+    click.argument("token_id", type=int, required=False),
+    click.option(
+        "--text",
+        "text",
+        default=None,
+        metavar="-",
+        help="Read the token or its bare secret from stdin (never from the command line).",
+    ),
+    click.option("--hash", "token_hash", default=None, metavar="HEX", help="The token's SHA-256."),
+]
+
+
+def _with_token_ref(func: Any) -> Any:
+    for decorator in reversed(token_ref):
+        func = decorator(func)
+    return func
+
+
+def _resolve(
+    store: TokenStore,
+    token_id: int | None,
+    text: str | None,
+    token_hash: str | None,
+    secret: str | None = None,
+) -> TokenInfo:
+    from producer.lookup import find_token
+
+    if text is not None and text != "-":
+        raise UsageError(
+            "--text takes '-' only: pipe the token on stdin, never on the command line"
+        )
+    if text == "-" and secret is None:
+        secret = click.get_text_stream("stdin").read()
+    return find_token(store, text=secret, token_hash=token_hash, token_id=token_id)
+
+
+@token.command("find")
+@_with_token_ref
+@json_option
+@pass_cli
+def find(
+    cli: CliContext,
+    *,
+    token_id: int | None,
+    text: str | None,
+    token_hash: str | None,
+    as_json: bool,
+) -> None:
+    """Show a token (by id, --text - on stdin, or --hash) and which regions accept it now."""
+    from producer.lookup import hash_of, regions_accepting
+
+    secret = click.get_text_stream("stdin").read() if text == "-" else None
+    try:
+        info = _resolve(open_store(cli), token_id, text, token_hash, secret)
+    except NotFoundError as e:
+        digest = hash_of(secret, token_hash)
+        if digest is None or not cli.settings.regions:
+            raise
+        regions = regions_accepting(cli.settings, None, digest)
+        if as_json:
+            body = {"error": str(e), "code": "not_found", "exit_code": EXIT_FAILED}
+            click.echo(json.dumps({**body, "regions": regions}))
+        else:
+            click.echo(f"tokensync: error: {e}", err=True)
+            click.echo("  regions    " + ", ".join(f"{n}: {a}" for n, a in regions.items()))
+        raise click.exceptions.Exit(EXIT_FAILED) from None
+    regions = regions_accepting(cli.settings, info)
+    data = {**info.to_json(), "regions": regions}
+    lines = [
+        f"token {info.id}: {info.tokenable_type}:{info.tokenable_id}, name {info.name!r}",
+        f"  abilities  {', '.join(info.abilities) or '(none)'}",
+        f"  created    {iso(info.created_at) or '-'}",
+        f"  last used  {iso(info.last_used_at) or 'never'}",
+        f"  expires    {iso(info.expires_at) or 'never'}",
+        f"  hash       {info.hash_prefix}...",
+        "  regions    "
+        + (", ".join(f"{name}: {answer}" for name, answer in regions.items()) or "none configured"),
+    ]
+    emit(as_json, data, lines)
+
+
 @token.command("revoke")
-@click.argument("token_id", type=int)
+@_with_token_ref
+@reason_option
 @wait_option
 @json_option
 @pass_cli
-def revoke_token(cli: CliContext, *, token_id: int, wait: bool, as_json: bool) -> None:
-    """Revoke one token by id (deletes its row; regions keep a tombstone)."""
-    store = _store(cli)
-    _report(
+def revoke_token(
+    cli: CliContext,
+    *,
+    token_id: int | None,
+    text: str | None,
+    token_hash: str | None,
+    reason: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Revoke one token by id, --text - (on stdin) or --hash (deletes its row)."""
+    store = open_store(cli)
+    info = _resolve(store, token_id, text, token_hash)
+    mutation = store.revoke_token(info.id, audit=AuditContext.cli(reason))
+    report(
         cli,
         store,
-        f"token {token_id} revoked",
-        store.revoke_token(token_id),
+        f"token {info.id} ({info.tokenable_type}:{info.tokenable_id}) revoked",
+        mutation,
         wait=wait,
         as_json=as_json,
     )
 
 
 @token.command("list")
-@click.option("--type", "tokenable_type", required=True, callback=_nonempty)
+@click.option("--type", "tokenable_type", required=True, callback=nonempty)
 @click.option("--id", "tokenable_id", required=True)
 @json_option
 @pass_cli
 def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_json: bool) -> None:
     """List one principal's tokens (hash prefixes only)."""
-    tokens = _store(cli).list_tokens(tokenable_type, tokenable_id)
+    tokens = open_store(cli).list_tokens(tokenable_type, tokenable_id)
     lines = [f"{'id':>8}  {'name':<20} {'abilities':<24} {'hash':<12}  expires_at"]
     lines += [
         f"{t.id:>8}  {t.name[:20]:<20} {','.join(t.abilities)[:24]:<24} {t.hash_prefix}  "
@@ -136,11 +220,16 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
 @token.command("rotate")
 @click.argument("token_id", type=int)
 @click.option("--grace", default="0", help="Keep the old token valid this long (e.g. 5m).")
+@reason_option
 @json_option
 @pass_cli
-def rotate(cli: CliContext, *, token_id: int, grace: str, as_json: bool) -> None:
+def rotate(
+    cli: CliContext, *, token_id: int, grace: str, reason: str | None, as_json: bool
+) -> None:
     """Issue a replacement token; the old one is revoked now or after --grace."""
-    issued = _store(cli).rotate(token_id, int(parse_duration(grace)))
+    issued = open_store(cli).rotate(
+        token_id, int(parse_duration(grace)), audit=AuditContext.cli(reason)
+    )
     emit(as_json, issued.to_json(), issued.plain_text_token)
 
 
@@ -152,67 +241,13 @@ def rotate(cli: CliContext, *, token_id: int, grace: str, as_json: bool) -> None
     show_default=True,
     help="Delete tokens that expired at least this many hours ago.",
 )
+@reason_option
 @json_option
 @pass_cli
-def prune(cli: CliContext, *, hours: int, as_json: bool) -> None:
+def prune(cli: CliContext, *, hours: int, reason: str | None, as_json: bool) -> None:
     """Delete expired tokens (Sanctum's sanctum:prune-expired)."""
-    mutation = _store(cli).prune_expired(hours)
+    mutation = open_store(cli).prune_expired(hours, audit=AuditContext.cli(reason))
     emit(as_json, mutation.to_json(), f"pruned {mutation.removed} expired token(s)")
-
-
-@click.group()
-def revoke() -> None:
-    """Mass revocation: one epoch event per scope, whatever the number of tokens."""
-
-
-@revoke.command("principal")
-@click.option("--type", "tokenable_type", required=True, callback=_nonempty)
-@click.option("--id", "tokenable_id", required=True)
-@wait_option
-@json_option
-@pass_cli
-def revoke_principal(
-    cli: CliContext, *, tokenable_type: str, tokenable_id: str, wait: bool, as_json: bool
-) -> None:
-    """Revoke every token of one principal issued until now."""
-    store = _store(cli)
-    mutation = store.revoke_principal(tokenable_type, tokenable_id)
-    _report(
-        cli,
-        store,
-        f"tokens of {tokenable_type}:{tokenable_id} revoked",
-        mutation,
-        wait=wait,
-        as_json=as_json,
-    )
-
-
-@revoke.command("ability")
-@click.argument("ability", callback=_nonempty)
-@wait_option
-@json_option
-@pass_cli
-def revoke_ability(cli: CliContext, *, ability: str, wait: bool, as_json: bool) -> None:
-    """Revoke every token whose abilities list ABILITY literally."""
-    store = _store(cli)
-    mutation = store.revoke_ability(ability)
-    _report(
-        cli, store, f"tokens with ability {ability!r} revoked", mutation, wait=wait, as_json=as_json
-    )
-
-
-@revoke.command("all")
-@click.option("--before", required=True, help="'now', ISO 8601, or Unix seconds.")
-@wait_option
-@json_option
-@pass_cli
-def revoke_all(cli: CliContext, *, before: str, wait: bool, as_json: bool) -> None:
-    """Revoke every token issued before a time."""
-    store = _store(cli)
-    mutation = store.revoke_all(parse_instant(before))
-    _report(
-        cli, store, f"tokens issued before {before} revoked", mutation, wait=wait, as_json=as_json
-    )
 
 
 @click.command()

@@ -15,6 +15,9 @@ from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AuditMarker",
+    "AuditReceipt",
+    "AuditRecord",
     "Base",
     "Epoch",
     "OutboxRow",
@@ -148,3 +151,53 @@ class StateRow(Base):
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     value_ms: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class AuditRecord(Base):
+    """One act on the token store: who, what, which scope, the outbox seq, why.
+
+    Written in the same transaction as the change (by the store for its own writes, by
+    a trigger as actor ``sql`` for rows written with plain SQL); never updated or
+    deleted by tokensync, and never holding a plaintext token.
+    """
+
+    __tablename__ = "tokensync_audit"
+    __table_args__ = (
+        sa.Index("tokensync_audit_at", "at_ms"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    actor_kind: Mapped[str] = mapped_column(sa.String(16))  # api | cli | python | sql
+    actor: Mapped[str] = mapped_column(sa.String(255))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    scope: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    token_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    tokenable_type: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    tokenable_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    seq: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    removed: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    detail: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+class AuditReceipt(Base):
+    """The receipt of a revocation, attached to its audit record once complete (insert-only:
+    the audit record itself stays as written)."""
+
+    __tablename__ = "tokensync_audit_receipts"
+
+    audit_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    at_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    receipt: Mapped[str] = mapped_column(sa.Text)
+
+
+class AuditMarker(Base):
+    """While a row exists here (inside one of tokensync's own transactions), the audit
+    trigger stays silent: the store writes the audit record itself, with its actor."""
+
+    __tablename__ = "tokensync_audit_marker"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import redis
 
+from producer.audit import AuditContext
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from shared.cli import CliContext, emit, json_option, pass_cli
@@ -120,7 +121,7 @@ def add(
     try:
         if name in {r.name for r in all_regions(settings, store)}:
             raise click.UsageError(f"region {name!r} already exists")
-        store.add_region(new)
+        store.add_region(new, audit=AuditContext.cli())
         local = LocalStack(cli.cwd, cli.environ)
         started = local.running()
         if started:
@@ -247,7 +248,7 @@ def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
             finally:
                 client.close()
         with contextlib.suppress(NotFoundError):  # a region named only in settings
-            store.remove_region(name)
+            store.remove_region(name, audit=AuditContext.cli())
     finally:
         store.close()
     emit(

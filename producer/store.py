@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite
 
+from producer import audit as audit_log
+from producer.audit import AuditContext
 from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, Suppression, TokenMeta
 from producer.schema import create_engine, migrate
 from producer.tokens import (
@@ -33,7 +36,16 @@ from shared.errors import NotFoundError, StoreError, UsageError
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
 from shared.settings import Region, Settings
 
-__all__ = ["IssuedToken", "Mutation", "OutboxPosition", "TokenInfo", "TokenStore"]
+__all__ = [
+    "FUTURE_SKEW_MS",
+    "IssuedToken",
+    "Mutation",
+    "OutboxPosition",
+    "TokenInfo",
+    "TokenStore",
+    "live_condition",
+    "wildcard_token_ids",
+]
 
 PAT = cast(sa.Table, PersonalAccessToken.__table__)
 OUTBOX = cast(sa.Table, OutboxRow.__table__)
@@ -45,6 +57,9 @@ REGIONS = cast(sa.Table, RegionRow.__table__)
 _MAX_NAME = 4096
 _MAX_ABILITY = 255
 _MAX_ABILITIES = 256
+#: How far past the database's clock ``revoke_all(before=...)`` may reach (clock skew):
+#: an epoch in the future would deny tokens not issued yet, and epochs never move back.
+FUTURE_SKEW_MS = 5_000
 
 
 def utcnow() -> dt.datetime:
@@ -69,7 +84,7 @@ class IssuedToken:
 
     id: int
     tokenable_type: str
-    tokenable_id: int
+    tokenable_id: int | str
     name: str
     abilities: tuple[str, ...]
     expires_at: dt.datetime | None
@@ -98,7 +113,7 @@ class TokenInfo:
 
     id: int
     tokenable_type: str
-    tokenable_id: int
+    tokenable_id: int | str
     name: str
     abilities: tuple[str, ...]
     last_used_at: dt.datetime | None
@@ -134,6 +149,8 @@ class Mutation:
     removed: int
     scope: str | None = None
     before_ms: int | None = None
+    per_token: int = 0
+    audit_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -142,6 +159,8 @@ class Mutation:
             "removed": self.removed,
             "scope": self.scope,
             "before_ms": self.before_ms,
+            "per_token": self.per_token,
+            "audit_id": self.audit_id,
         }
 
 
@@ -179,6 +198,10 @@ def _check_text(value: str, what: str) -> str:
     return value
 
 
+def _owner_value(value: object) -> int | str:
+    return value if isinstance(value, int) else str(value)
+
+
 def _check_abilities(abilities: Sequence[str]) -> tuple[str, ...]:
     if isinstance(abilities, str):
         raise UsageError("abilities must be a list of strings, not one string")
@@ -192,6 +215,34 @@ def _check_abilities(abilities: Sequence[str]) -> tuple[str, ...]:
             raise UsageError(f"an ability is limited to {_MAX_ABILITY} characters")
         _check_text(ability, "an ability")
     return result
+
+
+def live_condition(now: dt.datetime, expiration_minutes: int | None) -> sa.ColumnElement[bool]:
+    """Rows of tokens that have not expired at ``now`` (per-token and global lifetime)."""
+    condition = sa.or_(PAT.c.expires_at.is_(None), PAT.c.expires_at > now)
+    if expiration_minutes:
+        condition = condition & (PAT.c.created_at > now - dt.timedelta(minutes=expiration_minutes))
+    return condition
+
+
+def wildcard_token_ids(
+    conn: sa.Connection, live: sa.ColumnElement[bool] | None = None
+) -> list[int]:
+    """Ids of tokens whose abilities hold ``*`` (they carry every ability)."""
+    query = sa.select(PAT.c.id, PAT.c.abilities).where(PAT.c.abilities.like('%"*"%'))
+    if live is not None:
+        query = query.where(live)
+    return [r.id for r in conn.execute(query).all() if "*" in decode_abilities(r.abilities)]
+
+
+def ability_candidates(ability: str) -> sa.ColumnElement[bool]:
+    """Rows whose abilities JSON may hold ``ability``: its raw text, or any escape (a JSON
+    text without a backslash spells every string literally). Callers confirm on the
+    decoded list, so a look-alike substring never counts."""
+    raw = ability.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return PAT.c.abilities.like(f"%{raw}%", escape="\\") | PAT.c.abilities.like(
+        "%\\\\%", escape="\\"
+    )
 
 
 class TokenStore:
@@ -208,6 +259,7 @@ class TokenStore:
         self.token_prefix = token_prefix
         self.expiration_minutes = expiration_minutes
         self._dialect = engine.dialect.name
+        self._id_column: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate_schema: bool = True) -> TokenStore:
@@ -224,6 +276,53 @@ class TokenStore:
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
+
+    def owner_id(self, tokenable_id: int | str) -> int | str:
+        """A principal id as the table holds it: a whole number for Sanctum's BIGINT
+        column, a string for Laravel's uuidMorphs/ulidMorphs (string or uuid) columns."""
+        kind = self._id_kind()
+        if kind == "integer":
+            if isinstance(tokenable_id, str) and not tokenable_id.strip().isdigit():
+                raise UsageError(
+                    f"tokenable id {tokenable_id!r} must be a whole number: this store's "
+                    "tokenable_id column is an integer (string ids need Laravel's "
+                    "uuidMorphs or ulidMorphs column)"
+                )
+            return _principal_id(tokenable_id)
+        text = str(tokenable_id).strip()
+        if not text or len(text) > 255:
+            raise UsageError("tokenable id must be 1 to 255 characters")
+        if kind == "uuid":
+            try:
+                return str(uuid.UUID(text))
+            except ValueError as e:
+                raise UsageError(
+                    f"tokenable id {text!r} must be a UUID: this store's tokenable_id column "
+                    "is of type uuid"
+                ) from e
+        return text
+
+    def owner_value(self, owner: int | str) -> Any:
+        """``owner`` as a bound value typed like the table's tokenable_id column."""
+        kind = self._id_kind()
+        if kind == "integer":
+            return owner
+        text = sa.literal(str(owner), sa.String())
+        return sa.cast(text, sa.Uuid(as_uuid=False)) if kind == "uuid" else text
+
+    def _id_kind(self) -> str:
+        """integer, string or uuid: the type of the table's tokenable_id (read once)."""
+        if self._id_column is None:
+            columns = sa.inspect(self.engine).get_columns(PAT.name)
+            kind = next(c["type"] for c in columns if c["name"] == "tokenable_id")
+            self._id_column = (
+                "uuid"
+                if isinstance(kind, sa.Uuid)
+                else "string"
+                if isinstance(kind, sa.String)
+                else "integer"
+            )
+        return self._id_column
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
@@ -259,6 +358,8 @@ class TokenStore:
         name: str,
         abilities: Sequence[str] = ("*",),
         expires_at: dt.datetime | None = None,
+        *,
+        audit: AuditContext | None = None,
     ) -> IssuedToken:
         """Create a token (Sanctum's ``createToken``); the plaintext is in the result only."""
         if not tokenable_type or len(tokenable_type) > 255:
@@ -267,29 +368,53 @@ class TokenStore:
             raise UsageError(f"token name must be 1 to {_MAX_NAME} characters")
         _check_text(tokenable_type, "tokenable type")
         _check_text(name, "token name")
-        owner = _principal_id(tokenable_id)
+        owner = self.owner_id(tokenable_id)
         granted = _check_abilities(abilities)
         if expires_at is not None and expires_at.tzinfo is not None:
             expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
+        with self._tx() as conn:
+            marker = audit_log.begin(conn)
+            issued = self._insert(conn, tokenable_type, owner, name, granted, expires_at)
+            audit_log.record(
+                conn,
+                marker,
+                audit or AuditContext.python(),
+                action="token.issue",
+                seq=issued.seq,
+                scope=f"token:{issued.id}",
+                token_id=issued.id,
+                principal=(tokenable_type, owner),
+                detail={"name": name, "abilities": list(granted)},
+            )
+        return issued
+
+    def _insert(  # noqa: PLR0917 (private: the columns of one row)
+        self,
+        conn: sa.Connection,
+        tokenable_type: str,
+        owner: int | str,
+        name: str,
+        granted: tuple[str, ...],
+        expires_at: dt.datetime | None,
+    ) -> IssuedToken:
         plain = generate_token(self.token_prefix)
         token_hash = hash_token(plain)
         now = utcnow()
-        with self._tx() as conn:
-            token_id = conn.execute(
-                PAT.insert()
-                .values(
-                    tokenable_type=tokenable_type,
-                    tokenable_id=owner,
-                    name=name,
-                    token=token_hash,
-                    abilities=encode_abilities(granted),
-                    expires_at=expires_at,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(PAT.c.id)
-            ).scalar_one()
-            seq = self._last_seq(conn, OUTBOX.c.token_id == token_id)
+        token_id = conn.execute(
+            PAT.insert()
+            .values(
+                tokenable_type=tokenable_type,
+                tokenable_id=self.owner_value(owner),
+                name=name,
+                token=token_hash,
+                abilities=encode_abilities(granted),
+                expires_at=expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(PAT.c.id)
+        ).scalar_one()
+        seq = self._last_seq(conn, OUTBOX.c.token_id == token_id)
         return IssuedToken(
             id=token_id,
             tokenable_type=tokenable_type,
@@ -310,7 +435,7 @@ class TokenStore:
         return TokenInfo(
             id=int(m["id"]),
             tokenable_type=str(m["tokenable_type"]),
-            tokenable_id=int(m["tokenable_id"]),
+            tokenable_id=_owner_value(m["tokenable_id"]),
             name=str(m["name"]),
             abilities=decode_abilities(m["abilities"]),
             last_used_at=m["last_used_at"],
@@ -321,11 +446,14 @@ class TokenStore:
 
     def list_tokens(self, tokenable_type: str, tokenable_id: int | str) -> list[TokenInfo]:
         """Every token of one principal, oldest first."""
-        owner = _principal_id(tokenable_id)
+        owner = self.owner_id(tokenable_id)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(PAT)
-                .where(PAT.c.tokenable_type == tokenable_type, PAT.c.tokenable_id == owner)
+                .where(
+                    PAT.c.tokenable_type == tokenable_type,
+                    PAT.c.tokenable_id == self.owner_value(owner),
+                )
                 .order_by(PAT.c.id)
             ).all()
         return [self._info(r) for r in rows]
@@ -355,6 +483,12 @@ class TokenStore:
         info = self._info(row)
         return info if secrets.compare_digest(info.token_hash, token_hash) else None
 
+    def find_hash(self, token_hash: str) -> TokenInfo | None:
+        """The token whose SHA-256 (hex, as the table stores it) is ``token_hash``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(PAT).where(PAT.c.token == token_hash.lower())).first()
+        return None if row is None else self._info(row)
+
     def count_live(self, at: dt.datetime | None = None) -> int:
         """Tokens that exist and have not expired (what a region should hold as valid)."""
         now = at or utcnow()
@@ -367,21 +501,36 @@ class TokenStore:
         return int(count)
 
     # --- revoke -------------------------------------------------------------------------
-    def revoke_token(self, token_id: int) -> Mutation:
+    def revoke_token(self, token_id: int, *, audit: AuditContext | None = None) -> Mutation:
         """Delete one token's row (Sanctum's way); regions keep a tombstone until expiry."""
         with self._tx() as conn:
+            marker = audit_log.begin(conn)
+            row = conn.execute(
+                sa.select(PAT.c.tokenable_type, PAT.c.tokenable_id).where(PAT.c.id == token_id)
+            ).first()
             deleted = conn.execute(PAT.delete().where(PAT.c.id == token_id)).rowcount
-            if not deleted:
+            if not deleted or row is None:
                 raise NotFoundError(f"no token with id {token_id}")
             seq = self._last_seq(conn, (OUTBOX.c.token_id == token_id) & (OUTBOX.c.op == "revoked"))
-        return Mutation(seq=seq, removed=deleted)
+            audit_id = audit_log.record(
+                conn,
+                marker,
+                audit or AuditContext.python(),
+                action="token.revoke",
+                seq=seq,
+                scope=f"token:{token_id}",
+                token_id=token_id,
+                principal=(str(row.tokenable_type), _owner_value(row.tokenable_id)),
+                removed=deleted,
+            )
+        return Mutation(seq=seq, removed=deleted, audit_id=audit_id)
 
-    def revoke_token_text(self, token: str) -> Mutation:
+    def revoke_token_text(self, token: str, *, audit: AuditContext | None = None) -> Mutation:
         """Revoke the token a caller presents (with or without ``id|``)."""
         info = self.find(token)
         if info is None:
             raise NotFoundError("no such token")
-        return self.revoke_token(info.id)
+        return self.revoke_token(info.id, audit=audit)
 
     def _lock_writers(self, conn: sa.Connection) -> None:
         """Wait for every transaction writing token rows, and hold them off until commit.
@@ -395,7 +544,7 @@ class TokenStore:
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
 
     @staticmethod
-    def _covered(before_ms: int) -> sa.ColumnElement[bool]:
+    def covered(before_ms: int) -> sa.ColumnElement[bool]:
         """Rows an epoch at ``before_ms`` revokes, judged as the regions judge them: by the
         trigger's issue time, else (rows older than tokensync) by ``created_at``; a row
         with neither counts as issued at 0, so every epoch covers it."""
@@ -433,75 +582,160 @@ class TokenStore:
         if rows is not None:
             marker = secrets.randbelow(2**31 - 1) + 1
             conn.execute(SUPPRESS.insert().values(id=marker))
-            removed = conn.execute(PAT.delete().where(rows & self._covered(effective))).rowcount
+            removed = conn.execute(PAT.delete().where(rows & self.covered(effective))).rowcount
             conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
 
-    def revoke_principal(self, tokenable_type: str, tokenable_id: int | str) -> Mutation:
+    def revoke_principal(
+        self, tokenable_type: str, tokenable_id: int | str, *, audit: AuditContext | None = None
+    ) -> Mutation:
         """Revoke every token of one principal issued until now: one epoch event."""
-        owner = _principal_id(tokenable_id)
+        owner = self.owner_id(tokenable_id)
         _check_text(tokenable_type, "tokenable type")
         with self._tx() as conn:
             self._lock_writers(conn)
-            return self._epoch(
+            marker = audit_log.begin(conn)
+            mutation = self._epoch(
                 conn,
                 principal_scope(tokenable_type, owner),
                 self.now_ms(conn) + 1,
-                (PAT.c.tokenable_type == tokenable_type) & (PAT.c.tokenable_id == owner),
+                (PAT.c.tokenable_type == tokenable_type)
+                & (PAT.c.tokenable_id == self.owner_value(owner)),
+            )
+            return self._audited(
+                conn, marker, audit, "revoke.principal", mutation, (tokenable_type, owner)
             )
 
-    def revoke_ability(self, ability: str) -> Mutation:
+    def _audited(  # noqa: PLR0917 (private: one call per mutation)
+        self,
+        conn: sa.Connection,
+        marker: int,
+        audit: AuditContext | None,
+        action: str,
+        mutation: Mutation,
+        principal: tuple[str, int | str] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Mutation:
+        audit_id = audit_log.record(
+            conn,
+            marker,
+            audit or AuditContext.python(),
+            action=action,
+            seq=mutation.seq,
+            scope=mutation.scope,
+            principal=principal,
+            removed=mutation.removed,
+            detail={**(detail or {}), "before_ms": mutation.before_ms}
+            if mutation.before_ms is not None
+            else detail,
+        )
+        return replace(mutation, audit_id=audit_id)
+
+    def revoke_ability(
+        self, ability: str, *, include_wildcard: bool = False, audit: AuditContext | None = None
+    ) -> Mutation:
         """Revoke every token whose decoded ability list holds ``ability``: one epoch event.
 
         The column is matched on its decoded JSON, however it is spelled (PHP's
-        ``json_encode`` escapes ``/`` and non-ASCII; other writers may not)."""
+        ``json_encode`` escapes ``/`` and non-ASCII; other writers may not).
+
+        With ``include_wildcard``, tokens holding ``*`` (which still carry ``ability``)
+        are revoked too, one per-token revocation each (``Mutation.per_token``)."""
         (ability,) = _check_abilities([ability])
-        raw = ability.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        # A JSON text without any backslash spells every string literally, so a row can
-        # hold ``ability`` only if it holds its raw text or some escape.
-        maybe = PAT.c.abilities.like(f"%{raw}%", escape="\\") | PAT.c.abilities.like(
-            "%\\\\%", escape="\\"
-        )
+        maybe = ability_candidates(ability)
         with self._tx() as conn:
             self._lock_writers(conn)
             candidates = conn.execute(sa.select(PAT.c.id, PAT.c.abilities).where(maybe)).all()
             ids = [row.id for row in candidates if ability in decode_abilities(row.abilities)]
             rows = PAT.c.id.in_(ids) if ids else None
-            return self._epoch(conn, ability_scope(ability), self.now_ms(conn) + 1, rows)
+            marker = audit_log.begin(conn)
+            per_token = 0
+            if include_wildcard:
+                live = live_condition(utcnow(), self.expiration_minutes)
+                listed = set(ids)
+                wildcard = [i for i in wildcard_token_ids(conn, live) if i not in listed]
+                for chunk in range(0, len(wildcard), 500):
+                    per_token += conn.execute(
+                        PAT.delete().where(PAT.c.id.in_(wildcard[chunk : chunk + 500]))
+                    ).rowcount
+            mutation = self._epoch(conn, ability_scope(ability), self.now_ms(conn) + 1, rows)
+            if per_token:
+                mutation = replace(
+                    mutation,
+                    seq=max(mutation.seq, self._last_seq(conn, sa.true())),
+                    removed=mutation.removed + per_token,
+                    per_token=per_token,
+                )
+            return self._audited(
+                conn,
+                marker,
+                audit,
+                "revoke.ability",
+                mutation,
+                detail={"ability": ability, "include_wildcard": include_wildcard},
+            )
 
-    def revoke_all(self, before: dt.datetime | None = None) -> Mutation:
-        """Revoke every token issued before ``before`` (default: now): one epoch event."""
+    def revoke_all(
+        self, before: dt.datetime | None = None, *, audit: AuditContext | None = None
+    ) -> Mutation:
+        """Revoke every token issued before ``before`` (default: now): one epoch event.
+
+        ``before`` may not lie in the future (beyond ``FUTURE_SKEW_MS``): the epoch would
+        deny tokens not yet issued, and epochs never move back."""
         with self._tx() as conn:
             self._lock_writers(conn)
-            before_ms = self.now_ms(conn) + 1 if before is None else to_ms(before)
-            return self._epoch(conn, GLOBAL_SCOPE, before_ms, sa.true())
+            now_ms = self.now_ms(conn)
+            before_ms = now_ms + 1 if before is None else to_ms(before)
+            if before_ms > now_ms + FUTURE_SKEW_MS:
+                when = dt.datetime.fromtimestamp(before_ms / 1000, dt.UTC)
+                raise UsageError(
+                    f"--before {when.isoformat()} is in the future: it would revoke tokens "
+                    "not issued yet, and cannot be undone (use 'now' or an earlier time)"
+                )
+            marker = audit_log.begin(conn)
+            mutation = self._epoch(conn, GLOBAL_SCOPE, before_ms, sa.true())
+            return self._audited(conn, marker, audit, "revoke.all", mutation)
 
-    def rotate(self, token_id: int, grace_seconds: int = 0) -> IssuedToken:
+    def rotate(
+        self, token_id: int, grace_seconds: int = 0, *, audit: AuditContext | None = None
+    ) -> IssuedToken:
         """A new token like ``token_id`` (same owner, name, abilities, expiry); the old one
-        is revoked now, or expires after ``grace_seconds``."""
+        is revoked now, or expires after ``grace_seconds``. One transaction."""
         if grace_seconds < 0:
             raise UsageError("grace must not be negative")
         old = self.get(token_id)
-        new = self.issue(
-            old.tokenable_type, old.tokenable_id, old.name, old.abilities, old.expires_at
-        )
-        if grace_seconds == 0:
-            mutation = self.revoke_token(token_id)
-            seq = mutation.seq
-        else:
-            until = utcnow() + dt.timedelta(seconds=grace_seconds)
-            with self._tx() as conn:
+        with self._tx() as conn:
+            marker = audit_log.begin(conn)
+            new = self._insert(
+                conn, old.tokenable_type, old.tokenable_id, old.name, old.abilities, old.expires_at
+            )
+            if grace_seconds == 0:
+                if not conn.execute(PAT.delete().where(PAT.c.id == token_id)).rowcount:
+                    raise NotFoundError(f"no token with id {token_id}")
+            else:
+                until = utcnow() + dt.timedelta(seconds=grace_seconds)
                 conn.execute(
                     PAT.update()
                     .where(PAT.c.id == token_id)
                     .where(sa.or_(PAT.c.expires_at.is_(None), PAT.c.expires_at > until))
                     .values(expires_at=until, updated_at=utcnow())
                 )
-                seq = self._last_seq(conn, OUTBOX.c.token_id == token_id)
-        return IssuedToken(**{**new.__dict__, "seq": max(new.seq, seq)})
+            seq = max(new.seq, self._last_seq(conn, OUTBOX.c.token_id == token_id))
+            audit_log.record(
+                conn,
+                marker,
+                audit or AuditContext.python(),
+                action="token.rotate",
+                seq=seq,
+                scope=f"token:{token_id}",
+                token_id=token_id,
+                principal=(old.tokenable_type, old.tokenable_id),
+                detail={"replacement_id": new.id, "grace_seconds": grace_seconds},
+            )
+        return replace(new, seq=seq)
 
-    def prune_expired(self, hours: int = 24) -> Mutation:
+    def prune_expired(self, hours: int = 24, *, audit: AuditContext | None = None) -> Mutation:
         """Sanctum's ``sanctum:prune-expired --hours``: delete tokens expired ``hours`` ago."""
         if hours < 0:
             raise UsageError("hours must not be negative")
@@ -511,10 +745,15 @@ class TokenStore:
             created = cutoff - dt.timedelta(minutes=self.expiration_minutes)
             condition = condition | (PAT.c.created_at < created)
         with self._tx() as conn:
+            marker = audit_log.begin(conn)
             before = self._last_seq(conn, sa.true())
             removed = conn.execute(PAT.delete().where(condition)).rowcount
             seq = self._last_seq(conn, sa.true()) if removed else before
-        return Mutation(seq=seq, removed=removed)
+            mutation = Mutation(seq=seq if removed else 0, removed=removed)
+            mutation = self._audited(
+                conn, marker, audit, "token.prune", mutation, detail={"hours": hours}
+            )
+        return replace(mutation, seq=seq)
 
     # --- outbox and regions -------------------------------------------------------------
     def position(self, seq: int) -> OutboxPosition:
@@ -534,9 +773,10 @@ class TokenStore:
             published_at_ms=m["published_at_ms"],
         )
 
-    def add_region(self, region: Region) -> None:
+    def add_region(self, region: Region, *, audit: AuditContext | None = None) -> None:
         """Register a region (name and Redis URL); a name is registered once."""
         with self._tx() as conn:
+            marker = audit_log.begin(conn)
             exists = conn.execute(
                 sa.select(REGIONS.c.name).where(REGIONS.c.name == region.name)
             ).first()
@@ -547,12 +787,29 @@ class TokenStore:
                     name=region.name, redis_url=region.redis_url, added_at_ms=self.now_ms(conn)
                 )
             )
+            audit_log.record(
+                conn,
+                marker,
+                audit or AuditContext.python(),
+                action="region.add",
+                seq=None,
+                scope=f"region:{region.name}",
+            )
 
-    def remove_region(self, name: str) -> None:
+    def remove_region(self, name: str, *, audit: AuditContext | None = None) -> None:
         """Forget a region, or NotFoundError."""
         with self._tx() as conn:
+            marker = audit_log.begin(conn)
             if not conn.execute(REGIONS.delete().where(REGIONS.c.name == name)).rowcount:
                 raise NotFoundError(f"no region named {name!r}")
+            audit_log.record(
+                conn,
+                marker,
+                audit or AuditContext.python(),
+                action="region.remove",
+                seq=None,
+                scope=f"region:{name}",
+            )
 
     def regions(self) -> list[Region]:
         """The registered regions, by name."""

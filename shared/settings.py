@@ -97,6 +97,14 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from e
 
 
+def _admin_types(text: str) -> tuple[str, ...]:
+    """``TOKENSYNC_ADMIN_TYPES``: the tokenable types whose tokens drive the admin API."""
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not types:
+        raise ConfigError(f"{PREFIX}ADMIN_TYPES must name at least one tokenable type")
+    return types
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a tokensync process needs to know, parsed once."""
@@ -120,6 +128,7 @@ class Settings:
     token_expiration_minutes: int | None = None
     usage_interval_s: float = 15.0
     link_delays: str = ""
+    admin_types: tuple[str, ...] = ("tokensync",)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -141,6 +150,7 @@ class Settings:
         "TOKEN_EXPIRATION",
         "USAGE_INTERVAL",
         "LINK_DELAYS",
+        "ADMIN_TYPES",
         "SETTINGS_FILE",
     )
 
@@ -180,6 +190,7 @@ class Settings:
             token_expiration_minutes=_int(environ, "TOKEN_EXPIRATION", 0) or None,
             usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
+            admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -242,6 +253,7 @@ class Settings:
             "TOKEN_EXPIRATION": str(self.token_expiration_minutes or ""),
             "USAGE_INTERVAL": repr(self.usage_interval_s),
             "LINK_DELAYS": self.link_delays,
+            "ADMIN_TYPES": ",".join(self.admin_types),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 

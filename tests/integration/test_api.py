@@ -52,7 +52,10 @@ def test_a_token_without_the_needed_ability_is_403(client: httpx.Client, store: 
 def test_an_admin_issues_lists_rotates_and_revokes(client: httpx.Client, store: TokenStore) -> None:
     admin = bearer(
         store.issue(
-            "tokensync", 0, "admin", ["tokens:issue", "tokens:revoke", "tokens:read"]
+            "tokensync",
+            0,
+            "admin",
+            ["tokens:issue", "tokens:revoke", "tokens:read", "tokens:rotate", "revocations:mass"],
         ).plain_text_token
     )
     created = client.post(
@@ -79,7 +82,9 @@ def test_an_admin_issues_lists_rotates_and_revokes(client: httpx.Client, store: 
     revoked = client.delete(f"/v1/tokens/{rotated['id']}", headers=admin)
     assert 200 == revoked.status_code and revoked.json()["seq"] > rotated["seq"] - 1
     epoch = client.post(
-        "/v1/revocations/principal", json={"tokenable_type": USER, "tokenable_id": 5}, headers=admin
+        "/v1/revocations/principal",
+        json={"tokenable_type": USER, "tokenable_id": 5, "reason": "test"},
+        headers=admin,
     )
     assert "principal:App\\Models\\User:5" == epoch.json()["scope"]
 

@@ -1,0 +1,78 @@
+"""Who may do what on the admin API: admin principals, admin abilities, no escalation.
+
+Pure functions over ability lists, so the rules are tested without a server.
+Only tokens of an admin principal (``tokenable_type`` in ``TOKENSYNC_ADMIN_TYPES``,
+default ``tokensync``) drive the admin API; ``*`` on such a token holds every admin
+ability. Nobody mints or rotates more admin power than they hold.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+
+__all__ = [
+    "ADMIN_ABILITIES",
+    "Action",
+    "holds",
+    "is_admin_principal",
+    "mint_denial",
+]
+
+WILDCARD = "*"
+
+#: Every ability the admin API knows; ``*`` on an admin principal holds them all.
+ADMIN_ABILITIES: tuple[str, ...] = (
+    "tokens:issue",
+    "tokens:read",
+    "tokens:revoke",
+    "tokens:rotate",
+    "revocations:mass",
+    "regions:read",
+    "regions:write",
+    "audit:read",
+)
+
+
+class Action(enum.Enum):
+    """An act that produces a token (and its plaintext) for the caller."""
+
+    ISSUE = "tokens:issue"
+    ROTATE = "tokens:rotate"
+
+
+def is_admin_principal(tokenable_type: str, admin_types: Collection[str]) -> bool:
+    """Whether tokens of ``tokenable_type`` may drive the admin API."""
+    return tokenable_type in admin_types
+
+
+def holds(abilities: Sequence[str], ability: str) -> bool:
+    """Whether an ability list grants ``ability`` (literally or through ``*``)."""
+    return WILDCARD in abilities or ability in abilities
+
+
+def mint_denial(
+    caller_abilities: Sequence[str],
+    action: Action,
+    target_type: str,
+    target_abilities: Sequence[str],
+    admin_types: Collection[str],
+) -> str | None:
+    """Why a caller may not issue or rotate a token like the target, or None if it may.
+
+    The caller needs the action's own ability; a target of an admin principal, or one
+    that lists admin abilities, needs the caller to hold each of them, and ``*`` on
+    an admin principal needs ``*``. App tokens (any app abilities, ``*`` included) of
+    non-admin principals need only the action's ability.
+    """
+    if not holds(caller_abilities, action.value):
+        return f"the token lacks the ability {action.value!r}"
+    admin_target = is_admin_principal(target_type, admin_types)
+    if admin_target and WILDCARD in target_abilities and WILDCARD not in caller_abilities:
+        return "only a '*' admin token may mint a '*' admin token"
+    lacking = [
+        a for a in target_abilities if a in ADMIN_ABILITIES and not holds(caller_abilities, a)
+    ]
+    if lacking:
+        return f"the token would grant admin abilities the caller lacks: {', '.join(lacking)}"
+    return None

@@ -1,0 +1,176 @@
+"""Mass revocation commands: ``revoke principal``, ``revoke ability``, ``revoke all``.
+
+One epoch event per scope, whatever the number of tokens; each needs a ``--reason``
+(kept in the audit trail) and takes ``--dry-run`` (counts per principal type, writes
+nothing); ``revoke all`` refuses a future time and asks for confirmation on a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from producer.audit import AuditContext
+from producer.cli_support import (
+    EXIT_FAILED,
+    Group,
+    dry_run_option,
+    fail,
+    nonempty,
+    open_store,
+    reason_option,
+    report,
+    require_reason,
+    wait_option,
+)
+from shared.cli import CliContext, emit, json_option, pass_cli
+from shared.errors import UsageError
+from shared.timeparse import parse_instant
+
+__all__ = ["revoke"]
+
+
+@click.group(cls=Group)
+def revoke() -> None:
+    """Mass revocation: one epoch event per scope, whatever the number of tokens."""
+
+
+@revoke.command("principal")
+@click.option("--type", "tokenable_type", required=True, callback=nonempty)
+@click.option("--id", "tokenable_id", required=True, help="A whole number, UUID or ULID.")
+@reason_option
+@dry_run_option
+@wait_option
+@json_option
+@pass_cli
+def revoke_principal(
+    cli: CliContext,
+    *,
+    tokenable_type: str,
+    tokenable_id: str,
+    reason: str | None,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Revoke every token of one principal issued until now."""
+    from producer.dryrun import count_principal
+
+    store = open_store(cli)
+    if dry_run:
+        count = count_principal(store, tokenable_type, tokenable_id)
+        emit(as_json, count.to_json(), count.lines())
+        return
+    require_reason(reason, dry_run)
+    mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=AuditContext.cli(reason))
+    report(
+        cli,
+        store,
+        f"tokens of {tokenable_type}:{tokenable_id} revoked",
+        mutation,
+        wait=wait,
+        as_json=as_json,
+    )
+
+
+@revoke.command("ability")
+@click.argument("ability", callback=nonempty)
+@click.option(
+    "--include-wildcard",
+    is_flag=True,
+    help="Also revoke the live tokens holding '*' (one per-token revocation each).",
+)
+@reason_option
+@dry_run_option
+@wait_option
+@json_option
+@pass_cli
+def revoke_ability(
+    cli: CliContext,
+    *,
+    ability: str,
+    include_wildcard: bool,
+    reason: str | None,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Revoke every token whose abilities list ABILITY literally (and, with
+    --include-wildcard, every live token holding '*')."""
+    from producer.dryrun import count_ability
+
+    store = open_store(cli)
+    count = count_ability(store, ability)
+    if dry_run:
+        emit(as_json, count.to_json(), count.lines())
+        return
+    require_reason(reason, dry_run)
+    mutation = store.revoke_ability(
+        ability, include_wildcard=include_wildcard, audit=AuditContext.cli(reason)
+    )
+    if include_wildcard:
+        extra = [f"{mutation.per_token} token(s) holding '*' revoked one by one"]
+        still = 0
+    else:
+        still = count.wildcard_total
+        extra = [
+            f"{still} live token(s) hold '*' and therefore still carry {ability!r}"
+            + (" (revoke them too with --include-wildcard)" if still else "")
+        ]
+    report(
+        cli,
+        store,
+        f"tokens with ability {ability!r} revoked",
+        mutation,
+        wait=wait,
+        as_json=as_json,
+        extra=extra,
+        data_extra={"wildcard_still_live": still, "wildcard_by_type": count.wildcard_by_type},
+    )
+
+
+@revoke.command("all")
+@click.option("--before", required=True, help="'now', ISO 8601, or Unix seconds (not later).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required off a terminal).")
+@reason_option
+@dry_run_option
+@wait_option
+@json_option
+@pass_cli
+def revoke_all(
+    cli: CliContext,
+    *,
+    before: str,
+    yes: bool,
+    reason: str | None,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Revoke every token issued before a time (never a future one)."""
+    from producer.dryrun import count_all
+
+    store = open_store(cli)
+    instant = parse_instant(before)
+    count = count_all(store, instant)  # refuses a future --before before asking anything
+    if dry_run:
+        emit(as_json, count.to_json(), count.lines())
+        return
+    require_reason(reason, dry_run)
+    if not yes:
+        if as_json or not sys.stdin.isatty():
+            raise UsageError(
+                "revoke all cannot be undone: pass --yes (required with --json or off a terminal)"
+            )
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(count.by_type.items())) or "none stored"
+        click.echo(
+            f"This revokes EVERY token issued before {before} in every region, for good: "
+            f"{count.total} stored token(s) ({kinds}), admin tokens included."
+        )
+        if not click.confirm("Revoke them all?", default=False):
+            fail(False, "not confirmed: nothing was revoked", "declined", EXIT_FAILED)
+    mutation = store.revoke_all(instant, audit=AuditContext.cli(reason))
+    report(
+        cli, store, f"tokens issued before {before} revoked", mutation, wait=wait, as_json=as_json
+    )

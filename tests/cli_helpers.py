@@ -1,0 +1,80 @@
+"""Running the ``tokensync`` command line in-process (piped) or under a pseudo-terminal."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one command did."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    database_url: str,
+    *args: str,
+    stdin: str = "",
+) -> Run:
+    """``tokensync ARGS`` in this process, stdin piped, against ``database_url``."""
+    monkeypatch.setenv("TOKENSYNC_DATABASE_URL", database_url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def run_in_pty(cwd: Path, database_url: str, args: list[str], answer: str) -> Run:
+    """``tokensync ARGS`` as a child on a pseudo-terminal; types ``answer`` at the prompt."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env["TOKENSYNC_DATABASE_URL"] = database_url
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shared", *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"[y/N]" in output:
+                os.write(leader, answer.encode() + b"\n")
+                answered = True
+        elif child.poll() is not None:
+            break
+    code = child.wait(timeout=30)
+    os.close(leader)
+    return Run(code, output.decode(errors="replace"), "")
