@@ -228,9 +228,12 @@ def _before_redis(
     """A near-cache answer or *malformed* (no Redis call), or the lookup to make."""
     near, keys, policy = owner.near_cache, owner.keys, owner.policy
     if near is not None and isinstance(token, str):
-        hit = near.get(token)
+        hit = near.get(token, now_ms)
         if hit is not None:
-            return _from_near_cache(hit, _required(abilities), mode, policy, now_ms)
+            freshness = near.freshness_s(now_ms)
+            return _from_near_cache(
+                hit, _required(abilities), mode, policy, now_ms, freshness_s=freshness
+            )
     parsed = parse_presented(token)
     if parsed is None:
         return _MALFORMED
@@ -253,7 +256,12 @@ def _after_redis(
         result = interpret(reply, lookup.request, policy)
         if near is not None and result.principal is not None:
             near.put(
-                lookup.request.token, lookup.key, result.principal, _int(reply[9]), lookup.version
+                lookup.request.token,
+                lookup.key,
+                result.principal,
+                _int(reply[9]),
+                version=lookup.version,
+                now_ms=lookup.request.now_ms,
             )
     if result.outcome is Outcome.UNAVAILABLE:
         return _apply_fallback(fallback, lookup.request, policy, result)
@@ -301,15 +309,21 @@ class _Features:
         return self.usage
 
     def enable_near_cache(
-        self, max_entries: int = 100_000, client: redis.Redis | None = None
+        self,
+        max_entries: int = 100_000,
+        client: redis.Redis | None = None,
+        bound_s: float = 0.25,
     ) -> NearCache:
-        """Cache valid answers in process for at most the staleness budget; a listener
-        thread hears the region's invalidations (on ``client``, as for usage)."""
+        """Cache valid answers in process; a listener thread hears the region's
+        invalidations (on ``client``, as for usage). The cache answers only while it has
+        processed, less than ``bound_s`` ago, everything the region published, and only
+        while the region itself may answer (see ``shared.nearcache``)."""
         if self.near_cache is None:
             self.near_cache = NearCache(
                 client if client is not None else self._thread_client(),
-                self.keys.invalidations,
-                max_age_s=self.policy.staleness_budget_s,
+                self.keys,
+                freshness=self.policy.freshness,
+                bound_s=bound_s,
                 max_entries=max_entries,
             ).start()
         return self.near_cache
@@ -371,7 +385,13 @@ class Validator(_Features):
 
 
 def _from_near_cache(
-    hit: CachedToken, required: tuple[str, ...], mode: Mode, policy: Policy, now_ms: int
+    hit: CachedToken,
+    required: tuple[str, ...],
+    mode: Mode,
+    policy: Policy,
+    now_ms: int,
+    *,
+    freshness_s: float | None,
 ) -> ValidationResult:
     """Answer from a cached principal (cached only after the id, state and epoch checks
     passed; any epoch that moves clears the cache)."""
@@ -384,6 +404,7 @@ def _from_near_cache(
         mode=mode,
         expiration_minutes=policy.expiration_minutes,
         source="near-cache",
+        freshness_s=freshness_s,
     )
 
 
