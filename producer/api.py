@@ -21,11 +21,13 @@ from pydantic import BaseModel, Field
 
 from producer.receipts import all_regions, wait_for_receipt
 from producer.store import Mutation, TokenInfo, TokenStore, utcnow
+from producer.token_check import authenticate_caller
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
 from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
+from shared.validator import Policy
 
 __all__ = ["ADMIN_ABILITIES", "create_app"]
 
@@ -95,17 +97,13 @@ def require(ability: str) -> Callable[[Request, _Context], TokenInfo]:
     """A dependency admitting bearer tokens of this store that carry ``ability`` (or ``*``)."""
 
     def check(request: Request, ctx: Ctx) -> TokenInfo:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "a bearer token is required", challenge)
-        caller = ctx.store.find(token.strip())
-        if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
-            raise ApiError(401, "invalid token", challenge)
-        if "*" not in caller.abilities and ability not in caller.abilities:
-            raise ApiError(403, f"the token lacks the ability {ability!r}")
-        return caller
+        return authenticate_caller(
+            ctx.store,
+            Policy.from_settings(ctx.settings),
+            request.headers.get("authorization", ""),
+            ability,
+            refuse=ApiError,
+        )
 
     return check
 
