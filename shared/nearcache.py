@@ -6,8 +6,10 @@ listener thread drops what changed (everything on an epoch or a new generation).
 
 What the cache may answer is *certified*, never assumed: a pinger thread
 publishes, from a script inside Redis, a ping carrying Redis's time and the
-region's state (oldest heartbeat, ready, generation). When the listener reads
-its own ping back, every invalidation published before it has been processed,
+region's state (oldest heartbeat, ready, generation) on a channel of its own
+that the listener's connection also subscribes (Redis delivers one
+connection's messages in publish order, across channels). When the listener
+reads its own ping back, every invalidation published before it has been processed,
 so the cache is known to hold nothing older than that ping. The cache answers
 only while its newest processed ping was *sent* less than ``bound_s`` ago and
 only while the region itself, judged by that ping's heartbeat, may answer
@@ -168,6 +170,7 @@ class NearCache:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ping = client.register_script(_PING)
+        self._own_channel = f"{keys.invalidations}:{self.id}"
 
     @property
     def version(self) -> int:
@@ -338,8 +341,7 @@ class NearCache:
                     self._pending.popitem(last=False)
             try:
                 self._ping(
-                    keys=[self._keys.meta],
-                    args=[self._keys.invalidations, "ping", self.id, number],
+                    keys=[self._keys.meta], args=[self._own_channel, "ping", self.id, number]
                 )
             except redis.RedisError as e:
                 log.warning("near_cache_ping_failed", error=str(e))
@@ -349,7 +351,9 @@ class NearCache:
         while not self._stop.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self._keys.invalidations)
+                # One connection, two channels: Redis delivers in publish order across
+                # channels, and only this cache hears its own pings.
+                pubsub.subscribe(self._keys.invalidations, self._own_channel)
                 self._register()
                 self._subscribed.set()
                 backoff = 0.1
