@@ -41,7 +41,7 @@ import redis
 from shared.keys import RedisKeys
 from shared.logs import get_logger
 from shared.outcomes import Principal
-from shared.rules import Freshness, region_unavailable_reason
+from shared.rules import Freshness, answerable_window
 
 __all__ = [
     "CachedToken",
@@ -83,12 +83,14 @@ class CachedToken:
 
 @dataclass(frozen=True, slots=True)
 class _Certificate:
-    """The newest own ping the listener processed: when it was sent (monotonic) and the
-    region's state it carried."""
+    """The newest own ping the listener processed: when it was sent (monotonic), the
+    region's oldest heartbeat it carried, and from that the validator clock readings at
+    which the region itself may answer (``shared.rules.answerable_window``)."""
 
     sent: float
+    until: float
     heartbeat_ms: int
-    ready: bool
+    window: tuple[int, int] | None
 
 
 def redis_time_ms(client: redis.Redis) -> int:
@@ -184,11 +186,9 @@ class NearCache:
 
     def _usable(self, now_ms: int) -> bool:
         cert = self._certificate
-        if cert is None or self._clock() - cert.sent > self.bound_s:
+        if cert is None or cert.window is None or self._clock() > cert.until:
             return False
-        return (
-            region_unavailable_reason(cert.ready, cert.heartbeat_ms, now_ms, self.freshness) is None
-        )
+        return cert.window[0] <= now_ms <= cert.window[1]
 
     def freshness_s(self, now_ms: int) -> float | None:
         """Age of the region's oldest heartbeat as the newest certificate saw it."""
@@ -306,7 +306,9 @@ class NearCache:
         self._report(int(message.get("t", 0)), force=False)
         if self._clock() - self._reported_at > FORGET_AFTER_MS / 3000:
             return  # not registered recently enough for receipts to wait for us
-        cert = _Certificate(sent, int(message.get("hb", -1)), bool(message.get("r")))
+        heartbeat = int(message.get("hb", -1))
+        window = answerable_window(bool(message.get("r")), heartbeat, self.freshness)
+        cert = _Certificate(sent, sent + self.bound_s, heartbeat, window)
         with self._lock:
             if self._certificate is None or cert.sent > self._certificate.sent:
                 self._certificate = cert

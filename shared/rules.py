@@ -20,6 +20,7 @@ __all__ = [
     "Freshness",
     "Mode",
     "TokenRecord",
+    "answerable_window",
     "epoch_scopes",
     "expired",
     "judge",
@@ -71,6 +72,20 @@ def region_unavailable_reason(
     if now_ms - oldest_heartbeat_ms > freshness.staleness_budget_s * 1000 + skew_ms:
         return "stale"
     return None
+
+
+def answerable_window(
+    ready: bool, oldest_heartbeat_ms: int | None, freshness: Freshness
+) -> tuple[int, int] | None:
+    """The validator clock readings (ms, inclusive) at which a region in this state may
+    answer *valid*, or None if at none: ``region_unavailable_reason`` as an interval,
+    for callers that check many times against one state (the near-cache)."""
+    if not ready or oldest_heartbeat_ms is None or oldest_heartbeat_ms < 0:
+        return None
+    skew_ms = freshness.clock_skew_allowance_s * 1000
+    lowest = math.ceil(oldest_heartbeat_ms - skew_ms)
+    highest = math.floor(oldest_heartbeat_ms + freshness.staleness_budget_s * 1000 + skew_ms)
+    return lowest, highest
 
 
 def expired(

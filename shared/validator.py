@@ -10,6 +10,7 @@ lacks a required ability is *forbidden*.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,18 +83,21 @@ class Policy:
     on_unavailable: Literal["deny", "fallback"] = "deny"
     expiration_minutes: int | None = None
     clock_skew_allowance_s: float = 1.0
+    _freshness: Freshness = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.freshness  # noqa: B018 - refuse a nan, infinite or negative budget at start
         if self.on_unavailable not in ("deny", "fallback"):
             raise ConfigError(
                 f"on_unavailable must be deny or fallback, not {self.on_unavailable!r}"
             )
+        # Built (and so checked: a nan, infinite or negative budget is refused) once.
+        freshness = Freshness(self.staleness_budget_s, self.clock_skew_allowance_s)
+        object.__setattr__(self, "_freshness", freshness)
 
     @property
     def freshness(self) -> Freshness:
         """The budget and skew allowance as the rule set takes them."""
-        return Freshness(self.staleness_budget_s, self.clock_skew_allowance_s)
+        return self._freshness
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
@@ -103,7 +107,7 @@ class Policy:
             expiration_minutes=settings.token_expiration_minutes,
             clock_skew_allowance_s=settings.clock_skew_allowance_s,
         )
-        return cls(**{**base.__dict__, **overrides}) if overrides else base
+        return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def check_abilities(principal: Principal, required: Sequence[str], mode: Mode) -> tuple[str, ...]:
