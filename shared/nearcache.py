@@ -41,7 +41,7 @@ import redis
 from shared.keys import RedisKeys
 from shared.logs import get_logger
 from shared.outcomes import Principal
-from shared.rules import Freshness, answerable_window
+from shared.rules import Freshness, TokenRecord, answerable_window
 
 __all__ = [
     "CachedToken",
@@ -77,8 +77,12 @@ class CachedToken:
     """What a later call needs to answer without Redis (keyed by the presented text)."""
 
     key: str
-    principal: Principal
-    created_at_ms: int | None
+    record: TokenRecord
+
+    @property
+    def principal(self) -> Principal:
+        """Who the token belongs to."""
+        return self.record.principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,8 @@ class NearCache:
             if version != self._version or not self._usable(now_ms):
                 return
             self._forget(text)
-            self._entries[text] = CachedToken(key, principal, created_at_ms)
+            record = TokenRecord(principal, created_at_ms, None)  # epochs clear the cache
+            self._entries[text] = CachedToken(key, record)
             self._by_key.setdefault(key, set()).add(text)
             while len(self._entries) > self.max_entries:
                 self._forget(next(iter(self._entries)))

@@ -399,9 +399,8 @@ def _from_near_cache(
 ) -> ValidationResult:
     """Answer from a cached principal (cached only after the id, state and epoch checks
     passed; any epoch that moves clears the cache)."""
-    record = TokenRecord(hit.principal, hit.created_at_ms, None)
     return judge(
-        record,
+        hit.record,
         0,
         now_ms,
         required=required,
