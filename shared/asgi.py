@@ -26,6 +26,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from shared.errors import ConfigError
 from shared.validator import AsyncValidator, Mode, Outcome, Principal, ValidationResult
 
 __all__ = ["RouteRule", "TokenAuthMiddleware", "principal_of", "requires"]
@@ -53,9 +54,9 @@ class RouteRule:
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/"):
-            raise ValueError(f"route rule prefix {self.prefix!r} must start with '/'")
+            raise ConfigError(f"route rule prefix {self.prefix!r} must start with '/'")
         if _has_dot_segment(self.prefix):
-            raise ValueError(f"route rule prefix {self.prefix!r} must not hold '.' or '..'")
+            raise ConfigError(f"route rule prefix {self.prefix!r} must not hold '.' or '..'")
 
     @property
     def segments(self) -> tuple[str, ...]:

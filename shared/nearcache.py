@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import redis
 
+from shared.errors import ConfigError
 from shared.keys import RedisKeys
 from shared.logs import get_logger
 from shared.outcomes import Principal
@@ -153,7 +154,7 @@ class NearCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < bound_s <= 60:
-            raise ValueError("a near-cache bound must be between 0 and 60 seconds")
+            raise ConfigError(f"a near-cache bound of {bound_s!r} s is not between 0 and 60")
         self._client = client
         self._keys = keys
         self.freshness = freshness or Freshness()
