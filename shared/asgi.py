@@ -69,16 +69,9 @@ def _has_dot_segment(path: str) -> bool:
 
 
 def _segments(path: str) -> tuple[str, ...]:
-    """A request path as segments, empty ones dropped and dot segments resolved (what a
-    normalising proxy or router in front of the app might make of it)."""
-    out: list[str] = []
-    for part in path.split("/"):
-        if part == "..":
-            if out:
-                out.pop()
-        elif part and part != ".":
-            out.append(part)
-    return tuple(out)
+    """A request path as the router matches it: literal segments, empty ones dropped (dot
+    segments stay literal, as Starlette routes them; a path holding them is never public)."""
+    return tuple(part for part in path.split("/") if part)
 
 
 def _route_path(scope: Scope) -> str:

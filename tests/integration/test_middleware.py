@@ -241,3 +241,52 @@ def test_ability_rules_match_whole_segments_only(
     bearer = {"Authorization": f"Bearer {NOBODY}"}
     assert 403 == service.get("/orders", headers=bearer).status_code
     assert 200 == service.get("/ordersadmin", headers=bearer).status_code  # not under /orders
+
+
+def _status_in_process(redis_url: str, path: str, token: str | None) -> int:
+    """One HTTP request handed to the middleware as a server would, path untouched (HTTP
+    clients remove dot segments before sending; a raw client or a proxy may not)."""
+    sent: Sent = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def run() -> None:
+        validator = AsyncValidator.from_url(redis_url)
+        headers = [(b"host", b"testserver")]
+        if token:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "server": ("testserver", 80),
+            "client": ("127.0.0.1", 1),
+        }
+        try:
+            await _service(validator)(scope, receive, send)
+        finally:
+            await validator.close()
+
+    asyncio.run(run())
+    return int(sent[0]["status"])
+
+
+def test_a_path_with_dot_segments_is_never_public_and_matches_rules_literally(
+    redis_url: str, region: RegionFixture
+) -> None:
+    region.token(NOBODY, token_id=3, abilities=())
+    assert 401 == _status_in_process(redis_url, "/session/../sessions/admin/delete", None)
+    assert 401 == _status_in_process(redis_url, "/session/./x", None)
+    assert 403 == _status_in_process(redis_url, "/orders/../ordersadmin", NOBODY)
+    assert 403 == _status_in_process(redis_url, "//orders", NOBODY)
