@@ -26,11 +26,13 @@ from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
 from producer.receipts import all_regions, wait_for_receipt
 from producer.store import Mutation, TokenInfo, TokenStore, utcnow
+from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
 from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
+from shared.validator import Policy
 
 Reason = Field(default=None, max_length=2000, description="Why (kept in the audit record).")
 MassReason = Field(
@@ -123,11 +125,9 @@ Ctx = Annotated[_Context, Depends(_context)]
 
 
 def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
-    """The caller's token if the store accepts it now (exists, not expired), else None."""
-    caller = ctx.store.find(token)
-    if caller is None or (caller.expires_at is not None and caller.expires_at <= utcnow()):
-        return None
-    return caller
+    """The caller's token if the store accepts it now by the one rule set (regions' expiry
+    and epoch rules, ``producer.token_check``), else None."""
+    return authenticated_token(ctx.store, Policy.from_settings(ctx.settings), token)
 
 
 def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
@@ -140,11 +140,12 @@ def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "a bearer token is required", challenge)
         caller = _authenticate(ctx, token.strip())
+        invalid = {"WWW-Authenticate": 'Bearer realm="tokensync", error="invalid_token"'}
         if caller is None:
-            raise ApiError(401, "invalid token", challenge)
+            raise ApiError(401, "invalid token", invalid)
         if not is_admin_principal(caller.tokenable_type, ctx.settings.admin_types):
             raise ApiError(
-                401, "not an admin token: the admin API admits admin principals only", challenge
+                401, "not an admin token: the admin API admits admin principals only", invalid
             )
         if not any(holds(caller.abilities, a) for a in abilities):
             raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")

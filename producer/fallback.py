@@ -2,15 +2,19 @@
 
 A service that wants to keep answering while its region is unavailable passes
 ``StoreFallback(store)`` to its validator (and so installs ``producer`` too).
-Unlike Sanctum it writes no ``last_used_at`` on the request path.
+The answer carries the row, its issue time and the newest epoch of the store's
+epochs table that applies to it, and the validator judges it by the same rules
+(``shared.rules``) as a region. Unlike Sanctum it writes no ``last_used_at`` on
+the request path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from producer.store import TokenStore, to_ms
-from shared.validator import FallbackAnswer, Principal
+from producer.store import TokenStore
+from producer.token_check import read_stored_token
+from shared.validator import FallbackAnswer
 
 __all__ = ["StoreFallback"]
 
@@ -22,18 +26,11 @@ class StoreFallback:
     store: TokenStore
 
     def lookup(self, token: str) -> FallbackAnswer:
-        """The token's principal as the store knows it, or no principal."""
-        info = self.store.find(token)
-        if info is None:
+        """The token's principal, times and applicable epoch as the store knows them."""
+        stored = read_stored_token(self.store, token)
+        if stored is None:
             return FallbackAnswer(None)
-        principal = Principal(
-            tokenable_type=info.tokenable_type,
-            tokenable_id=str(info.tokenable_id),
-            token_id=info.id,
-            name=info.name,
-            abilities=info.abilities,
-            expires_at_ms=None if info.expires_at is None else to_ms(info.expires_at),
-        )
+        record = stored.record
         return FallbackAnswer(
-            principal, None if info.created_at is None else to_ms(info.created_at)
+            record.principal, record.created_at_ms, record.issued_at_ms, stored.epoch_ms
         )

@@ -76,6 +76,13 @@ class RedisKeys:
         return f"{self.namespace}:inval"
 
     @property
+    def near_caches(self) -> str:
+        """Hash of near-cache id -> JSON ``{"t": ms, "l": ms}``: the Redis time of the newest
+        ping that near-cache has processed (every invalidation published before ``t`` is
+        applied there) and its answer bound ``l`` (see ``shared.nearcache``)."""
+        return f"{self.namespace}:nearcaches"
+
+    @property
     def usage(self) -> str:
         """Hash of token id -> newest use (ms) that validators flush and workers forward."""
         return f"{self.namespace}:usage"

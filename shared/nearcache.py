@@ -1,30 +1,76 @@
 """An in-process cache of valid answers, invalidated by the region's apply stream.
 
 Every batch a worker applies is announced on the region's invalidation channel
-(what tokens changed, whether an epoch moved, the cache generation). A
-listener thread drops what changed (everything on an epoch or a new
-generation). Entries live at most the staleness budget, and the cache answers
-nothing while its listener is disconnected or has heard nothing for that long,
-so a revocation is enforced within the same bound as without it.
+(what tokens changed, whether an epoch moved, the cache generation); a
+listener thread drops what changed (everything on an epoch or a new generation).
+
+What the cache may answer is *certified*, never assumed: a pinger thread
+publishes, from a script inside Redis, a ping carrying Redis's time and the
+region's state (oldest heartbeat, ready, generation) on a channel of its own
+that the listener's connection also subscribes (Redis delivers one
+connection's messages in publish order, across channels). When the listener
+reads its own ping back, every invalidation published before it has been processed,
+so the cache is known to hold nothing older than that ping. The cache answers
+only while its newest processed ping was *sent* less than ``bound_s`` ago and
+only while the region itself, judged by that ping's heartbeat, may answer
+*valid* (``shared.rules``); apply messages, empty or not, never keep it alive.
+
+Receipts (``near_caches_behind``): each near-cache registers in the region's
+``near_caches`` hash and reports there the Redis time of the newest ping it has
+processed (its own, or a ``sync`` ping a receipt publishes). A revocation
+applied in the region before Redis time R is enforced in every near-cache
+once each registered one reported a time >= R, or Redis time passed R + its
+bound (after that, a cache answers only from pings sent after R).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
 
+from shared.errors import ConfigError
+from shared.keys import RedisKeys
 from shared.logs import get_logger
 from shared.outcomes import Principal
+from shared.rules import Freshness, TokenRecord, answerable_window
 
-__all__ = ["CachedToken", "NearCache"]
+__all__ = [
+    "CachedToken",
+    "NearCache",
+    "near_caches_behind",
+    "redis_time_ms",
+    "sync_near_caches",
+]
 
 log = get_logger(__name__)
+
+# KEYS[1] meta hash; ARGV[1] channel, ARGV[2] kind (ping | sync), ARGV[3] near-cache id,
+# ARGV[4] ping number. Publishes Redis's time with the region's freshness fields, in the
+# same atomic step, so that everything published before it precedes it on the channel.
+_PING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local m = redis.call('HMGET', KEYS[1], 'hb_min', 'ready', 'generation')
+redis.call('PUBLISH', ARGV[1], cjson.encode({k = ARGV[2], id = ARGV[3], n = tonumber(ARGV[4]),
+  t = now, hb = tonumber(m[1] or '-1') or -1, r = m[2] == '1' and 1 or 0, g = m[3] or ''}))
+return now
+"""
+
+#: A registration not refreshed for this long belongs to a near-cache that stopped; it
+#: cannot be answering (answers need a report younger than a third of this), so receipts
+#: forget it.
+FORGET_AFTER_MS = 30_000
+_REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +78,66 @@ class CachedToken:
     """What a later call needs to answer without Redis (keyed by the presented text)."""
 
     key: str
-    principal: Principal
-    created_at_ms: int | None
-    stored_at: float
+    record: TokenRecord
+
+    @property
+    def principal(self) -> Principal:
+        """Who the token belongs to."""
+        return self.record.principal
+
+
+@dataclass(frozen=True, slots=True)
+class _Certificate:
+    """The newest own ping the listener processed: when it was sent (monotonic), the
+    region's oldest heartbeat it carried, and from that the validator clock readings at
+    which the region itself may answer (``shared.rules.answerable_window``)."""
+
+    sent: float
+    until: float
+    heartbeat_ms: int
+    window: tuple[int, int] | None
+
+
+def redis_time_ms(client: redis.Redis) -> int:
+    """The Redis server's clock in milliseconds (receipts and near-caches share it)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def sync_near_caches(client: redis.Redis, keys: RedisKeys) -> int:
+    """Ask every listening near-cache of the region to report at once; returns the Redis
+    time of the request (>= any moment before the call)."""
+    script = client.register_script(_PING)
+    return int(script(keys=[keys.meta], args=[keys.invalidations, "sync", "", 0]))
+
+
+def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> list[str]:
+    """The near-caches that may still answer from state older than Redis time
+    ``since_ms``: registered, reported less than ``since_ms``, and ``since_ms`` + their
+    bound not yet passed. Empty means: whatever the region applied before ``since_ms`` is
+    enforced in every near-cache. Forgets registrations silent for ``FORGET_AFTER_MS``."""
+    now = redis_time_ms(client)
+    behind, forget = [], []
+    for raw_id, raw in client.hgetall(keys.near_caches).items():
+        cache_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        try:
+            report: dict[str, Any] = orjson.loads(raw)
+            reported, bound = int(report["t"]), int(report["l"])
+            seen = int(report.get("s", reported))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            forget.append(cache_id)
+            continue
+        if max(reported, seen) < now - FORGET_AFTER_MS:
+            forget.append(cache_id)
+        elif reported < since_ms and now < since_ms + bound:
+            behind.append(cache_id)
+    if forget:
+        client.hdel(keys.near_caches, *forget)
+    return sorted(behind)
 
 
 class NearCache:
-    """Presented token -> principal, for at most ``max_age_s``; thread-safe.
+    """Presented token -> principal, answered only while certified; thread-safe.
 
     Keyed by the exact text a client presented (so a hit costs no hashing or parsing);
     an index from the token's Redis key finds the entries an invalidation names.
@@ -47,25 +146,38 @@ class NearCache:
     def __init__(
         self,
         client: redis.Redis,
-        channel: str,
+        keys: RedisKeys,
         *,
-        max_age_s: float = 5.0,
+        freshness: Freshness | None = None,
+        bound_s: float = 0.25,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not 0 < bound_s <= 60:
+            raise ConfigError(f"a near-cache bound of {bound_s!r} s is not between 0 and 60")
         self._client = client
-        self._channel = channel
-        self.max_age_s = max_age_s
+        self._keys = keys
+        self.freshness = freshness or Freshness()
+        self.bound_s = bound_s
+        self.ping_interval_s = bound_s / 5
         self.max_entries = max_entries
+        self.id = uuid.uuid4().hex
         self._clock = clock
         self._entries: OrderedDict[str, CachedToken] = OrderedDict()
         self._by_key: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._version = 0
         self._generation: str | None = None
-        self._heard_at = float("-inf")
+        self._certificate: _Certificate | None = None
+        self._pending: OrderedDict[int, float] = OrderedDict()
+        self._numbers = itertools.count(1)
+        self._reported_at = float("-inf")
+        self._reported_t = -1
+        self._subscribed = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._ping = client.register_script(_PING)
+        self._own_channel = f"{keys.invalidations}:{self.id}"
 
     @property
     def version(self) -> int:
@@ -74,23 +186,40 @@ class NearCache:
 
     @property
     def live(self) -> bool:
-        """Whether the listener heard the region recently enough to trust entries."""
-        return self._clock() - self._heard_at <= self.max_age_s
+        """Whether the cache may answer now (certified recently, region fresh)."""
+        return self._usable(int(time.time() * 1000))
+
+    def _usable(self, now_ms: int) -> bool:
+        cert = self._certificate
+        if cert is None or cert.window is None or self._clock() > cert.until:
+            return False
+        return cert.window[0] <= now_ms <= cert.window[1]
+
+    def freshness_s(self, now_ms: int) -> float | None:
+        """Age of the region's oldest heartbeat as the newest certificate saw it."""
+        cert = self._certificate
+        if cert is None or cert.heartbeat_ms < 0:
+            return None
+        return max(0.0, (now_ms - cert.heartbeat_ms) / 1000)
 
     def start(self) -> NearCache:
-        """Start the listener thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._listen, name="tokensync-nearcache", daemon=True
-            )
-            self._thread.start()
+        """Start the listener and pinger threads (idempotent)."""
+        if not self._threads:
+            for target, name in ((self._listen, "listen"), (self._pinger, "ping")):
+                thread = threading.Thread(
+                    target=target, name=f"tokensync-nearcache-{name}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        """Stop listening and forget everything."""
+        """Stop listening, unregister and forget everything."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):  # else receipts forget it in time
+            self._client.hdel(self._keys.near_caches, self.id)
         self.clear()
 
     def clear(self) -> None:
@@ -112,43 +241,53 @@ class NearCache:
                 if not texts:
                     del self._by_key[entry.key]
 
-    def get(self, text: str) -> CachedToken | None:
-        """The entry for the presented ``text`` if fresh and the listener is live."""
-        now = self._clock()
-        if now - self._heard_at > self.max_age_s:
+    def get(self, text: str, now_ms: int) -> CachedToken | None:
+        """The entry for the presented ``text``, if the cache may answer at ``now_ms``."""
+        if not self._usable(now_ms):
             return None
-        entry = self._entries.get(text)
-        if entry is None:
-            return None
-        if now - entry.stored_at > self.max_age_s:
-            with self._lock:
-                self._forget(text)
-            return None
-        return entry
+        return self._entries.get(text)
 
     def put(
-        self, text: str, key: str, principal: Principal, created_at_ms: int | None, version: int
+        self,
+        text: str,
+        key: str,
+        principal: Principal,
+        created_at_ms: int | None,
+        *,
+        version: int,
+        now_ms: int,
     ) -> None:
         """Remember a valid answer, unless an invalidation arrived since ``version``."""
         with self._lock:
-            if version != self._version or not self.live:
+            if version != self._version or not self._usable(now_ms):
                 return
             self._forget(text)
-            self._entries[text] = CachedToken(key, principal, created_at_ms, self._clock())
+            record = TokenRecord(principal, created_at_ms, None)  # epochs clear the cache
+            self._entries[text] = CachedToken(key, record)
             self._by_key.setdefault(key, set()).add(text)
             while len(self._entries) > self.max_entries:
-                oldest = next(iter(self._entries))
-                self._forget(oldest)
+                self._forget(next(iter(self._entries)))
 
     def handle(self, payload: bytes) -> None:
-        """Apply one invalidation message (the listener calls this; tests may too)."""
+        """Apply one channel message (the listener calls this; tests may too)."""
         try:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
             self.clear()
             return
+        kind = message.get("k")
+        if kind == "ping":
+            if message.get("id") == self.id:
+                self._own_ping(message)
+            return
+        if kind == "sync":
+            self._report(int(message.get("t", 0)), force=True)
+            return
+        if kind is not None:
+            return  # a kind this version does not know: not an invalidation
         with self._lock:
-            self._heard_at = self._clock()
             generation = message.get("g")
             if generation != self._generation or message.get("e"):
                 self._generation = generation
@@ -161,22 +300,82 @@ class NearCache:
                         self._forget(text)
                 self._version += 1
 
+    def _own_ping(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            sent = self._pending.pop(int(message.get("n", 0)), None)
+            generation = message.get("g") or None
+            if generation != self._generation:
+                self._generation = generation
+                self._drop_all()
+        if sent is None:
+            return
+        self._report(int(message.get("t", 0)), force=False)
+        if self._clock() - self._reported_at > FORGET_AFTER_MS / 3000:
+            return  # not registered recently enough for receipts to wait for us
+        heartbeat = int(message.get("hb", -1))
+        window = answerable_window(bool(message.get("r")), heartbeat, self.freshness)
+        cert = _Certificate(sent, sent + self.bound_s, heartbeat, window)
+        with self._lock:
+            if self._certificate is None or cert.sent > self._certificate.sent:
+                self._certificate = cert
+
+    def _report(self, processed_t: int, *, force: bool) -> None:
+        """Tell receipts what this cache has processed (a Redis write on this thread; a
+        failure ends the subscription like a disconnect)."""
+        now = self._clock()
+        if processed_t <= self._reported_t:
+            return
+        if not force and now - self._reported_at < _REPORT_EVERY_S:
+            return
+        value = orjson.dumps({"t": processed_t, "l": int(self.bound_s * 1000)})
+        self._client.hset(self._keys.near_caches, self.id, value)
+        self._reported_t, self._reported_at = processed_t, now
+
+    def _register(self) -> None:
+        """Before any answer: receipts must know this cache exists."""
+        now_ms = redis_time_ms(self._client)
+        value = orjson.dumps({"t": 0, "s": now_ms, "l": int(self.bound_s * 1000)})
+        self._client.hset(self._keys.near_caches, self.id, value)
+        self._reported_t, self._reported_at = 0, self._clock()
+
+    def _pinger(self) -> None:
+        while not self._stop.wait(self.ping_interval_s):
+            if not self._subscribed.is_set():
+                continue
+            number = next(self._numbers)
+            with self._lock:
+                self._pending[number] = self._clock()
+                while len(self._pending) > 64:
+                    self._pending.popitem(last=False)
+            try:
+                self._ping(
+                    keys=[self._keys.meta], args=[self._own_channel, "ping", self.id, number]
+                )
+            except redis.RedisError as e:
+                log.warning("near_cache_ping_failed", error=str(e))
+
     def _listen(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self._channel)
+                # One connection, two channels: Redis delivers in publish order across
+                # channels, and only this cache hears its own pings.
+                pubsub.subscribe(self._keys.invalidations, self._own_channel)
+                self._register()
+                self._subscribed.set()
                 backoff = 0.1
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=0.1)
                     if message is not None and message.get("type") == "message":
                         self.handle(message["data"])
             except redis.RedisError as e:
                 log.warning("near_cache_disconnected", error=str(e))
             finally:
+                self._subscribed.clear()
                 with self._lock:  # anything may have changed while we did not listen
-                    self._heard_at = float("-inf")
+                    self._certificate = None
+                    self._pending.clear()
                     self._drop_all()
                 pubsub.close()
             self._stop.wait(backoff)

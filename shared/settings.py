@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,7 @@ class Settings:
     signing_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     signing_key_id: str = ""
     staleness_budget_s: float = 5.0
+    clock_skew_allowance_s: float = 1.0
     heartbeat_interval_s: float = 0.5
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     log_level: str = "info"
@@ -140,6 +142,7 @@ class Settings:
         "SIGNING_KEYS",
         "SIGNING_KEY_ID",
         "STALENESS_BUDGET",
+        "CLOCK_SKEW_ALLOWANCE",
         "HEARTBEAT_INTERVAL",
         "STATE_DIR",
         "LOG_LEVEL",
@@ -180,6 +183,9 @@ class Settings:
             signing_keys=keys,
             signing_key_id=key_id,
             staleness_budget_s=_float(environ, "STALENESS_BUDGET", cls.staleness_budget_s),
+            clock_skew_allowance_s=_float(
+                environ, "CLOCK_SKEW_ALLOWANCE", cls.clock_skew_allowance_s
+            ),
             heartbeat_interval_s=_float(environ, "HEARTBEAT_INTERVAL", cls.heartbeat_interval_s),
             state_dir=Path(get(PREFIX + "STATE_DIR", DEFAULT_STATE_DIR)),
             log_level=get(PREFIX + "LOG_LEVEL", cls.log_level).lower(),
@@ -196,8 +202,16 @@ class Settings:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
         if settings.partitions < 1:
             raise ConfigError(f"{PREFIX}PARTITIONS must be at least 1")
-        if settings.staleness_budget_s <= 0:
-            raise ConfigError(f"{PREFIX}STALENESS_BUDGET must be positive seconds")
+        for name, value, least in (
+            ("STALENESS_BUDGET", settings.staleness_budget_s, "positive"),
+            ("CLOCK_SKEW_ALLOWANCE", settings.clock_skew_allowance_s, "zero or more"),
+            ("HEARTBEAT_INTERVAL", settings.heartbeat_interval_s, "positive"),
+            ("USAGE_INTERVAL", settings.usage_interval_s, "positive"),
+        ):
+            if not math.isfinite(value) or value < 0 or (value == 0 and least == "positive"):
+                raise ConfigError(f"{PREFIX}{name}={value!r} must be {least} finite seconds")
+        if settings.token_expiration_minutes is not None and settings.token_expiration_minutes < 0:
+            raise ConfigError(f"{PREFIX}TOKEN_EXPIRATION must be minutes, zero or more")
         return settings
 
     @classmethod
@@ -243,6 +257,7 @@ class Settings:
             ),
             "SIGNING_KEY_ID": self.signing_key_id,
             "STALENESS_BUDGET": repr(self.staleness_budget_s),
+            "CLOCK_SKEW_ALLOWANCE": repr(self.clock_skew_allowance_s),
             "HEARTBEAT_INTERVAL": repr(self.heartbeat_interval_s),
             "STATE_DIR": str(self.state_dir),
             "LOG_LEVEL": self.log_level,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ENTROPY_LENGTH",
+    "MAX_TOKEN_ID",
     "MAX_TOKEN_LENGTH",
     "ParsedToken",
     "checksum",
@@ -23,6 +24,7 @@ __all__ = [
 
 ENTROPY_LENGTH = 40
 MAX_TOKEN_LENGTH = 256
+MAX_TOKEN_ID = 2**63 - 1
 _ALNUM = re.compile(r"\A[A-Za-z0-9]+\Z")
 # A prefix (Sanctum's ``token_prefix``) is printable ASCII without '|' or spaces.
 _PREFIX = re.compile(r"\A[\x21-\x7b\x7d\x7e]{0,64}\Z")
@@ -60,7 +62,8 @@ def parse_presented(text: object) -> ParsedToken | None:
 
     Accepted: ``[id|][prefix]<40 alnum><crc32b>`` with a correct checksum, and the legacy
     shapes without checksum (40 or 80 alphanumerics). Everything else (wrong shape, bad
-    checksum, non-ASCII, control characters, oversized) is rejected without a lookup.
+    checksum, non-ASCII, control characters, oversized, an id no BIGINT holds) is
+    rejected without a lookup.
     """
     if not isinstance(text, str) or not 0 < len(text) <= MAX_TOKEN_LENGTH or not text.isascii():
         return None
@@ -68,7 +71,8 @@ def parse_presented(text: object) -> ParsedToken | None:
     plain = text
     if "|" in text:
         head, plain = text.split("|", 1)
-        if not head.isdigit() or len(head) > 19:
+        # no row can have an id past BIGINT: a store must not even be asked
+        if not head.isdigit() or len(head) > 19 or int(head) > MAX_TOKEN_ID:
             return None
         token_id = int(head)
     if len(plain) in (ENTROPY_LENGTH, 2 * ENTROPY_LENGTH) and _ALNUM.match(plain):

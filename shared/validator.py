@@ -10,6 +10,7 @@ lacks a required ability is *forbidden*.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,18 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from shared.errors import ConfigError
 from shared.keys import RedisKeys
 from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
+from shared.rules import (
+    Freshness,
+    Mode,
+    TokenRecord,
+    judge,
+    missing_abilities,
+    region_unavailable_reason,
+)
 from shared.settings import Settings
 from shared.tokenformat import ParsedToken, parse_presented
 from shared.usage import UsageRecorder
@@ -31,6 +41,7 @@ __all__ = [
     "AsyncValidator",
     "Fallback",
     "FallbackAnswer",
+    "Mode",
     "Outcome",
     "Policy",
     "Principal",
@@ -42,15 +53,18 @@ __all__ = [
 ]
 
 _SCRIPT = files("shared").joinpath("validate.lua").read_text()
-Mode = Literal["all", "any"]
 
 
 @dataclass(frozen=True, slots=True)
 class FallbackAnswer:
-    """What the token store says about a token (Sanctum's way): its row, or nothing."""
+    """What the token store says about a token (Sanctum's way): its row, its issue time
+    and the newest epoch that applies to it, or nothing."""
 
     principal: Principal | None
     created_at_ms: int | None = None
+    issued_at_ms: int | None = None
+    epoch_ms: int = 0
+    """The newest epoch the store holds for the token's scopes (``shared.rules``)."""
 
 
 class Fallback(Protocol):
@@ -69,6 +83,21 @@ class Policy:
     on_unavailable: Literal["deny", "fallback"] = "deny"
     expiration_minutes: int | None = None
     clock_skew_allowance_s: float = 1.0
+    _freshness: Freshness = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.on_unavailable not in ("deny", "fallback"):
+            raise ConfigError(
+                f"on_unavailable must be deny or fallback, not {self.on_unavailable!r}"
+            )
+        # Built (and so checked: a nan, infinite or negative budget is refused) once.
+        freshness = Freshness(self.staleness_budget_s, self.clock_skew_allowance_s)
+        object.__setattr__(self, "_freshness", freshness)
+
+    @property
+    def freshness(self) -> Freshness:
+        """The budget and skew allowance as the rule set takes them."""
+        return self._freshness
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
@@ -76,19 +105,15 @@ class Policy:
         base = cls(
             staleness_budget_s=settings.staleness_budget_s,
             expiration_minutes=settings.token_expiration_minutes,
+            clock_skew_allowance_s=settings.clock_skew_allowance_s,
         )
-        return cls(**{**base.__dict__, **overrides}) if overrides else base
+        return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def check_abilities(principal: Principal, required: Sequence[str], mode: Mode) -> tuple[str, ...]:
     """The required abilities the principal lacks (``all``), or all of them if it has none
-    (``any``); empty means allowed."""
-    if not required:
-        return ()
-    missing = tuple(a for a in required if not principal.can(a))
-    if mode == "any":
-        return missing if len(missing) == len(required) else ()
-    return missing
+    (``any``); empty means allowed (``shared.rules.missing_abilities``)."""
+    return missing_abilities(principal, required, mode)
 
 
 def _int(value: bytes | None) -> int | None:
@@ -106,55 +131,24 @@ class Request:
     now_ms: int
 
 
-def _expired(expires_at: int | None, created_at: int | None, policy: Policy, now_ms: int) -> bool:
-    """Sanctum's two lifetimes: the token's ``expires_at``, and the global expiration
-    counted from ``created_at``; both must pass."""
-    if expires_at is not None and expires_at <= now_ms:
-        return True
-    lifetime = policy.expiration_minutes
-    return bool(lifetime and created_at is not None and created_at + lifetime * 60_000 <= now_ms)
-
-
-def _unavailable_reason(ready: int, oldest: int, policy: Policy, now_ms: int) -> str | None:
-    if not ready:
-        return "not_ready"
-    if oldest < 0:
-        return "no_heartbeat"
-    if now_ms - oldest > (policy.staleness_budget_s + policy.clock_skew_allowance_s) * 1000:
-        return "stale"
-    return None
-
-
-def _judge(
-    principal: Principal, request: Request, freshness: float | None, source: str
-) -> ValidationResult:
-    missing = check_abilities(principal, request.required, request.mode)
-    if missing:
-        return ValidationResult(Outcome.FORBIDDEN, principal, missing, freshness, "ability", source)
-    return ValidationResult(Outcome.VALID, principal, freshness_s=freshness, source=source)
-
-
 def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> ValidationResult:
-    """Apply the freshness policy and Sanctum's rules to the Lua script's reply."""
+    """Apply the freshness policy and Sanctum's rules (``shared.rules``) to the Lua
+    script's reply."""
     ready, oldest, epoch = int(reply[0]), int(reply[1]), int(reply[2])
     now_ms = request.now_ms
     freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
-    why_unavailable = _unavailable_reason(ready, oldest, policy, now_ms)
+    why_unavailable = region_unavailable_reason(bool(ready), oldest, now_ms, policy.freshness)
     if why_unavailable is not None:
         return ValidationResult(Outcome.UNAVAILABLE, freshness_s=freshness, reason=why_unavailable)
     state, token_id = reply[3], _int(reply[4])
-    created_at, issued_at, expires_at = _int(reply[9]), _int(reply[10]), _int(reply[11])
-    reason = None
     if state is None or (
         request.parsed.token_id is not None and token_id != request.parsed.token_id
     ):
-        reason = "unknown"
-    elif state != b"l" or (epoch and (issued_at or 0) < epoch):
-        reason = "revoked"
-    elif _expired(expires_at, created_at, policy, now_ms):
-        reason = "expired"
-    if reason is not None:
-        return ValidationResult(Outcome.INVALID, freshness_s=freshness, reason=reason)
+        return judge(None, 0, now_ms, source="region", freshness_s=freshness)
+    if state != b"l":  # a tombstone: revoked one by one
+        return ValidationResult(
+            Outcome.INVALID, freshness_s=freshness, reason="revoked", source="region"
+        )
     try:
         abilities = tuple(a for a in orjson.loads(reply[8] or b"[]") if isinstance(a, str))
     except orjson.JSONDecodeError:
@@ -165,9 +159,19 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
         token_id=token_id,
         name=(reply[7] or b"").decode(),
         abilities=abilities,
-        expires_at_ms=expires_at,
+        expires_at_ms=_int(reply[11]),
     )
-    return _judge(principal, request, freshness, "region")
+    record = TokenRecord(principal, _int(reply[9]), _int(reply[10]))
+    return judge(
+        record,
+        epoch,
+        now_ms,
+        required=request.required,
+        mode=request.mode,
+        expiration_minutes=policy.expiration_minutes,
+        source="region",
+        freshness_s=freshness,
+    )
 
 
 def _apply_fallback(
@@ -177,12 +181,20 @@ def _apply_fallback(
     if policy.on_unavailable != "fallback" or fallback is None:
         return unavailable
     answer = fallback.lookup(request.token)
-    p = answer.principal
-    if p is None:
-        return ValidationResult(Outcome.INVALID, reason="unknown", source="store")
-    if _expired(p.expires_at_ms, answer.created_at_ms, policy, request.now_ms):
-        return ValidationResult(Outcome.INVALID, reason="expired", source="store")
-    return _judge(p, request, None, "store")
+    record = (
+        None
+        if answer.principal is None
+        else TokenRecord(answer.principal, answer.created_at_ms, answer.issued_at_ms)
+    )
+    return judge(
+        record,
+        answer.epoch_ms,
+        request.now_ms,
+        required=request.required,
+        mode=request.mode,
+        expiration_minutes=policy.expiration_minutes,
+        source="store",
+    )
 
 
 def _required(abilities: Iterable[str] | str) -> tuple[str, ...]:
@@ -220,9 +232,12 @@ def _before_redis(
     """A near-cache answer or *malformed* (no Redis call), or the lookup to make."""
     near, keys, policy = owner.near_cache, owner.keys, owner.policy
     if near is not None and isinstance(token, str):
-        hit = near.get(token)
+        hit = near.get(token, now_ms)
         if hit is not None:
-            return _from_near_cache(hit, _required(abilities), mode, policy, now_ms)
+            freshness = near.freshness_s(now_ms)
+            return _from_near_cache(
+                hit, _required(abilities), mode, policy, now_ms, freshness_s=freshness
+            )
     parsed = parse_presented(token)
     if parsed is None:
         return _MALFORMED
@@ -245,7 +260,12 @@ def _after_redis(
         result = interpret(reply, lookup.request, policy)
         if near is not None and result.principal is not None:
             near.put(
-                lookup.request.token, lookup.key, result.principal, _int(reply[9]), lookup.version
+                lookup.request.token,
+                lookup.key,
+                result.principal,
+                _int(reply[9]),
+                version=lookup.version,
+                now_ms=lookup.request.now_ms,
             )
     if result.outcome is Outcome.UNAVAILABLE:
         return _apply_fallback(fallback, lookup.request, policy, result)
@@ -293,15 +313,21 @@ class _Features:
         return self.usage
 
     def enable_near_cache(
-        self, max_entries: int = 100_000, client: redis.Redis | None = None
+        self,
+        max_entries: int = 100_000,
+        client: redis.Redis | None = None,
+        bound_s: float = 0.25,
     ) -> NearCache:
-        """Cache valid answers in process for at most the staleness budget; a listener
-        thread hears the region's invalidations (on ``client``, as for usage)."""
+        """Cache valid answers in process; a listener thread hears the region's
+        invalidations (on ``client``, as for usage). The cache answers only while it has
+        processed, less than ``bound_s`` ago, everything the region published, and only
+        while the region itself may answer (see ``shared.nearcache``)."""
         if self.near_cache is None:
             self.near_cache = NearCache(
                 client if client is not None else self._thread_client(),
-                self.keys.invalidations,
-                max_age_s=self.policy.staleness_budget_s,
+                self.keys,
+                freshness=self.policy.freshness,
+                bound_s=bound_s,
                 max_entries=max_entries,
             ).start()
         return self.near_cache
@@ -363,18 +389,26 @@ class Validator(_Features):
 
 
 def _from_near_cache(
-    hit: CachedToken, required: tuple[str, ...], mode: Mode, policy: Policy, now_ms: int
+    hit: CachedToken,
+    required: tuple[str, ...],
+    mode: Mode,
+    policy: Policy,
+    now_ms: int,
+    *,
+    freshness_s: float | None,
 ) -> ValidationResult:
-    """Answer from a cached principal (cached only after the id and state checks passed)."""
-    principal = hit.principal
-    if _expired(principal.expires_at_ms, hit.created_at_ms, policy, now_ms):
-        return ValidationResult(Outcome.INVALID, reason="expired", source="near-cache")
-    missing = check_abilities(principal, required, mode)
-    if missing:
-        return ValidationResult(
-            Outcome.FORBIDDEN, principal, missing, None, "ability", "near-cache"
-        )
-    return ValidationResult(Outcome.VALID, principal, source="near-cache")
+    """Answer from a cached principal (cached only after the id, state and epoch checks
+    passed; any epoch that moves clears the cache)."""
+    return judge(
+        hit.record,
+        0,
+        now_ms,
+        required=required,
+        mode=mode,
+        expiration_minutes=policy.expiration_minutes,
+        source="near-cache",
+        freshness_s=freshness_s,
+    )
 
 
 @dataclass

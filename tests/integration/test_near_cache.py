@@ -4,11 +4,21 @@ applies a change, within the staleness budget at worst."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import orjson
 import pytest
+import redis
 
 from shared.events import TokenOp, principal_scope
+from shared.keys import RedisKeys
+from shared.nearcache import near_caches_behind, redis_time_ms, sync_near_caches
+from shared.stack.delayproxy import DelayProxy
+from shared.stack.process import free_port
 from shared.tokenformat import checksum
 from shared.validator import AsyncValidator, Outcome, Policy, Validator
 from tests.kafka_helpers import wait_for
@@ -23,7 +33,9 @@ B = f"{'b' * 40}{checksum('b' * 40)}"
 @pytest.fixture
 def cached(redis_url: str) -> tuple[RegionFixture, Validator]:
     region = RegionFixture(redis_url)
-    validator = Validator.from_url(redis_url, policy=Policy(staleness_budget_s=2))
+    validator = Validator.from_url(
+        redis_url, policy=Policy(staleness_budget_s=2, clock_skew_allowance_s=0)
+    )
     near = validator.enable_near_cache()
     time.sleep(0.2)  # the listener subscribes
     region.beat()
@@ -107,3 +119,139 @@ def test_the_async_validator_has_the_same_near_cache(redis_url: str) -> None:
         (Outcome.VALID, "near-cache"),
         (Outcome.INVALID, "region"),
     ]
+
+
+@contextlib.contextmanager
+def lagging(redis_url: str, delay_s: float) -> Iterator[redis.Redis]:
+    """A client whose every byte to and from the Redis at ``redis_url`` is ``delay_s`` late
+    (a listener in a busy or distant process hears the region that much later)."""
+    target = urlsplit(redis_url)
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        proxy = DelayProxy(port, target.hostname or "", target.port or 6379, delay_s)
+        serving = asyncio.create_task(proxy.serve(started))
+        await started.wait()
+        ready.set()
+        await stop.wait()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in (serving, *others):
+            task.cancel()
+        await asyncio.gather(serving, *others, return_exceptions=True)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(5), "the delay proxy did not start"
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}{target.path}", socket_timeout=5)
+    try:
+        yield client
+    finally:
+        client.close()
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=5)
+        loop.close()
+
+
+def test_right_after_a_revocation_a_near_cache_whose_listener_lags_never_answers_valid(
+    redis_url: str,
+) -> None:
+    region = RegionFixture(redis_url)
+    region.beat()
+    region.token(A, owner="1")
+    client = redis.Redis.from_url(redis_url)
+    channel = RedisKeys().invalidations
+    with lagging(redis_url, 0.15) as slow:
+        validator = Validator.from_url(redis_url, policy=Policy(staleness_budget_s=5))
+        validator.enable_near_cache(client=slow)
+        try:
+            wait_for(lambda: client.pubsub_numsub(channel)[0][1] >= 1, 5, "listener subscribed")
+            for _ in range(10):  # the region keeps talking; the listener hears it 0.15 s late
+                region.beat()
+                assert Outcome.VALID == validator.validate(A).outcome
+                time.sleep(0.05)
+            region.token(A, owner="1", op=TokenOp.REVOKED)
+            answers = [validator.validate(A) for _ in range(20)]
+        finally:
+            validator.close()
+            client.close()
+    assert [("invalid", "region")] * 20 == [(r.outcome.value, r.source) for r in answers]
+
+
+def test_a_receipt_counts_a_near_cache_only_once_it_processed_the_revocation(
+    redis_url: str,
+) -> None:
+    region = RegionFixture(redis_url)
+    region.beat()
+    region.token(A, owner="1")
+    keys = RedisKeys()
+    client = redis.Redis.from_url(redis_url)
+    with lagging(redis_url, 0.1) as slow:
+        validator = Validator.from_url(redis_url, policy=Policy(staleness_budget_s=5))
+        near = validator.enable_near_cache(client=slow, bound_s=2.0)
+        try:
+            wait_for(lambda: near.live, 5, "the lagging near-cache certified itself")
+            validator.validate(A)
+            assert "near-cache" == validator.validate(A).source
+            region.token(A, owner="1", op=TokenOp.REVOKED)
+            since = sync_near_caches(client, keys)  # what a receipt does once applied
+            assert [near.id] == near_caches_behind(client, keys, since)
+            assert "near-cache" == validator.validate(A).source  # not yet enforced here
+            wait_for(lambda: not near_caches_behind(client, keys, since), 5, "near-cache report")
+            after = [validator.validate(A) for _ in range(20)]
+        finally:
+            validator.close()
+    assert {("invalid", "region")} == {(r.outcome.value, r.source) for r in after}
+    assert [] == near_caches_behind(client, keys, redis_time_ms(client))  # stop() unregistered
+    client.close()
+
+
+def test_a_near_cache_that_stopped_reporting_holds_receipts_for_its_bound_only(
+    redis_url: str,
+) -> None:
+    keys = RedisKeys()
+    client = redis.Redis.from_url(redis_url)
+    now = redis_time_ms(client)
+    client.hset(keys.near_caches, "gone", orjson.dumps({"t": now - 100, "l": 300}))
+    client.hset(keys.near_caches, "long-gone", orjson.dumps({"t": now - 60_000, "l": 300}))
+    since = sync_near_caches(client, keys)
+    assert ["gone"] == near_caches_behind(client, keys, since)
+    assert [b"gone"] == client.hkeys(keys.near_caches)  # the silent one was forgotten
+    wait_for(lambda: not near_caches_behind(client, keys, since), 2, "its bound passed")
+    client.close()
+
+
+def test_a_near_cache_never_answers_for_a_region_older_than_the_budget_despite_empty_batches(
+    redis_url: str,
+) -> None:
+    region = RegionFixture(redis_url)
+    region.beat(now_ms() - 1_500)  # fresh under a 2 s budget, for half a second more
+    region.token(A, owner="1")
+    client = redis.Redis.from_url(redis_url)
+    generation = client.hget(RedisKeys().meta, "generation")
+    validator = Validator.from_url(
+        redis_url, policy=Policy(staleness_budget_s=2, clock_skew_allowance_s=0)
+    )
+    near = validator.enable_near_cache()
+    try:
+
+        def empty_batch() -> None:  # what a lagging worker publishes: nothing changed
+            client.publish(
+                RedisKeys().invalidations,
+                orjson.dumps({"g": (generation or b"").decode(), "e": 0}),
+            )
+
+        wait_for(lambda: empty_batch() or near.live, 2, "near-cache live")
+        assert ["region", "near-cache"] == [validator.validate(A).source for _ in range(2)]
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            empty_batch()
+            time.sleep(0.05)
+        result = validator.validate(A)
+    finally:
+        validator.close()
+        client.close()
+    assert ("unavailable", "stale") == (result.outcome.value, result.reason)

@@ -309,3 +309,33 @@ def test_the_sql_fallback_answers_from_the_store_when_the_region_is_unavailable(
     assert Outcome.INVALID == validator.validate(issued.plain_text_token).outcome
     validator.close()
     engine.dispose()
+
+
+def test_a_heartbeat_from_a_relay_clock_an_hour_ahead_makes_the_region_unavailable(
+    region: RegionFixture, redis_url: str
+) -> None:
+    region.token(A)
+    region.beat(now_ms() + 3_600_000)  # the relay's clock stepped an hour ahead
+    validator = Validator.from_url(redis_url, policy=Policy(clock_skew_allowance_s=1.0))
+    result = validator.validate(A)
+    assert ("unavailable", "clock_ahead") == (result.outcome.value, result.reason)
+    validator.close()
+
+
+def test_a_validator_clock_behind_the_heartbeats_makes_the_region_unavailable(
+    region: RegionFixture, redis_url: str
+) -> None:
+    region.token(A)
+    behind = Validator.from_url(
+        redis_url,
+        policy=Policy(clock_skew_allowance_s=1.0),
+        clock=lambda: time.time() - 60,  # this host's clock is a minute late
+    )
+    within = Validator.from_url(
+        redis_url, policy=Policy(clock_skew_allowance_s=1.0), clock=lambda: time.time() - 0.5
+    )
+    result = behind.validate(A)
+    assert ("unavailable", "clock_ahead") == (result.outcome.value, result.reason)
+    assert Outcome.VALID == within.validate(A).outcome  # skew inside the allowance is fine
+    behind.close()
+    within.close()

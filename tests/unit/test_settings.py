@@ -39,6 +39,15 @@ def test_environment_values_become_typed_settings() -> None:
         {"TOKENSYNC_SIGNING_KEYS": f"k:{KEY}", "TOKENSYNC_SIGNING_KEY_ID": "other"},
         {"TOKENSYNC_PARTITIONS": "many"},
         {"TOKENSYNC_STALENESS_BUDGET": "0"},
+        {"TOKENSYNC_STALENESS_BUDGET": "nan"},
+        {"TOKENSYNC_STALENESS_BUDGET": "inf"},
+        {"TOKENSYNC_STALENESS_BUDGET": "-inf"},
+        {"TOKENSYNC_STALENESS_BUDGET": "-1"},
+        {"TOKENSYNC_CLOCK_SKEW_ALLOWANCE": "nan"},
+        {"TOKENSYNC_CLOCK_SKEW_ALLOWANCE": "-1"},
+        {"TOKENSYNC_HEARTBEAT_INTERVAL": "0"},
+        {"TOKENSYNC_USAGE_INTERVAL": "inf"},
+        {"TOKENSYNC_TOKEN_EXPIRATION": "-5"},
         {"TOKENSYNC_LOG_FORMAT": "xml"},
         {"TOKENSYNC_TYPO": "1"},
         {"TOKENSYNC_TOKEN_PREFIX": "a|b"},
@@ -58,3 +67,13 @@ def test_the_settings_file_round_trips_and_the_environment_wins(tmp_path: Path) 
     assert settings.to_env() == read_settings_file(path)
     loaded = Settings.load({"TOKENSYNC_PARTITIONS": "9"}, tmp_path)
     assert (9, {"k": b"s" * 32}) == (loaded.partitions, dict(loaded.signing_keys))
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), -1.0, 0.0])
+def test_a_policy_refuses_a_budget_that_is_not_positive_finite_seconds(budget: float) -> None:
+    from shared.validator import Policy
+
+    with pytest.raises(ConfigError):
+        Policy(staleness_budget_s=budget)
+    with pytest.raises(ConfigError):
+        Policy(clock_skew_allowance_s=budget if budget != 0.0 else -0.5)

@@ -1,0 +1,134 @@
+"""Checking a presented token against the store itself, by the one rule set.
+
+The admin API authenticates its callers here, and the ``fallback`` policy
+(``producer.fallback``) answers from here when a region is unavailable: the
+token's row, its issue time and every epoch of the store's
+``tokensync_epochs`` that applies to it, judged by ``shared.rules`` exactly as
+regions judge them. So a row that survived a mass revocation (under READ
+COMMITTED a row inserted before a revoke-all may commit after it) is revoked
+here as it is in every region.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import sqlalchemy as sa
+
+from producer.models import Epoch, PersonalAccessToken, TokenMeta
+from producer.store import TokenInfo, TokenStore, to_ms
+from producer.tokens import decode_abilities
+from shared.outcomes import Outcome, Principal, ValidationResult
+from shared.rules import Mode, TokenRecord, epoch_scopes, judge
+from shared.tokenformat import parse_presented
+from shared.validator import Policy
+
+__all__ = ["StoredToken", "authenticated_token", "check_stored_token", "read_stored_token"]
+
+_PAT = cast(sa.Table, PersonalAccessToken.__table__)
+_META = cast(sa.Table, TokenMeta.__table__)
+_EPOCHS = cast(sa.Table, Epoch.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """A token row as the rules need it, with the newest epoch the store holds for it."""
+
+    record: TokenRecord
+    epoch_ms: int
+    info: TokenInfo
+
+
+def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
+    """The row of a well-formed presented token (by id then constant-time hash compare,
+    or by hash alone), its issue time and applicable epoch; None when there is none."""
+    parsed = parse_presented(token)
+    if parsed is None:
+        return None
+    query = sa.select(_PAT, _META.c.issued_at_ms).select_from(
+        _PAT.outerjoin(_META, _META.c.token_id == _PAT.c.id)
+    )
+    if parsed.token_id is None:
+        query = query.where(_PAT.c.token == parsed.token_hash)
+    else:
+        query = query.where(_PAT.c.id == parsed.token_id)
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+        if row is None or not secrets.compare_digest(str(row.token), parsed.token_hash):
+            return None
+        abilities = decode_abilities(row.abilities)
+        scopes = epoch_scopes(str(row.tokenable_type), int(row.tokenable_id), abilities)
+        epoch = conn.execute(
+            sa.select(sa.func.max(_EPOCHS.c.before_ms)).where(_EPOCHS.c.scope.in_(scopes))
+        ).scalar_one()
+    created_ms = None if row.created_at is None else to_ms(row.created_at)
+    principal = Principal(
+        tokenable_type=str(row.tokenable_type),
+        tokenable_id=str(row.tokenable_id),
+        token_id=int(row.id),
+        name=str(row.name),
+        abilities=abilities,
+        expires_at_ms=None if row.expires_at is None else to_ms(row.expires_at),
+    )
+    # The issue time the triggers publish: the insert's own stamp, else created_at.
+    issued_ms = row.issued_at_ms if row.issued_at_ms is not None else created_ms
+    info = TokenInfo(
+        id=int(row.id),
+        tokenable_type=str(row.tokenable_type),
+        tokenable_id=int(row.tokenable_id),
+        name=str(row.name),
+        abilities=abilities,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        token_hash=str(row.token),
+    )
+    record = TokenRecord(principal, created_ms, None if issued_ms is None else int(issued_ms))
+    return StoredToken(record, int(epoch or 0), info)
+
+
+def check_stored_token(
+    store: TokenStore,
+    policy: Policy,
+    token: str,
+    now_ms: int,
+    *,
+    required: Sequence[str] = (),
+    mode: Mode = "all",
+) -> ValidationResult:
+    """The store's answer for ``token`` by the rules regions apply (source ``store``)."""
+    if parse_presented(token) is None:
+        return ValidationResult(Outcome.INVALID, reason="malformed", source="store")
+    stored = read_stored_token(store, token)
+    return judge(
+        None if stored is None else stored.record,
+        0 if stored is None else stored.epoch_ms,
+        now_ms,
+        required=tuple(required),
+        mode=mode,
+        expiration_minutes=policy.expiration_minutes,
+        source="store",
+    )
+
+
+def authenticated_token(
+    store: TokenStore, policy: Policy, token: str, *, clock: Callable[[], float] = time.time
+) -> TokenInfo | None:
+    """The row of ``token`` when the one rule set finds it valid now (exists, not expired
+    by either lifetime, not covered by any epoch the store holds), else None. The admin
+    API's caller check; abilities and the admin-principal rule come on top of it."""
+    stored = read_stored_token(store, token)
+    result = judge(
+        None if stored is None else stored.record,
+        0 if stored is None else stored.epoch_ms,
+        int(clock() * 1000),
+        expiration_minutes=policy.expiration_minutes,
+        source="store",
+    )
+    if result.outcome is not Outcome.VALID or stored is None:
+        return None
+    return stored.info
