@@ -160,7 +160,7 @@ def _judge(
     """Enforced once the seq's record is applied and every partition is certified past
     its commit (a heartbeat stamped after ``recorded_at_ms``)."""
     assert position.partition is not None and position.offset is not None
-    fields = {k.decode(): _int(v) for k, v in parts_raw.items()}
+    fields = {k.decode("utf-8", "replace"): _int(v) for k, v in parts_raw.items()}
     applied = fields.get(f"o:{position.partition}")
     if applied is None or applied <= position.offset:
         return RegionOutcome.PENDING, (
@@ -182,9 +182,9 @@ def _dead_lettered(
 ) -> str | None:
     """Why the region's dead letters block this seq, or None."""
     if exact:
-        return f"seq {position.seq} is in its dead letters ({exact[0].decode()})"
+        return f"seq {position.seq} is in its dead letters ({exact[0].decode('utf-8', 'replace')})"
     for member in unknown:
-        partition, _, offset = member.decode().partition(":")
+        partition, _, offset = member.decode("utf-8", "replace").partition(":")
         if (
             _int(partition) == position.partition
             and (o := _int(offset)) is not None
@@ -198,10 +198,22 @@ def _dead_lettered(
 class _Watcher:
     """Polls one region in a thread of its own until it is final or the deadline passed."""
 
-    def __init__(self, region: Region, keys: RedisKeys, position: OutboxPosition) -> None:
+    def __init__(
+        self,
+        region: Region,
+        keys: RedisKeys,
+        position: OutboxPosition,
+        *,
+        deadline: float,
+        poll_s: float,
+        call_timeout_s: float,
+    ) -> None:
         self.region = region
         self._keys = keys
         self._position = position
+        self._deadline = deadline  # monotonic
+        self._poll_s = poll_s
+        self._call_timeout_s = call_timeout_s
         self._lock = threading.Lock()
         self._answer = RegionReceipt(region.name, RegionOutcome.UNREACHABLE, detail="no answer")
         self.thread = threading.Thread(target=self._run, name=f"receipt-{region.name}", daemon=True)
@@ -233,20 +245,18 @@ class _Watcher:
             return RegionReceipt(name, state, round(max(elapsed, 0.0), 1))
         return RegionReceipt(name, state, detail=detail)
 
-    def run(self, deadline: float, poll_s: float, call_timeout_s: float) -> None:
-        """Start polling until ``deadline`` (monotonic); at least one answer is sought."""
-        self._deadline, self._poll_s, self._call_timeout_s = deadline, poll_s, call_timeout_s
-        self.thread.start()
-
     def _run(self) -> None:
-        client = redis.Redis.from_url(
-            self.region.redis_url,
-            socket_timeout=self._call_timeout_s,
-            socket_connect_timeout=self._call_timeout_s,
-        )
+        """Poll until final or the deadline; at least one answer is sought."""
+        client: redis.Redis | None = None
         try:
             while True:
                 try:
+                    if client is None:
+                        client = redis.Redis.from_url(
+                            self.region.redis_url,
+                            socket_timeout=self._call_timeout_s,
+                            socket_connect_timeout=self._call_timeout_s,
+                        )
                     answer = self._run_once(client)
                 except (redis.RedisError, OSError, ValueError) as e:
                     answer = RegionReceipt(
@@ -258,7 +268,8 @@ class _Watcher:
                     return
                 time.sleep(self._poll_s)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
 
 def _published(store: TokenStore, seq: int, deadline: float, poll_s: float) -> OutboxPosition:
@@ -299,9 +310,12 @@ def wait_for_receipt(
     keys = RedisKeys(settings.redis_namespace)
     # One Redis call may take this long; a short wait still gets one answer per region.
     call_timeout = min(_CALL_TIMEOUT_S, max(deadline - time.monotonic(), _MIN_CALL_TIMEOUT_S))
-    watchers = [_Watcher(r, keys, position) for r in targets]
+    watchers = [
+        _Watcher(r, keys, position, deadline=deadline, poll_s=poll_s, call_timeout_s=call_timeout)
+        for r in targets
+    ]
     for watcher in watchers:
-        watcher.run(deadline, poll_s, call_timeout)
+        watcher.thread.start()
     last = max(deadline, time.monotonic() + call_timeout)
     for watcher in watchers:
         watcher.thread.join(max(last - time.monotonic(), 0.0))
