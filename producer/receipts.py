@@ -157,8 +157,13 @@ def _int(raw: bytes | str | None) -> int | None:
 def _judge(
     position: OutboxPosition, parts_raw: dict[bytes, bytes], count_raw: bytes | None
 ) -> tuple[RegionOutcome, str | None]:
-    """Enforced once the seq's record is applied and every partition is certified past
-    its commit (a heartbeat stamped after ``recorded_at_ms``)."""
+    """Enforced once the seq's record is applied and, for an epoch, every partition is
+    certified past its commit (a heartbeat stamped after ``recorded_at_ms``).
+
+    Whether an epoch hits a token depends on the token's own record, in another
+    partition. A token record is the whole answer about its token (every record about
+    one token lives in one partition, in order; other records only deny more), so it
+    needs only itself: single-token receipts stay as fast as one apply."""
     assert position.partition is not None and position.offset is not None
     fields = {k.decode("utf-8", "replace"): _int(v) for k, v in parts_raw.items()}
     applied = fields.get(f"o:{position.partition}")
@@ -166,6 +171,8 @@ def _judge(
         return RegionOutcome.PENDING, (
             f"has not applied partition {position.partition} offset {position.offset}"
         )
+    if position.kind != "epoch":
+        return RegionOutcome.ENFORCED, None
     seen = {int(name[2:]) for name in fields if name[2:].isdigit()}
     count = max([_int(count_raw) or 0, position.partition + 1, *(p + 1 for p in seen)])
     for p in range(count):

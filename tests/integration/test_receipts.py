@@ -140,6 +140,33 @@ def test_an_ability_revocation_is_not_enforced_while_the_tokens_partition_lags(
         validator.close()
 
 
+def test_a_token_revocation_needs_only_its_own_record_not_the_other_partitions_heartbeats(
+    any_pipeline: Pipeline,
+) -> None:
+    pipeline = any_pipeline
+    pipeline.start_relay()
+    issued = pipeline.store.issue(USER, 1, "t")
+    revocation = pipeline.store.revoke_token(issued.id)
+    ends = published(pipeline, revocation.seq)
+    position = pipeline.store.position(revocation.seq)
+    assert position.partition is not None
+    eu = pipeline.settings.region("eu")
+    old_beat = position.recorded_at_ms - 10_000  # no partition certified past the commit
+    play_region(eu.redis_url, pipeline.keys, ends, old_beat)
+    receipt = wait_for_receipt(
+        pipeline.settings, pipeline.store, revocation.seq, regions=[eu], timeout_s=5
+    )
+    assert receipt.complete, receipt.summary()
+
+    epoch = pipeline.store.revoke_principal(USER, 1)
+    ends = published(pipeline, epoch.seq)
+    play_region(eu.redis_url, pipeline.keys, ends, old_beat)
+    receipt = wait_for_receipt(
+        pipeline.settings, pipeline.store, epoch.seq, regions=[eu], timeout_s=0.5
+    )
+    assert [RegionOutcome.PENDING] == [r.state for r in receipt.regions]  # an epoch waits
+
+
 def test_a_receipt_never_counts_a_region_whose_dead_letters_hold_the_seq(
     any_pipeline: Pipeline,
 ) -> None:
