@@ -105,7 +105,9 @@ class Receipt:
         missing = [r for r in self.regions if not r.enforced]
         if missing:
             names = ", ".join(f"{r.region} ({r.error})" for r in missing)
-            head += f"; not confirmed within {self.timeout_s:g} s: {names}"
+            head += f"; not enforced: {names}"
+            if any(r.state is not RegionOutcome.DEAD_LETTERED for r in missing):
+                head += f" (waited up to {self.timeout_s:g} s)"
         return head
 
     def to_json(self) -> dict[str, Any]:
