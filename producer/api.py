@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from producer import audit as audit_log
 from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
-from producer.receipts import all_regions, wait_for_receipt
+from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
 from producer.store import Mutation, TokenInfo, TokenStore, utcnow
 from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
@@ -176,6 +176,15 @@ def _may_mint(
 router = APIRouter()
 
 
+def _receipt_timeout(timeout: float = 10.0) -> float:
+    """The ``timeout`` query of a waiting mutation, checked before anything is committed
+    (NaN or an infinity is a 422; the rest is clamped to what a receipt wait allows)."""
+    return receipt_timeout(timeout)
+
+
+ReceiptTimeout = Annotated[float, Depends(_receipt_timeout)]
+
+
 def _mutation(ctx: _Context, mutation: Mutation, wait: bool, timeout: float) -> dict[str, Any]:
     body: dict[str, Any] = mutation.to_json()
     if wait:
@@ -251,8 +260,8 @@ def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
     request: Request,
     ctx: Ctx,
     caller: Revoker,
+    timeout: ReceiptTimeout,
     wait: bool = False,
-    timeout: float = 10.0,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """Revoke one token; ``wait=true`` returns the per-region receipt."""
@@ -276,8 +285,8 @@ def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
     request: Request,
     ctx: Ctx,
     caller: Revoker,
+    timeout: ReceiptTimeout,
     wait: bool = False,
-    timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Revoke the token named by its text or bare secret, its SHA-256 or its id."""
     from producer.lookup import find_token
@@ -312,8 +321,8 @@ def revoke_principal(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
     request: Request,
     ctx: Ctx,
     caller: MassRevoker,
+    timeout: ReceiptTimeout,
     wait: bool = False,
-    timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Revoke every token of a principal (one epoch event); ``dry_run`` only counts."""
     from producer.dryrun import count_principal
@@ -333,8 +342,8 @@ def revoke_ability(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
     request: Request,
     ctx: Ctx,
     caller: MassRevoker,
+    timeout: ReceiptTimeout,
     wait: bool = False,
-    timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Revoke every token listing an ability (one epoch event); ``include_wildcard`` also
     revokes live ``*`` tokens one by one; ``dry_run`` only counts."""
@@ -361,8 +370,8 @@ def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
     request: Request,
     ctx: Ctx,
     caller: MassRevoker,
+    timeout: ReceiptTimeout,
     wait: bool = False,
-    timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Revoke every token issued before a time, never a future one (one epoch event)."""
     from producer.dryrun import count_all

@@ -293,6 +293,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
         lambda: UsageConsumer(
             settings.kafka_bootstrap, topics.usage, f"{settings.topic_prefix}-usage"
         ),
+        keyring,
     )
 
     def apply_usage() -> None:

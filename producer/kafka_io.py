@@ -17,6 +17,7 @@ from producer.publisher import OutgoingRecord, Placement, RecordTooLargeError
 from shared.errors import PublishError
 from shared.keys import Topics
 from shared.logs import get_logger
+from shared.usage import SignedUsageRecord
 
 __all__ = ["KafkaAdmin", "KafkaPublisher", "UsageConsumer", "topic_configs"]
 
@@ -179,7 +180,7 @@ class KafkaPublisher:
 
 
 class UsageConsumer:
-    """Reads the usage topic (token id -> newest use, per region batch) for the store."""
+    """Reads the usage topic (signed region batches: token id -> newest use) for the store."""
 
     def __init__(self, bootstrap: str, topic: str, group: str) -> None:
         try:
@@ -193,13 +194,19 @@ class UsageConsumer:
         except kafka.errors.KafkaError as e:
             raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
 
-    def poll(self, timeout_s: float) -> list[bytes]:
-        """The values of the next records (maybe none)."""
+    def poll(self, timeout_s: float) -> list[SignedUsageRecord]:
+        """The next records (maybe none), with key and headers for verification."""
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         except kafka.errors.KafkaError as e:
             raise PublishError(f"reading usage failed: {e}") from e
-        return [r.value for records in batches.values() for r in records if r.value]
+        return [
+            SignedUsageRecord(
+                r.key, r.value, tuple(r.headers or ()), int(r.partition), int(r.offset)
+            )
+            for records in batches.values()
+            for r in records
+        ]
 
     def commit(self) -> None:
         """Commit what ``poll`` returned (after the store applied it)."""

@@ -1,35 +1,82 @@
-"""Receipts: per region, when it had applied a given outbox seq.
+"""Receipts: per region, when it had applied everything a given outbox seq depends on.
 
-A receipt is read from what regions applied, never from what was sent: the
-relay recorded where the broker put the record (partition and offset), and a
-region has enforced it once its applied offset in that partition passed it.
-Elapsed times count from the record's commit in the store.
+A receipt is read from what regions applied, never from what was sent. The
+relay recorded where the broker put the record (partition and offset). A
+region has enforced seq S (committed at R) once it has applied S's own record
+*and* every partition carries a heartbeat stamped after R: a heartbeat stamped
+T certifies that every change committed before T was published, so whatever
+else could change the answer (a token's own record, which lives in another
+partition than an epoch) is applied there too. A region whose dead letters hold
+S, or an unreadable record at or before S's offset in its partition, never
+counts. Regions are asked concurrently; a wait never runs past its deadline,
+however many Redis servers hang. Elapsed times count from the commit.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
 
-from producer.store import TokenStore
+from producer.store import OutboxPosition, TokenStore
+from shared.errors import UsageError
 from shared.keys import RedisKeys
+from shared.nearcache import near_caches_behind, sync_near_caches
 from shared.settings import Region, Settings
 
-__all__ = ["Receipt", "RegionReceipt", "all_regions", "wait_for_receipt"]
+__all__ = [
+    "MAX_WAIT_S",
+    "Receipt",
+    "RegionOutcome",
+    "RegionReceipt",
+    "all_regions",
+    "receipt_timeout",
+    "wait_for_receipt",
+]
+
+MAX_WAIT_S = 60.0
+"""The longest a receipt wait may block (an API thread is held that long at most)."""
+
+_CALL_TIMEOUT_S = 1.0  # one Redis call; the wait itself ends at its deadline regardless
+_MIN_CALL_TIMEOUT_S = 0.25  # what a zero wait grants each region for its one answer
+
+
+class RegionOutcome(StrEnum):
+    """Where one region stands on a seq."""
+
+    ENFORCED = "enforced"  # applied the record and everything committed before it
+    PENDING = "pending"  # answered, but has not (yet) applied all of it
+    UNREACHABLE = "unreachable"  # its Redis did not answer (refused, failed or hung)
+    DEAD_LETTERED = "dead_lettered"  # the record (or an unreadable one before it) was refused
+    UNPUBLISHED = "unpublished"  # the relay had not published the seq before the deadline
 
 
 @dataclass(frozen=True)
 class RegionReceipt:
-    """One region's answer: enforced after ``after_ms`` since commit, or not (with why)."""
+    """One region's answer: enforced after ``after_ms`` since commit, or not, with why."""
 
     region: str
-    enforced: bool
+    state: RegionOutcome
     after_ms: float | None = None
-    error: str | None = None
+    detail: str | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """Whether this region enforces the seq."""
+        return self.state is RegionOutcome.ENFORCED
+
+    @property
+    def error(self) -> str | None:
+        """Why it is not enforced (None when it is)."""
+        if self.enforced:
+            return None
+        return f"{self.state.value}: {self.detail}" if self.detail else self.state.value
 
 
 @dataclass(frozen=True)
@@ -58,8 +105,10 @@ class Receipt:
             head += f", slowest {slowest.region} after {slowest.after_ms or 0:.0f} ms"
         missing = [r for r in self.regions if not r.enforced]
         if missing:
-            names = ", ".join(f"{r.region} ({r.error})" if r.error else r.region for r in missing)
-            head += f"; not confirmed within {self.timeout_s:g} s: {names}"
+            names = ", ".join(f"{r.region} ({r.error})" for r in missing)
+            head += f"; not enforced: {names}"
+            if any(r.state is not RegionOutcome.DEAD_LETTERED for r in missing):
+                head += f" (waited up to {self.timeout_s:g} s)"
         return head
 
     def to_json(self) -> dict[str, Any]:
@@ -69,10 +118,12 @@ class Receipt:
             "partition": self.partition,
             "offset": self.offset,
             "complete": self.complete,
+            "timeout_s": self.timeout_s,
             "summary": self.summary(),
             "regions": [
                 {
                     "region": r.region,
+                    "state": r.state.value,
                     "enforced": r.enforced,
                     "after_ms": r.after_ms,
                     "error": r.error,
@@ -89,6 +140,170 @@ def all_regions(settings: Settings, store: TokenStore) -> list[Region]:
     return [named[n] for n in sorted(named)]
 
 
+def receipt_timeout(timeout_s: float) -> float:
+    """``timeout_s`` clamped to [0, MAX_WAIT_S]; NaN and infinities are a UsageError.
+
+    Callers that mutate before waiting can call this first to refuse bad input up front.
+    """
+    if not isinstance(timeout_s, int | float) or not math.isfinite(timeout_s):
+        raise UsageError(f"a receipt timeout must be a finite number of seconds, not {timeout_s}")
+    return min(max(float(timeout_s), 0.0), MAX_WAIT_S)
+
+
+def _int(raw: bytes | str | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def _judge(
+    position: OutboxPosition, parts_raw: dict[bytes, bytes], count_raw: bytes | None
+) -> tuple[RegionOutcome, str | None]:
+    """Enforced once the seq's record is applied and, for an epoch, every partition is
+    certified past its commit (a heartbeat stamped after ``recorded_at_ms``).
+
+    Whether an epoch hits a token depends on the token's own record, in another
+    partition. A token record is the whole answer about its token (every record about
+    one token lives in one partition, in order; other records only deny more), so it
+    needs only itself: single-token receipts stay as fast as one apply."""
+    assert position.partition is not None and position.offset is not None
+    fields = {k.decode("utf-8", "replace"): _int(v) for k, v in parts_raw.items()}
+    applied = fields.get(f"o:{position.partition}")
+    if applied is None or applied <= position.offset:
+        return RegionOutcome.PENDING, (
+            f"has not applied partition {position.partition} offset {position.offset}"
+        )
+    if position.kind != "epoch":
+        return RegionOutcome.ENFORCED, None
+    seen = {int(name[2:]) for name in fields if name[2:].isdigit()}
+    count = max([_int(count_raw) or 0, position.partition + 1, *(p + 1 for p in seen)])
+    for p in range(count):
+        beat = fields.get(f"h:{p}")
+        if beat is None or beat <= position.recorded_at_ms:
+            return RegionOutcome.PENDING, (
+                f"partition {p} not yet certified past the commit (no heartbeat after it)"
+            )
+    return RegionOutcome.ENFORCED, None
+
+
+def _dead_lettered(
+    position: OutboxPosition, exact: list[bytes], unknown: list[bytes]
+) -> str | None:
+    """Why the region's dead letters block this seq, or None."""
+    if exact:
+        return f"seq {position.seq} is in its dead letters ({exact[0].decode('utf-8', 'replace')})"
+    for member in unknown:
+        partition, _, offset = member.decode("utf-8", "replace").partition(":")
+        if (
+            _int(partition) == position.partition
+            and (o := _int(offset)) is not None
+            and position.offset is not None
+            and o <= position.offset
+        ):
+            return f"an unreadable record at {partition}:{offset} is in its dead letters"
+    return None
+
+
+class _Watcher:
+    """Polls one region in a thread of its own until it is final or the deadline passed."""
+
+    def __init__(
+        self,
+        region: Region,
+        keys: RedisKeys,
+        position: OutboxPosition,
+        *,
+        deadline: float,
+        poll_s: float,
+        call_timeout_s: float,
+    ) -> None:
+        self.region = region
+        self._keys = keys
+        self._position = position
+        self._deadline = deadline  # monotonic
+        self._poll_s = poll_s
+        self._call_timeout_s = call_timeout_s
+        self._lock = threading.Lock()
+        self._answer = RegionReceipt(region.name, RegionOutcome.UNREACHABLE, detail="no answer")
+        self._near_since: int | None = None  # Redis time of the near-cache sync, once applied
+        self.thread = threading.Thread(target=self._run, name=f"receipt-{region.name}", daemon=True)
+
+    @property
+    def answer(self) -> RegionReceipt:
+        with self._lock:
+            return self._answer
+
+    def _set(self, answer: RegionReceipt) -> None:
+        with self._lock:
+            self._answer = answer
+
+    def _run_once(self, client: redis.Redis) -> RegionReceipt:
+        position, keys = self._position, self._keys
+        with client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.partitions)
+            pipe.hget(keys.meta, "partitions")
+            pipe.zrangebyscore(keys.dead_lettered, position.seq, position.seq, start=0, num=1)
+            pipe.zrangebyscore(keys.dead_lettered, -1, -1)
+            parts_raw, count_raw, exact, unknown = pipe.execute()
+        name = self.region.name
+        reason = _dead_lettered(position, exact, unknown)
+        if reason is not None:
+            return RegionReceipt(name, RegionOutcome.DEAD_LETTERED, detail=reason)
+        state, detail = _judge(position, parts_raw, count_raw)
+        if state is RegionOutcome.ENFORCED:
+            state, detail = self._near_caches(client)
+        if state is RegionOutcome.ENFORCED:
+            elapsed = time.time() * 1000 - position.recorded_at_ms
+            return RegionReceipt(name, state, round(max(elapsed, 0.0), 1))
+        return RegionReceipt(name, state, detail=detail)
+
+    def _near_caches(self, client: redis.Redis) -> tuple[RegionOutcome, str | None]:
+        """Once Redis applied the seq, the region's near-caches must have processed it too
+        (or their answer bound passed): "enforced" covers every validator of the region.
+        The sync ping is taken after the applied check, so it follows the apply."""
+        if self._near_since is None:
+            self._near_since = sync_near_caches(client, self._keys)
+        behind = near_caches_behind(client, self._keys, self._near_since)
+        if behind:
+            return RegionOutcome.PENDING, f"near-caches pending: {', '.join(behind[:5])}"
+        return RegionOutcome.ENFORCED, None
+
+    def _run(self) -> None:
+        """Poll until final or the deadline; at least one answer is sought."""
+        client: redis.Redis | None = None
+        try:
+            while True:
+                try:
+                    if client is None:
+                        client = redis.Redis.from_url(
+                            self.region.redis_url,
+                            socket_timeout=self._call_timeout_s,
+                            socket_connect_timeout=self._call_timeout_s,
+                        )
+                    answer = self._run_once(client)
+                except (redis.RedisError, OSError, ValueError) as e:
+                    answer = RegionReceipt(
+                        self.region.name, RegionOutcome.UNREACHABLE, detail=str(e)[:200]
+                    )
+                self._set(answer)
+                final = answer.state in (RegionOutcome.ENFORCED, RegionOutcome.DEAD_LETTERED)
+                if final or time.monotonic() + self._poll_s >= self._deadline:
+                    return
+                time.sleep(self._poll_s)
+        finally:
+            if client is not None:
+                client.close()
+
+
+def _published(store: TokenStore, seq: int, deadline: float, poll_s: float) -> OutboxPosition:
+    position = store.position(seq)
+    while position.offset is None and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        position = store.position(seq)
+    return position
+
+
 def wait_for_receipt(
     settings: Settings,
     store: TokenStore,
@@ -98,44 +313,37 @@ def wait_for_receipt(
     timeout_s: float = 10.0,
     poll_s: float = 0.002,
 ) -> Receipt:
-    """Block until every region applied ``seq`` or ``timeout_s`` passed; return the receipt."""
+    """Block until every region enforces ``seq`` (or is final) or ``timeout_s`` passed.
+
+    ``timeout_s`` is clamped to [0, 60]; NaN or an infinity is a UsageError. Regions are
+    polled concurrently, so a hung Redis costs no time past the deadline; it is reported
+    as unreachable.
+    """
+    timeout_s = receipt_timeout(timeout_s)
     deadline = time.monotonic() + timeout_s
     targets = list(regions) if regions is not None else all_regions(settings, store)
-    position = store.position(seq)
-    while position.offset is None and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        position = store.position(seq)
+    position = _published(store, seq, deadline, max(poll_s, 0.002))
     if position.partition is None or position.offset is None:
-        return Receipt(
-            seq, None, None, tuple(RegionReceipt(r.name, False) for r in targets), timeout_s
+        unpublished = tuple(
+            RegionReceipt(
+                r.name, RegionOutcome.UNPUBLISHED, detail="the relay has not published it"
+            )
+            for r in targets
         )
+        return Receipt(seq, None, None, unpublished, timeout_s)
     keys = RedisKeys(settings.redis_namespace)
-    field = f"o:{position.partition}"
-    clients = {r.name: redis.Redis.from_url(r.redis_url, socket_timeout=1.0) for r in targets}
-    results: dict[str, RegionReceipt] = {}
-    errors: dict[str, str] = {}
-    try:
-        while len(results) < len(targets):
-            for name, client in clients.items():
-                if name in results:
-                    continue
-                try:
-                    raw = client.hget(keys.partitions, field)
-                except redis.RedisError as e:
-                    errors[name] = f"unreachable: {e}"
-                    continue
-                errors.pop(name, None)
-                if raw is not None and int(raw) > position.offset:
-                    elapsed = time.time() * 1000 - position.recorded_at_ms
-                    results[name] = RegionReceipt(name, True, round(max(elapsed, 0.0), 1))
-            if len(results) == len(targets) or time.monotonic() >= deadline:
-                break
-            time.sleep(poll_s)
-    finally:
-        for client in clients.values():
-            client.close()
-    ordered = tuple(
-        results.get(r.name) or RegionReceipt(r.name, False, error=errors.get(r.name))
+    # One Redis call may take this long; a short wait still gets one answer per region.
+    call_timeout = min(_CALL_TIMEOUT_S, max(deadline - time.monotonic(), _MIN_CALL_TIMEOUT_S))
+    watchers = [
+        _Watcher(r, keys, position, deadline=deadline, poll_s=poll_s, call_timeout_s=call_timeout)
         for r in targets
-    )
-    return Receipt(seq, position.partition, position.offset, ordered, timeout_s)
+    ]
+    for watcher in watchers:
+        watcher.thread.start()
+    last = max(deadline, time.monotonic() + call_timeout)
+    for watcher in watchers:
+        watcher.thread.join(max(last - time.monotonic(), 0.0))
+    # A watcher still inside a Redis call (a hung server) ends on its own within its socket
+    # timeout; its region counts as unreachable.
+    answers = tuple(w.answer for w in watchers)
+    return Receipt(seq, position.partition, position.offset, answers, timeout_s)

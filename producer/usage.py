@@ -1,43 +1,94 @@
 """Applying usage reports to ``last_used_at``, in batches, never on the request path.
 
-Regions forward what their validators saw (``shared.usage``) to the usage
-topic; this applier moves ``last_used_at`` forward only (an update that touches
-only ``last_used_at``/``updated_at`` publishes nothing: the triggers skip it).
+Regions forward what their validators saw (``shared.usage``) to the usage topic,
+signed with the keyring; this applier verifies every record, drops (and counts,
+and logs) what is forged, malformed or carries a time out of range, and moves
+``last_used_at`` forward only (an update that touches only
+``last_used_at``/``updated_at`` publishes nothing: the triggers skip it). A
+dropped record's offset is committed like any other, so it is never read again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-import orjson
 import sqlalchemy as sa
 
 from producer.store import PAT
-from shared.errors import PublishError
+from shared.errors import EventDecodeError, PublishError, SignatureError
+from shared.events import Keyring
 from shared.logs import get_logger
+from shared.metrics import USAGE_REPORTS
+from shared.usage import SignedUsageRecord, UsageReport, decode_usage_report
 
 if TYPE_CHECKING:  # only the relay process needs kafka; this module stays importable without it
     from producer.kafka_io import UsageConsumer
 
-__all__ = ["UsageApplier", "apply_usage", "merge_reports"]
+__all__ = ["MAX_AHEAD_S", "UsageApplier", "UsageOutcome", "apply_usage", "merge_reports"]
 
 log = get_logger(__name__)
 
+MAX_AHEAD_S = 600.0
+"""How far ahead of the store's clock a reported use may be (validators' clocks drift);
+anything later is refused: ``last_used_at`` only moves forward, so it would stick."""
 
-def merge_reports(values: Iterable[bytes]) -> dict[int, int]:
-    """Newest use per token id across several region reports; malformed ones are skipped."""
+
+class UsageOutcome(StrEnum):
+    """What became of one usage record."""
+
+    APPLIED = "applied"
+    FORGED = "forged"  # not signed by a key of the keyring, or altered
+    MALFORMED = "malformed"  # signed, but not a well-formed report
+    OUT_OF_RANGE = "out_of_range"  # a time before 1970 or too far in the future
+
+
+def _judge(
+    record: SignedUsageRecord, keyring: Keyring, now_ms: int
+) -> tuple[UsageOutcome, UsageReport | None, str]:
+    try:
+        report = decode_usage_report(record, keyring)
+    except SignatureError as e:
+        return UsageOutcome.FORGED, None, str(e)
+    except EventDecodeError as e:
+        return UsageOutcome.MALFORMED, None, str(e)
+    limit = now_ms + int(MAX_AHEAD_S * 1000)
+    late = [at for at in report.usage.values() if at > limit]
+    if late:
+        return (
+            UsageOutcome.OUT_OF_RANGE,
+            report,
+            f"{len(late)} use(s) after now + {MAX_AHEAD_S:g} s",
+        )
+    return UsageOutcome.APPLIED, report, ""
+
+
+def merge_reports(
+    records: Iterable[SignedUsageRecord], keyring: Keyring, now_ms: int | None = None
+) -> dict[int, int]:
+    """Newest use per token id across the records that verify and are in range; every
+    other record is dropped, counted (``tokensync_usage_reports_total``) and logged."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     merged: dict[int, int] = {}
-    for value in values:
-        try:
-            report = orjson.loads(value)
-            usage = {int(k): int(v) for k, v in report["usage"].items()}
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            log.warning("usage_report_skipped")
+    for record in records:
+        outcome, report, why = _judge(record, keyring, now)
+        USAGE_REPORTS.labels(outcome.value).inc()
+        if outcome is not UsageOutcome.APPLIED or report is None:
+            claimed = (record.key or b"")[:64].decode("utf-8", "replace")
+            log.warning(
+                "usage_report_rejected",
+                reason=outcome.value,
+                detail=why,
+                partition=record.partition,
+                offset=record.offset,
+                claimed_region=claimed,
+            )
             continue
-        for token_id, at in usage.items():
+        for token_id, at in report.usage.items():
             if merged.get(token_id, 0) < at:
                 merged[token_id] = at
     return merged
@@ -68,29 +119,48 @@ def apply_usage(engine: sa.Engine, usage: dict[int, int]) -> int:
 
 
 class UsageApplier:
-    """Consumes the usage topic and applies it to the store until stopped."""
+    """Consumes the usage topic and applies what verifies to the store until stopped."""
 
-    def __init__(self, engine: sa.Engine, connect: Callable[[], UsageConsumer]) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        connect: Callable[[], UsageConsumer],
+        keyring: Keyring,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._engine = engine
         self._connect = connect
+        self._keyring = keyring
+        self._clock = clock
 
     def run(self, stop: threading.Event) -> None:
-        """Loop: poll, apply, commit; reconnect with backoff on errors."""
+        """Loop: poll, verify, apply, commit; reconnect with backoff on errors."""
         consumer: UsageConsumer | None = None
         while not stop.is_set():
             try:
                 if consumer is None:
                     consumer = self._connect()
-                values = consumer.poll(1.0)
-                if values:
-                    updated = apply_usage(self._engine, merge_reports(values))
+                records = consumer.poll(1.0)
+                if records:
+                    usage = merge_reports(records, self._keyring, int(self._clock() * 1000))
+                    updated = apply_usage(self._engine, usage)
                     consumer.commit()
-                    log.info("usage_applied", reports=len(values), rows=updated)
+                    log.info("usage_applied", reports=len(records), rows=updated)
             except (PublishError, sa.exc.SQLAlchemyError) as e:
                 log.warning("usage_retrying", error=str(e))
-                if consumer is not None:
-                    consumer.close()
-                    consumer = None
+                consumer = self._drop(consumer)
                 stop.wait(1.0)
+            except Exception:  # the loop boundary: log with traceback, keep the thread alive
+                log.exception("usage_step_failed")
+                consumer = self._drop(consumer)
+                stop.wait(1.0)
+        self._drop(consumer)
+
+    @staticmethod
+    def _drop(consumer: UsageConsumer | None) -> None:
         if consumer is not None:
-            consumer.close()
+            try:
+                consumer.close()
+            except Exception:  # closing a broken client must not stop the loop
+                log.warning("usage_consumer_close_failed", exc_info=True)

@@ -83,6 +83,12 @@ class RedisKeys:
         return f"{self.namespace}:nearcaches"
 
     @property
+    def dead_lettered(self) -> str:
+        """Sorted set of records the worker dead-lettered: member ``<partition>:<offset>``,
+        score the record's seq when readable, else -1 (receipts never count such a seq)."""
+        return f"{self.namespace}:dlq"
+
+    @property
     def usage(self) -> str:
         """Hash of token id -> newest use (ms) that validators flush and workers forward."""
         return f"{self.namespace}:usage"

@@ -18,6 +18,7 @@ __all__ = [
     "RELAY_LATENCY",
     "RELAY_PUBLISHED",
     "RELAY_QUARANTINED",
+    "USAGE_REPORTS",
     "VALIDATIONS",
 ]
 
@@ -54,5 +55,11 @@ DEAD_LETTERS = Counter(
 REGION_LAG = Gauge("tokensync_region_lag_records", "Records not yet applied.", ["region"])
 REGION_FRESHNESS = Gauge(
     "tokensync_region_freshness_seconds", "Age of the oldest partition heartbeat.", ["region"]
+)
+USAGE_REPORTS = Counter(
+    "tokensync_usage_reports",
+    "Usage reports from regions the store received: applied, or dropped as forged,"
+    " malformed or out_of_range (no region label: a forged record names any region).",
+    ["outcome"],
 )
 VALIDATIONS = Counter("tokensync_validations", "Validation outcomes.", ["region", "outcome"])

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
-import orjson
 import redis.asyncio as aioredis
 from faust.types import TP
 
@@ -34,7 +33,7 @@ from shared.metrics import (
     REGION_LAG,
 )
 from shared.settings import Region, Settings
-from shared.usage import DRAIN_SCRIPT, parse_drained
+from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
 from workers.cache import RegionCache
 from workers.drain import BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
@@ -293,17 +292,17 @@ def build_app(
     drain = cache.client.register_script(DRAIN_SCRIPT)
 
     async def forward_usage() -> None:
-        """Move what validators flushed (token id -> newest use) to the usage topic."""
+        """Move what validators flushed (token id -> newest use) to the usage topic, signed
+        with the keyring like the token stream (the store drops what does not verify)."""
         try:
             usage = parse_drained(await drain(keys=[cache.keys.usage]))
         except aioredis.RedisError as e:
             log.warning("usage_drain_failed", error=str(e))
             return
         if usage:
-            value = orjson.dumps(
-                {"region": region.name, "usage": {str(k): v for k, v in usage.items()}}
-            )
-            await (await usage_topic.send(key=region.name.encode(), value=value))
+            now_ms = int(time.time() * 1000)
+            for key, value, headers in encode_usage_reports(region.name, usage, now_ms, keyring):
+                await (await usage_topic.send(key=key, value=value, headers=headers))
             log.info("usage_forwarded", tokens=len(usage))
 
     app.timer(interval=options.usage_interval_s)(forward_usage)
