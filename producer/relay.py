@@ -270,10 +270,20 @@ class Relay:
         )
         while not stop.is_set():
             try:
-                while not stop.is_set() and self.publish_batch() >= self._options.batch_size:
+                published = 0
+                while not stop.is_set():
+                    count = self.publish_batch()
+                    published += count
+                    if count < self._options.batch_size:
+                        break
                     if self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s:
                         self.heartbeat()
-                if self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s:
+                # A heartbeat right after what was published certifies it at once: receipts
+                # of mass revocations (every partition past the commit) take milliseconds,
+                # not a heartbeat interval.
+                if published or (
+                    self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s
+                ):
                     self.heartbeat()
                 backoff = self._options.backoff_initial_s
             except (PublishError, StoreError) as e:

@@ -3,6 +3,7 @@ in a region's dead letters, bounded waits that name unreachable regions."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
 import time
@@ -351,3 +352,25 @@ def test_a_receipt_waits_for_a_lagging_near_cache_so_no_validator_answers_valid_
             validator.close()
     assert receipt.complete, receipt.summary()
     assert Outcome.INVALID == after.outcome  # enforced means: no validator answers valid
+
+
+def test_a_mass_revocation_receipt_completes_without_waiting_for_the_next_heartbeat(
+    pipeline: Pipeline,
+) -> None:
+    # Periodic heartbeats 30 s apart: only a heartbeat sent right after the publish can
+    # certify every partition past the epoch's commit within the wait below.
+    pipeline.settings = dataclasses.replace(pipeline.settings, heartbeat_interval_s=30.0)
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    token = pipeline.store.issue(USER, 9, "mass", ["orders:read"])
+    pipeline.wait_applied(token.seq)
+    revocation = pipeline.store.revoke_principal(USER, 9)
+    receipt = wait_for_receipt(
+        pipeline.settings,
+        pipeline.store,
+        revocation.seq,
+        regions=[pipeline.settings.region("eu")],
+        timeout_s=5.0,
+    )
+    assert receipt.complete, receipt.summary()
