@@ -120,6 +120,7 @@ class Settings:
     token_expiration_minutes: int | None = None
     usage_interval_s: float = 15.0
     link_delays: str = ""
+    allow_eviction: bool = False  # workers accept a Redis whose maxmemory-policy may evict
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -141,6 +142,7 @@ class Settings:
         "TOKEN_EXPIRATION",
         "USAGE_INTERVAL",
         "LINK_DELAYS",
+        "ALLOW_EVICTION",
         "SETTINGS_FILE",
     )
 
@@ -180,6 +182,7 @@ class Settings:
             token_expiration_minutes=_int(environ, "TOKEN_EXPIRATION", 0) or None,
             usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
+            allow_eviction=_bool(environ, "ALLOW_EVICTION"),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -242,8 +245,18 @@ class Settings:
             "TOKEN_EXPIRATION": str(self.token_expiration_minutes or ""),
             "USAGE_INTERVAL": repr(self.usage_interval_s),
             "LINK_DELAYS": self.link_delays,
+            "ALLOW_EVICTION": "true" if self.allow_eviction else "",
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(PREFIX + name, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise ConfigError(f"{PREFIX}{name} must be true or false, not {raw[:32]!r}")
 
 
 def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:

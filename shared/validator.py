@@ -116,6 +116,8 @@ def _expired(expires_at: int | None, created_at: int | None, policy: Policy, now
 
 
 def _unavailable_reason(ready: int, oldest: int, policy: Policy, now_ms: int) -> str | None:
+    if ready < 0:
+        return "incomplete"  # a structure of the cache is missing (evicted or deleted)
     if not ready:
         return "not_ready"
     if oldest < 0:

@@ -5,8 +5,9 @@ faust's record-at-a-time path); each fetch is verified and decoded
 (``workers.handlers``), refused records go to the dead-letter topic, the rest are
 applied with one Lua call (``workers.cache``). Where to read from comes from Redis,
 not from Kafka: on every assignment the worker seeks to the offsets its cache
-recorded, so a lost cache rewinds to 0. A cache lost while running stops the app
-and asks for a restart (``rebuild``).
+recorded, so a lost cache rewinds to 0, and a cache that went back in time (it refuses
+a batch that starts past its offsets) is read again from its offsets. A cache lost
+while running stops the app and asks for a restart (``rebuild``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from shared.metrics import (
 )
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, parse_drained
-from workers.cache import RegionCache
-from workers.drain import BatchDrain
+from workers.cache import RegionCache, StreamSource
+from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
 
@@ -54,6 +55,8 @@ class WorkerOptions:
     tombstone_ttl_s: float = 30 * 24 * 3600
     usage_interval_s: float = 15.0
     progress: bool = True
+    allow_eviction: bool = False
+    metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
 
 
 @dataclass
@@ -78,6 +81,38 @@ class RegionWorker:
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
 
+    async def check_cache(self) -> None:
+        """Refuse (ConfigError) a Redis that may evict keys, unless the settings allow it."""
+        if self.options.allow_eviction:
+            log.warning("eviction_allowed", region=self.region.name)
+            return
+        await self.cache.check_eviction_policy()
+
+    async def _stream_source(self) -> StreamSource:
+        """The Kafka cluster id and topic the cache must have been built from."""
+        from aiokafka.protocol.metadata import MetadataRequest
+
+        thread: Any = cast(Any, self.app.consumer)._thread
+        topic = self.topics.tokens
+
+        async def cluster_id() -> str:
+            client = thread._ensure_consumer()._client
+            node = client.get_random_node()
+            response = await client.send(node, MetadataRequest([topic], False))
+            return str(getattr(response, "cluster_id", "") or "")
+
+        last: Exception | None = None
+        for attempt in range(5):
+            try:
+                found = str(await thread.call_thread(cluster_id))
+            except Exception as e:  # any broker error: ask again, then give up loudly
+                last = e
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            if found:
+                return StreamSource(found, topic)
+        raise CacheUnavailableError(f"the Kafka cluster id could not be read: {last}")
+
     async def _ensure_attached(self) -> None:
         """Adopt the cache's generation or start a new one (bootstrap), once per process."""
         async with self._attach_lock:
@@ -86,8 +121,15 @@ class RegionWorker:
             count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
             ends = await self.app.consumer.highwaters(*self._tps(count))
             end_offsets = {tp.partition: int(o) for tp, o in ends.items()}
-            if await self.cache.attach(count, end_offsets):
-                log.info("bootstrap_started", partitions=count, records=sum(end_offsets.values()))
+            source = await self._stream_source()
+            if await self.cache.attach(count, end_offsets, source):
+                log.info(
+                    "bootstrap_started",
+                    partitions=count,
+                    records=sum(end_offsets.values()),
+                    cluster=source.cluster_id,
+                    topic=source.topic,
+                )
             if self.options.progress and self.progress is None:
                 self.progress = BootstrapProgress(self.region.name, self.cache)
                 self.progress.start()
@@ -120,6 +162,8 @@ class RegionWorker:
                 offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
                 positions = {tp: offsets[tp.partition] for tp in mine}
                 await consumer.seek_wait(positions)
+                if self.drain is not None:
+                    self.drain.expect(offsets)
                 committed.update(positions)
                 log.info(
                     "partitions_positioned",
@@ -166,7 +210,7 @@ class RegionWorker:
             await pending
             DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
             log.warning(
-                "event_dead_lettered",
+                "event_denied" if letter.applied_as_denial else "event_dead_lettered",
                 reason=letter.reason,
                 detail=letter.detail,
                 partition=record.partition,
@@ -177,13 +221,27 @@ class RegionWorker:
         """Verify and decode one fetch (no I/O)."""
         return prepare_batch(records, self.keyring, self.cache.keys)
 
-    async def apply(self, batch: PreparedBatch, now_ms: int) -> bool:
-        """Dead-letter the refused records, apply the rest; False once the cache was lost.
+    async def rewind(self) -> dict[int, int]:
+        """Position the assigned partitions at the offsets the cache recorded (it went back
+        in time) and return them."""
+        consumer: Any = self.app.consumer
+        mine = sorted(
+            (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
+            key=lambda tp: tp.partition,
+        )
+        offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
+        await consumer.seek_wait({tp: offsets[tp.partition] for tp in mine})
+        log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
+        return offsets
+
+    async def apply(self, batch: PreparedBatch, now_ms: int) -> Applied:
+        """Dead-letter the refused records, apply the rest; STOP once the cache was lost,
+        REWIND when it no longer holds what this worker applied (nothing was applied).
 
         Raises CacheUnavailableError when Redis does not answer (nothing was applied).
         """
         started = time.perf_counter()
-        if batch.dead_letters:
+        if batch.dead_letters:  # on the topic (for people) before the offsets move on
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
         if result.lost:
@@ -191,7 +249,15 @@ class RegionWorker:
             log.warning("cache_lost", generation=self.cache.generation)
             self.rebuild = True
             self.done.set()
-            return False
+            return Applied.STOP
+        if result.rewind is not None:
+            log.warning(
+                "cache_behind_worker",
+                generation=self.cache.generation,
+                batch_starts=batch.starts,
+                cache_offsets=result.rewind,
+            )
+            return Applied.REWIND
         elapsed = time.perf_counter() - started
         self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
@@ -209,7 +275,7 @@ class RegionWorker:
             ready=result.ready,
             duration_ms=round(elapsed * 1000, 2),
         )
-        return True
+        return Applied.APPLIED
 
     def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
         """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""
@@ -270,6 +336,7 @@ def build_app(
         broker_session_timeout=options.session_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_max_poll_records=options.batch_size,
+        consumer_metadata_max_age_ms=options.metadata_max_age_ms,
         consumer_max_fetch_size=8 << 20,
         stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
@@ -314,5 +381,7 @@ def build_app(
             raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
     app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
-    worker.drain = BatchDrain(topics.tokens, worker.prepare, worker.apply, worker.done)
+    worker.drain = BatchDrain(
+        topics.tokens, worker.prepare, worker.apply, worker.done, rewind=worker.rewind
+    )
     return worker

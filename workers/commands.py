@@ -25,6 +25,11 @@ async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bo
     """Run until stopped; True if the cache was lost and the worker must rebuild."""
     from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
+    try:
+        await worker.check_cache()  # before joining the group: a refusal changes nothing
+    except BaseException:
+        await worker.cache.close()
+        raise
     loop = bind_to_running_loop(worker.app)
     worker.install_hooks()
     structlog.contextvars.bind_contextvars(region=worker.region.name)
@@ -74,7 +79,11 @@ def worker(
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)
     serve_metrics(metrics_port)
-    options = WorkerOptions(batch_size=batch_size, usage_interval_s=settings.usage_interval_s)
+    options = WorkerOptions(
+        batch_size=batch_size,
+        usage_interval_s=settings.usage_interval_s,
+        allow_eviction=settings.allow_eviction,
+    )
     log.info("worker_starting", region=region.name)
     rebuild = asyncio.run(run_worker(build_app(settings, region, keyring, options)))
     if rebuild:

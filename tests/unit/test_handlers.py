@@ -38,7 +38,7 @@ def test_verified_events_travel_as_their_signed_bytes_and_offsets_move_to_the_ma
     args = batch.script_args("gen", 1000, KEYS)
     assert ["gen", 1000, "ns:inval", "ns:tok:"] == args[:4]
     assert [orjson.loads(encode(token)), orjson.loads(encode(epoch))] == orjson.loads(args[6])
-    assert [[0, 8, 50], [1, 5, 99]] == orjson.loads(args[7])
+    assert [[0, 8, 50, -1], [1, 5, 99, -1]] == orjson.loads(args[7])  # starts: not stated
 
 
 def test_refused_records_become_dead_letters_with_a_reason_and_still_advance_offsets() -> None:
