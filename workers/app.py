@@ -119,10 +119,14 @@ class RegionWorker:
             if self.cache.generation:
                 return
             count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
-            ends = await self.app.consumer.highwaters(*self._tps(count))
-            end_offsets = {tp.partition: int(o) for tp, o in ends.items()}
+
+            async def current_ends() -> dict[int, int]:
+                ends = await self.app.consumer.highwaters(*self._tps(count))
+                return {tp.partition: int(o) for tp, o in ends.items()}
+
             source = await self._stream_source()
-            if await self.cache.attach(count, end_offsets, source):
+            end_offsets = await current_ends()
+            if await self.cache.attach(count, end_offsets, source, current_ends):
                 log.info(
                     "bootstrap_started",
                     partitions=count,

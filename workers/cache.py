@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -135,6 +136,7 @@ class RegionCache:
         partition_count: int,
         end_offsets: dict[int, int],
         source: StreamSource | None = None,
+        current_ends: Callable[[], Awaitable[dict[int, int]]] | None = None,
     ) -> bool:
         """Adopt the cache's generation, or start a new one (bootstrap); True if new.
 
@@ -142,18 +144,27 @@ class RegionCache:
         ``source`` is given, was built from that stream. A new generation drops every key
         of the namespace, loads from offset 0, sets the bootstrap targets (the topic's end
         offsets now) and is not ready until every partition caught up with them.
+        ``current_ends`` (the topic's end offsets, asked after the cache was read) also
+        refuses a cache that applied more than the topic holds: the topic was re-created.
         """
         try:
-            return await self._attach(partition_count, end_offsets, source)
+            return await self._attach(partition_count, end_offsets, source, current_ends)
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"region cache unreachable: {e}") from e
 
     async def _attach(
-        self, partition_count: int, end_offsets: dict[int, int], source: StreamSource | None
+        self,
+        partition_count: int,
+        end_offsets: dict[int, int],
+        source: StreamSource | None,
+        current_ends: Callable[[], Awaitable[dict[int, int]]] | None,
     ) -> bool:
         waited_since = time.monotonic()
         while True:
-            meta, marker, epochs_present = await self._read_identity()
+            meta, marker, epochs_present, applied = await self._read_identity()
+            if current_ends is not None:
+                end_offsets = await current_ends()  # after the cache's offsets were read
+            beyond = sorted(p for p, o in applied.items() if o > end_offsets.get(p, o))
             current = meta.get("generation", "")
             if current and meta.get("building"):
                 # another worker of this region is clearing the namespace: wait for it,
@@ -173,6 +184,8 @@ class RegionCache:
                     f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
                     f" not cluster {source.cluster_id!r} topic {source.topic!r}"
                 )
+            elif beyond and current_ends is not None:
+                why = f"it applied more of partitions {beyond} than the topic holds (re-created)"
             else:
                 self.generation = current
                 if int(meta.get("partitions") or 0) < partition_count:
@@ -203,14 +216,21 @@ class RegionCache:
             self.generation = generation
             return True
 
-    async def _read_identity(self) -> tuple[dict[str, str], bool, bool]:
+    async def _read_identity(self) -> tuple[dict[str, str], bool, bool, dict[int, int]]:
+        """Meta, whether both presence markers exist, and the applied next offsets."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.meta)
-            pipe.hexists(self.keys.partitions, PRESENT_FIELD)
+            pipe.hgetall(self.keys.partitions)
             pipe.hexists(self.keys.epochs, PRESENT_FIELD)
-            raw, marker, present = await pipe.execute()
+            raw, parts_raw, present = await pipe.execute()
         meta = {_text(k): _text(v) for k, v in raw.items()}
-        return meta, bool(marker), bool(present)
+        parts = {_text(k): _text(v) for k, v in parts_raw.items()}
+        applied = {
+            int(name[2:]): int(value)
+            for name, value in parts.items()
+            if name.startswith("o:") and name[2:].isdigit() and value.isdigit()
+        }
+        return meta, PRESENT_FIELD in parts, bool(present), applied
 
     async def _purge(self) -> None:
         """Delete every token and id key of the namespace (what a new generation rebuilds)."""

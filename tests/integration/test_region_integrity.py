@@ -376,3 +376,32 @@ def test_after_remove_and_add_on_the_same_redis_readiness_belongs_to_the_new_gen
         assert old_generation != client.hget(keys.meta, "generation")
     finally:
         client.close()
+
+
+def test_a_cache_that_applied_more_than_the_topic_holds_is_rebuilt_as_of_a_recreated_topic(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    tokens = [pipeline.store.issue(USER, i, f"k{i}") for i in range(10)]
+    pipeline.wait_applied(tokens[-1].seq)
+    pipeline.stop_worker("eu")
+    client = pipeline.redis("eu")
+    try:
+        old_generation = client.hget(pipeline.keys.meta, "generation")
+        # what a cache built from an earlier, longer incarnation of the topic records
+        client.hset(pipeline.keys.partitions, "o:0", 10**6)
+        pipeline.start_worker("eu")
+        wait_for(
+            lambda: client.hget(pipeline.keys.meta, "generation") not in (None, old_generation),
+            60,
+            "a new generation",
+        )
+        pipeline.wait_ready("eu")
+        assert int(client.hget(pipeline.keys.partitions, "o:0") or 0) < 10**6
+    finally:
+        client.close()
+    validator = pipeline.validator("eu")
+    assert [Outcome.VALID] * 10 == [outcome(validator, t) for t in tokens]
+    validator.close()
