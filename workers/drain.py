@@ -102,11 +102,25 @@ class BatchDrain:
             return Applied.APPLIED
         outcome = await pending
         if outcome is Applied.REWIND and self._rewind is not None:
-            positions = await self._rewind()
+            positions = await self._rewind_until_done()
             self._positions.clear()
             self._positions.update(positions)
             self._next_offsets.update(positions)  # commit no more than the cache holds
         return outcome
+
+    async def _rewind_until_done(self) -> Mapping[int, int]:
+        """Rewind, retried (like a batch) while Redis or the consumer does not answer."""
+        assert self._rewind is not None
+        backoff = 0.05
+        while True:
+            try:
+                return await self._rewind()
+            except Exception as e:  # a loop boundary: nothing moves on until it succeeds
+                if self._stopped.is_set():
+                    raise
+                log.error("rewind_failed", error=str(e), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _drain(self, fetcher: Any) -> None:
         consumer = self._app.consumer

@@ -153,3 +153,33 @@ def test_each_batch_states_where_it_was_read_from_and_a_refused_one_rewinds_to_t
     assert [({0: 0}, 2), ({0: 1}, 2), ({0: 1}, 2)] == seen
     assert ["rewind"] == rewinds
     assert consumer.commits[-1] == {TP(TOPIC, 0): 3}
+
+
+def test_a_rewind_that_fails_is_retried_before_anything_else_is_applied() -> None:
+    seen: list[dict[int, int]] = []
+    rewinds: list[str] = []
+
+    async def apply(batch: PreparedBatch, now_ms: int) -> Applied:
+        seen.append(dict(batch.starts))
+        return Applied.REWIND if len(seen) == 1 else Applied.APPLIED
+
+    async def rewind() -> dict[int, int]:
+        rewinds.append("try")
+        if len(rewinds) == 1:
+            raise CacheUnavailableError("redis restarting")
+        return {0: 0}
+
+    consumer = FakeConsumer(
+        deque(
+            [
+                {TP(TOPIC, 0): records(0, 4)},
+                {TP(TOPIC, 0): records(0, 5)},  # prefetched: dropped
+                {TP(TOPIC, 0): records(0, 0, 1)},
+            ]
+        )
+    )
+    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event(), rewind=rewind)
+    drain.expect({0: 4})
+    run(drain, consumer)
+    assert ["try", "try"] == rewinds
+    assert [{0: 4}, {0: 0}] == seen
