@@ -77,6 +77,7 @@ class RegionWorker:
     progress: BootstrapProgress | None = None
     _attach_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
+    _partitions_seen: int = 0
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -254,6 +255,15 @@ class RegionWorker:
             self.rebuild = True
             self.done.set()
             return Applied.STOP
+        if batch.partition_count > self._partitions_seen:
+            if self._partitions_seen:
+                log.warning(
+                    "partitions_added",
+                    before=self._partitions_seen,
+                    after=batch.partition_count,
+                    note="the region is unavailable until every partition has a heartbeat",
+                )
+            self._partitions_seen = batch.partition_count
         if result.rewind is not None:
             log.warning(
                 "cache_behind_worker",

@@ -298,6 +298,7 @@ def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_f
             time.sleep(0.3)
         wait_for(lambda: pipeline.state("eu").freshness_s() is not None, 10, "fresh again")
         assert Outcome.INVALID == outcome(validator, victim)
+        assert "partitions_added" in pipeline.worker_log("eu")
     finally:
         producer.close()
         validator.close()
