@@ -185,3 +185,18 @@ def test_a_batch_that_starts_past_what_the_cache_recorded_is_refused(redis_url: 
         assert b"1" == client.hget(keys.token(hash_token(PLAIN)), "v")  # nothing of it applied
     finally:
         client.close()
+
+
+def test_region_status_does_not_call_a_cache_ready_whose_epochs_hash_is_missing(
+    redis_url: str,
+) -> None:
+    from shared.region_state import read_region_state
+
+    apply(redis_url, [signed(token(1), 0, 0), *beats(1)])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert read_region_state(client, RedisKeys(), "eu").ready
+        client.delete(RedisKeys().epochs)
+        assert not read_region_state(client, RedisKeys(), "eu").ready
+    finally:
+        client.close()
