@@ -54,21 +54,25 @@ for _, e in ipairs(events) do
       stale = stale + 1
     else
       local expires = e.expires_at
-      if expires == nil then
-        expires = nullv
-      end
+      local op = e.op
+      local live = op == 'issued' or op == 'updated'
       -- when the key may vanish: never for a live token without expiry; otherwise the
       -- tombstone TTL after the later of its expiry and now, so that its version refuses
       -- older records for as long as a revoked token's does
       local keep_until = 0
-      if expires ~= nullv then
-        keep_until = math.max(expires + margin, now) + tombstone_ttl
-      elseif e.op ~= 'issued' and e.op ~= 'updated' then
+      local ea = ''
+      if expires ~= nullv and expires ~= nil then
+        ea = expires
+        keep_until = expires + margin
+        if keep_until < now then
+          keep_until = now
+        end
+        keep_until = keep_until + tombstone_ttl
+      elseif not live then
         keep_until = now + tombstone_ttl
       end
-      local ea = expires == nullv and '' or expires
       redis.call('DEL', key)
-      if e.op == 'issued' or e.op == 'updated' then
+      if live then
         local id = e.id == nullv and '' or e.id
         redis.call('HSET', key, 'v', e.seq, 's', 'l', 'id', id, 'tt', e.tokenable_type,
           'ti', e.tokenable_id, 'n', e.name, 'ab', cjson.encode(e.abilities),
