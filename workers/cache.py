@@ -42,7 +42,7 @@ if current ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '1', 'ready', '0',
+redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0',
   'applied', '0', 'cluster', ARGV[3], 'topic', ARGV[4], 'partitions', ARGV[5])
 return 1
 """
@@ -63,7 +63,9 @@ redis.call('HDEL', KEYS[1], 'building')
 return 1
 """
 
-BUILD_WAIT_S = 60.0
+# A build in progress counts its progress in meta.building; one that shows none for this
+# long died, and the next worker takes over.
+BUILD_STALL_S = 10.0
 
 
 def _text(value: bytes | str) -> str:
@@ -159,38 +161,36 @@ class RegionCache:
         source: StreamSource | None,
         current_ends: Callable[[], Awaitable[dict[int, int]]] | None,
     ) -> bool:
-        waited_since = time.monotonic()
+        build_seen: tuple[str, str] | None = None  # (generation, progress) last seen
+        build_seen_at = time.monotonic()
         while True:
             meta, marker, epochs_present, applied = await self._read_identity()
             if current_ends is not None:
                 end_offsets = await current_ends()  # after the cache's offsets were read
-            beyond = sorted(p for p, o in applied.items() if o > end_offsets.get(p, o))
+            beyond = (
+                sorted(p for p, o in applied.items() if o > end_offsets.get(p, o))
+                if current_ends is not None
+                else []
+            )
             current = meta.get("generation", "")
-            if current and meta.get("building"):
-                # another worker of this region is clearing the namespace: wait for it,
-                # and take over if it died doing so
-                if time.monotonic() - waited_since < BUILD_WAIT_S:
+            building = meta.get("building")
+            if current and building is not None:
+                # another worker of this region is clearing the namespace: wait while it
+                # makes progress, and take over once it shows none (it died doing so)
+                if build_seen != (current, building):
+                    build_seen, build_seen_at = (current, building), time.monotonic()
+                if time.monotonic() - build_seen_at < BUILD_STALL_S:
                     await asyncio.sleep(0.2)
                     continue
-                why = "an earlier rebuild never finished"
-            elif not current:
-                why = "no generation"
-            elif not marker or not epochs_present:
-                why = "a structure of the cache is missing (evicted or deleted)"
-            elif source is not None and (
-                meta.get("cluster") != source.cluster_id or meta.get("topic") != source.topic
-            ):
-                why = (
-                    f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
-                    f" not cluster {source.cluster_id!r} topic {source.topic!r}"
-                )
-            elif beyond and current_ends is not None:
-                why = f"it applied more of partitions {beyond} than the topic holds (re-created)"
+                why = "an earlier rebuild stopped making progress"
             else:
-                self.generation = current
-                if int(meta.get("partitions") or 0) < partition_count:
-                    await self.client.hset(self.keys.meta, "partitions", partition_count)
-                return False
+                refusal = self._refusal(meta, marker and epochs_present, beyond, source)
+                if refusal is None:
+                    self.generation = current
+                    if int(meta.get("partitions") or 0) < partition_count:
+                        await self.client.hset(self.keys.meta, "partitions", partition_count)
+                    return False
+                why = refusal
             generation = uuid.uuid4().hex
             claimed = await self._claim(
                 keys=[self.keys.meta, self.keys.partitions, self.keys.epochs],
@@ -205,7 +205,7 @@ class RegionCache:
             if not claimed:
                 continue  # someone else changed it meanwhile: look again
             log.warning("generation_started", generation=generation, previous=current, why=why)
-            await self._purge()
+            await self._purge(generation)
             targets: list[int] = []
             for p in range(partition_count):
                 targets += [p, end_offsets.get(p, 0)]
@@ -215,6 +215,26 @@ class RegionCache:
             )
             self.generation = generation
             return True
+
+    @staticmethod
+    def _refusal(
+        meta: dict[str, str], complete: bool, beyond: list[int], source: StreamSource | None
+    ) -> str | None:
+        """Why the cache described by ``meta`` may not be adopted; None if it may."""
+        if not meta.get("generation"):
+            return "no generation"
+        if not complete:
+            return "a structure of the cache is missing (evicted or deleted)"
+        if source is not None and (
+            meta.get("cluster") != source.cluster_id or meta.get("topic") != source.topic
+        ):
+            return (
+                f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
+                f" not cluster {source.cluster_id!r} topic {source.topic!r}"
+            )
+        if beyond:
+            return f"it applied more of partitions {beyond} than the topic holds (re-created)"
+        return None
 
     async def _read_identity(self) -> tuple[dict[str, str], bool, bool, dict[int, int]]:
         """Meta, whether both presence markers exist, and the applied next offsets."""
@@ -232,18 +252,33 @@ class RegionCache:
         }
         return meta, PRESENT_FIELD in parts, bool(present), applied
 
-    async def _purge(self) -> None:
-        """Delete every token and id key of the namespace (what a new generation rebuilds)."""
+    async def _purge(self, generation: str) -> None:
+        """Delete every token and id key of the namespace (what a new generation rebuilds),
+        counting progress in meta.building so that other workers wait instead of taking over.
+        """
         keep = {self.keys.meta, self.keys.partitions, self.keys.epochs, self.keys.usage}
         batch: list[bytes | str] = []
+        deleted = 0
         async for key in self.client.scan_iter(match=self.keys.pattern, count=5000):
             if _text(key) not in keep:
                 batch.append(key)
             if len(batch) >= 1000:
                 await self.client.unlink(*batch)
+                deleted += len(batch)
                 batch = []
+                await self._progress(generation, deleted)
         if batch:
             await self.client.unlink(*batch)
+
+    async def _progress(self, generation: str, deleted: int) -> None:
+        await self.client.eval(
+            "if redis.call('HGET', KEYS[1], 'generation') == ARGV[1] then "
+            "redis.call('HSET', KEYS[1], 'building', ARGV[2]) end",
+            1,
+            self.keys.meta,
+            generation,
+            deleted,
+        )
 
     async def resume_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The next offset to read per partition, as this cache recorded it (0 if none)."""

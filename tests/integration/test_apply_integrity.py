@@ -200,3 +200,31 @@ def test_region_status_does_not_call_a_cache_ready_whose_epochs_hash_is_missing(
         assert not read_region_state(client, RedisKeys(), "eu").ready
     finally:
         client.close()
+
+
+def test_a_rebuild_abandoned_half_way_is_taken_over_and_never_looks_ready(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.cache
+    from shared.region_state import read_region_state
+
+    monkeypatch.setattr(workers.cache, "BUILD_STALL_S", 0.5, raising=False)
+    keys = RedisKeys()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # what a worker that died while clearing the namespace leaves behind
+        client.hset(keys.meta, mapping={"generation": "dead", "building": "0", "ready": "1"})
+        client.hset(keys.token("f" * 64), mapping={"v": "9", "s": "l"})
+        assert not read_region_state(client, keys, "eu").ready
+
+        async def run() -> tuple[bool, str]:
+            cache = RegionCache.from_url(redis_url, keys)
+            new = await cache.attach(3, {0: 0, 1: 0, 2: 0})
+            await cache.close()
+            return new, cache.generation
+
+        new, generation = asyncio.run(run())
+        assert new and "dead" != generation
+        assert not client.exists(keys.token("f" * 64))
+    finally:
+        client.close()
