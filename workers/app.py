@@ -41,7 +41,7 @@ from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
 
-__all__ = ["RegionWorker", "WorkerOptions", "build_app"]
+__all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
 log = get_logger(__name__)
 
@@ -57,6 +57,7 @@ class WorkerOptions:
     progress: bool = True
     allow_eviction: bool = False
     metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
+    shared_watch_s: float = 2.0  # how long to watch a cache of another stream for activity
 
 
 @dataclass
@@ -78,41 +79,21 @@ class RegionWorker:
     _attach_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
     _partitions_seen: int = 0
+    source: StreamSource | None = None  # set by check_cache, before the app starts
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
 
-    async def check_cache(self) -> None:
-        """Refuse (ConfigError) a Redis that may evict keys, unless the settings allow it."""
+    async def check_cache(self, kafka_bootstrap: str) -> None:
+        """Before joining the group: learn the stream (Kafka cluster id + topic) the cache
+        must belong to, and refuse (ConfigError) a Redis that may evict keys, unless the
+        settings allow it, or a namespace that another stream's worker is applying to."""
         if self.options.allow_eviction:
             log.warning("eviction_allowed", region=self.region.name)
-            return
-        await self.cache.check_eviction_policy()
-
-    async def _stream_source(self) -> StreamSource:
-        """The Kafka cluster id and topic the cache must have been built from."""
-        from aiokafka.protocol.metadata import MetadataRequest
-
-        thread: Any = cast(Any, self.app.consumer)._thread
-        topic = self.topics.tokens
-
-        async def cluster_id() -> str:
-            client = thread._ensure_consumer()._client
-            node = client.get_random_node()
-            response = await client.send(node, MetadataRequest([topic], False))
-            return str(getattr(response, "cluster_id", "") or "")
-
-        last: Exception | None = None
-        for attempt in range(5):
-            try:
-                found = str(await thread.call_thread(cluster_id))
-            except Exception as e:  # any broker error: ask again, then give up loudly
-                last = e
-                await asyncio.sleep(0.2 * (attempt + 1))
-                continue
-            if found:
-                return StreamSource(found, topic)
-        raise CacheUnavailableError(f"the Kafka cluster id could not be read: {last}")
+        else:
+            await self.cache.check_eviction_policy()
+        self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
+        await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
     async def _ensure_attached(self) -> None:
         """Adopt the cache's generation or start a new one (bootstrap), once per process."""
@@ -125,15 +106,15 @@ class RegionWorker:
                 ends = await self.app.consumer.highwaters(*self._tps(count))
                 return {tp.partition: int(o) for tp, o in ends.items()}
 
-            source = await self._stream_source()
+            source = self.source
             end_offsets = await current_ends()
             if await self.cache.attach(count, end_offsets, source, current_ends):
                 log.info(
                     "bootstrap_started",
                     partitions=count,
                     records=sum(end_offsets.values()),
-                    cluster=source.cluster_id,
-                    topic=source.topic,
+                    cluster=source.cluster_id if source else None,
+                    topic=self.topics.tokens,
                 )
             if self.options.progress and self.progress is None:
                 self.progress = BootstrapProgress(self.region.name, self.cache)
@@ -314,6 +295,32 @@ class RegionWorker:
         if len(self._rate_window) > 1 and int(now) != int(self._rate_window[-2][0]):
             span = max(now - self._rate_window[0][0], 1e-3)
             await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
+
+
+async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 5) -> StreamSource:
+    """The Kafka cluster id (from a metadata request) and the topic a region's cache is of."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    last: Exception | None = None
+    for attempt in range(attempts):
+        client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            await client.bootstrap()
+            response: Any = await client.send(
+                client.get_random_node(), MetadataRequest([topic], False)
+            )
+            found = str(getattr(response, "cluster_id", "") or "")
+            if found:
+                return StreamSource(found, topic)
+            last = None
+        except Exception as e:  # any broker error: ask again, then give up with one line
+            last = e
+        finally:
+            await client.close()
+        await asyncio.sleep(0.2 * (attempt + 1))
+    why = f": {last}" if last else " (the broker does not report one)"
+    raise CacheUnavailableError(f"the Kafka cluster id at {kafka_bootstrap} could not be read{why}")
 
 
 def _raw_topic(app: faust.App, name: str, **options: Any) -> Any:

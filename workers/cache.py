@@ -133,6 +133,30 @@ class RegionCache:
             )
         return policy
 
+    async def check_not_shared(self, source: StreamSource, watch_s: float = 2.0) -> None:
+        """ConfigError if a worker of another stream is applying to this namespace now (its
+        heartbeats move within ``watch_s``): two deployments sharing a Redis namespace would
+        rebuild each other's cache forever. A cache of another stream that nobody feeds any
+        more (a re-created topic, a new Kafka cluster) is rebuilt by ``attach`` instead."""
+        fields = ["cluster", "topic", "hb_min", "applied"]
+        try:
+            first = await self.client.hmget(self.keys.meta, fields)
+            cluster, topic = (_text(v) if v is not None else None for v in first[:2])
+            if cluster is None or topic is None:
+                return
+            if (cluster, topic) == (source.cluster_id, source.topic):
+                return
+            await asyncio.sleep(watch_s)
+            second = await self.client.hmget(self.keys.meta, fields)
+        except aioredis.RedisError as e:
+            raise CacheUnavailableError(f"region cache unreachable: {e}") from e
+        if first[:2] == second[:2] and first[2:] != second[2:]:
+            raise ConfigError(
+                f"namespace {self.keys.namespace!r} of this Redis is in use by the worker of "
+                f"cluster {cluster} topic {topic}, not {source.cluster_id} topic "
+                f"{source.topic}: give this region its own Redis or TOKENSYNC_REDIS_NAMESPACE"
+            )
+
     async def attach(
         self,
         partition_count: int,

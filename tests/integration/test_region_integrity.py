@@ -406,3 +406,47 @@ def test_a_cache_that_applied_more_than_the_topic_holds_is_rebuilt_as_of_a_recre
     validator = pipeline.validator("eu")
     assert [Outcome.VALID] * 10 == [outcome(validator, t) for t in tokens]
     validator.close()
+
+
+def test_a_worker_refuses_a_namespace_that_a_worker_of_another_stream_is_applying_to(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topics: Topics,
+    redis_url: str,
+) -> None:
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = Pipeline(
+        first_dir, kafka_bootstrap, f"sqlite:///{first_dir / 's.db'}", topics, {"eu": redis_url}
+    )
+    second = Pipeline(
+        second_dir,
+        kafka_bootstrap,
+        f"sqlite:///{second_dir / 's.db'}",
+        Topics(prefix=topics.prefix + "b"),
+        {"eu": redis_url},
+    )
+    try:
+        first.start_relay()
+        first.start_worker("eu")
+        first.wait_ready("eu")
+        generation = first.redis("eu").hget(first.keys.meta, "generation")
+        second.start_relay()
+        second.start_worker("eu")
+        proc = second.workers["eu"]
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = second.worker_log("eu")
+        assert code not in (None, 0), log[-2000:]
+        assert "is in use by the worker of" in log
+        assert "Traceback" not in log
+        second.workers.pop("eu")
+        second.worker_regions.pop("eu")
+        assert generation == first.redis("eu").hget(first.keys.meta, "generation")
+        assert first.state("eu").ready
+    finally:
+        second.close()
+        first.close()
