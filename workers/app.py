@@ -297,7 +297,7 @@ class RegionWorker:
             await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
 
 
-async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 5) -> StreamSource:
+async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
     """The Kafka cluster id (from a metadata request) and the topic a region's cache is of."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.protocol.metadata import MetadataRequest
@@ -318,7 +318,9 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 5) -> 
             last = e
         finally:
             await client.close()
-        await asyncio.sleep(0.2 * (attempt + 1))
+        if attempt + 1 < attempts:
+            log.warning("kafka_metadata_retry", attempt=attempt + 1, error=str(last or ""))
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # about a minute in all
     why = f": {last}" if last else " (the broker does not report one)"
     raise CacheUnavailableError(f"the Kafka cluster id at {kafka_bootstrap} could not be read{why}")
 
