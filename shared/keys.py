@@ -82,10 +82,10 @@ class RedisKeys:
     def dead_lettered(self) -> str:
         """Sorted set of every record a worker of this region dead-lettered: member
         ``"<partition>:<offset>"``, score the record's ``seq`` when its JSON names one (read
-        even from an unverified record, as a hint) else -1. Written in the same Lua call as
-        the batch around it, so a receipt that finds its seq here knows the region did not
-        apply it. Signed token records that fail only the shape limits are applied as
-        denials and are not listed."""
+        even from an unverified record, as a hint; never a heartbeat's) else -1. Written in
+        the same Lua call as the batch around it, so a receipt that finds its seq here knows
+        the region did not apply it. Signed token records that fail only the shape limits
+        are applied as denials and are not listed. A new generation starts it empty."""
         return f"{self.namespace}:dlq"
 
     @property

@@ -131,7 +131,9 @@ def _seq_hint(value: bytes | None) -> int:
         data: Any = orjson.loads(value)
     except orjson.JSONDecodeError:
         return -1
-    seq = data.get("seq") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("type") == "heartbeat":
+        return -1  # a heartbeat's seq is what the relay had published, not its own
+    seq = data.get("seq")
     return seq if type(seq) is int and seq >= 0 else -1
 
 
