@@ -58,3 +58,13 @@ def test_the_settings_file_round_trips_and_the_environment_wins(tmp_path: Path) 
     assert settings.to_env() == read_settings_file(path)
     loaded = Settings.load({"TOKENSYNC_PARTITIONS": "9"}, tmp_path)
     assert (9, {"k": b"s" * 32}) == (loaded.partitions, dict(loaded.signing_keys))
+
+
+def test_allow_eviction_is_false_by_default_true_when_asked_and_refused_when_unclear() -> None:
+    assert not Settings.from_env({}).allow_eviction
+    assert Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "true"}).allow_eviction
+    assert not Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "no"}).allow_eviction
+    with pytest.raises(ConfigError, match="ALLOW_EVICTION"):
+        Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "maybe"})
+    on = Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "1"})
+    assert on == Settings.from_env(on.to_env())
