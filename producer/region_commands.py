@@ -64,6 +64,19 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
         admin.close()
 
 
+def _forget_generation(settings: Settings, region: Region) -> bool:
+    """Delete the region cache's meta (its generation and ``ready`` flag) so that the next
+    worker starts a new generation from offset 0; False if Redis did not answer."""
+    client = redis.Redis.from_url(region.redis_url, socket_timeout=5.0)
+    try:
+        client.delete(RedisKeys(settings.redis_namespace).meta)
+        return True
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: bool) -> RegionState:
     """Poll the region until ready, drawing a progress bar on a terminal."""
     from rich.console import Console
@@ -121,6 +134,10 @@ def add(
     try:
         if name in {r.name for r in all_regions(settings, store)}:
             raise click.UsageError(f"region {name!r} already exists")
+        # readiness belongs to the generation this region's worker builds: a cache left on
+        # this Redis (a region removed without --purge) must not look ready
+        if not _forget_generation(settings, new):
+            click.echo(f"tokensync: warning: {redis_url} does not answer", err=True)
         store.add_region(new, audit=AuditContext.cli())
         local = LocalStack(cli.cwd, cli.environ)
         started = local.running()
@@ -237,7 +254,12 @@ def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
         except PublishError as e:
             group_deleted = False
             click.echo(f"tokensync: warning: {e}", err=True)
-        if purge:
+        # the generation goes first: a cache left behind (or half purged) never looks ready,
+        # and a worker started on it later rebuilds it from offset 0
+        forgotten = _forget_generation(settings, known[name])
+        if not forgotten:
+            click.echo(f"tokensync: warning: {known[name].redis_url} does not answer", err=True)
+        if purge and forgotten:
             client = redis.Redis.from_url(known[name].redis_url)
             try:
                 keys = list(

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RedisKeys", "Topics", "consumer_group"]
+__all__ = ["PRESENT_FIELD", "RedisKeys", "Topics", "consumer_group"]
+
+# A field that a worker writes into the epochs and partitions hashes when it starts a
+# generation: a hash without it was evicted or deleted, never "empty" (``validate.lua`` and
+# ``apply.lua`` spell it too).
+PRESENT_FIELD = "~present"
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,26 @@ class RedisKeys:
 
     @property
     def meta(self) -> str:
-        """Region metadata: ready flag, bootstrap marker, counters."""
+        """Region metadata: ``generation`` (the cache's identity; gone = rebuild from 0),
+        ``cluster``/``topic`` (the stream it was built from), ``partitions``, ``ready``,
+        ``hb_min`` (oldest partition heartbeat), bootstrap progress and counters."""
         return f"{self.namespace}:meta"
 
     @property
     def partitions(self) -> str:
-        """Per-partition applied offsets and newest heartbeat times."""
+        """Per-partition applied next offsets (``o:<p>``), newest heartbeats (``h:<p>``),
+        bootstrap targets (``t:<p>``) and the generation's ``~present`` marker."""
         return f"{self.namespace}:parts"
+
+    @property
+    def dead_lettered(self) -> str:
+        """Sorted set of every record a worker of this region dead-lettered: member
+        ``"<partition>:<offset>"``, score the record's ``seq`` when its JSON names one (read
+        even from an unverified record, as a hint; never a heartbeat's) else -1. Written in
+        the same Lua call as the batch around it, so a receipt that finds its seq here knows
+        the region did not apply it. Signed token records that fail only the shape limits
+        are applied as denials and are not listed. A new generation starts it empty."""
+        return f"{self.namespace}:dlq"
 
     @property
     def invalidations(self) -> str:
@@ -81,12 +99,6 @@ class RedisKeys:
         ping that near-cache has processed (every invalidation published before ``t`` is
         applied there) and its answer bound ``l`` (see ``shared.nearcache``)."""
         return f"{self.namespace}:nearcaches"
-
-    @property
-    def dead_lettered(self) -> str:
-        """Sorted set of records the worker dead-lettered: member ``<partition>:<offset>``,
-        score the record's seq when readable, else -1 (receipts never count such a seq)."""
-        return f"{self.namespace}:dlq"
 
     @property
     def usage(self) -> str:

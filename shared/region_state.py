@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from shared.keys import RedisKeys
+from shared.keys import PRESENT_FIELD, RedisKeys
 
 __all__ = ["PartitionState", "RegionState", "count_tokens", "read_region_state"]
 
@@ -39,6 +39,7 @@ class RegionState:
     bootstrap_loaded: int = 0
     bootstrap_total: int = 0
     apply_rate: float = 0.0
+    complete: bool = True  # the epochs and partitions hashes hold their presence markers
 
     def freshness_s(self, now_ms: int | None = None) -> float | None:
         """Age of the oldest partition heartbeat; None if any partition has none yet."""
@@ -72,6 +73,7 @@ class RegionState:
             },
             "bootstrap": {"loaded": self.bootstrap_loaded, "total": self.bootstrap_total},
             "apply_rate": self.apply_rate,
+            "complete": self.complete,
             "error": self.error,
         }
 
@@ -91,7 +93,8 @@ def read_region_state(client: redis.Redis, keys: RedisKeys, region: str) -> Regi
         with client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.meta)
             pipe.hgetall(keys.partitions)
-            meta_raw, parts_raw = pipe.execute()
+            pipe.hexists(keys.epochs, PRESENT_FIELD)
+            meta_raw, parts_raw, epochs_present = pipe.execute()
     except redis.RedisError as e:
         return RegionState(region=region, reachable=False, error=str(e))
     meta = {k.decode() if isinstance(k, bytes) else k: v for k, v in meta_raw.items()}
@@ -105,10 +108,16 @@ def read_region_state(client: redis.Redis, keys: RedisKeys, region: str) -> Regi
         p: PartitionState(p, fields.get("o", 0), fields.get("h")) for p, fields in parts.items()
     }
     rate = meta.get("rate")
+    # a cache whose epochs or partitions hash was evicted or deleted is not ready, whatever
+    # its meta says (validators answer unavailable; its worker rebuilds it)
+    complete = bool(epochs_present) and any(
+        k in (PRESENT_FIELD, PRESENT_FIELD.encode()) for k in parts_raw
+    )
     return RegionState(
         region=region,
         reachable=True,
-        ready=meta.get("ready") in (b"1", "1"),
+        ready=meta.get("ready") in (b"1", "1") and complete,
+        complete=complete,
         partitions=partitions,
         partition_count=_int(meta.get("partitions")),
         bootstrap_loaded=_int(meta.get("boot_loaded")),

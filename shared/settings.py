@@ -131,6 +131,7 @@ class Settings:
     usage_interval_s: float = 15.0
     link_delays: str = ""
     admin_types: tuple[str, ...] = ("tokensync",)
+    allow_eviction: bool = False  # workers accept a Redis whose maxmemory-policy may evict
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -154,6 +155,7 @@ class Settings:
         "USAGE_INTERVAL",
         "LINK_DELAYS",
         "ADMIN_TYPES",
+        "ALLOW_EVICTION",
         "SETTINGS_FILE",
     )
 
@@ -197,6 +199,7 @@ class Settings:
             usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
+            allow_eviction=_bool(environ, "ALLOW_EVICTION"),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -269,8 +272,18 @@ class Settings:
             "USAGE_INTERVAL": repr(self.usage_interval_s),
             "LINK_DELAYS": self.link_delays,
             "ADMIN_TYPES": ",".join(self.admin_types),
+            "ALLOW_EVICTION": "true" if self.allow_eviction else "",
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(PREFIX + name, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise ConfigError(f"{PREFIX}{name} must be true or false, not {raw[:32]!r}")
 
 
 def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:

@@ -2,11 +2,16 @@
 -- region's readiness and freshness.
 --
 -- KEYS[1] token hash key, KEYS[2] meta hash, KEYS[3] epochs hash.
--- Returns {ready, oldest partition heartbeat (-1 = not every partition has one), newest
---          applicable epoch, state, id, tokenable_type, tokenable_id, name, abilities,
+-- Returns {ready (-1 = the epochs hash lost its presence marker: evicted or deleted, and
+--          "no epoch" cannot be told from "epochs forgotten"), oldest partition heartbeat
+--          (-1 = not every partition has one), newest applicable epoch, state, id, tokenable_type, tokenable_id, name, abilities,
 --          created_at, issued_at, expires_at}; missing token fields are nil.
 
 local meta = redis.call('HMGET', KEYS[2], 'ready', 'hb_min')
+local ready = meta[1] == '1' and 1 or 0
+if ready == 1 and redis.call('HEXISTS', KEYS[3], '~present') == 0 then
+  ready = -1
+end
 local tok = redis.call('HMGET', KEYS[1], 's', 'id', 'tt', 'ti', 'n', 'ab', 'ca', 'ia', 'ea')
 local epoch = 0
 if tok[1] == 'l' then
@@ -28,5 +33,5 @@ if tok[1] == 'l' then
     end
   end
 end
-return {meta[1] == '1' and 1 or 0, tonumber(meta[2] or '-1'), epoch, tok[1], tok[2], tok[3],
+return {ready, tonumber(meta[2] or '-1'), epoch, tok[1], tok[2], tok[3],
         tok[4], tok[5], tok[6], tok[7], tok[8], tok[9]}

@@ -137,7 +137,11 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
     ready, oldest, epoch = int(reply[0]), int(reply[1]), int(reply[2])
     now_ms = request.now_ms
     freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
-    why_unavailable = region_unavailable_reason(bool(ready), oldest, now_ms, policy.freshness)
+    why_unavailable = (
+        "incomplete"  # a structure of the cache is missing (evicted or deleted): no answer
+        if ready < 0
+        else region_unavailable_reason(ready > 0, oldest, now_ms, policy.freshness)
+    )
     if why_unavailable is not None:
         return ValidationResult(Outcome.UNAVAILABLE, freshness_s=freshness, reason=why_unavailable)
     state, token_id = reply[3], _int(reply[4])

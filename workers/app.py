@@ -5,8 +5,9 @@ faust's record-at-a-time path); each fetch is verified and decoded
 (``workers.handlers``), refused records go to the dead-letter topic, the rest are
 applied with one Lua call (``workers.cache``). Where to read from comes from Redis,
 not from Kafka: on every assignment the worker seeks to the offsets its cache
-recorded, so a lost cache rewinds to 0. A cache lost while running stops the app
-and asks for a restart (``rebuild``).
+recorded, so a lost cache rewinds to 0, and a cache that went back in time (it refuses
+a batch that starts past its offsets) is read again from its offsets. A cache lost
+while running stops the app and asks for a restart (``rebuild``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from shared.metrics import (
 )
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
-from workers.cache import RegionCache
-from workers.drain import BatchDrain
+from workers.cache import RegionCache, StreamSource
+from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
 
-__all__ = ["RegionWorker", "WorkerOptions", "build_app"]
+__all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
 log = get_logger(__name__)
 
@@ -53,6 +54,9 @@ class WorkerOptions:
     tombstone_ttl_s: float = 30 * 24 * 3600
     usage_interval_s: float = 15.0
     progress: bool = True
+    allow_eviction: bool = False
+    metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
+    shared_watch_s: float = 2.0  # how long to watch a cache of another stream for activity
 
 
 @dataclass
@@ -73,9 +77,22 @@ class RegionWorker:
     progress: BootstrapProgress | None = None
     _attach_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
+    _partitions_seen: int = 0
+    source: StreamSource | None = None  # set by check_cache, before the app starts
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
+
+    async def check_cache(self, kafka_bootstrap: str) -> None:
+        """Before joining the group: learn the stream (Kafka cluster id + topic) the cache
+        must belong to, and refuse (ConfigError) a Redis that may evict keys, unless the
+        settings allow it, or a namespace that another stream's worker is applying to."""
+        if self.options.allow_eviction:
+            log.warning("eviction_allowed", region=self.region.name)
+        else:
+            await self.cache.check_eviction_policy()
+        self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
+        await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
     async def _ensure_attached(self) -> None:
         """Adopt the cache's generation or start a new one (bootstrap), once per process."""
@@ -83,10 +100,21 @@ class RegionWorker:
             if self.cache.generation:
                 return
             count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
-            ends = await self.app.consumer.highwaters(*self._tps(count))
-            end_offsets = {tp.partition: int(o) for tp, o in ends.items()}
-            if await self.cache.attach(count, end_offsets):
-                log.info("bootstrap_started", partitions=count, records=sum(end_offsets.values()))
+
+            async def current_ends() -> dict[int, int]:
+                ends = await self.app.consumer.highwaters(*self._tps(count))
+                return {tp.partition: int(o) for tp, o in ends.items()}
+
+            source = self.source
+            end_offsets = await current_ends()
+            if await self.cache.attach(count, end_offsets, source, current_ends):
+                log.info(
+                    "bootstrap_started",
+                    partitions=count,
+                    records=sum(end_offsets.values()),
+                    cluster=source.cluster_id if source else None,
+                    topic=self.topics.tokens,
+                )
             if self.options.progress and self.progress is None:
                 self.progress = BootstrapProgress(self.region.name, self.cache)
                 self.progress.start()
@@ -119,6 +147,8 @@ class RegionWorker:
                 offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
                 positions = {tp: offsets[tp.partition] for tp in mine}
                 await consumer.seek_wait(positions)
+                if self.drain is not None:
+                    self.drain.expect(offsets)
                 committed.update(positions)
                 log.info(
                     "partitions_positioned",
@@ -165,7 +195,7 @@ class RegionWorker:
             await pending
             DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
             log.warning(
-                "event_dead_lettered",
+                "event_denied" if letter.applied_as_denial else "event_dead_lettered",
                 reason=letter.reason,
                 detail=letter.detail,
                 partition=record.partition,
@@ -176,13 +206,27 @@ class RegionWorker:
         """Verify and decode one fetch (no I/O)."""
         return prepare_batch(records, self.keyring, self.cache.keys)
 
-    async def apply(self, batch: PreparedBatch, now_ms: int) -> bool:
-        """Dead-letter the refused records, apply the rest; False once the cache was lost.
+    async def rewind(self) -> dict[int, int]:
+        """Position the assigned partitions at the offsets the cache recorded (it went back
+        in time) and return them."""
+        consumer: Any = self.app.consumer
+        mine = sorted(
+            (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
+            key=lambda tp: tp.partition,
+        )
+        offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
+        await consumer.seek_wait({tp: offsets[tp.partition] for tp in mine})
+        log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
+        return offsets
+
+    async def apply(self, batch: PreparedBatch, now_ms: int) -> Applied:
+        """Dead-letter the refused records, apply the rest; STOP once the cache was lost,
+        REWIND when it no longer holds what this worker applied (nothing was applied).
 
         Raises CacheUnavailableError when Redis does not answer (nothing was applied).
         """
         started = time.perf_counter()
-        if batch.dead_letters:
+        if batch.dead_letters:  # on the topic (for people) before the offsets move on
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
         if result.lost:
@@ -190,7 +234,24 @@ class RegionWorker:
             log.warning("cache_lost", generation=self.cache.generation)
             self.rebuild = True
             self.done.set()
-            return False
+            return Applied.STOP
+        if batch.partition_count > self._partitions_seen:
+            if self._partitions_seen:
+                log.warning(
+                    "partitions_added",
+                    before=self._partitions_seen,
+                    after=batch.partition_count,
+                    note="the region is unavailable until every partition has a heartbeat",
+                )
+            self._partitions_seen = batch.partition_count
+        if result.rewind is not None:
+            log.warning(
+                "cache_behind_worker",
+                generation=self.cache.generation,
+                batch_starts=batch.starts,
+                cache_offsets=result.rewind,
+            )
+            return Applied.REWIND
         elapsed = time.perf_counter() - started
         self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
@@ -208,7 +269,7 @@ class RegionWorker:
             ready=result.ready,
             duration_ms=round(elapsed * 1000, 2),
         )
-        return True
+        return Applied.APPLIED
 
     def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
         """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""
@@ -233,6 +294,34 @@ class RegionWorker:
         if len(self._rate_window) > 1 and int(now) != int(self._rate_window[-2][0]):
             span = max(now - self._rate_window[0][0], 1e-3)
             await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
+
+
+async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
+    """The Kafka cluster id (from a metadata request) and the topic a region's cache is of."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    last: Exception | None = None
+    for attempt in range(attempts):
+        client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            await client.bootstrap()
+            response: Any = await client.send(
+                client.get_random_node(), MetadataRequest([topic], False)
+            )
+            found = str(getattr(response, "cluster_id", "") or "")
+            if found:
+                return StreamSource(found, topic)
+            last = None
+        except Exception as e:  # any broker error: ask again, then give up with one line
+            last = e
+        finally:
+            await client.close()
+        if attempt + 1 < attempts:
+            log.warning("kafka_metadata_retry", attempt=attempt + 1, error=str(last or ""))
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # about a minute in all
+    why = f": {last}" if last else " (the broker does not report one)"
+    raise CacheUnavailableError(f"the Kafka cluster id at {kafka_bootstrap} could not be read{why}")
 
 
 def _raw_topic(app: faust.App, name: str, **options: Any) -> Any:
@@ -269,6 +358,7 @@ def build_app(
         broker_session_timeout=options.session_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_max_poll_records=options.batch_size,
+        consumer_metadata_max_age_ms=options.metadata_max_age_ms,
         consumer_max_fetch_size=8 << 20,
         stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
@@ -313,5 +403,7 @@ def build_app(
             raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
     app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
-    worker.drain = BatchDrain(topics.tokens, worker.prepare, worker.apply, worker.done)
+    worker.drain = BatchDrain(
+        topics.tokens, worker.prepare, worker.apply, worker.done, rewind=worker.rewind
+    )
     return worker

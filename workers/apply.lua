@@ -1,22 +1,43 @@
 -- Apply one batch of token-stream records to a region's cache, atomically.
 --
--- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3] epochs hash.
+-- KEYS[1] meta hash, KEYS[2] partitions hash, KEYS[3] epochs hash, KEYS[4] dead letters zset.
 -- ARGV[1] generation the worker believes in, ARGV[2] now (ms), ARGV[3] invalidation channel,
 -- ARGV[4] token key prefix ('<ns>:tok:'), ARGV[5] expiry margin (ms), ARGV[6] tombstone TTL
 -- (ms), ARGV[7] JSON array of verified token and epoch events exactly as published,
--- ARGV[8] JSON array of [partition, next_offset, newest_heartbeat (0 = none)].
+-- ARGV[8] JSON array of [partition, next_offset, newest_heartbeat (0 = none),
+-- start offset (-1 = not stated)], ARGV[9] the topic's partition count as the worker's
+-- consumer knows it (0 = unknown), ARGV[10] JSON array of dead letters [member, score].
 --
--- Tokens keep the highest version (compare-and-set on seq); a revoked token stays as a
--- tombstone until its key expires; epochs only move forward; offsets and heartbeats only
--- move forward. Publishes on the invalidation channel what changed ({g, h = token keys,
--- e = epoch moved}), also when nothing did: near-caches take it as a sign of life.
--- Returns {applied, stale, ready} or {-1} when the cache is not of our generation (lost,
--- flushed, or rebuilt by another worker): the caller must reload and rewind.
+-- Tokens keep the highest version (compare-and-set on seq); a token's key (and so its
+-- version) outlives the token's expiry, and a revoked token's tombstone lives, for the
+-- tombstone TTL after it was applied, so an older record replayed later is refused; epochs
+-- only move forward; offsets and heartbeats only move forward. Publishes on the invalidation
+-- channel what changed ({g, h = token keys, e = epoch moved}), also when nothing did:
+-- near-caches take it as a sign of life.
+-- Returns {applied, stale, ready}; {-1} when the cache is not of our generation or one of its
+-- structures is missing (lost, flushed, evicted, or rebuilt by another worker): the caller
+-- must start over; {-2, partition, next_offset} when the batch starts past what the cache
+-- recorded for a partition (the cache went back in time): nothing was applied, and the caller
+-- must rewind to the cache's offsets.
 
-local meta, parts, epochs = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('HGET', meta, 'generation') ~= ARGV[1] then
+local meta, parts, epochs, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local PRESENT = '~present'
+if redis.call('HGET', meta, 'generation') ~= ARGV[1]
+    or redis.call('HEXISTS', parts, PRESENT) == 0
+    or redis.call('HEXISTS', epochs, PRESENT) == 0 then
   return {-1}
 end
+local offsets = cjson.decode(ARGV[8])
+for _, entry in ipairs(offsets) do
+  local start = entry[4]
+  if start and start >= 0 then
+    local o = tonumber(redis.call('HGET', parts, 'o:' .. entry[1]) or '0')
+    if start > o then
+      return {-2, entry[1], o}
+    end
+  end
+end
+
 local now = tonumber(ARGV[2])
 local channel, prefix = ARGV[3], ARGV[4]
 local margin, tombstone_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -33,26 +54,34 @@ for _, e in ipairs(events) do
       stale = stale + 1
     else
       local expires = e.expires_at
-      local expire_at = 0
-      if expires ~= nullv then
-        expire_at = expires + margin
-      elseif e.op == 'revoked' then
-        expire_at = now + tombstone_ttl
+      local op = e.op
+      local live = op == 'issued' or op == 'updated'
+      -- when the key may vanish: never for a live token without expiry; otherwise the
+      -- tombstone TTL after the later of its expiry and now, so that its version refuses
+      -- older records for as long as a revoked token's does
+      local keep_until = 0
+      local ea = ''
+      if expires ~= nullv and expires ~= nil then
+        ea = expires
+        keep_until = expires + margin
+        if keep_until < now then
+          keep_until = now
+        end
+        keep_until = keep_until + tombstone_ttl
+      elseif not live then
+        keep_until = now + tombstone_ttl
       end
-      local ea = expires == nullv and '' or expires
       redis.call('DEL', key)
-      if expire_at == 0 or expire_at > now then
-        if e.op == 'revoked' then
-          redis.call('HSET', key, 'v', e.seq, 's', 'r', 'ea', ea)
-        else
-          local id = e.id == nullv and '' or e.id
-          redis.call('HSET', key, 'v', e.seq, 's', 'l', 'id', id, 'tt', e.tokenable_type,
-            'ti', e.tokenable_id, 'n', e.name, 'ab', cjson.encode(e.abilities),
-            'ca', e.created_at, 'ia', e.issued_at, 'ea', ea)
-        end
-        if expire_at > 0 then
-          redis.call('PEXPIREAT', key, expire_at)
-        end
+      if live then
+        local id = e.id == nullv and '' or e.id
+        redis.call('HSET', key, 'v', e.seq, 's', 'l', 'id', id, 'tt', e.tokenable_type,
+          'ti', e.tokenable_id, 'n', e.name, 'ab', cjson.encode(e.abilities),
+          'ca', e.created_at, 'ia', e.issued_at, 'ea', ea)
+      else
+        redis.call('HSET', key, 'v', e.seq, 's', 'r', 'ea', ea)
+      end
+      if keep_until > 0 then
+        redis.call('PEXPIREAT', key, keep_until)
       end
       changed[#changed + 1] = key
       applied = applied + 1
@@ -71,7 +100,7 @@ for _, e in ipairs(events) do
   end
 end
 
-for _, entry in ipairs(cjson.decode(ARGV[8])) do
+for _, entry in ipairs(offsets) do
   local p, next_offset, beat = entry[1], entry[2], entry[3]
   local o = tonumber(redis.call('HGET', parts, 'o:' .. p) or '0')
   if next_offset > o then
@@ -85,8 +114,24 @@ for _, entry in ipairs(cjson.decode(ARGV[8])) do
   end
 end
 
--- The oldest partition heartbeat, kept in meta so that validators read one field.
+for _, letter in ipairs(cjson.decode(ARGV[10])) do
+  redis.call('ZADD', dlq, letter[2], letter[1])
+end
+
+-- Partitions added to the topic join freshness and the ready gate (their target is 0: they
+-- were empty when created, and what was written since is read from their offset 0).
 local count = tonumber(redis.call('HGET', meta, 'partitions') or '0')
+local known = tonumber(ARGV[9])
+if known > count then
+  for p = count, known - 1 do
+    redis.call('HSETNX', parts, 't:' .. p, 0)
+  end
+  count = known
+  redis.call('HSET', meta, 'partitions', count)
+end
+
+-- The oldest partition heartbeat, kept in meta so that validators read one field; none
+-- while a partition has none (a validator then answers unavailable).
 if count > 0 then
   local fields = {}
   for p = 0, count - 1 do
@@ -105,6 +150,8 @@ if count > 0 then
   end
   if oldest then
     redis.call('HSET', meta, 'hb_min', oldest)
+  else
+    redis.call('HDEL', meta, 'hb_min')
   end
 end
 

@@ -1,28 +1,71 @@
 """A region's Redis cache from the worker's side: generations, bootstrap targets, apply.
 
 The cache records, with the data, the offsets it applied (per partition), so a
-worker resumes from Redis, not from Kafka's committed offsets: a cache that
-was flushed or restarted empty is noticed (its generation is gone) and rebuilt
-from offset 0.
+worker resumes from Redis, not from Kafka's committed offsets. A generation is
+one build of the cache from offset 0 of one stream (Kafka cluster id + topic):
+a cache that was flushed, evicted, restarted empty, or built from another stream
+is noticed and rebuilt from offset 0, after every key of the namespace it held
+was deleted. A cache that went back in time (a restore from a backup, a lagging
+replica) is noticed by the apply script, and the worker rewinds to its offsets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from shared.errors import CacheUnavailableError
-from shared.keys import RedisKeys
+from shared.errors import CacheUnavailableError, ConfigError
+from shared.keys import PRESENT_FIELD, RedisKeys
+from shared.logs import get_logger
 from workers.handlers import DEFAULT_TOMBSTONE_TTL_MS, PreparedBatch
 
-__all__ = ["ApplyResult", "RegionCache"]
+__all__ = ["ApplyResult", "RegionCache", "StreamSource"]
+
+log = get_logger(__name__)
 
 _SCRIPT = files("workers").joinpath("apply.lua").read_text()
+
+# Claims a new generation atomically, if the one seen is still there (or none is): the
+# region turns not ready and every structure validators and receipts read is dropped first,
+# so an interrupted rebuild never looks ready. KEYS meta, parts, epochs; ARGV seen
+# generation ('' = none), new generation, cluster id, topic, partition count.
+_CLAIM = """
+local current = redis.call('HGET', KEYS[1], 'generation') or ''
+if current ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0',
+  'applied', '0', 'cluster', ARGV[3], 'topic', ARGV[4], 'partitions', ARGV[5])
+return 1
+"""
+
+# Finishes a claimed generation once the namespace's old keys are gone: bootstrap targets,
+# and the presence markers every later apply and validation checks. KEYS meta, parts,
+# epochs; ARGV generation, then partition/target pairs.
+_OPEN = """
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], '~present', '1')
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], 't:' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[3], '~present', '1')
+redis.call('HDEL', KEYS[1], 'building')
+return 1
+"""
+
+# A build in progress counts its progress in meta.building; one that shows none for this
+# long died, and the next worker takes over.
+BUILD_STALL_S = 10.0
 
 
 def _text(value: bytes | str) -> str:
@@ -30,14 +73,25 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True)
+class StreamSource:
+    """The stream a cache is built from: a cache of another stream is never adopted."""
+
+    cluster_id: str
+    topic: str
+
+
+@dataclass(frozen=True)
 class ApplyResult:
-    """Outcome of one batch: records applied, stale (older or duplicate), ready flag,
-    or ``lost`` when the cache is not of the worker's generation any more."""
+    """Outcome of one batch: records applied, stale (older or duplicate), ready flag;
+    ``lost`` when the cache is not of the worker's generation any more (or incomplete);
+    ``rewind`` (partition -> the cache's next offset) when the batch started past what the
+    cache recorded and nothing was applied."""
 
     applied: int
     stale: int
     ready: bool
     lost: bool = False
+    rewind: dict[int, int] | None = None
 
 
 class RegionCache:
@@ -47,6 +101,8 @@ class RegionCache:
         self.client = client
         self.keys = keys
         self._script: AsyncScript = client.register_script(_SCRIPT)
+        self._claim: AsyncScript = client.register_script(_CLAIM)
+        self._open: AsyncScript = client.register_script(_OPEN)
         self.generation = ""
 
     @classmethod
@@ -58,35 +114,195 @@ class RegionCache:
         """Close the connection pool."""
         await self.client.aclose()
 
-    async def attach(self, partition_count: int, end_offsets: dict[int, int]) -> bool:
-        """Adopt the cache's generation, or start a new one (bootstrap); True if new.
+    async def check_eviction_policy(self) -> str:
+        """The server's ``maxmemory-policy``; ConfigError unless it is ``noeviction``.
 
-        A new generation sets the bootstrap targets (the topic's end offsets now) and
-        marks the region not ready until every partition caught up with them.
+        An evicting Redis may drop a tombstone or the epochs hash while the rest stays,
+        which would turn revoked tokens valid again.
         """
         try:
-            current = await self.client.hget(self.keys.meta, "generation")
-            if current is not None:
-                self.generation = _text(current)
-                await self.client.hsetnx(self.keys.meta, "partitions", partition_count)
-                return False
-            generation = uuid.uuid4().hex
-            if await self.client.hsetnx(self.keys.meta, "generation", generation):
-                # redis-py's stub wants an invariant key union; the values are plain ints.
-                mapping: Any = {f"t:{p}": end_offsets.get(p, 0) for p in range(partition_count)}
-                async with self.client.pipeline(transaction=True) as pipe:
-                    pipe.hset(self.keys.partitions, mapping=mapping)
-                    pipe.hset(
-                        self.keys.meta,
-                        mapping={"partitions": partition_count, "ready": 0, "applied": 0},
-                    )
-                    await pipe.execute()
-                self.generation = generation
-                return True
-            self.generation = _text(await self.client.hget(self.keys.meta, "generation") or b"")
-            return False
+            info = await self.client.info("memory")
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"region cache unreachable: {e}") from e
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            raise ConfigError(
+                f"the region's Redis has maxmemory-policy {policy}: a cache that may evict "
+                "keys can forget revocations; set it to noeviction (CONFIG SET "
+                "maxmemory-policy noeviction), or set TOKENSYNC_ALLOW_EVICTION=true"
+            )
+        return policy
+
+    async def check_not_shared(self, source: StreamSource, watch_s: float = 2.0) -> None:
+        """ConfigError if a worker of another stream is applying to this namespace now (its
+        heartbeats move within ``watch_s``): two deployments sharing a Redis namespace would
+        rebuild each other's cache forever. A cache of another stream that nobody feeds any
+        more (a re-created topic, a new Kafka cluster) is rebuilt by ``attach`` instead."""
+        fields = ["cluster", "topic", "hb_min", "applied"]
+        try:
+            first = await self.client.hmget(self.keys.meta, fields)
+            cluster, topic = (_text(v) if v is not None else None for v in first[:2])
+            if cluster is None or topic is None:
+                return
+            if (cluster, topic) == (source.cluster_id, source.topic):
+                return
+            await asyncio.sleep(watch_s)
+            second = await self.client.hmget(self.keys.meta, fields)
+        except aioredis.RedisError as e:
+            raise CacheUnavailableError(f"region cache unreachable: {e}") from e
+        if first[:2] == second[:2] and first[2:] != second[2:]:
+            raise ConfigError(
+                f"namespace {self.keys.namespace!r} of this Redis is in use by the worker of "
+                f"cluster {cluster} topic {topic}, not {source.cluster_id} topic "
+                f"{source.topic}: give this region its own Redis or TOKENSYNC_REDIS_NAMESPACE"
+            )
+
+    async def attach(
+        self,
+        partition_count: int,
+        end_offsets: dict[int, int],
+        source: StreamSource | None = None,
+        current_ends: Callable[[], Awaitable[dict[int, int]]] | None = None,
+    ) -> bool:
+        """Adopt the cache's generation, or start a new one (bootstrap); True if new.
+
+        A cache is adopted only if it is complete (its presence markers exist) and, when
+        ``source`` is given, was built from that stream. A new generation drops every key
+        of the namespace, loads from offset 0, sets the bootstrap targets (the topic's end
+        offsets now) and is not ready until every partition caught up with them.
+        ``current_ends`` (the topic's end offsets, asked after the cache was read) also
+        refuses a cache that applied more than the topic holds: the topic was re-created.
+        """
+        try:
+            return await self._attach(partition_count, end_offsets, source, current_ends)
+        except aioredis.RedisError as e:
+            raise CacheUnavailableError(f"region cache unreachable: {e}") from e
+
+    async def _attach(
+        self,
+        partition_count: int,
+        end_offsets: dict[int, int],
+        source: StreamSource | None,
+        current_ends: Callable[[], Awaitable[dict[int, int]]] | None,
+    ) -> bool:
+        build_seen: tuple[str, str] | None = None  # (generation, progress) last seen
+        build_seen_at = time.monotonic()
+        while True:
+            meta, marker, epochs_present, applied = await self._read_identity()
+            if current_ends is not None:
+                end_offsets = await current_ends()  # after the cache's offsets were read
+            beyond = (
+                sorted(p for p, o in applied.items() if o > end_offsets.get(p, o))
+                if current_ends is not None
+                else []
+            )
+            current = meta.get("generation", "")
+            building = meta.get("building")
+            if current and building is not None:
+                # another worker of this region is clearing the namespace: wait while it
+                # makes progress, and take over once it shows none (it died doing so)
+                if build_seen != (current, building):
+                    build_seen, build_seen_at = (current, building), time.monotonic()
+                if time.monotonic() - build_seen_at < BUILD_STALL_S:
+                    await asyncio.sleep(0.2)
+                    continue
+                why = "an earlier rebuild stopped making progress"
+            else:
+                refusal = self._refusal(meta, marker and epochs_present, beyond, source)
+                if refusal is None:
+                    self.generation = current
+                    if int(meta.get("partitions") or 0) < partition_count:
+                        await self.client.hset(self.keys.meta, "partitions", partition_count)
+                    return False
+                why = refusal
+            generation = uuid.uuid4().hex
+            claimed = await self._claim(
+                keys=[self.keys.meta, self.keys.partitions, self.keys.epochs],
+                args=[
+                    current,
+                    generation,
+                    source.cluster_id if source else "",
+                    source.topic if source else "",
+                    partition_count,
+                ],
+            )
+            if not claimed:
+                continue  # someone else changed it meanwhile: look again
+            log.warning("generation_started", generation=generation, previous=current, why=why)
+            await self._purge(generation)
+            targets: list[int] = []
+            for p in range(partition_count):
+                targets += [p, end_offsets.get(p, 0)]
+            await self._open(
+                keys=[self.keys.meta, self.keys.partitions, self.keys.epochs],
+                args=[generation, *targets],
+            )
+            self.generation = generation
+            return True
+
+    @staticmethod
+    def _refusal(
+        meta: dict[str, str], complete: bool, beyond: list[int], source: StreamSource | None
+    ) -> str | None:
+        """Why the cache described by ``meta`` may not be adopted; None if it may."""
+        if not meta.get("generation"):
+            return "no generation"
+        if not complete:
+            return "a structure of the cache is missing (evicted or deleted)"
+        if source is not None and (
+            meta.get("cluster") != source.cluster_id or meta.get("topic") != source.topic
+        ):
+            return (
+                f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
+                f" not cluster {source.cluster_id!r} topic {source.topic!r}"
+            )
+        if beyond:
+            return f"it applied more of partitions {beyond} than the topic holds (re-created)"
+        return None
+
+    async def _read_identity(self) -> tuple[dict[str, str], bool, bool, dict[int, int]]:
+        """Meta, whether both presence markers exist, and the applied next offsets."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.meta)
+            pipe.hgetall(self.keys.partitions)
+            pipe.hexists(self.keys.epochs, PRESENT_FIELD)
+            raw, parts_raw, present = await pipe.execute()
+        meta = {_text(k): _text(v) for k, v in raw.items()}
+        parts = {_text(k): _text(v) for k, v in parts_raw.items()}
+        applied = {
+            int(name[2:]): int(value)
+            for name, value in parts.items()
+            if name.startswith("o:") and name[2:].isdigit() and value.isdigit()
+        }
+        return meta, PRESENT_FIELD in parts, bool(present), applied
+
+    async def _purge(self, generation: str) -> None:
+        """Delete every token and id key of the namespace (what a new generation rebuilds),
+        counting progress in meta.building so that other workers wait instead of taking over.
+        """
+        keep = {self.keys.meta, self.keys.partitions, self.keys.epochs, self.keys.usage}
+        batch: list[bytes | str] = []
+        deleted = 0
+        async for key in self.client.scan_iter(match=self.keys.pattern, count=5000):
+            if _text(key) not in keep:
+                batch.append(key)
+            if len(batch) >= 1000:
+                await self.client.unlink(*batch)
+                deleted += len(batch)
+                batch = []
+                await self._progress(generation, deleted)
+        if batch:
+            await self.client.unlink(*batch)
+
+    async def _progress(self, generation: str, deleted: int) -> None:
+        await self.client.eval(
+            "if redis.call('HGET', KEYS[1], 'generation') == ARGV[1] then "
+            "redis.call('HSET', KEYS[1], 'building', ARGV[2]) end",
+            1,
+            self.keys.meta,
+            generation,
+            deleted,
+        )
 
     async def resume_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The next offset to read per partition, as this cache recorded it (0 if none)."""
@@ -109,6 +325,8 @@ class RegionCache:
             raise CacheUnavailableError(f"applying a batch failed: {e}") from e
         if result[0] == -1:
             return ApplyResult(0, 0, False, lost=True)
+        if result[0] == -2:
+            return ApplyResult(0, 0, False, rewind={int(result[1]): int(result[2])})
         return ApplyResult(int(result[0]), int(result[1]), bool(result[2]))
 
     async def set_rate(self, rate: float) -> None:

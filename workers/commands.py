@@ -21,10 +21,18 @@ __all__ = ["worker"]
 log = get_logger(__name__)
 
 
-async def run_worker(worker: RegionWorker, *, handle_signals: bool = True) -> bool:
+async def run_worker(
+    worker: RegionWorker, kafka_bootstrap: str, *, handle_signals: bool = True
+) -> bool:
     """Run until stopped; True if the cache was lost and the worker must rebuild."""
     from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
+    try:
+        # before joining the group: a refusal changes nothing
+        await worker.check_cache(kafka_bootstrap)
+    except BaseException:
+        await worker.cache.close()
+        raise
     loop = bind_to_running_loop(worker.app)
     worker.install_hooks()
     structlog.contextvars.bind_contextvars(region=worker.region.name)
@@ -74,9 +82,15 @@ def worker(
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)
     serve_metrics(metrics_port)
-    options = WorkerOptions(batch_size=batch_size, usage_interval_s=settings.usage_interval_s)
+    options = WorkerOptions(
+        batch_size=batch_size,
+        usage_interval_s=settings.usage_interval_s,
+        allow_eviction=settings.allow_eviction,
+        shared_watch_s=max(2.0, 4 * settings.heartbeat_interval_s),
+    )
     log.info("worker_starting", region=region.name)
-    rebuild = asyncio.run(run_worker(build_app(settings, region, keyring, options)))
+    app = build_app(settings, region, keyring, options)
+    rebuild = asyncio.run(run_worker(app, settings.kafka_bootstrap))
     if rebuild:
         log.warning("worker_restarting_to_rebuild", region=region.name)
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - same program

@@ -12,7 +12,11 @@ rebalances, the seek hook, timers, producing) and replaces the consumer's drain 
   Redis work at the same time (batches are still applied one after another, in order);
 - a batch is acknowledged only once Redis applied it: Kafka's committed offsets follow
   the applied batches about once a second (the worker resumes from the offsets in Redis
-  anyway; the commit keeps the group's lag visible to Kafka tools).
+  anyway; the commit keeps the group's lag visible to Kafka tools);
+- each batch states, per partition, the offset the consumer read it from (where the
+  worker positioned it, then where the previous batch ended); the cache refuses a batch
+  that starts past the offset it recorded (it went back in time: a restore, a lagging
+  replica), and the drain then drops what it prefetched and rewinds to the cache's offsets.
 
 The agent still subscribes the topic; no record reaches it.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 from faust.types import TP
@@ -30,12 +35,20 @@ from shared.errors import CacheUnavailableError
 from shared.logs import get_logger
 from workers.handlers import PreparedBatch, Record
 
-__all__ = ["BatchDrain"]
+__all__ = ["Applied", "BatchDrain"]
 
 log = get_logger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 2.0
+
+
+class Applied(Enum):
+    """What became of a batch handed to Redis."""
+
+    APPLIED = "applied"
+    STOP = "stop"  # the cache was lost: the worker stops and rebuilds
+    REWIND = "rewind"  # the cache went back in time: nothing applied, read again from it
 
 
 class BatchDrain:
@@ -45,15 +58,19 @@ class BatchDrain:
         self,
         topic: str,
         prepare: Callable[[Sequence[Record]], PreparedBatch],
-        apply: Callable[[PreparedBatch, int], Awaitable[bool]],
+        apply: Callable[[PreparedBatch, int], Awaitable[Applied]],
         stopped: asyncio.Event,
+        rewind: Callable[[], Awaitable[Mapping[int, int]]] | None = None,
     ) -> None:
-        """``prepare`` verifies a fetch; ``apply`` writes it and returns False to stop."""
+        """``prepare`` verifies a fetch; ``apply`` writes it; ``rewind`` positions the
+        consumer at the cache's offsets and returns them."""
         self._topic = topic
         self._prepare = prepare
         self._apply = apply
         self._stopped = stopped
+        self._rewind = rewind
         self._next_offsets: dict[int, int] = {}
+        self._positions: dict[int, int] = {}  # where the consumer reads each partition next
         self._committed_at = 0.0
         self._app: Any = None  # the faust app, once installed
         self.batches = 0
@@ -63,10 +80,52 @@ class BatchDrain:
         app.consumer._drain_messages = self._drain  # faust's Fetcher looks it up per start
         self._app = app
 
+    def expect(self, positions: Mapping[int, int]) -> None:
+        """Where the consumer was positioned (by the worker's seek): the next batch of each
+        partition states it as its start."""
+        self._positions.update(positions)
+
+    def _stamp(self, batch: PreparedBatch, consumer: Any) -> None:
+        """State where each partition of ``batch`` was read from, and the partition count."""
+        positions = self._positions
+        for partition, next_offset in batch.next_offsets.items():
+            start = positions.get(partition)
+            if start is not None:
+                batch.starts[partition] = start
+            if start is None or next_offset > start:
+                positions[partition] = next_offset
+        batch.partition_count = consumer.topic_partitions(self._topic) or 0
+
+    async def _settle(self, pending: asyncio.Task[Applied] | None) -> Applied:
+        """Wait for the batch in flight; on a rewind, reposition before going on."""
+        if pending is None:
+            return Applied.APPLIED
+        outcome = await pending
+        if outcome is Applied.REWIND and self._rewind is not None:
+            positions = await self._rewind_until_done()
+            self._positions.clear()
+            self._positions.update(positions)
+            self._next_offsets.update(positions)  # commit no more than the cache holds
+        return outcome
+
+    async def _rewind_until_done(self) -> Mapping[int, int]:
+        """Rewind, retried (like a batch) while Redis or the consumer does not answer."""
+        assert self._rewind is not None
+        backoff = 0.05
+        while True:
+            try:
+                return await self._rewind()
+            except Exception as e:  # a loop boundary: nothing moves on until it succeeds
+                if self._stopped.is_set():
+                    raise
+                log.error("rewind_failed", error=str(e), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
     async def _drain(self, fetcher: Any) -> None:
         consumer = self._app.consumer
         monitor = getattr(self._app, "monitor", None)
-        pending: asyncio.Task[bool] | None = None
+        pending: asyncio.Task[Applied] | None = None
         try:
             while not (
                 consumer._stopped.is_set() or fetcher._stopped.is_set() or self._stopped.is_set()
@@ -76,21 +135,27 @@ class BatchDrain:
                     break
                 raw = self._raw(records or {})
                 if not raw:
-                    if pending is not None and not await pending:
+                    outcome, pending = await self._settle(pending), None
+                    if outcome is Applied.STOP:
                         return
-                    pending = None
                     await self._commit(consumer, force=False)
                     continue
                 batch = self._prepare(raw)  # CPU work, while Redis applies the previous batch
-                if pending is not None and not await pending:
+                self._stamp(batch, consumer)
+                outcome, pending = await self._settle(pending), None
+                if outcome is Applied.STOP:
                     return
+                if outcome is Applied.REWIND:
+                    continue  # read after the previous one's refused start: dropped
                 pending = asyncio.ensure_future(self._apply_with_retry(batch, monitor))
                 # let the task send its command before this loop goes back to CPU work
                 for _ in range(3):
                     await asyncio.sleep(0)
                 await self._commit(consumer, force=False)
-            if pending is not None and not await pending:
+            if await self._settle(pending) is Applied.STOP:
+                pending = None
                 return
+            pending = None
             await self._commit(consumer, force=True)  # what was applied, before leaving
         finally:
             if pending is not None and not pending.done():
@@ -101,11 +166,11 @@ class BatchDrain:
         topic = self._topic
         return [r for tp, batch in records.items() if tp.topic == topic for r in batch]
 
-    async def _apply_with_retry(self, batch: PreparedBatch, monitor: Any) -> bool:
+    async def _apply_with_retry(self, batch: PreparedBatch, monitor: Any) -> Applied:
         backoff = 0.05
         while not self._stopped.is_set():
             try:
-                keep_going = await self._apply(batch, int(time.time() * 1000))
+                outcome = await self._apply(batch, int(time.time() * 1000))
             except CacheUnavailableError as e:
                 # Nothing recorded as applied: retried until Redis answers again.
                 log.error("batch_failed", error=str(e), retry_in_s=backoff)
@@ -113,10 +178,10 @@ class BatchDrain:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             self.batches += 1
-            if keep_going:  # acknowledged (committed) only once Redis applied it
+            if outcome is Applied.APPLIED:  # acknowledged (committed) only once applied
                 self._track(batch.next_offsets, monitor)
-            return keep_going
-        return False
+            return outcome
+        return Applied.STOP
 
     def _track(self, next_offsets: Mapping[int, int], monitor: Any) -> None:
         now = time.monotonic()

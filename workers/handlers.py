@@ -5,9 +5,10 @@ No faust and no Redis here, so every rule is testable with values alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -15,12 +16,13 @@ from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check
 from shared.keys import RedisKeys
 
-__all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "prepare_batch"]
+__all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "denial", "prepare_batch"]
 
 # Keys of live tokens outlive their expiry a little, so clocks that differ slightly between
 # regions never drop a key a validator still asks for (validators check expiry themselves).
 EXPIRY_MARGIN_MS = 60_000
 DEFAULT_TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
+_HASH = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class Record(Protocol):
@@ -51,11 +53,18 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record refused, and why (``signature``, ``decode``)."""
+    """A record refused, and why (``signature``, ``decode``), or applied only as a denial of
+    the token it names (``denied``: signed, but not applicable as a grant)."""
 
     record: Record
     reason: str
     detail: str
+    seq: int = -1
+
+    @property
+    def applied_as_denial(self) -> bool:
+        """Whether the record was applied (as a revocation of its token's hash)."""
+        return self.reason == "denied"
 
 
 @dataclass
@@ -72,6 +81,11 @@ class PreparedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
     beats: dict[int, int] = field(default_factory=dict)
+    # Where the consumer read each partition from (the worker's own position): the cache
+    # refuses a batch that starts past the offset it recorded (it went back in time).
+    starts: dict[int, int] = field(default_factory=dict)
+    # The topic's partition count as the consumer knows it (0: unknown).
+    partition_count: int = 0
 
     @property
     def records(self) -> int:
@@ -86,7 +100,15 @@ class PreparedBatch:
         tombstone_ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS,
     ) -> list[str | int | bytes]:
         """ARGV for ``apply.lua``."""
-        offsets = [[p, o, self.beats.get(p, 0)] for p, o in sorted(self.next_offsets.items())]
+        offsets = [
+            [p, o, self.beats.get(p, 0), self.starts.get(p, -1)]
+            for p, o in sorted(self.next_offsets.items())
+        ]
+        letters = [
+            [f"{d.record.partition}:{d.record.offset}", d.seq]
+            for d in self.dead_letters
+            if not d.applied_as_denial
+        ]
         return [
             generation,
             now_ms,
@@ -96,12 +118,53 @@ class PreparedBatch:
             tombstone_ttl_ms,
             b"[" + b",".join(self.values) + b"]",
             orjson.dumps(offsets),
+            self.partition_count,
+            orjson.dumps(letters),
         ]
+
+
+def _seq_hint(value: bytes | None) -> int:
+    """The ``seq`` a record's JSON names, read without trusting it; -1 if none."""
+    if not value:
+        return -1
+    try:
+        data: Any = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return -1
+    if not isinstance(data, dict) or data.get("type") == "heartbeat":
+        return -1  # a heartbeat's seq is what the relay had published, not its own
+    seq = data.get("seq")
+    return seq if type(seq) is int and seq >= 0 else -1
+
+
+def denial(record: Record, keyring: Keyring) -> bytes | None:
+    """A revocation of the token a signed record names, for a record that cannot be applied
+    as it is (shape limits, size, unknown op or schema): a revocation never depends on the
+    revoked row's payload. None unless the record verifies and names a token hash and seq.
+    """
+    value = record.value
+    if not value:
+        return None
+    try:
+        keyring.verify(record.key or b"", value, record.headers or ())
+        data: Any = orjson.loads(value)
+    except (SignatureError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("type") != "token":
+        return None
+    token_hash, seq = data.get("hash"), data.get("seq")
+    if not isinstance(token_hash, str) or not _HASH.match(token_hash):
+        return None
+    if type(seq) is not int or seq < 0:
+        return None
+    return orjson.dumps(
+        {"type": "token", "op": "revoked", "hash": token_hash, "seq": seq, "expires_at": None}
+    )
 
 
 def prepare_batch(records: Iterable[Record], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
     """Verify and decode ``records``; refused ones become dead letters."""
-    batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs])
+    batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs, keys.dead_lettered])
     next_offsets = batch.next_offsets
     beats = batch.beats
     values = batch.values
@@ -112,10 +175,17 @@ def prepare_batch(records: Iterable[Record], keyring: Keyring, keys: RedisKeys) 
         try:
             beat = check(record.key, record.value, record.headers, keyring)
         except SignatureError as e:
-            batch.dead_letters.append(DeadLetter(record, "signature", str(e)))
+            letter = DeadLetter(record, "signature", str(e), _seq_hint(record.value))
+            batch.dead_letters.append(letter)
             continue
         except EventDecodeError as e:
-            batch.dead_letters.append(DeadLetter(record, "decode", str(e)))
+            denied = denial(record, keyring)
+            if denied is None:
+                letter = DeadLetter(record, "decode", str(e), _seq_hint(record.value))
+            else:
+                values.append(denied)
+                letter = DeadLetter(record, "denied", str(e), _seq_hint(record.value))
+            batch.dead_letters.append(letter)
             continue
         if beat is None:
             values.append(record.value)  # type: ignore[arg-type]  # check() refused None

@@ -11,7 +11,7 @@ from typing import Any
 from faust.types import TP
 
 from shared.errors import CacheUnavailableError
-from workers.drain import BatchDrain
+from workers.drain import Applied, BatchDrain
 from workers.handlers import PreparedBatch, RawRecord, Record
 
 TOPIC = "t.tokens.v1"
@@ -35,6 +35,9 @@ class FakeConsumer:
 
     def assignment(self) -> set[TP]:
         return {TP(TOPIC, 0), TP(TOPIC, 1)}
+
+    def topic_partitions(self, topic: str) -> int | None:
+        return 2 if topic == TOPIC else None
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
         self.commits.append(dict(offsets))
@@ -80,10 +83,10 @@ def run(drain: BatchDrain, consumer: FakeConsumer) -> None:
 def test_fetches_are_applied_in_order_and_committed_only_once_applied() -> None:
     applied: list[dict[int, int]] = []
 
-    async def apply(batch: PreparedBatch, now_ms: int) -> bool:
+    async def apply(batch: PreparedBatch, now_ms: int) -> Applied:
         await asyncio.sleep(0.001)
         applied.append(dict(batch.next_offsets))
-        return True
+        return Applied.APPLIED
 
     consumer = FakeConsumer(
         deque(
@@ -106,15 +109,77 @@ def test_an_unavailable_cache_is_retried_and_a_lost_one_stops_the_drain() -> Non
     calls: list[str] = []
     stopped = asyncio.Event()
 
-    async def apply(batch: PreparedBatch, now_ms: int) -> bool:
+    async def apply(batch: PreparedBatch, now_ms: int) -> Applied:
         calls.append("try")
         if len(calls) == 1:
             raise CacheUnavailableError("redis down")
         stopped.set()
-        return False  # the cache was lost: the worker rebuilds
+        return Applied.STOP  # the cache was lost: the worker rebuilds
 
     consumer = FakeConsumer(deque([{TP(TOPIC, 0): records(0, 0)}, {TP(TOPIC, 0): records(0, 1)}]))
     drain = BatchDrain(TOPIC, prepare, apply, stopped)
     run(drain, consumer)
     assert calls == ["try", "try"]
     assert consumer.commits == []  # nothing acknowledged from a lost cache
+
+
+def test_each_batch_states_where_it_was_read_from_and_a_refused_one_rewinds_to_the_cache() -> None:
+    seen: list[tuple[dict[int, int], int]] = []
+    rewinds: list[str] = []
+
+    async def apply(batch: PreparedBatch, now_ms: int) -> Applied:
+        seen.append((dict(batch.starts), batch.partition_count))
+        if len(seen) == 2:
+            return Applied.REWIND  # the cache holds offsets up to 1 only (restored)
+        return Applied.APPLIED
+
+    async def rewind() -> dict[int, int]:
+        rewinds.append("rewind")
+        return {0: 1}
+
+    consumer = FakeConsumer(
+        deque(
+            [
+                {TP(TOPIC, 0): records(0, 0)},
+                {TP(TOPIC, 0): records(0, 5, 6)},
+                {TP(TOPIC, 0): records(0, 7)},  # prefetched behind the refused batch: dropped
+                {TP(TOPIC, 0): records(0, 1, 2)},  # read again from the cache's offset
+            ]
+        )
+    )
+    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event(), rewind=rewind)
+    drain.expect({0: 0})
+    run(drain, consumer)
+    assert [({0: 0}, 2), ({0: 1}, 2), ({0: 1}, 2)] == seen
+    assert ["rewind"] == rewinds
+    assert consumer.commits[-1] == {TP(TOPIC, 0): 3}
+
+
+def test_a_rewind_that_fails_is_retried_before_anything_else_is_applied() -> None:
+    seen: list[dict[int, int]] = []
+    rewinds: list[str] = []
+
+    async def apply(batch: PreparedBatch, now_ms: int) -> Applied:
+        seen.append(dict(batch.starts))
+        return Applied.REWIND if len(seen) == 1 else Applied.APPLIED
+
+    async def rewind() -> dict[int, int]:
+        rewinds.append("try")
+        if len(rewinds) == 1:
+            raise CacheUnavailableError("redis restarting")
+        return {0: 0}
+
+    consumer = FakeConsumer(
+        deque(
+            [
+                {TP(TOPIC, 0): records(0, 4)},
+                {TP(TOPIC, 0): records(0, 5)},  # prefetched: dropped
+                {TP(TOPIC, 0): records(0, 0, 1)},
+            ]
+        )
+    )
+    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event(), rewind=rewind)
+    drain.expect({0: 4})
+    run(drain, consumer)
+    assert ["try", "try"] == rewinds
+    assert [{0: 4}, {0: 0}] == seen

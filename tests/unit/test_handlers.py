@@ -38,7 +38,7 @@ def test_verified_events_travel_as_their_signed_bytes_and_offsets_move_to_the_ma
     args = batch.script_args("gen", 1000, KEYS)
     assert ["gen", 1000, "ns:inval", "ns:tok:"] == args[:4]
     assert [orjson.loads(encode(token)), orjson.loads(encode(epoch))] == orjson.loads(args[6])
-    assert [[0, 8, 50], [1, 5, 99]] == orjson.loads(args[7])
+    assert [[0, 8, 50, -1], [1, 5, 99, -1]] == orjson.loads(args[7])  # starts: not stated
 
 
 def test_refused_records_become_dead_letters_with_a_reason_and_still_advance_offsets() -> None:
@@ -56,3 +56,14 @@ def test_a_heartbeat_claiming_another_partition_does_not_count_as_that_partition
     batch = prepare_batch([record(Heartbeat(2, 500, 0), 0, 0)], KEYRING, KEYS)
     assert {} == batch.beats
     assert 1 == batch.heartbeats
+
+
+def test_dead_letters_carry_the_seq_their_json_names_but_never_a_heartbeats() -> None:
+    token = TokenEvent(5, TokenOp.ISSUED, "a" * 64, 1, "User", "1", "n", ("*",), 1, 1, None, 1)
+    forged = record(token, 0, 1, Keyring({"k": b"x" * 32}, "k"))
+    beat = record(Heartbeat(0, 50, 77), 0, 2, Keyring({"k": b"x" * 32}, "k"))
+    garbage = RawRecord(0, 3, b"k", b"not json", KEYRING.sign(b"k", b"not json"))
+    batch = prepare_batch([forged, beat, garbage], KEYRING, KEYS)
+    assert [5, -1, -1] == [d.seq for d in batch.dead_letters]
+    letters = orjson.loads(batch.script_args("gen", 1000, KEYS)[9])
+    assert [["0:1", 5], ["0:2", -1], ["0:3", -1]] == letters

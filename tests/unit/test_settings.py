@@ -77,3 +77,13 @@ def test_a_policy_refuses_a_budget_that_is_not_positive_finite_seconds(budget: f
         Policy(staleness_budget_s=budget)
     with pytest.raises(ConfigError):
         Policy(clock_skew_allowance_s=budget if budget != 0.0 else -0.5)
+
+
+def test_allow_eviction_is_false_by_default_true_when_asked_and_refused_when_unclear() -> None:
+    assert not Settings.from_env({}).allow_eviction
+    assert Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "true"}).allow_eviction
+    assert not Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "no"}).allow_eviction
+    with pytest.raises(ConfigError, match="ALLOW_EVICTION"):
+        Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "maybe"})
+    on = Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "1"})
+    assert on == Settings.from_env(on.to_env())
