@@ -244,8 +244,10 @@ def test_an_evicted_epochs_hash_is_rebuilt_and_no_mass_revoked_token_validates_m
 
 
 def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_for_freshness(
-    pipeline: Pipeline,
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # this test plays the relay for the new partition: the real one must not learn of it
+    monkeypatch.setattr("producer.kafka_io.PARTITIONS_MAX_AGE_S", 3600.0)
     pipeline.start_relay()
     pipeline.start_worker("eu")
     pipeline.wait_ready("eu")
@@ -301,6 +303,27 @@ def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_f
         assert "partitions_added" in pipeline.worker_log("eu")
     finally:
         producer.close()
+        validator.close()
+
+
+def test_a_running_relay_heartbeats_a_partition_added_to_the_topic_so_the_region_is_fresh_again(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    token = pipeline.store.issue(USER, 2, "live")
+    pipeline.wait_applied(token.seq)
+    admin = KafkaAdminClient(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    admin.create_partitions({pipeline.topics.tokens: NewPartitions(total_count=4)})
+    admin.close()
+    wait_for(lambda: pipeline.state("eu").partition_count == 4, 15, "four partitions")
+    validator = pipeline.validator("eu")
+    try:
+        # no restart: the relay learns of the partition and certifies it like the others
+        wait_for(lambda: outcome(validator, token) is Outcome.VALID, 30, "valid again")
+        assert pipeline.state("eu").freshness_s() is not None
+    finally:
         validator.close()
 
 
