@@ -1,0 +1,68 @@
+"""Attack findings (issue 11 item 10 review): backfilled rows and mass revocations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from producer import audit as audit_log
+from producer.models import PersonalAccessToken
+from producer.schema import create_engine, migrate
+from producer.store import TokenStore, utcnow
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+
+
+@pytest.fixture
+def tokyo_engine(database_url: str) -> Iterator[sa.Engine]:
+    """A Laravel app with ``app.timezone = Asia/Tokyo`` (UTC+9) wrote its rows' created_at
+    in local time, as Laravel does; one token was created ten minutes before install."""
+    engine = create_engine(database_url)
+    PersonalAccessToken.__table__.create(engine)  # type: ignore[attr-defined]
+    local = utcnow() + dt.timedelta(hours=9) - dt.timedelta(minutes=10)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name, token,"
+                " abilities, created_at, updated_at) VALUES (:t, 7, 'phone', :h, '[\"*\"]', :c, :c)"
+            ),
+            {"t": USER, "h": "ab" * 32, "c": local},
+        )
+    yield engine
+    engine.dispose()
+
+
+def test_revoke_principal_revokes_a_backfilled_token_whose_created_at_lies_ahead(
+    tokyo_engine: sa.Engine,
+) -> None:
+    """'Everything issued before now' must cover every token that exists now. The backfill
+    takes created_at as the issue time, so a row whose created_at is ahead of the database
+    clock (an app in local time, a skewed app clock) survives revoke all, revoke principal
+    and the regions' epochs, in the store and in every region, for hours."""
+    migrate(tokyo_engine)  # installs tokensync and backfills the old row
+    store = TokenStore(tokyo_engine)
+    mutation = store.revoke_principal(USER, 7)
+    assert 1 == mutation.removed, "revoke principal left the user's token live"
+    assert [] == store.list_tokens(USER, 7)
+
+
+def test_revoke_all_now_revokes_every_backfilled_token(tokyo_engine: sa.Engine) -> None:
+    migrate(tokyo_engine)
+    store = TokenStore(tokyo_engine)
+    store.revoke_all()
+    assert 0 == store.count_live(), "a token that existed before 'revoke all now' is still live"
+
+
+def test_the_backfill_is_not_audited_as_plain_sql_written_by_a_laravel_app(
+    tokyo_engine: sa.Engine,
+) -> None:
+    """Issue 13 item 4: actor ``sql`` means a Laravel app wrote the row with plain SQL at
+    that time. The backfill is tokensync's own act (at install), yet each row it publishes
+    gets an audit record 'sql issued token N' stamped with the install time."""
+    migrate(tokyo_engine)
+    entries = audit_log.read(tokyo_engine)
+    assert [] == [(e.actor, e.action) for e in entries if e.actor_kind == "sql"]
