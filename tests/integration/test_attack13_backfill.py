@@ -21,7 +21,16 @@ USER = "App\\Models\\User"
 def tokyo_engine(database_url: str) -> Iterator[sa.Engine]:
     """A Laravel app with ``app.timezone = Asia/Tokyo`` (UTC+9) wrote its rows' created_at
     in local time, as Laravel does; one token was created ten minutes before install."""
-    engine = create_engine(database_url)
+    yield from _tokyo(database_url)
+
+
+@pytest.fixture
+def tokyo_postgres(postgres_url: str) -> Iterator[sa.Engine]:
+    yield from _tokyo(postgres_url)
+
+
+def _tokyo(url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(url)
     PersonalAccessToken.__table__.create(engine)  # type: ignore[attr-defined]
     local = utcnow() + dt.timedelta(hours=9) - dt.timedelta(minutes=10)
     with engine.begin() as conn:
@@ -66,3 +75,29 @@ def test_the_backfill_is_not_audited_as_plain_sql_written_by_a_laravel_app(
     migrate(tokyo_engine)
     entries = audit_log.read(tokyo_engine)
     assert [] == [(e.actor, e.action) for e in entries if e.actor_kind == "sql"]
+
+
+def test_truncate_on_postgresql_leaves_no_backfilled_token_valid_in_the_regions(
+    tokyo_postgres: sa.Engine,
+) -> None:
+    """TRUNCATE is one global epoch at the truncation's time (issue 11 item 9). A
+    backfilled row whose issue time was taken from a created_at ahead of the clock is not
+    covered by it: the row is gone from the store, and no record the relay publishes denies
+    it (no per-row revocation, an epoch older than its issue time): valid in every region."""
+    migrate(tokyo_postgres)
+    with tokyo_postgres.begin() as conn:
+        (issued,) = conn.execute(
+            sa.text("SELECT issued_at_ms FROM tokensync_outbox WHERE op = 'issued'")
+        ).scalars()
+        conn.execute(sa.text("TRUNCATE personal_access_tokens"))
+    with tokyo_postgres.connect() as conn:
+        assert 0 == conn.execute(sa.text("SELECT count(*) FROM personal_access_tokens")).scalar()
+        revoked = conn.execute(
+            sa.text("SELECT count(*) FROM tokensync_outbox WHERE op = 'revoked'")
+        ).scalar()
+        epoch = conn.execute(
+            sa.text("SELECT max(before_ms) FROM tokensync_outbox WHERE scope = 'global'")
+        ).scalar()
+    assert revoked or (epoch is not None and issued < epoch), (
+        f"the deleted token (issued_at {issued}) is denied by nothing (global epoch {epoch})"
+    )
