@@ -57,3 +57,23 @@ def test_a_reason_that_is_not_unicode_text_is_one_line_and_exit_2_not_a_tracebac
     assert 2 == run.code
     assert 1 == len(run.err.strip().splitlines())
     assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked on error"
+
+
+@pytest.mark.parametrize("command", [["token", "revoke"], ["token", "find"]])
+def test_a_token_given_as_the_id_argument_is_not_echoed_back(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """Issue 13 item 5: the secret travels on stdin, never the command line. A responder
+    who pastes the leaked token where the id goes gets click's "'5|…' is not a valid
+    integer": the live plaintext is copied into stderr (or the --json error object),
+    i.e. into CI logs, terminal recordings and ticket pastes."""
+    leaked = store.issue(USER, 1, "leaked").plain_text_token
+    secret = leaked.split("|", 1)[1]
+    for extra in ([], ["--json"]):
+        run = run_cli(monkeypatch, capsys, database_url, *command, leaked, *extra)
+        assert 2 == run.code
+        assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
