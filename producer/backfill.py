@@ -5,7 +5,8 @@ trigger ever saw them: without a backfill every region would answer *unknown* fo
 them and adopting tokensync would log out every existing user. A row older than the
 triggers is recognised by having no ``tokensync_token_meta`` row (the insert trigger
 writes one for every new token). The backfill gives each such row its meta row (issue
-time: ``created_at``, or 0 when it has none, so every epoch covers it) and, for rows
+time: ``created_at`` but never later than the backfill's own time, or 0 when it has
+none, so every epoch covers it) and, for rows
 not yet expired, an ``issued`` outbox row, in batches of one transaction each: an
 interrupted backfill resumes where it stopped and never publishes a row twice.
 
@@ -81,12 +82,17 @@ _COLUMNS = (
 
 
 def _issued_sql(dialect: str) -> str:
+    """A row's issue time from its ``created_at``, clamped to ``:now`` (the store clock at
+    backfill): a created_at ahead of the clock (an app writing local time, a clock step)
+    must not put the issue time after the moment tokensync learned of the row, or no epoch
+    taken now would cover a token that already exists."""
     if dialect == "postgresql":
         return (
             "CASE WHEN p.created_at IS NOT NULL AND isfinite(p.created_at) THEN"
-            " greatest(0, floor(extract(epoch FROM p.created_at) * 1000)::bigint) ELSE 0 END"
+            " least(:now, greatest(0, floor(extract(epoch FROM p.created_at) * 1000)::bigint))"
+            " ELSE 0 END"
         )
-    return "max(0, coalesce(CAST(strftime('%s', p.created_at) AS INTEGER) * 1000, 0))"
+    return "min(:now, max(0, coalesce(CAST(strftime('%s', p.created_at) AS INTEGER) * 1000, 0)))"
 
 
 def _take_batch(conn: sa.Connection, batch_size: int) -> int:

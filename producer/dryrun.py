@@ -122,4 +122,4 @@ def count_all(store: TokenStore, before: dt.datetime | None) -> ScopeCount:
                 "--before is in the future: it would revoke tokens not issued yet "
                 "(use 'now' or an earlier time)"
             )
-        return ScopeCount(GLOBAL_SCOPE, _by_type(conn, store.covered(before_ms)))
+        return ScopeCount(GLOBAL_SCOPE, _by_type(conn, store.covered(before_ms, now_ms)))

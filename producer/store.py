@@ -544,14 +544,18 @@ class TokenStore:
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
 
     @staticmethod
-    def covered(before_ms: int) -> sa.ColumnElement[bool]:
+    def covered(before_ms: int, now_ms: int | None = None) -> sa.ColumnElement[bool]:
         """Rows an epoch at ``before_ms`` revokes, judged as the regions judge them: by the
-        trigger's issue time, else (rows older than tokensync) by ``created_at``; a row
+        trigger's issue time, else (rows older than tokensync, not yet backfilled) by
+        ``created_at`` clamped to the store clock ``now_ms`` (a row that exists now was
+        issued by now, whatever its created_at says; the backfill clamps alike); a row
         with neither counts as issued at 0, so every epoch covers it."""
         has_meta = sa.exists().where(META.c.token_id == PAT.c.id)
         issued_before = sa.exists().where(
             META.c.token_id == PAT.c.id, META.c.issued_at_ms < before_ms
         )
+        if now_ms is not None and now_ms < before_ms:
+            return issued_before | ~has_meta
         cutoff = dt.datetime.fromtimestamp(-(-before_ms // 1000), dt.UTC).replace(tzinfo=None)
         return issued_before | (
             ~has_meta & (PAT.c.created_at.is_(None) | (PAT.c.created_at < cutoff))
@@ -582,7 +586,9 @@ class TokenStore:
         if rows is not None:
             marker = secrets.randbelow(2**31 - 1) + 1
             conn.execute(SUPPRESS.insert().values(id=marker))
-            removed = conn.execute(PAT.delete().where(rows & self.covered(effective))).rowcount
+            removed = conn.execute(
+                PAT.delete().where(rows & self.covered(effective, now_ms))
+            ).rowcount
             conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)

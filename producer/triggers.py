@@ -43,7 +43,12 @@ BEGIN
   END IF;
 
   SELECT m.issued_at_ms INTO issued FROM tokensync_token_meta m WHERE m.token_id = OLD.id;
-  issued := coalesce(issued, floor(extract(epoch FROM OLD.created_at) * 1000)::bigint, 0);
+  -- A row older than the triggers: its created_at, never later than now (a created_at
+  -- ahead of the clock must not make the row look issued after it was seen).
+  IF issued IS NULL AND OLD.created_at IS NOT NULL AND isfinite(OLD.created_at) THEN
+    issued := least(now_ms, greatest(0, floor(extract(epoch FROM OLD.created_at) * 1000)::bigint));
+  END IF;
+  issued := coalesce(issued, 0);
 
   IF TG_OP = 'DELETE' THEN
     DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
@@ -131,7 +136,7 @@ _SQLITE_NOW_MS = (
 )
 _SQLITE_ISSUED = (
     "coalesce((SELECT m.issued_at_ms FROM tokensync_token_meta m WHERE m.token_id = OLD.id),"
-    " CAST(strftime('%s', OLD.created_at) AS INTEGER) * 1000, 0)"
+    f" min({_SQLITE_NOW_MS}, max(0, CAST(strftime('%s', OLD.created_at) AS INTEGER) * 1000)), 0)"
 )
 _CHANGED = (
     "NEW.token IS NOT OLD.token OR NEW.abilities IS NOT OLD.abilities"

@@ -1,4 +1,5 @@
-"""Attack findings (issue 11 item 10 review): backfilled rows and mass revocations."""
+"""Backfilled rows whose created_at lies ahead of the clock (an app in local time, a clock
+step): their issue time is clamped to the moment tokensync learned of them."""
 
 from __future__ import annotations
 
