@@ -35,6 +35,7 @@ $$""",
     """
 CREATE TRIGGER tokensync_outbox_audit AFTER INSERT ON tokensync_outbox
   FOR EACH ROW EXECUTE FUNCTION tokensync_audit_sql()""",
+    "ALTER TABLE tokensync_outbox ENABLE ALWAYS TRIGGER tokensync_outbox_audit",
 ]
 
 _SQLITE = [

@@ -7,7 +7,9 @@ change of anything but ``last_used_at``/``updated_at`` *updated*; a write to
 ``TRUNCATE personal_access_tokens`` (which fires no row triggers) moves the global
 epoch to the truncation's time in the same transaction. Rows a Laravel app
 writes with plain SQL count exactly like ours. PostgreSQL also sends
-``NOTIFY tokensync_outbox`` so the relay wakes at once.
+``NOTIFY tokensync_outbox`` so the relay wakes at once. The PostgreSQL triggers are
+``ENABLE ALWAYS``: they fire in ``session_replication_role = replica`` sessions too (a
+seeder skipping foreign keys, ``pg_restore --disable-triggers``, logical replication).
 """
 
 from __future__ import annotations
@@ -117,16 +119,19 @@ $$""",
 CREATE TRIGGER tokensync_pat_truncate
   AFTER TRUNCATE ON personal_access_tokens
   FOR EACH STATEMENT EXECUTE FUNCTION tokensync_pat_truncated()""",
+    "ALTER TABLE personal_access_tokens ENABLE ALWAYS TRIGGER tokensync_pat_truncate",
     "DROP TRIGGER IF EXISTS tokensync_pat_outbox ON personal_access_tokens",
     """
 CREATE TRIGGER tokensync_pat_outbox
   AFTER INSERT OR UPDATE OR DELETE ON personal_access_tokens
   FOR EACH ROW EXECUTE FUNCTION tokensync_pat_changed()""",
+    "ALTER TABLE personal_access_tokens ENABLE ALWAYS TRIGGER tokensync_pat_outbox",
     "DROP TRIGGER IF EXISTS tokensync_epoch_outbox ON tokensync_epochs",
     """
 CREATE TRIGGER tokensync_epoch_outbox
   AFTER INSERT OR UPDATE ON tokensync_epochs
   FOR EACH ROW EXECUTE FUNCTION tokensync_epoch_changed()""",
+    "ALTER TABLE tokensync_epochs ENABLE ALWAYS TRIGGER tokensync_epoch_outbox",
 ]
 
 # SQLite: milliseconds from strftime (seconds) and %f (SS.SSS), both of one statement's 'now'.
