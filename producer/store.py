@@ -23,7 +23,7 @@ from sqlalchemy.dialects import sqlite
 from producer import audit as audit_log
 from producer.audit import AuditContext
 from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, Suppression, TokenMeta
-from producer.schema import create_engine, migrate
+from producer.schema import create_engine, migrate, write_transaction
 from producer.tokens import (
     decode_abilities,
     encode_abilities,
@@ -327,7 +327,7 @@ class TokenStore:
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 yield conn
         except sa.exc.IntegrityError as e:
             raise StoreError(f"the token store refused the change: {e.orig}") from e
@@ -538,7 +538,8 @@ class TokenStore:
         On PostgreSQL a row inserted before the epoch's time but committed after the
         delete would survive in the store while the regions deny it; SHARE ROW EXCLUSIVE
         waits for those writers (they hold ROW EXCLUSIVE) and serialises mass revocations.
-        SQLite serialises writers by itself.
+        On SQLite ``_tx`` holds the database's one write lock from its first statement
+        (``BEGIN IMMEDIATE``), so nothing commits between what it reads and what it writes.
         """
         if self._dialect == "postgresql":
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
