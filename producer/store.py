@@ -21,8 +21,9 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite
 
 from producer import audit as audit_log
+from producer import txmarks
 from producer.audit import AuditContext
-from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, Suppression, TokenMeta
+from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, TokenMeta
 from producer.schema import create_engine, migrate, write_transaction
 from producer.tokens import (
     decode_abilities,
@@ -51,7 +52,6 @@ PAT = cast(sa.Table, PersonalAccessToken.__table__)
 OUTBOX = cast(sa.Table, OutboxRow.__table__)
 EPOCHS = cast(sa.Table, Epoch.__table__)
 META = cast(sa.Table, TokenMeta.__table__)
-SUPPRESS = cast(sa.Table, Suppression.__table__)
 REGIONS = cast(sa.Table, RegionRow.__table__)
 
 _MAX_NAME = 4096
@@ -585,12 +585,11 @@ class TokenStore:
         )
         removed = 0
         if rows is not None:
-            marker = secrets.randbelow(2**31 - 1) + 1
-            conn.execute(SUPPRESS.insert().values(id=marker))
+            marker = txmarks.mark(conn, txmarks.SUPPRESS)
             removed = conn.execute(
                 PAT.delete().where(rows & self.covered(effective, now_ms))
             ).rowcount
-            conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
+            txmarks.unmark(conn, txmarks.SUPPRESS, marker)
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
 

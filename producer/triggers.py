@@ -1,7 +1,8 @@
 """Database triggers that fill the outbox, for PostgreSQL and SQLite.
 
 An insert into ``personal_access_tokens`` publishes *issued*, a delete
-*revoked* (unless a mass revocation in the same transaction suppresses it), a
+*revoked* (unless a mass revocation in the same transaction suppresses it:
+``producer.txmarks``), a
 change of anything but ``last_used_at``/``updated_at`` *updated*; a write to
 ``tokensync_epochs`` that moves an epoch publishes *epoch*. On PostgreSQL a
 ``TRUNCATE personal_access_tokens`` (which fires no row triggers) moves the global
@@ -13,6 +14,8 @@ seeder skipping foreign keys, ``pg_restore --disable-triggers``, logical replica
 """
 
 from __future__ import annotations
+
+from producer.txmarks import SUPPRESS, pg_marked
 
 __all__ = ["NOTIFY_CHANNEL", "drop_statements", "install_statements"]
 
@@ -54,7 +57,7 @@ BEGIN
 
   IF TG_OP = 'DELETE' THEN
     DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
-    IF NOT EXISTS (SELECT 1 FROM tokensync_suppress) THEN
+    IF NOT {pg_marked(SUPPRESS)} THEN
       INSERT INTO tokensync_outbox ({_OUTBOX_TOKEN_COLUMNS})
         VALUES ('token', 'revoked', OLD.id, OLD.token, OLD.tokenable_type,
                 OLD.tokenable_id::text, OLD.name, OLD.abilities, OLD.expires_at,
@@ -169,8 +172,7 @@ BEGIN
   INSERT INTO tokensync_outbox ({_OUTBOX_TOKEN_COLUMNS})
     SELECT 'token', 'revoked', OLD.id, OLD.token, OLD.tokenable_type,
            CAST(OLD.tokenable_id AS TEXT), OLD.name, OLD.abilities, OLD.expires_at,
-           OLD.created_at, {_SQLITE_ISSUED}, {_SQLITE_NOW_MS}
-    WHERE NOT EXISTS (SELECT 1 FROM tokensync_suppress);
+           OLD.created_at, {_SQLITE_ISSUED}, {_SQLITE_NOW_MS};
   DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
 END""",
     "DROP TRIGGER IF EXISTS tokensync_pat_updated",
