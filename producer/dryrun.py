@@ -82,9 +82,7 @@ def count_principal(store: TokenStore, tokenable_type: str, tokenable_id: int | 
     """Tokens of one principal."""
     owner = store.owner_id(tokenable_id)
     with store.engine.connect() as conn:
-        where = (PAT.c.tokenable_type == tokenable_type) & (
-            PAT.c.tokenable_id == store.owner_value(owner)
-        )
+        where = (PAT.c.tokenable_type == tokenable_type) & store.owner_match(owner)
         return ScopeCount(principal_scope(tokenable_type, owner), _by_type(conn, where))
 
 

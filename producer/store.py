@@ -9,6 +9,7 @@ the last outbox row its change produced. Plaintext tokens exist only in the
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,12 @@ from producer.tokens import (
     parse_token,
 )
 from shared.errors import NotFoundError, StoreError, UsageError
-from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
+from shared.events import (
+    GLOBAL_SCOPE,
+    ability_scope,
+    canonical_principal_id,
+    principal_scope,
+)
 from shared.settings import Region, Settings
 
 __all__ = [
@@ -55,6 +61,7 @@ META = cast(sa.Table, TokenMeta.__table__)
 REGIONS = cast(sa.Table, RegionRow.__table__)
 
 _MAX_NAME = 4096
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _MAX_ABILITY = 255
 _MAX_ABILITIES = 256
 #: How far past the database's clock ``revoke_all(before=...)`` may reach (clock skew):
@@ -300,7 +307,14 @@ class TokenStore:
                     f"tokenable id {text!r} must be a UUID: this store's tokenable_id column "
                     "is of type uuid"
                 ) from e
-        return text
+        return canonical_principal_id(text)
+
+    def owner_match(self, owner: int | str) -> sa.ColumnElement[bool]:
+        """Rows whose tokenable_id is ``owner`` (from ``owner_id``): on a string column a
+        UUID matches in any case (Laravel writes lower case; other tools print upper)."""
+        if self._id_kind() == "string" and isinstance(owner, str) and _UUID.fullmatch(owner):
+            return sa.func.lower(PAT.c.tokenable_id) == owner.lower()
+        return cast(sa.ColumnElement[bool], PAT.c.tokenable_id == self.owner_value(owner))
 
     def owner_value(self, owner: int | str) -> Any:
         """``owner`` as a bound value typed like the table's tokenable_id column."""
@@ -450,10 +464,7 @@ class TokenStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(PAT)
-                .where(
-                    PAT.c.tokenable_type == tokenable_type,
-                    PAT.c.tokenable_id == self.owner_value(owner),
-                )
+                .where(PAT.c.tokenable_type == tokenable_type, self.owner_match(owner))
                 .order_by(PAT.c.id)
             ).all()
         return [self._info(r) for r in rows]
@@ -606,8 +617,7 @@ class TokenStore:
                 conn,
                 principal_scope(tokenable_type, owner),
                 self.now_ms(conn) + 1,
-                (PAT.c.tokenable_type == tokenable_type)
-                & (PAT.c.tokenable_id == self.owner_value(owner)),
+                (PAT.c.tokenable_type == tokenable_type) & self.owner_match(owner),
             )
             return self._audited(
                 conn, marker, audit, "revoke.principal", mutation, (tokenable_type, owner)
