@@ -102,7 +102,7 @@ def count_ability(store: TokenStore, ability: str) -> ScopeCount:
     with store.engine.connect() as conn:
         literal = _matching(conn, ability_candidates(ability), ability)
         live = live_condition(utcnow(), store.expiration_minutes)
-        wildcard = _matching(conn, PAT.c.abilities.like('%"*"%') & live, "*")
+        wildcard = _matching(conn, ability_candidates("*") & live, "*")
     return ScopeCount(
         ability_scope(ability),
         dict(Counter(literal.values())),

@@ -235,8 +235,9 @@ def live_condition(now: dt.datetime, expiration_minutes: int | None) -> sa.Colum
 def wildcard_token_ids(
     conn: sa.Connection, live: sa.ColumnElement[bool] | None = None
 ) -> list[int]:
-    """Ids of tokens whose abilities hold ``*`` (they carry every ability)."""
-    query = sa.select(PAT.c.id, PAT.c.abilities).where(PAT.c.abilities.like('%"*"%'))
+    """Ids of tokens whose decoded ability list holds ``*`` (they carry every ability),
+    however the JSON spells it (``"*"``, ``"\\u002a"``)."""
+    query = sa.select(PAT.c.id, PAT.c.abilities).where(ability_candidates("*"))
     if live is not None:
         query = query.where(live)
     return [r.id for r in conn.execute(query).all() if "*" in decode_abilities(r.abilities)]

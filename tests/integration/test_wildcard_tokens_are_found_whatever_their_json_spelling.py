@@ -1,4 +1,4 @@
-"""Attack finding (issue 11 item 11 / issue 13 item 3 review): '*' is matched by its spelling."""
+"""A token holding "*" is found by its decoded ability list, however its JSON spells it."""
 
 from __future__ import annotations
 
