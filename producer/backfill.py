@@ -17,15 +17,22 @@ answers *valid*) before every old row was published.
 
 from __future__ import annotations
 
+import os
+import pwd
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import sqlalchemy as sa
 
+from producer import audit as audit_log
+from producer import txmarks
+from producer.audit import AuditContext
 from producer.models import StateRow
 from producer.outbox import db_now_ms
-from producer.store import META, PAT
+from producer.schema import write_transaction
+from producer.store import META, OUTBOX, PAT
 from shared.logs import get_logger
 
 __all__ = ["BackfillResult", "backfill", "mark_pending", "pending_rows", "pending_since_ms"]
@@ -96,7 +103,19 @@ def _issued_sql(dialect: str) -> str:
 
 
 def _take_batch(conn: sa.Connection, batch_size: int) -> int:
-    """Meta and outbox rows for up to ``batch_size`` old rows; how many were taken."""
+    """Meta and outbox rows for up to ``batch_size`` old rows; how many were taken.
+
+    The batch is tokensync's own act, not plain SQL: it marks its transaction so the
+    ``sql`` audit trigger records none of its outbox rows (``backfill`` writes one
+    audit record for the whole run)."""
+    marker = txmarks.mark(conn, txmarks.AUDIT)
+    try:
+        return _take_batch_marked(conn, batch_size)
+    finally:
+        txmarks.unmark(conn, txmarks.AUDIT, marker)
+
+
+def _take_batch_marked(conn: sa.Connection, batch_size: int) -> int:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
@@ -138,19 +157,36 @@ def _take_batch(conn: sa.Connection, batch_size: int) -> int:
 
 
 def backfill(
-    engine: sa.Engine, *, batch_size: int = 5000, progress: Progress | None = None
+    engine: sa.Engine,
+    *,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+    audit: AuditContext | None = None,
 ) -> BackfillResult:
     """Take in every row older than the triggers, batch by batch; resumable.
 
-    ``progress(done, total)`` is called after each committed batch."""
+    ``progress(done, total)`` is called after each committed batch. A run that took
+    rows leaves one audit record (action ``token.backfill``, actor ``audit``: who ran
+    it, by default this process's OS user), written with the batch that finds nothing
+    left; an interrupted run's rows are counted by the run that completes it."""
     if batch_size < 1:
         raise ValueError("batch size must be positive")
     with engine.connect() as conn:
         total = pending_rows(conn)
     done = batches = 0
     while True:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             taken = _take_batch(conn, batch_size)
+            if not taken and done:
+                audit_log.record(
+                    conn,
+                    audit_log.begin(conn),
+                    audit or _process_actor(),
+                    action="token.backfill",
+                    seq=conn.execute(sa.select(sa.func.max(OUTBOX.c.seq))).scalar(),
+                    removed=None,
+                    detail={"rows": done, "batches": batches},
+                )
         if not taken:
             break
         done += taken
@@ -162,3 +198,12 @@ def backfill(
     if batches:
         log.info("backfill_done", rows=done, batches=batches)
     return BackfillResult(done, batches)
+
+
+def _process_actor() -> AuditContext:
+    """The OS user (from the process uid, not the environment) and host of this process."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = f"uid {os.getuid()}"
+    return AuditContext.python(f"{user}@{socket.gethostname()}")

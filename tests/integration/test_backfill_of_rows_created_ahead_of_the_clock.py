@@ -4,6 +4,8 @@ step): their issue time is clamped to the moment tokensync learned of them."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import pwd
 from collections.abc import Iterator
 
 import pytest
@@ -67,7 +69,7 @@ def test_revoke_all_now_revokes_every_backfilled_token(tokyo_engine: sa.Engine) 
     assert 0 == store.count_live(), "a token that existed before 'revoke all now' is still live"
 
 
-def test_the_backfill_is_not_audited_as_plain_sql_written_by_a_laravel_app(
+def test_the_backfill_is_audited_as_one_record_of_who_ran_it_not_as_plain_sql(
     tokyo_engine: sa.Engine,
 ) -> None:
     """Issue 13 item 4: actor ``sql`` means a Laravel app wrote the row with plain SQL at
@@ -76,6 +78,14 @@ def test_the_backfill_is_not_audited_as_plain_sql_written_by_a_laravel_app(
     migrate(tokyo_engine)
     entries = audit_log.read(tokyo_engine)
     assert [] == [(e.actor, e.action) for e in entries if e.actor_kind == "sql"]
+    (record,) = [e for e in entries if e.action == "token.backfill"]
+    assert {"rows": 1, "batches": 1} == record.detail
+    assert record.actor.startswith(f"{pwd.getpwuid(os.getuid()).pw_name}@")
+    with tokyo_engine.connect() as conn:
+        last = conn.execute(sa.text("SELECT max(seq) FROM tokensync_outbox")).scalar()
+    assert last == record.seq
+    migrate(tokyo_engine)  # nothing left to take in: no second record
+    assert 1 == len([e for e in audit_log.read(tokyo_engine) if e.action == "token.backfill"])
 
 
 def test_truncate_on_postgresql_leaves_no_backfilled_token_valid_in_the_regions(
