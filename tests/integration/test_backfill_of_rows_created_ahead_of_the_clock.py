@@ -15,6 +15,8 @@ from producer import audit as audit_log
 from producer.models import PersonalAccessToken
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore, utcnow
+from producer.token_check import read_stored_token
+from shared.tokenformat import checksum, hash_token
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -112,3 +114,30 @@ def test_truncate_on_postgresql_leaves_no_backfilled_token_valid_in_the_regions(
     assert revoked or (epoch is not None and issued < epoch), (
         f"the deleted token (issued_at {issued}) is denied by nothing (global epoch {epoch})"
     )
+
+
+def test_the_store_fallback_clamps_the_issue_time_of_a_row_not_yet_backfilled(
+    tokyo_engine: sa.Engine,
+) -> None:
+    """A row the backfill has not taken in yet is judged by created_at, clamped to the store
+    clock: an epoch a little ahead of the clock (revoke all --before allows some skew)
+    covers it, as it covers every token that exists now."""
+    migrate(tokyo_engine, backfill_rows=False)
+    store = TokenStore(tokyo_engine)
+    plain = "k" * 40 + checksum("k" * 40)
+    with tokyo_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE personal_access_tokens SET token = :h"), {"h": hash_token(plain)}
+        )
+        before = store.now_ms(conn) + 3_000
+        conn.execute(
+            sa.text(
+                "INSERT INTO tokensync_epochs (scope, before_ms, updated_at_ms)"
+                " VALUES ('global', :b, :b)"
+            ),
+            {"b": before},
+        )
+    stored = read_stored_token(store, plain)
+    assert stored is not None
+    assert stored.record.issued_at_ms is not None
+    assert stored.record.issued_at_ms < stored.epoch_ms == before

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
+from producer.token_check import read_stored_token
 from shared.cli import root
 from shared.errors import UsageError
 from shared.events import principal_scope
@@ -99,3 +100,23 @@ def test_a_principal_revocation_that_matches_no_stored_token_warns(sqlite_url: s
     )
     assert 0 == result.exit_code, result.output
     assert '"warning": "warning: no stored token' in result.output
+
+
+def test_the_store_fallback_reads_a_token_of_a_uuid_principal(database_url: str) -> None:
+    """The store fallback (and the admin API) read a token whose principal id is a UUID on
+    a string column (it once failed on int() of the id); revoked, the token is gone."""
+    engine = create_engine(database_url)
+    pk = "BIGSERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    with engine.begin() as conn:
+        conn.execute(sa.text(TABLE.format(pk=pk)))
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        issued = store.issue(USER, "9B1DEB4D-3B7D-4BAD-9BDD-2B0D7B3DCB6D", "phone")
+        stored = read_stored_token(store, issued.plain_text_token)
+        assert stored is not None
+        assert "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d" == stored.record.principal.tokenable_id
+        store.revoke_principal(USER, "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d")
+        assert read_stored_token(store, issued.plain_text_token) is None
+    finally:
+        store.close()
