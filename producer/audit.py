@@ -14,7 +14,6 @@ import functools
 import getpass
 import json
 import re
-import secrets
 import socket
 import time
 import uuid
@@ -24,7 +23,8 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
-from producer.models import AuditMarker, AuditReceipt, AuditRecord
+from producer import txmarks
+from producer.models import AuditReceipt, AuditRecord
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 from shared.tokenformat import ENTROPY_LENGTH, parse_presented
@@ -44,7 +44,6 @@ __all__ = [
 
 AUDIT = cast(sa.Table, AuditRecord.__table__)
 RECEIPTS = cast(sa.Table, AuditReceipt.__table__)
-MARKER = cast(sa.Table, AuditMarker.__table__)
 
 _MAX_REASON = 2000
 _CHECKSUMMED = ENTROPY_LENGTH + 8  # 40 random characters and a crc32b
@@ -165,10 +164,9 @@ class AuditEntry:
 
 
 def begin(conn: sa.Connection) -> int:
-    """Hide this transaction's changes from the ``sql`` audit trigger; ``record`` ends it."""
-    marker = secrets.randbelow(2**31 - 1) + 1
-    conn.execute(_MARK, {"id": marker})
-    return marker
+    """Hide this transaction's changes from the ``sql`` audit trigger; ``record`` ends it
+    (a mark of this transaction only: ``producer.txmarks``)."""
+    return txmarks.mark(conn, txmarks.AUDIT)
 
 
 def record(
@@ -185,7 +183,7 @@ def record(
     detail: Mapping[str, Any] | None = None,
 ) -> int:
     """Write the audit record of this transaction's change; returns its id."""
-    conn.execute(_UNMARK, {"marker": marker})
+    txmarks.unmark(conn, txmarks.AUDIT, marker)
     values = {
         "actor_kind": context.kind.value,
         "actor": context.actor,
@@ -203,8 +201,6 @@ def record(
     return int(conn.execute(_insert(conn.dialect.name), values).scalar_one())
 
 
-_MARK = MARKER.insert()
-_UNMARK = MARKER.delete().where(MARKER.c.id == sa.bindparam("marker"))
 _SQLITE_NOW_MS = (
     "CAST(strftime('%s','now') AS INTEGER) * 1000"
     " + CAST(substr(strftime('%f','now'), 4) AS INTEGER)"

@@ -393,7 +393,9 @@ def backfill(cli: CliContext, *, batch_size: int, as_json: bool) -> None:
             if not as_json:
                 click.echo(f"backfill: {done}/{total} rows", err=True)
 
-        result = run_backfill(engine, batch_size=batch_size, progress=progress)
+        result = run_backfill(
+            engine, batch_size=batch_size, progress=progress, audit=AuditContext.cli()
+        )
     finally:
         engine.dispose()
     emit(

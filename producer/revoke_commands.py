@@ -64,6 +64,12 @@ def revoke_principal(
         return
     require_reason(reason, dry_run)
     mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=AuditContext.cli(reason))
+    warning = (
+        None
+        if mutation.removed
+        else f"warning: no stored token of {tokenable_type}:{tokenable_id} matched (check the "
+        "type and the id); the epoch was published anyway"
+    )
     report(
         cli,
         store,
@@ -71,6 +77,8 @@ def revoke_principal(
         mutation,
         wait=wait,
         as_json=as_json,
+        extra=[warning] if warning else None,
+        data_extra={"warning": warning} if warning else None,
     )
 
 

@@ -13,7 +13,7 @@ from alembic.config import Config
 
 from shared.errors import ConfigError, StoreError
 
-__all__ = ["create_engine", "migrate"]
+__all__ = ["create_engine", "migrate", "write_transaction"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -45,6 +45,18 @@ def create_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError("the token store runs on SQLite or PostgreSQL")
     return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()`` for a transaction that writes: on SQLite it takes the write lock
+    at once (``BEGIN IMMEDIATE``) instead of at its first write, so what it reads first
+    (candidate rows, the clock, the last seq) cannot change under it before it writes.
+    PostgreSQL transactions lock what they need themselves."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
 def _lenient_text(raw: bytes) -> str:

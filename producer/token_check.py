@@ -61,10 +61,12 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         if row is None or not secrets.compare_digest(str(row.token), parsed.token_hash):
             return None
         abilities = decode_abilities(row.abilities)
-        scopes = epoch_scopes(str(row.tokenable_type), int(row.tokenable_id), abilities)
+        owner = row.tokenable_id if isinstance(row.tokenable_id, int) else str(row.tokenable_id)
+        scopes = epoch_scopes(str(row.tokenable_type), owner, abilities)
         epoch = conn.execute(
             sa.select(sa.func.max(_EPOCHS.c.before_ms)).where(_EPOCHS.c.scope.in_(scopes))
         ).scalar_one()
+        now_ms = store.now_ms(conn)
     created_ms = None if row.created_at is None else to_ms(row.created_at)
     principal = Principal(
         tokenable_type=str(row.tokenable_type),
@@ -74,12 +76,19 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         abilities=abilities,
         expires_at_ms=None if row.expires_at is None else to_ms(row.expires_at),
     )
-    # The issue time the triggers publish: the insert's own stamp, else created_at.
-    issued_ms = row.issued_at_ms if row.issued_at_ms is not None else created_ms
+    # The issue time the triggers publish: the insert's own stamp, else created_at but
+    # never later than now (the row exists now, whatever clock wrote its created_at).
+    issued_ms = (
+        row.issued_at_ms
+        if row.issued_at_ms is not None
+        else None
+        if created_ms is None
+        else min(created_ms, now_ms)
+    )
     info = TokenInfo(
         id=int(row.id),
         tokenable_type=str(row.tokenable_type),
-        tokenable_id=int(row.tokenable_id),
+        tokenable_id=owner,
         name=str(row.name),
         abilities=abilities,
         last_used_at=row.last_used_at,

@@ -1,0 +1,79 @@
+"""Attack findings (issue 13 review): the CLI's audit actor and odd --reason input."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+
+import pytest
+
+from producer import audit as audit_log
+from producer.store import TokenStore
+from tests.cli_helpers import run_cli
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+
+
+def test_the_cli_audit_actor_is_the_os_user_not_whatever_logname_says(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 13 item 4: the CLI records 'the OS user and host'. getpass.getuser() reads
+    LOGNAME/USER/LNAME/USERNAME first, so anyone running the CLI writes any name they like
+    into the audit trail: ``LOGNAME=alice tokensync revoke all ...`` is recorded as alice."""
+    monkeypatch.setenv("LOGNAME", "alice-the-scapegoat")
+    monkeypatch.setenv("USER", "alice-the-scapegoat")
+    run = run_cli(
+        monkeypatch, capsys, database_url, "revoke", "principal", "--type", USER, "--id", "3",
+        "--reason", "who did this?",
+    )  # fmt: skip
+    assert 0 == run.code, run.err
+    (entry,) = [e for e in audit_log.read(store.engine) if e.actor_kind == "cli"]
+    real = f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+    assert real == entry.actor
+
+
+def test_a_reason_that_is_not_unicode_text_is_one_line_and_exit_2_not_a_traceback(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--reason $'\\xff'`` (a byte pasted from a log; Python decodes argv with
+    surrogateescape) reaches the audit insert unchecked: the CLI dies with a
+    UnicodeEncodeError traceback and the responder's revoke all is not done."""
+    victim = store.issue(USER, 1, "victim")
+    try:
+        run = run_cli(
+            monkeypatch, capsys, database_url, "revoke", "all", "--before", "now", "--yes",
+            "--reason", "leaked \udcff in a log",
+        )  # fmt: skip
+    except UnicodeEncodeError as e:
+        pytest.fail(f"traceback instead of one line: {e!r}")
+    assert 2 == run.code
+    assert 1 == len(run.err.strip().splitlines())
+    assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked on error"
+
+
+@pytest.mark.parametrize("command", [["token", "revoke"], ["token", "find"]])
+def test_a_token_given_as_the_id_argument_is_not_echoed_back(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """Issue 13 item 5: the secret travels on stdin, never the command line. A responder
+    who pastes the leaked token where the id goes gets click's "'5|…' is not a valid
+    integer": the live plaintext is copied into stderr (or the --json error object),
+    i.e. into CI logs, terminal recordings and ticket pastes."""
+    leaked = store.issue(USER, 1, "leaked").plain_text_token
+    secret = leaked.split("|", 1)[1]
+    for extra in ([], ["--json"]):
+        run = run_cli(monkeypatch, capsys, database_url, *command, leaked, *extra)
+        assert 2 == run.code
+        assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
