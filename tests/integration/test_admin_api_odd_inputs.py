@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): receipts, lookups and odd input on the admin API."""
+"""Receipts, lookups and odd input on the admin API."""
 
 from __future__ import annotations
 

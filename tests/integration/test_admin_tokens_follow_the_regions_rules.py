@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): the admin API must apply the same rules as the regions."""
+"""The admin API must apply the same rules as the regions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): the CLI's audit actor and odd --reason input."""
+"""The CLI's audit actor and odd --reason input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): huge numbers are bad input (CLI one line, HTTP 422)."""
+"""Huge numbers are bad input (CLI one line, HTTP 422)."""
 
 from __future__ import annotations
 

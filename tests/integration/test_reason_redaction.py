@@ -1,4 +1,4 @@
-"""Attack finding (issue 13 item 4 review): audit records never hold a plaintext token."""
+"""Audit records never hold a plaintext token."""
 
 from __future__ import annotations
 

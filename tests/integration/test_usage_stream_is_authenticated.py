@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 item 6 review): the usage stream is not authenticated."""
+"""The usage stream is authenticated: forged or out-of-range records change nothing."""
 
 from __future__ import annotations
 
