@@ -165,10 +165,23 @@ ReceiptReader = Annotated[
 RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
 
 
-def _may_mint(
-    ctx: _Context, caller: TokenInfo, action: Action, target_type: str, abilities: list[str]
+def _may_mint(  # noqa: PLR0917 (the caller and the token it would produce)
+    ctx: _Context,
+    caller: TokenInfo,
+    action: Action,
+    target_type: str,
+    abilities: list[str],
+    expires_at: dt.datetime | None,
 ) -> None:
-    denial = mint_denial(caller.abilities, action, target_type, abilities, ctx.settings.admin_types)
+    denial = mint_denial(
+        caller.abilities,
+        action,
+        target_type,
+        abilities,
+        ctx.settings.admin_types,
+        caller.expires_at,
+        expires_at,
+    )
     if denial is not None:
         raise ApiError(403, denial)
 
@@ -228,13 +241,13 @@ def metrics() -> PlainTextResponse:
 @router.post("/v1/tokens", status_code=201, tags=["tokens"])
 def issue(body: IssueRequest, request: Request, ctx: Ctx, caller: Issuer) -> dict[str, Any]:
     """Issue a token; the plaintext is in this response only."""
-    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities)
     expires_at = None
     if body.expires_in is not None:
         seconds = parse_duration(body.expires_in)
         if seconds <= 0:
             raise UsageError("expires_in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
+    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
     issued = ctx.store.issue(
         body.tokenable_type,
         body.tokenable_id,
@@ -302,7 +315,14 @@ def rotate(
 ) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
     target = ctx.store.get(token_id)
-    _may_mint(ctx, caller, Action.ROTATE, target.tokenable_type, list(target.abilities))
+    _may_mint(
+        ctx,
+        caller,
+        Action.ROTATE,
+        target.tokenable_type,
+        list(target.abilities),
+        target.expires_at,  # the replacement keeps the old token's expiry
+    )
     grace = int(parse_duration(body.grace))
     audit = _audit(request, caller, body.reason)
     return ctx.store.rotate(token_id, grace, audit=audit).to_json()
