@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -222,7 +223,7 @@ def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditCont
 
 
 def _mass_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not (reason and reason.strip()):
+    if not dry_run and not audit_log.has_reason(reason):
         raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
 
 
@@ -478,6 +479,23 @@ def create_app(settings: Settings, store: TokenStore) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.error}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and why only, never the input: it may be a pasted token, or text that
+        # cannot even be encoded (a lone surrogate would turn the 422 into a 500).
+        detail = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in detail)
+        return JSONResponse(
+            {"error": f"invalid request: {where}", "detail": detail}, status_code=422
+        )
 
     @app.exception_handler(TokenSyncError)
     async def _domain_error(_request: Request, exc: TokenSyncError) -> JSONResponse:

@@ -146,5 +146,7 @@ dry_run_option = click.option(
 
 
 def require_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not (reason and reason.strip()):
+    from producer.audit import has_reason
+
+    if not dry_run and not has_reason(reason):
         raise UsageError("a mass revocation needs --reason TEXT (it is kept in the audit trail)")

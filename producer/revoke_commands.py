@@ -63,7 +63,8 @@ def revoke_principal(
         emit(as_json, count.to_json(), count.lines())
         return
     require_reason(reason, dry_run)
-    mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=AuditContext.cli(reason))
+    audit = AuditContext.cli(reason)
+    mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=audit)
     report(
         cli,
         store,
@@ -158,6 +159,7 @@ def revoke_all(
         emit(as_json, count.to_json(), count.lines())
         return
     require_reason(reason, dry_run)
+    audit = AuditContext.cli(reason)  # a reason that cannot be stored fails before asking
     if not yes:
         if as_json or not sys.stdin.isatty():
             raise UsageError(
@@ -170,7 +172,7 @@ def revoke_all(
         )
         if not click.confirm("Revoke them all?", default=False):
             fail(False, "not confirmed: nothing was revoked", "declined", EXIT_FAILED)
-    mutation = store.revoke_all(instant, audit=AuditContext.cli(reason))
+    mutation = store.revoke_all(instant, audit=audit)
     report(
         cli, store, f"tokens issued before {before} revoked", mutation, wait=wait, as_json=as_json
     )

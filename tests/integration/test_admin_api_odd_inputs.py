@@ -104,3 +104,18 @@ def test_a_reason_that_cannot_be_stored_is_a_422_not_a_500(
         headers={**revoker, "Content-Type": "application/json"},
     )
     assert response.status_code in {200, 422}, (response.status_code, response.text)
+
+
+@pytest.mark.parametrize("reason", ["\u200b", " \t\u200b\u2060 ", "\ufeff"])
+def test_a_mass_revocation_whose_reason_is_only_invisible_characters_is_a_422(
+    client: httpx.Client, store: TokenStore, reason: str
+) -> None:
+    victim = store.issue(USER, 1, "victim")
+    mass = bearer(store.issue(ADMIN, 0, "responder", ["revocations:mass"]).plain_text_token)
+    response = client.post(
+        "/v1/revocations/principal",
+        json={"tokenable_type": USER, "tokenable_id": 1, "reason": reason},
+        headers=mass,
+    )
+    assert 422 == response.status_code, response.text
+    assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"

@@ -77,3 +77,21 @@ def test_a_token_given_as_the_id_argument_is_not_echoed_back(
         run = run_cli(monkeypatch, capsys, database_url, *command, leaked, *extra)
         assert 2 == run.code
         assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
+
+
+@pytest.mark.parametrize("reason", ["\u200b", " \t\u200b\u2060 ", "\ufeff"])
+def test_a_reason_of_only_whitespace_or_zero_width_characters_is_no_reason(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reason: str,
+) -> None:
+    victim = store.issue(USER, 1, "victim")
+    run = run_cli(
+        monkeypatch, capsys, database_url, "revoke", "principal", "--type", USER, "--id", "1",
+        "--reason", reason,
+    )  # fmt: skip
+    assert 2 == run.code, (run.out, run.err)
+    assert "reason" in run.err
+    assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"
