@@ -290,7 +290,8 @@ def lookup(body: TokenRef, ctx: Ctx, _caller: Reader) -> dict[str, Any]:
     from producer.lookup import find_token, regions_accepting
 
     info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
-    return {**info.to_json(), "regions": regions_accepting(ctx.settings, info)}
+    regions = regions_accepting(ctx.settings, all_regions(ctx.settings, ctx.store), info)
+    return {**info.to_json(), "regions": regions}
 
 
 @router.post("/v1/tokens/revoke", tags=["revocation"])

@@ -139,15 +139,18 @@ def find(
 ) -> None:
     """Show a token (by id, --text - on stdin, or --hash) and which regions accept it now."""
     from producer.lookup import hash_of, regions_accepting
+    from producer.receipts import all_regions
 
     secret = click.get_text_stream("stdin").read() if text == "-" else None
+    store = open_store(cli)
+    every_region = all_regions(cli.settings, store)  # settings and `region add`
     try:
-        info = _resolve(open_store(cli), token_id, text, token_hash, secret)
+        info = _resolve(store, token_id, text, token_hash, secret)
     except NotFoundError as e:
         digest = hash_of(secret, token_hash)
-        if digest is None or not cli.settings.regions:
+        if digest is None or not every_region:
             raise
-        regions = regions_accepting(cli.settings, None, digest)
+        regions = regions_accepting(cli.settings, every_region, None, digest)
         if as_json:
             body = {"error": str(e), "code": "not_found", "exit_code": EXIT_FAILED}
             click.echo(json.dumps({**body, "regions": regions}))
@@ -155,7 +158,7 @@ def find(
             click.echo(f"tokensync: error: {e}", err=True)
             click.echo("  regions    " + ", ".join(f"{n}: {a}" for n, a in regions.items()))
         raise click.exceptions.Exit(EXIT_FAILED) from None
-    regions = regions_accepting(cli.settings, info)
+    regions = regions_accepting(cli.settings, every_region, info)
     data = {**info.to_json(), "regions": regions}
     lines = [
         f"token {info.id}: {info.tokenable_type}:{info.tokenable_id}, name {info.name!r}",

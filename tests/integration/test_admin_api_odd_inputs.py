@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +14,7 @@ from producer.api import create_app
 from producer.store import TokenStore
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
+from tests.cli_helpers import run_cli
 from tests.http_helpers import serving
 
 pytestmark = pytest.mark.integration
@@ -119,3 +121,18 @@ def test_a_mass_revocation_whose_reason_is_only_invisible_characters_is_a_422(
     )
     assert 422 == response.status_code, response.text
     assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"
+
+
+def test_token_find_on_the_command_line_asks_the_regions_registered_with_region_add(
+    store: TokenStore,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store.add_region(Region("eu", redis_url))
+    leaked = store.issue(USER, 1, "leaked")
+    monkeypatch.delenv("TOKENSYNC_REGIONS", raising=False)
+    run = run_cli(monkeypatch, capsys, database_url, "token", "find", str(leaked.id), "--json")
+    assert 0 == run.code, run.err
+    assert ["eu"] == sorted(json.loads(run.out)["regions"])
