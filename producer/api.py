@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +26,7 @@ from producer import audit as audit_log
 from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
-from producer.store import Mutation, TokenInfo, TokenStore, utcnow
+from producer.store import MAX_ID, Mutation, TokenInfo, TokenStore, utcnow
 from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
@@ -41,6 +41,10 @@ MassReason = Field(
 )
 
 __all__ = ["create_app"]
+
+#: A token id or outbox seq in a path: a BIGINT (anything larger is a 422, not a 500).
+TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+SeqPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 class IssueRequest(BaseModel):
@@ -92,7 +96,7 @@ class TokenRef(BaseModel):
 
     token: str | None = Field(default=None, max_length=512)
     hash: str | None = Field(default=None, max_length=64)
-    id: int | None = None
+    id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class RevokeRequest(TokenRef):
@@ -270,7 +274,7 @@ def list_tokens(
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
 def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
-    token_id: int,
+    token_id: TokenIdPath,
     request: Request,
     ctx: Ctx,
     caller: Revoker,
@@ -313,7 +317,7 @@ def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
 def rotate(
-    token_id: int, body: RotateRequest, request: Request, ctx: Ctx, caller: Rotator
+    token_id: TokenIdPath, body: RotateRequest, request: Request, ctx: Ctx, caller: Rotator
 ) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
     target = ctx.store.get(token_id)
@@ -331,7 +335,9 @@ def rotate(
 
 
 @router.post("/v1/tokens/prune", tags=["tokens"])
-def prune(request: Request, ctx: Ctx, caller: Revoker, hours: int = 24) -> dict[str, Any]:
+def prune(
+    request: Request, ctx: Ctx, caller: Revoker, hours: Annotated[int, Query(ge=0)] = 24
+) -> dict[str, Any]:
     """Delete tokens expired at least ``hours`` ago (Sanctum's prune-expired)."""
     mutation = ctx.store.prune_expired(hours, audit=_audit(request, caller, None))
     return {"seq": mutation.seq, "removed": mutation.removed}
@@ -407,9 +413,10 @@ def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
-def receipt(seq: int, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
-    """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds)?"""
-    timeout = min(max(wait, 0.0), 60.0)
+def receipt(seq: SeqPath, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
+    """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds, at most 60;
+    NaN or an infinity is a 422)?"""
+    timeout = receipt_timeout(wait)
     receipt = wait_for_receipt(ctx.settings, ctx.store, seq, timeout_s=timeout)
     if receipt.complete:
         for entry in audit_log.by_seq(ctx.store.engine, seq):

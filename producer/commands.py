@@ -17,6 +17,7 @@ from producer.audit import AuditContext
 from producer.cli_support import (
     EXIT_FAILED,
     Group,
+    TokenId,
     nonempty,
     open_store,
     reason_option,
@@ -29,6 +30,8 @@ from shared.errors import NotFoundError, UsageError
 from shared.timeparse import parse_duration
 
 __all__ = ["api", "backfill", "demo", "relay", "token"]
+
+MAX_PRUNE_HOURS = 100 * 366 * 24  # a hundred years (the store's own limit)
 
 
 @click.group(cls=Group)
@@ -89,7 +92,7 @@ def issue(
 
 
 token_ref = [
-    click.argument("token_id", type=int, required=False),
+    click.argument("token_id", type=TokenId(), required=False),
     click.option(
         "--text",
         "text",
@@ -221,7 +224,7 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
 
 
 @token.command("rotate")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=TokenId())
 @click.option("--grace", default="0", help="Keep the old token valid this long (e.g. 5m).")
 @reason_option
 @json_option
@@ -239,7 +242,7 @@ def rotate(
 @token.command("prune")
 @click.option(
     "--hours",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_PRUNE_HOURS),
     default=24,
     show_default=True,
     help="Delete tokens that expired at least this many hours ago.",

@@ -95,3 +95,23 @@ def test_a_reason_of_only_whitespace_or_zero_width_characters_is_no_reason(
     assert 2 == run.code, (run.out, run.err)
     assert "reason" in run.err
     assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_token_given_as_a_principal_id_is_not_echoed_back(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_json: list[str],
+) -> None:
+    leaked = store.issue(USER, 1, "leaked").plain_text_token
+    secret = leaked.split("|", 1)[1]
+    for command in (["revoke", "principal", "--reason", "x"], ["token", "list"]):
+        run = run_cli(
+            monkeypatch, capsys, database_url, *command, "--type", USER, "--id", leaked, *as_json
+        )
+        assert 2 == run.code, (command, run.out, run.err)
+        assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
+    run = run_cli(monkeypatch, capsys, database_url, "token", "rotate", leaked, *as_json)
+    assert 2 == run.code and secret not in run.out + run.err
