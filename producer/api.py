@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from producer import audit as audit_log
 from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
+from producer.body_limit import BodyLimit
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
 from producer.store import MAX_ID, Mutation, TokenInfo, TokenStore, utcnow
 from producer.token_check import authenticated_token
@@ -41,6 +42,10 @@ MassReason = Field(
 )
 
 __all__ = ["create_app"]
+
+#: The largest request body read (bytes): the largest valid request (a 4096-character
+#: name and 256 abilities of 255 characters) fits, with room for JSON escapes.
+MAX_BODY_BYTES = 128 * 1024
 
 #: A token id or outbox seq in a path: a BIGINT (anything larger is a 422, not a 500).
 TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -510,4 +515,5 @@ def create_app(settings: Settings, store: TokenStore) -> FastAPI:
         return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
 
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # outermost: before any parsing
     return app

@@ -136,3 +136,33 @@ def test_token_find_on_the_command_line_asks_the_regions_registered_with_region_
     run = run_cli(monkeypatch, capsys, database_url, "token", "find", str(leaked.id), "--json")
     assert 0 == run.code, run.err
     assert ["eu"] == sorted(json.loads(run.out)["regions"])
+
+
+def test_a_request_body_past_the_limit_is_refused_with_413_before_it_is_parsed(
+    client: httpx.Client, store: TokenStore
+) -> None:
+    """Bodies are parsed before the caller's token is checked: an unauthenticated client
+    could make the API buffer and parse any amount. Declared or chunked, past the limit
+    it is a 413, with or without a token; a large valid request still works."""
+    from producer.api import MAX_BODY_BYTES
+
+    huge = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    declared = client.post("/v1/tokens", content=huge, headers={"Content-Type": "application/json"})
+    assert 413 == declared.status_code, declared.text
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(huge), 8192):
+            yield huge[start : start + 8192]
+
+    chunked = client.post(
+        "/v1/tokens", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert 413 == chunked.status_code, chunked.text
+    issuer = bearer(store.issue(ADMIN, 0, "issuer", ["tokens:issue"]).plain_text_token)
+    largest = {
+        "tokenable_type": USER,
+        "tokenable_id": 1,
+        "name": "n" * 4096,
+        "abilities": [f"{i:03d}" + "a" * 252 for i in range(256)],
+    }
+    assert 201 == client.post("/v1/tokens", json=largest, headers=issuer).status_code
