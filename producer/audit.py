@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from producer.models import AuditMarker, AuditReceipt, AuditRecord
 from shared.errors import UsageError
@@ -257,19 +258,16 @@ def attach_receipt(
     engine: sa.Engine, audit_id: int, receipt: Mapping[str, Any], at_ms: int
 ) -> bool:
     """Attach a complete receipt to audit record ``audit_id`` (once; later calls keep
-    the first). Returns whether this call attached it."""
+    the first, concurrent ones too: one insert that does nothing on the key). Returns
+    whether this call attached it."""
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(RECEIPTS)
+        .values(audit_id=audit_id, at_ms=at_ms, receipt=json.dumps(dict(receipt), sort_keys=True))
+        .on_conflict_do_nothing(index_elements=[RECEIPTS.c.audit_id])
+    )
     with engine.begin() as conn:
-        exists = conn.execute(
-            sa.select(RECEIPTS.c.audit_id).where(RECEIPTS.c.audit_id == audit_id)
-        ).first()
-        if exists is not None:
-            return False
-        conn.execute(
-            RECEIPTS.insert().values(
-                audit_id=audit_id, at_ms=at_ms, receipt=json.dumps(dict(receipt), sort_keys=True)
-            )
-        )
-    return True
+        return bool(conn.execute(statement).rowcount == 1)
 
 
 class _Receipt(Protocol):

@@ -242,3 +242,42 @@ def test_a_token_pasted_into_a_reason_is_redacted_from_the_audit_record(
     expected = "INC-9 found [token redacted] and [token redacted] near commit [token redacted]"
     assert f"{expected} (INC-8)" == entry.reason
     assert bare not in json.dumps(audit_rows(store), default=str)
+
+
+def test_two_readers_attaching_the_same_receipt_at_once_never_fail(store: TokenStore) -> None:
+    """Two GET /v1/receipts of one complete seq both attach its receipt: the one that
+    checks while the other's insert is not yet committed must not die on the key (500);
+    the first receipt stays."""
+    import threading
+    import time
+
+    from producer.audit import attach_receipt
+
+    victim = store.issue(USER, 1, "victim")
+    audit_id = store.revoke_token(victim.id, audit=AuditContext.python("r")).audit_id
+    assert audit_id is not None
+    outcome: list[object] = []
+    with store.engine.connect() as first:
+        first.begin()
+        first.execute(
+            sa.text(
+                "INSERT INTO tokensync_audit_receipts (audit_id, at_ms, receipt)"
+                ' VALUES (:a, 1, \'{"by": "first"}\')'
+            ),
+            {"a": audit_id},
+        )
+
+        def second() -> None:
+            try:
+                outcome.append(attach_receipt(store.engine, audit_id, {"by": "second"}, 2))
+            except Exception as e:  # the finding: an IntegrityError (a 500 on the API)
+                outcome.append(e)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(1.0)  # the second reader is at its insert, waiting for the first
+        first.commit()
+        thread.join(30)
+    assert [False] == outcome
+    [entry] = read(store.engine, action="token.revoke")
+    assert entry.receipt == {"by": "first"}
