@@ -4,8 +4,9 @@ in the same transaction, with actor, action, scope, seq, reason and request id."
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
+import os
+import pwd
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_every_cli_mutation_is_audited_with_user_host_and_reason_and_prune_keeps
     cli("revoke", "ability", "orders:read", "--reason", "r6")
     cli("revoke", "all", "--before", "now", "--yes", "--reason", "r7")
     rows = [r for r in audit_rows(store) if r["actor_kind"] == "cli"]
-    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    me = f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
     assert [
         ("token.issue", "r1"),
         ("token.rotate", "r2"),
