@@ -302,8 +302,7 @@ class TokenStore:
                 return str(uuid.UUID(text))
             except ValueError as e:
                 raise UsageError(
-                    f"tokenable id {text!r} must be a UUID: this store's tokenable_id column "
-                    "is of type uuid"
+                    "tokenable id must be a UUID: this store's tokenable_id column is of type uuid"
                 ) from e
         return text
 
