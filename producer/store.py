@@ -184,13 +184,18 @@ class OutboxPosition:
     published_at_ms: int | None
 
 
+MAX_ID = 2**63 - 1  # BIGINT: ids and principal ids past it fit no column
+_MAX_PRUNE_HOURS = 100 * 366 * 24  # a hundred years back; further is before 1970 anyway
+
+
 def _principal_id(tokenable_id: int | str) -> int:
+    # the messages never repeat the value: a responder may paste a token where the id goes
     try:
         value = int(tokenable_id)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"tokenable id {tokenable_id!r} must be a whole number") from e
-    if value < 0:
-        raise UsageError("tokenable id must not be negative")
+        raise UsageError("tokenable id must be a whole number") from e
+    if not 0 <= value <= MAX_ID:
+        raise UsageError(f"tokenable id must be a whole number from 0 to {MAX_ID}")
     return value
 
 
@@ -292,7 +297,7 @@ class TokenStore:
         if kind == "integer":
             if isinstance(tokenable_id, str) and not tokenable_id.strip().isdigit():
                 raise UsageError(
-                    f"tokenable id {tokenable_id!r} must be a whole number: this store's "
+                    "tokenable id must be a whole number: this store's "
                     "tokenable_id column is an integer (string ids need Laravel's "
                     "uuidMorphs or ulidMorphs column)"
                 )
@@ -305,8 +310,7 @@ class TokenStore:
                 return str(uuid.UUID(text))
             except ValueError as e:
                 raise UsageError(
-                    f"tokenable id {text!r} must be a UUID: this store's tokenable_id column "
-                    "is of type uuid"
+                    "tokenable id must be a UUID: this store's tokenable_id column is of type uuid"
                 ) from e
         return canonical_principal_id(text)
 
@@ -754,8 +758,8 @@ class TokenStore:
 
     def prune_expired(self, hours: int = 24, *, audit: AuditContext | None = None) -> Mutation:
         """Sanctum's ``sanctum:prune-expired --hours``: delete tokens expired ``hours`` ago."""
-        if hours < 0:
-            raise UsageError("hours must not be negative")
+        if not 0 <= hours <= _MAX_PRUNE_HOURS:
+            raise UsageError(f"hours must be a whole number from 0 to {_MAX_PRUNE_HOURS}")
         cutoff = utcnow() - dt.timedelta(hours=hours)
         condition = PAT.c.expires_at < cutoff
         if self.expiration_minutes:

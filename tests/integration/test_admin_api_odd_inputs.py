@@ -1,7 +1,8 @@
-"""Attack findings (issue 13 review): receipts, lookups and odd input on the admin API."""
+"""Receipts, lookups and odd input on the admin API."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +14,7 @@ from producer.api import create_app
 from producer.store import TokenStore
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
+from tests.cli_helpers import run_cli
 from tests.http_helpers import serving
 
 pytestmark = pytest.mark.integration
@@ -104,3 +106,63 @@ def test_a_reason_that_cannot_be_stored_is_a_422_not_a_500(
         headers={**revoker, "Content-Type": "application/json"},
     )
     assert response.status_code in {200, 422}, (response.status_code, response.text)
+
+
+@pytest.mark.parametrize("reason", ["\u200b", " \t\u200b\u2060 ", "\ufeff"])
+def test_a_mass_revocation_whose_reason_is_only_invisible_characters_is_a_422(
+    client: httpx.Client, store: TokenStore, reason: str
+) -> None:
+    victim = store.issue(USER, 1, "victim")
+    mass = bearer(store.issue(ADMIN, 0, "responder", ["revocations:mass"]).plain_text_token)
+    response = client.post(
+        "/v1/revocations/principal",
+        json={"tokenable_type": USER, "tokenable_id": 1, "reason": reason},
+        headers=mass,
+    )
+    assert 422 == response.status_code, response.text
+    assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"
+
+
+def test_token_find_on_the_command_line_asks_the_regions_registered_with_region_add(
+    store: TokenStore,
+    database_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store.add_region(Region("eu", redis_url))
+    leaked = store.issue(USER, 1, "leaked")
+    monkeypatch.delenv("TOKENSYNC_REGIONS", raising=False)
+    run = run_cli(monkeypatch, capsys, database_url, "token", "find", str(leaked.id), "--json")
+    assert 0 == run.code, run.err
+    assert ["eu"] == sorted(json.loads(run.out)["regions"])
+
+
+def test_a_request_body_past_the_limit_is_refused_with_413_before_it_is_parsed(
+    client: httpx.Client, store: TokenStore
+) -> None:
+    """Bodies are parsed before the caller's token is checked: an unauthenticated client
+    could make the API buffer and parse any amount. Declared or chunked, past the limit
+    it is a 413, with or without a token; a large valid request still works."""
+    from producer.api import MAX_BODY_BYTES
+
+    huge = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    declared = client.post("/v1/tokens", content=huge, headers={"Content-Type": "application/json"})
+    assert 413 == declared.status_code, declared.text
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(huge), 8192):
+            yield huge[start : start + 8192]
+
+    chunked = client.post(
+        "/v1/tokens", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert 413 == chunked.status_code, chunked.text
+    issuer = bearer(store.issue(ADMIN, 0, "issuer", ["tokens:issue"]).plain_text_token)
+    largest = {
+        "tokenable_type": USER,
+        "tokenable_id": 1,
+        "name": "n" * 4096,
+        "abilities": [f"{i:03d}" + "a" * 252 for i in range(256)],
+    }
+    assert 201 == client.post("/v1/tokens", json=largest, headers=issuer).status_code

@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): huge numbers are bad input (CLI one line, HTTP 422)."""
+"""Huge numbers are bad input (CLI one line, HTTP 422)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ CLI_CASES = {
     "revoke principal, an id past BIGINT": [
         "revoke", "principal", "--type", USER, "--id", HUGE, "--reason", "x"],
     "token revoke, an id past BIGINT": ["token", "revoke", HUGE],
+    "token find, an id past BIGINT": ["token", "find", HUGE, "--json"],
+    "token rotate, an id past BIGINT": ["token", "rotate", HUGE],
+    "token prune --hours before year 1": ["token", "prune", "--hours", "99999999999"],
+    "audit --since, Unix seconds past year 9999": ["audit", "--since", "99999999999999"],
+    "audit --since, a look-back before year 1": ["audit", "--since", "99999999999d"],
 }  # fmt: skip
 
 
@@ -67,6 +72,12 @@ HTTP_CASES = {
     "revoke a principal id past BIGINT": (
         "POST", "/v1/revocations/principal",
         {"tokenable_type": USER, "tokenable_id": int(HUGE), "reason": "x"}),
+    "rotate a token id past BIGINT": ("POST", f"/v1/tokens/{HUGE}/rotate", {}),
+    "a receipt of a seq past BIGINT": ("GET", f"/v1/receipts/{HUGE}", None),
+    "prune tokens expired before year 1": ("POST", "/v1/tokens/prune?hours=99999999999", None),
+    "audit since Unix seconds past year 9999": ("GET", "/v1/audit?since=99999999999999", None),
+    "audit since a look-back before year 1": ("GET", "/v1/audit?since=99999999999d", None),
+    "list a principal id past BIGINT": ("GET", f"/v1/principals/{USER}/{HUGE}/tokens", None),
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Attack finding (issue 13 item 4 review): audit records never hold a plaintext token."""
+"""Audit records never hold a plaintext token."""
 
 from __future__ import annotations
 
@@ -43,3 +43,24 @@ def test_a_pre_sanctum_4_secret_pasted_into_a_reason_is_redacted(store: TokenSto
     entries = [e for e in audit_log.read(store.engine) if e.action == "token.revoke"]
     assert entries and entries[-1].reason is not None
     assert legacy not in entries[-1].reason, "the audit record holds a live plaintext secret"
+
+
+@pytest.mark.parametrize(
+    "paste",
+    [
+        "user{token}",  # glued to a word character
+        "token={token}.",  # a checksummed token in a log line
+        "x_{secret}_y",  # the bare checksummed secret, glued on both sides
+    ],
+)
+def test_a_token_glued_to_word_characters_in_a_reason_is_redacted(
+    store: TokenStore, paste: str
+) -> None:
+    leaked = store.issue(USER, 4, "leaked")
+    secret = leaked.plain_text_token.split("|", 1)[1]
+    reason = "saw " + paste.format(token=leaked.plain_text_token, secret=secret) + " in a log"
+    store.revoke_token(leaked.id, audit=AuditContext.python("responder", reason=reason))
+    (entry,) = [e for e in audit_log.read(store.engine) if e.action == "token.revoke"]
+    assert entry.reason is not None and "[token redacted]" in entry.reason
+    assert secret not in entry.reason
+    assert entry.reason.startswith("saw ") and entry.reason.endswith(" in a log")

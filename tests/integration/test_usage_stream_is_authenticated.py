@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 item 6 review): the usage stream is not authenticated."""
+"""The usage stream is authenticated: forged or out-of-range records change nothing."""
 
 from __future__ import annotations
 
@@ -16,18 +16,24 @@ from producer.kafka_io import UsageConsumer
 from producer.store import TokenStore
 from producer.usage import UsageApplier
 from shared.keys import Topics
+from shared.usage import UsageReport
+from tests.kafka_helpers import KEYRING
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 YEAR_9999_MS = 253_402_300_799_000
 
 
-def produce(kafka_bootstrap: str, topic: str, report: dict[str, object]) -> None:
+def produce(
+    kafka_bootstrap: str, topic: str, report: dict[str, object], *, signed: bool = False
+) -> None:
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    producer.send(topic, key=b"eu", value=orjson.dumps(report)).get(timeout=10)
+    value = orjson.dumps(report)
+    headers = KEYRING.sign(b"eu", value) if signed else []
+    producer.send(topic, key=b"eu", value=value, headers=headers).get(timeout=10)
     producer.close()
 
 
@@ -39,7 +45,7 @@ def applying(
     group = f"{topics.prefix}-usage"
     stop = threading.Event()
     applier = UsageApplier(
-        store.engine, lambda: UsageConsumer(kafka_bootstrap, topics.usage, group)
+        store.engine, lambda: UsageConsumer(kafka_bootstrap, topics.usage, group), KEYRING
     )
     errors: list[BaseException] = []
 
@@ -86,7 +92,8 @@ def test_one_usage_record_past_year_9999_does_not_stop_the_applier(
     except clause (PublishError, SQLAlchemyError): its thread dies, and the uncommitted
     record kills it again after every restart. last_used_at stops moving everywhere."""
     other = store.issue(USER, 2, "other")
-    produce(kafka_bootstrap, topics.usage, {"region": "eu", "usage": {str(other.id): 10**18}})
+    report = UsageReport("eu", int(time.time() * 1000), {other.id: 10**18}).to_json()
+    produce(kafka_bootstrap, topics.usage, report, signed=True)
     with applying(store, kafka_bootstrap, topics) as errors:
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and not errors:

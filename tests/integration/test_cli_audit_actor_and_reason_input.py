@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): the CLI's audit actor and odd --reason input."""
+"""The CLI's audit actor and odd --reason input."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import pwd
 import socket
 
 import pytest
+import sqlalchemy as sa
 
 from producer import audit as audit_log
+from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from tests.cli_helpers import run_cli
 
@@ -77,3 +79,72 @@ def test_a_token_given_as_the_id_argument_is_not_echoed_back(
         run = run_cli(monkeypatch, capsys, database_url, *command, leaked, *extra)
         assert 2 == run.code
         assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
+
+
+@pytest.mark.parametrize("reason", ["\u200b", " \t\u200b\u2060 ", "\ufeff"])
+def test_a_reason_of_only_whitespace_or_zero_width_characters_is_no_reason(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reason: str,
+) -> None:
+    victim = store.issue(USER, 1, "victim")
+    run = run_cli(
+        monkeypatch, capsys, database_url, "revoke", "principal", "--type", USER, "--id", "1",
+        "--reason", reason,
+    )  # fmt: skip
+    assert 2 == run.code, (run.out, run.err)
+    assert "reason" in run.err
+    assert [victim.id] == [t.id for t in store.list_tokens(USER, 1)], "nothing revoked"
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_token_given_as_a_principal_id_is_not_echoed_back(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_json: list[str],
+) -> None:
+    leaked = store.issue(USER, 1, "leaked").plain_text_token
+    secret = leaked.split("|", 1)[1]
+    for command in (["revoke", "principal", "--reason", "x"], ["token", "list"]):
+        run = run_cli(
+            monkeypatch, capsys, database_url, *command, "--type", USER, "--id", leaked, *as_json
+        )
+        assert 2 == run.code, (command, run.out, run.err)
+        assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
+    run = run_cli(monkeypatch, capsys, database_url, "token", "rotate", leaked, *as_json)
+    assert 2 == run.code and secret not in run.out + run.err
+
+
+def test_a_token_given_as_a_principal_id_on_a_uuid_column_is_not_echoed_back(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a uuidMorphs table (PostgreSQL's uuid type) the error names the column type,
+    not the value."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE personal_access_tokens (id BIGSERIAL PRIMARY KEY,"
+                " tokenable_type VARCHAR(255) NOT NULL, tokenable_id uuid NOT NULL,"
+                " name TEXT NOT NULL, token VARCHAR(64) NOT NULL UNIQUE, abilities TEXT,"
+                " last_used_at TIMESTAMP, expires_at TIMESTAMP, created_at TIMESTAMP,"
+                " updated_at TIMESTAMP)"
+            )
+        )
+    migrate(engine)
+    store = TokenStore(engine)
+    leaked = store.issue(USER, "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", "t").plain_text_token
+    secret = leaked.split("|", 1)[1]
+    for extra in ([], ["--json"]):
+        run = run_cli(
+            monkeypatch, capsys, postgres_url, "revoke", "principal", "--type", USER,
+            "--id", leaked, "--reason", "x", *extra,
+        )  # fmt: skip
+        assert 2 == run.code, (run.out, run.err)
+        assert "UUID" in run.out + run.err
+        assert secret not in run.out + run.err, "the plaintext token is echoed in the error"
+    engine.dispose()

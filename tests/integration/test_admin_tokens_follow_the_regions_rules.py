@@ -1,4 +1,4 @@
-"""Attack findings (issue 13 review): the admin API must apply the same rules as the regions."""
+"""The admin API must apply the same rules as the regions."""
 
 from __future__ import annotations
 
@@ -72,3 +72,22 @@ def test_a_short_lived_admin_token_cannot_mint_itself_a_never_expiring_twin(
         assert dt.datetime.fromisoformat(expires).replace(tzinfo=None) <= caller.expires_at
     else:
         assert 403 == minted.status_code
+
+
+def test_a_short_lived_admin_token_cannot_rotate_a_never_expiring_admin_token_into_its_hands(
+    store: TokenStore,
+) -> None:
+    """Rotation hands the caller the replacement's plaintext, which keeps the old token's
+    expiry: rotating a never-expiring admin token would outlive the caller's power."""
+    caller = store.issue(
+        ADMIN, 0, "one-hour", ["tokens:rotate", "tokens:read"], utcnow() + dt.timedelta(hours=1)
+    )
+    forever = store.issue(ADMIN, 1, "forever", ["tokens:read"])
+    app = store.issue("App\\Models\\User", 1, "app", ["*"])
+    headers = {"Authorization": f"Bearer {caller.plain_text_token}"}
+    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
+        denied = http.post(f"/v1/tokens/{forever.id}/rotate", json={}, headers=headers)
+        allowed = http.post(f"/v1/tokens/{app.id}/rotate", json={}, headers=headers)
+    assert 403 == denied.status_code, denied.text
+    assert store.get(forever.id).id == forever.id, "nothing rotated"
+    assert 201 == allowed.status_code, "ordinary app tokens are not bounded by the caller"
