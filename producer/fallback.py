@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from producer.store import TokenStore, to_ms
+from shared.settings import Settings
 from shared.validator import FallbackAnswer, Principal
 
-__all__ = ["StoreFallback"]
+__all__ = ["StoreFallback", "from_settings"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,8 @@ class StoreFallback:
         return FallbackAnswer(
             principal, None if info.created_at is None else to_ms(info.created_at)
         )
+
+
+def from_settings(settings: Settings) -> StoreFallback:
+    """A fallback on the store the settings name (the gate finds it by entry point)."""
+    return StoreFallback(TokenStore.from_settings(settings, migrate_schema=False))

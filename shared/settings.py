@@ -97,6 +97,20 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from e
 
 
+def _gate_clients(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATE_CLIENTS``: ``client_id:secret,...`` allowed to call the gate's
+    ``/introspect`` (HTTP Basic); secrets of at least 16 characters."""
+    clients: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        client, sep, secret = item.partition(":")
+        if not sep or not client or ":" in client:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS must be CLIENT_ID:SECRET, comma separated")
+        if len(secret) < 16:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS: the secret of {client!r} is under 16 chars")
+        clients[client] = secret
+    return clients
+
+
 def _admin_types(text: str) -> tuple[str, ...]:
     """``TOKENSYNC_ADMIN_TYPES``: the tokenable types whose tokens drive the admin API."""
     types = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -129,6 +143,7 @@ class Settings:
     usage_interval_s: float = 15.0
     link_delays: str = ""
     admin_types: tuple[str, ...] = ("tokensync",)
+    gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -151,6 +166,7 @@ class Settings:
         "USAGE_INTERVAL",
         "LINK_DELAYS",
         "ADMIN_TYPES",
+        "GATE_CLIENTS",
         "SETTINGS_FILE",
     )
 
@@ -191,6 +207,7 @@ class Settings:
             usage_interval_s=_float(environ, "USAGE_INTERVAL", cls.usage_interval_s),
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
+            gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -254,6 +271,7 @@ class Settings:
             "USAGE_INTERVAL": repr(self.usage_interval_s),
             "LINK_DELAYS": self.link_delays,
             "ADMIN_TYPES": ",".join(self.admin_types),
+            "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 
