@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from producer.store import TokenStore
 from shared.events import TokenOp
 from shared.tokenformat import checksum
 from tests.gate_helpers import CLIENT_ID, CLIENT_SECRET, raw_request, running_gate
@@ -241,3 +242,26 @@ def test_the_gate_never_logs_a_token(tmp_path: Path, redis_url: str, region: Reg
     assert "gate_refused" in logs
     for secret in (READER, WRITER, UNKNOWN, READER[:40], CLIENT_SECRET):
         assert secret not in logs
+
+
+def test_under_the_fallback_policy_an_unavailable_region_lets_the_token_store_answer(
+    tmp_path: Path, redis_url: str, store: TokenStore, database_url: str
+) -> None:
+    issued = store.issue(USER, 3, "fallback", ["orders:read"])
+    plain = issued.plain_text_token
+    # the region's Redis is empty: never ready, so every answer must come from the store
+    with (
+        running_gate(
+            tmp_path,
+            redis_url,
+            extra_args=("--on-unavailable", "fallback"),
+            environ={"TOKENSYNC_DATABASE_URL": database_url},
+        ) as url,
+        httpx.Client(base_url=url) as gate,
+    ):
+        valid = gate.get("/auth?ability=orders:read", headers=bearer(plain))
+        assert (200, "3") == (valid.status_code, valid.headers["x-tokensync-principal-id"])
+        assert 403 == gate.get("/auth?ability=orders:write", headers=bearer(plain)).status_code
+        assert 503 == gate.get("/healthz").status_code  # health tells the truth regardless
+        store.revoke_token(issued.id)
+        assert 401 == gate.get("/auth", headers=bearer(plain)).status_code
