@@ -215,7 +215,7 @@ class Gate:
 
     async def auth(self, request: GateRequest) -> GateResponse:
         """The proxy's question: may this request through? 200 with principal headers,
-        or 401/403/419/503 with an RFC 6750 challenge."""
+        or 401/403/503 with an RFC 6750 challenge."""
         try:
             required, mode = self._requirements(request)
         except _BadInputError as e:
@@ -228,10 +228,14 @@ class Gate:
                 "unauthenticated",
                 [("WWW-Authenticate", 'Bearer realm="tokensync"')],
             )
-        if not token.isascii() or not token.isprintable():
-            return _bad_request("the token holds non-ASCII or control characters")
         if from_cookie and self._unsafe(request) and not self._csrf_ok(request):
-            return _json(419, {"error": "csrf_mismatch"}, "csrf_mismatch")
+            # 403, not Laravel's 419: nginx's auth_request passes only 2xx, 401 and 403 on
+            return _json(
+                403,
+                {"error": "csrf_mismatch", "error_description": "X-XSRF-TOKEN must match"},
+                "csrf_mismatch",
+            )
+        # non-ASCII or control characters cannot be a token: invalid, no Redis call
         result = await self.validator.validate(token, required, mode)
         self._log(result, "auth")
         if result.outcome is Outcome.VALID and result.principal is not None:

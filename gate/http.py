@@ -32,7 +32,6 @@ IDLE_TIMEOUT_S = 75.0
 
 Handler = Callable[[GateRequest], Awaitable[GateResponse]]
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_REASONS[419] = b"Page Expired"
 
 
 def _route(path: str) -> str:
