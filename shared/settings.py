@@ -111,6 +111,18 @@ def _gate_clients(text: str) -> dict[str, str]:
     return clients
 
 
+def _gate_urls(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATES``: ``region=http://host:port,...``, where each region's gate listens
+    (``tokensync stack up`` writes it; the demo and the gate benchmark read it)."""
+    urls: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        region, sep, url = item.partition("=")
+        if not sep or urlsplit(url.strip()).scheme not in {"http", "https"}:
+            raise ConfigError(f"{PREFIX}GATES must be REGION=http://host:port, comma separated")
+        urls[region.strip()] = url.strip()
+    return urls
+
+
 def _admin_types(text: str) -> tuple[str, ...]:
     """``TOKENSYNC_ADMIN_TYPES``: the tokenable types whose tokens drive the admin API."""
     types = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -144,6 +156,7 @@ class Settings:
     link_delays: str = ""
     admin_types: tuple[str, ...] = ("tokensync",)
     gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
+    gate_urls: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -167,6 +180,7 @@ class Settings:
         "LINK_DELAYS",
         "ADMIN_TYPES",
         "GATE_CLIENTS",
+        "GATES",
         "SETTINGS_FILE",
     )
 
@@ -208,6 +222,7 @@ class Settings:
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
             gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
+            gate_urls=_gate_urls(get(PREFIX + "GATES", "")),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -272,6 +287,7 @@ class Settings:
             "LINK_DELAYS": self.link_delays,
             "ADMIN_TYPES": ",".join(self.admin_types),
             "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
+            "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 
