@@ -86,6 +86,8 @@ def _invalid(description: str) -> dict[str, str]:
 
 def _header_value(text: str) -> str:
     """A value that is safe in a response header (no CR/LF, ASCII): percent-encoded."""
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return text  # the common case, without quote()'s cost
     return quote(text, safe=_HEADER_SAFE + " ")
 
 
@@ -136,6 +138,9 @@ class Gate:
     expiration_minutes: int | None = None
     _probe: str = field(init=False, repr=False)
     _health: AsyncValidator = field(init=False, repr=False)
+    _asked: dict[tuple[bool, str, str | None, str | None], tuple[tuple[str, ...], Mode]] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         entropy = "".join(secrets.choice(string.ascii_letters) for _ in range(40))
@@ -167,6 +172,24 @@ class Gate:
 
     # --- /auth --------------------------------------------------------------------------
     def _requirements(self, request: GateRequest) -> tuple[tuple[str, ...], Mode]:
+        """What the request requires, remembered per distinct question (proxies ask a
+        handful of them over and over)."""
+        headers = request.headers
+        key = (
+            request.path == "/auth",
+            request.query,
+            headers.get("x-tokensync-abilities"),
+            headers.get("x-tokensync-mode"),
+        )
+        known = self._asked.get(key)
+        if known is None:
+            known = self._parse_requirements(request)
+            if len(self._asked) >= 4096:
+                self._asked.clear()
+            self._asked[key] = known
+        return known
+
+    def _parse_requirements(self, request: GateRequest) -> tuple[tuple[str, ...], Mode]:
         """Abilities and mode: the query of ``/auth`` exactly (the URL the proxy was
         configured with) wins; else ``X-Tokensync-Abilities`` / ``X-Tokensync-Mode``.
         Under ``/auth/...`` (Envoy's path prefix: the rest is the client's path) only the
@@ -372,7 +395,10 @@ class Gate:
         return _json(200, {**body, "status": "ok"}, "ok")
 
     def _log(self, result: ValidationResult, route: str, **extra: object) -> None:
-        """One line per refusal (info) or admission (debug); the token id, never the token."""
+        """One line per refusal; the token id, never the token. Admissions are counted in
+        /metrics, not logged (a log line costs more than the answer)."""
+        if result.outcome is Outcome.VALID:
+            return
         p = result.principal
         fields = {
             "route": route,
@@ -383,10 +409,7 @@ class Gate:
             "source": result.source,
             **extra,
         }
-        if result.outcome is Outcome.VALID:
-            log.debug("gate_admitted", **fields)
-        else:
-            log.info("gate_refused", **fields)
+        log.info("gate_refused", **fields)
 
 
 def _refusal(result: ValidationResult) -> GateResponse:

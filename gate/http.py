@@ -9,6 +9,8 @@ here ever answers 500 for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,7 +33,7 @@ MAX_BODY = 16 * 1024
 IDLE_TIMEOUT_S = 75.0
 
 Handler = Callable[[GateRequest], Awaitable[GateResponse]]
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
 def _route(path: str) -> str:
@@ -44,15 +46,17 @@ def _route(path: str) -> str:
 
 def encode_response(response: GateResponse, keep_alive: bool, head: bool = False) -> bytes:
     """The bytes of one HTTP/1.1 response."""
-    lines = [
-        b"HTTP/1.1 %d %s" % (response.status, _REASONS.get(response.status, b"Unknown")),
-        b"content-type: " + response.content_type.encode(),
-        b"content-length: %d" % len(response.body),
-    ]
-    lines.extend(f"{k}: {v}".encode("latin-1") for k, v in response.headers)
-    if not keep_alive:
-        lines.append(b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head else response.body)
+    text = "".join([f"{k}: {v}\r\n" for k, v in response.headers])
+    return b"".join(
+        (
+            _STATUS_LINES.get(response.status) or b"HTTP/1.1 %d Unknown\r\n" % response.status,
+            b"content-type: %s\r\ncontent-length: %d\r\n"
+            % (response.content_type.encode(), len(response.body)),
+            text.encode("latin-1"),
+            b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
+            b"" if head else response.body,
+        )
+    )
 
 
 def _error(status: int, description: str) -> GateResponse:
@@ -82,6 +86,7 @@ class GateProtocol(asyncio.Protocol):
         self._closing = False
         self._reset()
         self._idle: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
 
     def _reset(self) -> None:
         self._url = b""
@@ -94,6 +99,10 @@ class GateProtocol(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # answers are small: never wait for Nagle
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,10 +183,11 @@ class GateProtocol(asyncio.Protocol):
                     500, body=b'{"error":"server_error"}', outcome="unavailable"
                 )
                 keep_alive = False
-            self._write(response, keep_alive, request.method == "HEAD")
+            # counted before it is sent: whoever reads /metrics after the answer sees it
             self._metrics.observe(
                 _route(request.path), response.outcome, time.perf_counter() - started
             )
+            self._write(response, keep_alive, request.method == "HEAD")
             if not keep_alive:
                 return
 
@@ -195,16 +205,21 @@ class GateProtocol(asyncio.Protocol):
         started = time.perf_counter()
         self._queue.clear()
         response = _error(status, description)
-        self._write(response, keep_alive=False)
         self._metrics.observe("other", "bad_request", time.perf_counter() - started)
+        self._write(response, keep_alive=False)
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        """Note activity; one timer per connection checks it (no timer per request)."""
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(IDLE_TIMEOUT_S, self._idle_close)
+        self._last_active = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(IDLE_TIMEOUT_S, self._idle_check)
 
-    def _idle_close(self) -> None:
-        if self._transport is not None and not self._queue:
+    def _idle_check(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_active
+        if quiet >= IDLE_TIMEOUT_S and not self._queue and self._transport is not None:
             self._closing = True
             self._transport.close()
+            return
+        self._idle = loop.call_later(max(0.1, IDLE_TIMEOUT_S - quiet), self._idle_check)

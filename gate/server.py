@@ -92,7 +92,9 @@ async def _serve(
         cookie_name=options.cookie_name,
         expiration_minutes=settings.token_expiration_minutes,
     )
-    server = await loop.create_server(lambda: GateProtocol(gate.handle, metrics), sock=sock)
+    server = await loop.create_server(
+        lambda: GateProtocol(gate.handle, metrics), sock=sock, backlog=1024
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
