@@ -10,6 +10,8 @@ in-process validator and the Sanctum way run N concurrent tasks the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import random
 import subprocess
 import sys
@@ -88,47 +90,91 @@ def _run_async(factory: Callable[[], Awaitable[Any]]) -> Any:
         loop.close()
 
 
+class _KeepAlive(asyncio.Protocol):
+    """One keep-alive connection that sends the next request as soon as an answer is
+    complete (callbacks only: the client should cost far less than the server)."""
+
+    def __init__(
+        self, requests: Sequence[bytes], seed: int, end: float, done: asyncio.Future[None]
+    ) -> None:
+        self.requests = requests
+        self.rng = random.Random(seed)
+        self.end = end
+        self.done = done
+        self.samples: list[float] = []
+        self.errors = 0
+        self.warm = 20
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.requests[self.rng.randrange(len(self.requests))])
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = self.buffer[:head_end]
+        at = head.lower().find(b"content-length:")
+        length = 0
+        if at >= 0:
+            line_end = head.find(b"\r\n", at)
+            length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
+        if len(self.buffer) < head_end + 4 + length:
+            return
+        now = time.perf_counter()
+        self.buffer = self.buffer[head_end + 4 + length :]
+        if self.warm:
+            self.warm -= 1
+        else:
+            self.samples.append((now - self.sent_at) * 1000)
+            if head[9:12] != b"200":
+                self.errors += 1
+        if now < self.end:
+            self._send()
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the server closed the connection"))
+
+
 async def _http_load(
     port: int, requests: Sequence[bytes], connections: int, seconds: float
 ) -> tuple[list[float], float, int]:
     """Latencies (ms), wall seconds, and answers that were not 200."""
-    samples: list[float] = []
-    errors = 0
-
-    async def one_connection(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for _ in range(20):  # warm
-                writer.write(rng.choice(requests))
-                await _read_response(reader)
-            while time.perf_counter() < end:
-                request = rng.choice(requests)
-                t = time.perf_counter()
-                writer.write(request)
-                status = await _read_response(reader)
-                samples.append((time.perf_counter() - t) * 1000)
-                if status != 200:
-                    errors += 1
-        finally:
-            writer.close()
-
+    loop = asyncio.get_running_loop()
     end = time.perf_counter() + seconds
     began = time.perf_counter()
-    await asyncio.gather(*(one_connection(i) for i in range(connections)))
-    return samples, time.perf_counter() - began, errors
+    clients: list[_KeepAlive] = []
+    for seed in range(connections):
+        done: asyncio.Future[None] = loop.create_future()
+        _, client = await loop.create_connection(
+            functools.partial(_KeepAlive, requests, seed, end, done), "127.0.0.1", port
+        )
+        clients.append(client)
+    await asyncio.gather(*(c.done for c in clients))
+    wall = time.perf_counter() - began
+    for c in clients:
+        if c.transport is not None:
+            c.transport.close()
+    samples = [x for c in clients for x in c.samples]
+    return samples, wall, sum(c.errors for c in clients)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
+def _http_load_on(
+    port: int, requests: Sequence[bytes], connections: int, seconds: float
+) -> Awaitable[tuple[list[float], float, int]]:
+    return _http_load(port, requests, connections, seconds)
 
 
 async def _task_load(
@@ -247,7 +293,8 @@ def _run(env: BenchEnv, seconds: float, workers: int) -> dict[str, Any]:
     try:
         logs = {GATE: "gate", GATE_NO_CACHE: "gate-nc", UVICORN: "uvicorn"}
         for name, port in ports.items():
-            wait_until(lambda p=port: port_open(p), 60, name, env.root / f"{logs[name]}.log")
+            up = functools.partial(port_open, port)
+            wait_until(up, 60, name, env.root / f"{logs[name]}.log")
         time.sleep(1.0)  # every worker process up and its near-cache listening
         data = _measure_all(env, tokens, ports, seconds, workers)
     finally:
@@ -263,6 +310,8 @@ def _measure_all(
     ports: dict[str, int],
     seconds: float,
     workers: int,
+    *,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     requests = [
         f"GET /auth?ability=orders:read HTTP/1.1\r\nHost: gate\r\n"
@@ -275,68 +324,67 @@ def _measure_all(
         .render_as_string(hide_password=False)
     )
     url = env.settings.region("eu").redis_url
-    results: dict[str, dict[int, dict[str, float]]] = {}
 
+    async def in_process(c: int, secs: float) -> tuple[list[float], float, int]:
+        validator = AsyncValidator.from_url(url, keys=env.keys, policy=Policy())
+
+        async def call(rng: random.Random) -> bool:
+            result = await validator.validate(rng.choice(tokens), ["orders:read"])
+            return bool(result.outcome is Outcome.VALID)
+
+        try:
+            return await _task_load(call, c, secs)
+        finally:
+            await validator.close()
+
+    async def sanctum(c: int, secs: float) -> tuple[list[float], float, int]:
+        checks = [await _AsyncSanctum.connect(dsn) for _ in range(c)]
+        pool = asyncio.Queue[_AsyncSanctum]()
+        for check in checks:
+            pool.put_nowait(check)
+
+        async def call(rng: random.Random) -> bool:
+            check = await pool.get()
+            try:
+                return await check(rng.choice(tokens))
+            finally:
+                pool.put_nowait(check)
+
+        try:
+            return await _task_load(call, c, secs)
+        finally:
+            for check in checks:
+                await check.close()
+
+    methods: dict[str, Callable[[int, float], Awaitable[tuple[list[float], float, int]]]] = {
+        name: functools.partial(_http_load_on, port, requests) for name, port in ports.items()
+    }
+    methods[IN_PROCESS] = in_process
+    methods[SANCTUM] = sanctum
+    results: dict[str, dict[int, dict[str, float]]] = {}
     for concurrency in CONCURRENCY:
-        for name, port in ports.items():
-            samples, wall, errors = _run_async(
-                lambda p=port, c=concurrency: _http_load(p, requests, c, seconds)
-            )
+        gathered: dict[str, tuple[list[float], float, int]] = {
+            name: ([], 0.0, 0)
+            for name in methods  # samples, wall, errors
+        }
+        for _ in range(rounds):  # interleaved: drift on a shared machine hits all alike
+            for name, method in methods.items():
+                samples, wall, errors = _run_async(
+                    functools.partial(method, concurrency, seconds / rounds)
+                )
+                before = gathered[name]
+                gathered[name] = (before[0] + samples, before[1] + wall, before[2] + errors)
+        for name, (samples, wall, errors) in gathered.items():
             results.setdefault(name, {})[concurrency] = {
                 **summary(samples),
                 "rps": len(samples) / wall,
                 "errors": errors,
             }
-
-        async def in_process(c: int = concurrency) -> tuple[list[float], float, int]:
-            validator = AsyncValidator.from_url(url, keys=env.keys, policy=Policy())
-
-            async def call(rng: random.Random) -> bool:
-                result = await validator.validate(rng.choice(tokens), ["orders:read"])
-                return bool(result.outcome is Outcome.VALID)
-
-            try:
-                return await _task_load(call, c, seconds)
-            finally:
-                await validator.close()
-
-        samples, wall, errors = _run_async(in_process)
-        results.setdefault(IN_PROCESS, {})[concurrency] = {
-            **summary(samples),
-            "rps": len(samples) / wall,
-            "errors": errors,
-        }
-
-        async def sanctum(c: int = concurrency) -> tuple[list[float], float, int]:
-            checks = [await _AsyncSanctum.connect(dsn) for _ in range(c)]
-            pool = asyncio.Queue[Any]()
-            for check in checks:
-                pool.put_nowait(check)
-
-            async def call(rng: random.Random) -> bool:
-                check = await pool.get()
-                try:
-                    return bool(await check(rng.choice(tokens)))
-                finally:
-                    pool.put_nowait(check)
-
-            try:
-                return await _task_load(call, c, seconds)
-            finally:
-                for check in checks:
-                    await check.close()
-
-        samples, wall, errors = _run_async(sanctum)
-        results.setdefault(SANCTUM, {})[concurrency] = {
-            **summary(samples),
-            "rps": len(samples) / wall,
-            "errors": errors,
-        }
-    return _report(results, seconds, workers)
+    return _report(results, seconds, workers, rounds)
 
 
 def _report(
-    results: dict[str, dict[int, dict[str, float]]], seconds: float, workers: int
+    results: dict[str, dict[int, dict[str, float]]], seconds: float, workers: int, rounds: int
 ) -> dict[str, Any]:
     rows = [
         (name, str(c), s["p50"] * 1000, s["p99"] * 1000, s["rps"], str(int(s["errors"])))
@@ -364,8 +412,11 @@ def _report(
         "ratios": ratios,
         "targets": {k: f"{op} {goal}" for k, (op, goal) in targets.items()},
         "workers": workers,
-        "method": f"{seconds:.1f} s per method and concurrency; HTTP methods: one uvloop client "
-        f"process, N keep-alive connections, GET /auth?ability=orders:read with a random token "
+        # other work on the machine moves absolute figures; the ratios are what compare
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "method": f"{seconds:.1f} s per method and concurrency in {rounds} interleaved rounds; "
+        "HTTP methods: one uvloop client process, N keep-alive connections, "
+        "GET /auth?ability=orders:read with a random token "
         f"among 200; servers with {workers} worker processes each; in-process and Sanctum: N "
         "concurrent asyncio tasks (Sanctum: N PostgreSQL connections); all on one 2-core machine",
     }
