@@ -183,17 +183,21 @@ async def _task_load(
     samples: list[float] = []
     errors = 0
 
-    async def one_task(seed: int) -> None:
-        nonlocal errors
+    async def warm(seed: int) -> None:
         rng = random.Random(seed)
         for _ in range(20):
             await call(rng)
+
+    async def one_task(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
         while time.perf_counter() < end:
             t = time.perf_counter()
             ok = await call(rng)
             samples.append((time.perf_counter() - t) * 1000)
             errors += not ok
 
+    await asyncio.gather(*(warm(i) for i in range(concurrency)))
     end = time.perf_counter() + seconds
     began = time.perf_counter()
     await asyncio.gather(*(one_task(i) for i in range(concurrency)))
@@ -376,6 +380,8 @@ def _measure_all(
                 gathered[name] = (before[0] + samples, before[1] + wall, before[2] + errors)
         for name, (samples, wall, errors) in gathered.items():
             results.setdefault(name, {})[concurrency] = {
+                "p50": float("nan"),
+                "p99": float("nan"),
                 **summary(samples),
                 "rps": len(samples) / wall,
                 "errors": errors,
