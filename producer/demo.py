@@ -261,7 +261,7 @@ class _Story:
         gates = {n: u for n, u in self.settings.gate_urls.items() if n in self.validators}
         if not gates:
             return
-        step = Step("gate", "GET /auth, 100 keep-alive calls (p50)")
+        step = Step("gate", "100 GET /auth via the gate (p50)")
         alice = self.tokens["alice"][0]
         bob = self.tokens["bob"][0].plain_text_token
         samples: dict[str, list[float]] = {}
