@@ -295,8 +295,9 @@ class Gate:
         )
         return client if sep and expected is not None and ok else None
 
-    def _introspection_token(self, request: GateRequest) -> str | GateResponse:
-        """The ``token`` form field of an authenticated POST, or the refusal to send."""
+    def _introspection_token(self, request: GateRequest) -> tuple[str, str] | GateResponse:
+        """The client and the ``token`` form field of an authenticated POST, or the refusal
+        to send."""
         if request.method != "POST":
             return _json(405, _invalid("use POST"), "bad_request", [("Allow", "POST")])
         client = self._client(request)
@@ -317,15 +318,15 @@ class Gate:
         tokens = form.get("token", [])
         if len(tokens) != 1 or not tokens[0]:
             return _json(400, _invalid("send exactly one token field"), "bad_request")
-        return tokens[0]
+        return client, tokens[0]
 
     async def introspect(self, request: GateRequest) -> GateResponse:
         """RFC 7662: ``{"active": true, ...}`` or ``{"active": false}`` to an authenticated
         client; 503 when the region cannot say."""
-        token = self._introspection_token(request)
-        if isinstance(token, GateResponse):
-            return token
-        client = self._client(request)
+        asked = self._introspection_token(request)
+        if isinstance(asked, GateResponse):
+            return asked
+        client, token = asked
         result = await self.validator.validate(token)
         self._log(result, "introspect", client=client)
         if result.outcome is Outcome.UNAVAILABLE:
