@@ -70,3 +70,20 @@ def test_a_response_is_one_well_formed_http_message() -> None:
     ) == encode_response(response, keep_alive=True)
     closing = encode_response(GateResponse(200, body=b"x"), keep_alive=False, head=True)
     assert closing.endswith(b"connection: close\r\n\r\n")
+
+
+def test_compose_runs_one_gate_per_region_it_configures() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    compose = Path(__file__).resolve().parents[2] / "compose.yaml"
+    services = yaml.safe_load(compose.read_text())["services"]
+    regions = services["relay"]["environment"]["TOKENSYNC_REGIONS"]
+    names = {item.split("=")[0] for item in regions.split(",")}
+    gates = {
+        s["command"][s["command"].index("--region") + 1]
+        for s in services.values()
+        if s.get("command", [""])[:2] == ["tokensync", "gate"]
+    }
+    assert names == gates
