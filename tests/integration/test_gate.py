@@ -265,3 +265,39 @@ def test_under_the_fallback_policy_an_unavailable_region_lets_the_token_store_an
         assert 503 == gate.get("/healthz").status_code  # health tells the truth regardless
         store.revoke_token(issued.id)
         assert 401 == gate.get("/auth", headers=bearer(plain)).status_code
+
+
+def test_a_wrong_gate_command_prints_one_line_and_exits_non_zero(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env["TOKENSYNC_REGIONS"] = f"eu={redis_url}"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        for args, message in (
+            (["--region", "mars"], "unknown region 'mars'"),
+            (["--region", "eu", "--port", str(busy.getsockname()[1])], "cannot listen on"),
+            (["--region", "eu", "--workers", "0"], "--workers"),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "shared", "gate", *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode != 0
+            assert message in done.stderr
+            assert "Traceback" not in done.stderr
+            assert 1 == len(done.stderr.strip().splitlines()), done.stderr
+    finally:
+        busy.close()
