@@ -106,11 +106,12 @@ class GateProtocol(asyncio.Protocol):
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # a request in flight finishes (cancelling a Redis call midway would cost its
+        # connection) and its answer is dropped; nothing else is read
         self._closing = True
+        self._queue.clear()
         if self._idle is not None:
             self._idle.cancel()
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -151,6 +152,10 @@ class GateProtocol(asyncio.Protocol):
         if key in self._headers:
             text = self._headers[key] + ("; " if key == "cookie" else ", ") + text
         self._headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

@@ -301,3 +301,27 @@ def test_a_wrong_gate_command_prints_one_line_and_exits_non_zero(
             assert 1 == len(done.stderr.strip().splitlines()), done.stderr
     finally:
         busy.close()
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_form(
+    gate: httpx.Client,
+) -> None:
+    import base64
+    import socket
+
+    host, port = str(gate.base_url).removeprefix("http://").rstrip("/").split(":")
+    credentials = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    body = f"token={WRITER}".encode()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /introspect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Authorization: Basic {credentials}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        answer = b""
+        while b'"active"' not in answer:
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b'"active":true' in answer
