@@ -33,7 +33,8 @@ log = structlog.get_logger("gate")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 MAX_ABILITIES = 32
 MAX_ABILITY_LENGTH = 128
-_ABILITY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:*/@+")
+# printable ASCII but what would split or break a header: space, comma, quote, backslash
+_ABILITY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset(',"\\')
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%")
 
 
@@ -74,10 +75,15 @@ def _bad_request(description: str) -> GateResponse:
             (
                 "WWW-Authenticate",
                 f'Bearer realm="tokensync", error="invalid_request", '
-                f'error_description="{description}"',
+                f'error_description="{_quotable(description)}"',
             )
         ],
     )
+
+
+def _quotable(text: str) -> str:
+    """Text that fits in a header's quoted-string."""
+    return "".join(c for c in text if c not in '"\\' and " " <= c <= "~")
 
 
 def _invalid(description: str) -> dict[str, str]:
@@ -100,7 +106,9 @@ def _abilities_from(values: Sequence[str]) -> tuple[str, ...]:
     for value in values:
         for item in value.replace(",", " ").split():
             if len(item) > MAX_ABILITY_LENGTH or not set(item) <= _ABILITY_CHARS:
-                raise _BadInputError("an ability holds characters other than [A-Za-z0-9-_.:*/@+]")
+                raise _BadInputError(
+                    "an ability must be printable ASCII without comma, quote or backslash"
+                )
             if item not in found:
                 found.append(item)
     if len(found) > MAX_ABILITIES:

@@ -188,6 +188,7 @@ def test_introspection_requires_client_authentication_and_answers_rfc_7662(
         (b"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x01abc\r\n\r\n", 400),
         (b"GET /auth?ability=%00 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n\r\n", 400),
         (b"GET /auth?mode=some HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n\r\n", 400),
+        (b"GET /auth?ability=a%22b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n\r\n", 400),
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET /auth HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", 400),
         (
@@ -203,6 +204,7 @@ def test_introspection_requires_client_authentication_and_answers_rfc_7662(
         "control-character",
         "bad-ability",
         "bad-mode",
+        "quote-in-ability",
         "not-http",
         "bad-content-length",
         "oversized-body",
