@@ -30,6 +30,8 @@ log = structlog.get_logger("gate.http")
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
 MAX_HEADERS = 100
 MAX_BODY = 16 * 1024
+MAX_QUEUED = 32  # pipelined requests waiting for their turn before reading pauses
+MAX_UNSENT = 1024 * 1024  # answers a client leaves unread before it is disconnected
 IDLE_TIMEOUT_S = 75.0
 
 Handler = Callable[[GateRequest], Awaitable[GateResponse]]
@@ -173,6 +175,8 @@ class GateProtocol(asyncio.Protocol):
         method = self._parser.get_method().decode("latin-1")
         request = GateRequest(method, path, query, self._headers, b"".join(self._body))
         self._queue.append((request, self._parser.should_keep_alive(), time.perf_counter()))
+        if len(self._queue) >= MAX_QUEUED and self._transport is not None:
+            self._transport.pause_reading()  # a pipelining client waits for its answers
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._serve())
 
@@ -180,12 +184,14 @@ class GateProtocol(asyncio.Protocol):
     async def _serve(self) -> None:
         while self._queue and not self._closing:
             request, keep_alive, started = self._queue.popleft()
+            if len(self._queue) == MAX_QUEUED // 2 and self._transport is not None:
+                self._transport.resume_reading()
             try:
                 response = await self._handler(request)
             except Exception:  # the loop boundary: log with traceback, answer 500 once
                 log.exception("gate_request_failed", path=request.path)
                 response = GateResponse(
-                    500, body=b'{"error":"server_error"}', outcome="unavailable"
+                    500, body=b'{"error":"server_error"}', outcome="server_error"
                 )
                 keep_alive = False
             # counted before it is sent: whoever reads /metrics after the answer sees it
@@ -201,6 +207,8 @@ class GateProtocol(asyncio.Protocol):
         if transport is None or self._closing:
             return
         transport.write(encode_response(response, keep_alive, head))
+        if transport.get_write_buffer_size() > MAX_UNSENT:
+            keep_alive = False  # it does not read what it asked for
         if not keep_alive:
             self._closing = True
             transport.close()

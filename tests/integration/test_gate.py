@@ -327,3 +327,23 @@ def test_a_client_that_expects_100_continue_gets_it_before_sending_the_form(
             answer += sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert b'"active":true' in answer
+
+
+def test_pipelined_requests_are_answered_in_order(gate: httpx.Client) -> None:
+    import socket
+
+    host, port = str(gate.base_url).removeprefix("http://").rstrip("/").split(":")
+    tokens = [WRITER if i % 3 else UNKNOWN for i in range(100)]
+    burst = b"".join(
+        f"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\r\n".encode()
+        for t in tokens
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(burst)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < len(tokens):
+            chunk = sock.recv(65536)
+            assert chunk, "the gate closed the connection"
+            received += chunk
+    statuses = [int(part[:3]) for part in received.split(b"HTTP/1.1 ")[1:]]
+    assert [200 if t == WRITER else 401 for t in tokens] == statuses
