@@ -87,3 +87,19 @@ def test_compose_runs_one_gate_per_region_it_configures() -> None:
         if s.get("command", [""])[:2] == ["tokensync", "gate"]
     }
     assert names == gates
+
+
+def test_the_gate_imports_shared_only_never_the_authority_or_the_workers() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, gate, gate.commands, gate.server, gate.fallback; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'producer', 'workers', 'bench', 'faust', 'aiokafka', 'kafka', 'sqlalchemy', "
+        "'fastapi'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "[]" == done.stdout.strip()
