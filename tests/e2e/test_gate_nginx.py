@@ -130,7 +130,9 @@ def _nginx(root: Path, port: int, gate_port: int, upstream_port: int) -> subproc
     )
     with (root / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
-            [program, "-p", str(root), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err
+            [program, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         wait_for(lambda: _answers(port) or proc.poll() is not None, 15, "nginx listening")
