@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -139,15 +141,28 @@ def run(settings: Settings, options: GateOptions, sock: socket.socket | None = N
     _supervise(listener, settings, options, metrics)
 
 
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel send SIGTERM to this worker when the supervisor dies
+    (even by SIGKILL), so no orphan keeps the port."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+
 def _spawn(
     index: int, sock: socket.socket, settings: Settings, options: GateOptions, metrics: GateMetrics
 ) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent(parent)
             metrics.worker = index
             _worker(sock, settings, options, metrics)
         except Exception:

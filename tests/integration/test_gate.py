@@ -347,3 +347,74 @@ def test_pipelined_requests_are_answered_in_order(gate: httpx.Client) -> None:
             received += chunk
     statuses = [int(part[:3]) for part in received.split(b"HTTP/1.1 ")[1:]]
     assert [200 if t == WRITER else 401 for t in tokens] == statuses
+
+
+def test_worker_processes_exit_when_their_supervisor_is_killed(
+    tmp_path: Path, redis_url: str, region: RegionFixture
+) -> None:
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from shared.stack.process import free_port, pid_alive
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env["TOKENSYNC_REGIONS"] = f"eu={redis_url}"
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared",
+            "gate",
+            "--region",
+            "eu",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor.pid:
+                    found.append(int(entry.name))
+        return found
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(children()) < 2 or not serving():
+            assert time.monotonic() < deadline, "the gate's workers did not start"
+            time.sleep(0.1)
+        workers = children()
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "orphaned gate workers kept running"
+            time.sleep(0.1)
+    finally:
+        for pid in [supervisor.pid, *workers]:  # only what this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        supervisor.wait(timeout=10)
