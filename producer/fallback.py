@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from producer.store import TokenStore
 from producer.token_check import read_stored_token
+from shared.settings import Settings
 from shared.validator import FallbackAnswer
 
-__all__ = ["StoreFallback"]
+__all__ = ["StoreFallback", "from_settings"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,8 @@ class StoreFallback:
         return FallbackAnswer(
             record.principal, record.created_at_ms, record.issued_at_ms, stored.epoch_ms
         )
+
+
+def from_settings(settings: Settings) -> StoreFallback:
+    """A fallback on the store the settings name (the gate finds it by entry point)."""
+    return StoreFallback(TokenStore.from_settings(settings, migrate_schema=False))

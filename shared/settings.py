@@ -98,6 +98,32 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from e
 
 
+def _gate_clients(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATE_CLIENTS``: ``client_id:secret,...`` allowed to call the gate's
+    ``/introspect`` (HTTP Basic); secrets of at least 16 characters."""
+    clients: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        client, sep, secret = item.partition(":")
+        if not sep or not client or ":" in client:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS must be CLIENT_ID:SECRET, comma separated")
+        if len(secret) < 16:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS: the secret of {client!r} is under 16 chars")
+        clients[client] = secret
+    return clients
+
+
+def _gate_urls(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATES``: ``region=http://host:port,...``, where each region's gate listens
+    (``tokensync stack up`` writes it; the demo and the gate benchmark read it)."""
+    urls: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        region, sep, url = item.partition("=")
+        if not sep or urlsplit(url.strip()).scheme not in {"http", "https"}:
+            raise ConfigError(f"{PREFIX}GATES must be REGION=http://host:port, comma separated")
+        urls[region.strip()] = url.strip()
+    return urls
+
+
 def _admin_types(text: str) -> tuple[str, ...]:
     """``TOKENSYNC_ADMIN_TYPES``: the tokenable types whose tokens drive the admin API."""
     types = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -132,6 +158,8 @@ class Settings:
     link_delays: str = ""
     admin_types: tuple[str, ...] = ("tokensync",)
     allow_eviction: bool = False  # workers accept a Redis whose maxmemory-policy may evict
+    gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
+    gate_urls: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -156,6 +184,8 @@ class Settings:
         "LINK_DELAYS",
         "ADMIN_TYPES",
         "ALLOW_EVICTION",
+        "GATE_CLIENTS",
+        "GATES",
         "SETTINGS_FILE",
     )
 
@@ -200,6 +230,8 @@ class Settings:
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
             allow_eviction=_bool(environ, "ALLOW_EVICTION"),
+            gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
+            gate_urls=_gate_urls(get(PREFIX + "GATES", "")),
         )
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
@@ -273,6 +305,8 @@ class Settings:
             "LINK_DELAYS": self.link_delays,
             "ADMIN_TYPES": ",".join(self.admin_types),
             "ALLOW_EVICTION": "true" if self.allow_eviction else "",
+            "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
+            "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 
