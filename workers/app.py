@@ -57,6 +57,8 @@ class WorkerOptions:
     allow_eviction: bool = False
     metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
     shared_watch_s: float = 2.0  # how long to watch a cache of another stream for activity
+    # heartbeats stamped further ahead of this worker's clock are not applied
+    clock_skew_allowance_s: float = 1.0
 
 
 @dataclass
@@ -204,7 +206,8 @@ class RegionWorker:
 
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
-        return prepare_batch(records, self.keyring, self.cache.keys)
+        until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
+        return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -253,6 +256,15 @@ class RegionWorker:
             )
             return Applied.REWIND
         elapsed = time.perf_counter() - started
+        if batch.ahead:
+            APPLY_RECORDS.labels(self.region.name, "heartbeat_ahead").inc(len(batch.ahead))
+            log.warning(
+                "heartbeat_ahead_ignored",
+                count=len(batch.ahead),
+                partitions=sorted({p for p, _ in batch.ahead}),
+                ahead_ms=max(at for _, at in batch.ahead) - now_ms,
+                note="stamped ahead of this worker's clock beyond the skew allowance",
+            )
         self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
