@@ -39,6 +39,7 @@ from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
+from workers.topic_id import TopicIdRequest, topic_id_of
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
@@ -81,6 +82,7 @@ class RegionWorker:
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
     _partitions_seen: int = 0
     source: StreamSource | None = None  # set by check_cache, before the app starts
+    kafka_bootstrap: str = ""  # set by check_cache
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -93,6 +95,7 @@ class RegionWorker:
             log.warning("eviction_allowed", region=self.region.name)
         else:
             await self.cache.check_eviction_policy()
+        self.kafka_bootstrap = kafka_bootstrap
         self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
         await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
@@ -108,6 +111,16 @@ class RegionWorker:
                 return {tp.partition: int(o) for tp, o in ends.items()}
 
             source = self.source
+            if source is not None and not source.topic_id and self.kafka_bootstrap:
+                # the topic may not have existed before the app created it: its id now
+                source = self.source = await stream_source(self.kafka_bootstrap, source.topic)
+                if not source.topic_id:
+                    log.warning(
+                        "kafka_topic_id_unknown",
+                        topic=source.topic,
+                        note="the broker gives no topic id (metadata v12): a re-created "
+                        "topic is noticed only once a region applied more than it holds",
+                    )
             end_offsets = await current_ends()
             if await self.cache.attach(count, end_offsets, source, current_ends):
                 log.info(
@@ -309,8 +322,11 @@ class RegionWorker:
 
 
 async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
-    """The Kafka cluster id (from a metadata request) and the topic a region's cache is of."""
+    """The Kafka cluster id and the topic a region's cache is of, with the topic's id
+    (its incarnation: a topic deleted and re-created gets a new one) when the broker
+    speaks metadata version 12 and the topic exists."""
     from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import IncompatibleBrokerVersion
     from aiokafka.protocol.metadata import MetadataRequest
 
     last: Exception | None = None
@@ -318,12 +334,17 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) ->
         client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
         try:
             await client.bootstrap()
-            response: Any = await client.send(
-                client.get_random_node(), MetadataRequest([topic], False)
-            )
+            node = client.get_random_node()
+            response: Any
+            try:
+                response = await client.send(node, TopicIdRequest(topic))
+                topic_id = topic_id_of(response, topic)
+            except (IncompatibleBrokerVersion, NotImplementedError):
+                response = await client.send(node, MetadataRequest([topic], False))
+                topic_id = ""
             found = str(getattr(response, "cluster_id", "") or "")
             if found:
-                return StreamSource(found, topic)
+                return StreamSource(found, topic, topic_id)
             last = None
         except Exception as e:  # any broker error: ask again, then give up with one line
             last = e
