@@ -20,6 +20,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from producer.models import Epoch, PersonalAccessToken, TokenMeta
+from producer.outbox import db_now_ms
 from producer.store import TokenInfo, TokenStore, to_ms
 from producer.tokens import decode_abilities
 from shared.outcomes import Outcome, Principal, ValidationResult
@@ -41,6 +42,9 @@ class StoredToken:
     record: TokenRecord
     epoch_ms: int
     info: TokenInfo
+    store_now_ms: int
+    """The store's clock once the row was read (the clock its rows and epochs are
+    stamped with): the fallback judges the row with it, not with a validator's clock."""
 
 
 def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
@@ -66,7 +70,7 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         epoch = conn.execute(
             sa.select(sa.func.max(_EPOCHS.c.before_ms)).where(_EPOCHS.c.scope.in_(scopes))
         ).scalar_one()
-        now_ms = store.now_ms(conn)
+        store_now_ms = db_now_ms(conn)
     created_ms = None if row.created_at is None else to_ms(row.created_at)
     principal = Principal(
         tokenable_type=str(row.tokenable_type),
@@ -83,7 +87,7 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         if row.issued_at_ms is not None
         else None
         if created_ms is None
-        else min(created_ms, now_ms)
+        else min(created_ms, store_now_ms)
     )
     info = TokenInfo(
         id=int(row.id),
@@ -97,7 +101,7 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         token_hash=str(row.token),
     )
     record = TokenRecord(principal, created_ms, None if issued_ms is None else int(issued_ms))
-    return StoredToken(record, int(epoch or 0), info)
+    return StoredToken(record, int(epoch or 0), info, store_now_ms)
 
 
 def check_stored_token(
