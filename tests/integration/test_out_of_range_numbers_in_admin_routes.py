@@ -1,5 +1,5 @@
-"""Security review 11/12 (attack1112): out-of-range numbers in admin API paths and queries
-answer with a clear 4xx, never a 500 (real uvicorn, SQLite and PostgreSQL stores)."""
+"""Out-of-range numbers in admin routes (ids and seqs past 64 bits, prune hours past
+year 1) answer with a clear 4xx, never a 500 (real uvicorn, SQLite and PostgreSQL stores)."""
 
 from __future__ import annotations
 
