@@ -35,7 +35,7 @@ from producer.outbox import (
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
 from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
-from shared.events import Heartbeat, Keyring, encode
+from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
 from shared.metrics import (
     RELAY_BACKLOG,
@@ -88,6 +88,7 @@ class Relay:
         self._publisher: EventPublisher | None = None
         self._last_heartbeat = 0.0
         self._last_seq = 0
+        self._epoch_published = False  # a heartbeat follows at once (receipts of epochs)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -150,6 +151,8 @@ class Relay:
             raise StoreError(f"marking published rows failed: {e}") from e
         last_seq = int(rows[-1]._mapping["seq"])
         self._last_seq = max(self._last_seq, last_seq)
+        if any(isinstance(item.event, EpochEvent) for item in encoded):
+            self._epoch_published = True
         RELAY_PUBLISHED.inc(len(encoded))
         for item in encoded:
             RELAY_LATENCY.observe(max(0, at_ms - item.event.at_ms) / 1000)
@@ -270,20 +273,19 @@ class Relay:
         )
         while not stop.is_set():
             try:
-                published = 0
                 while not stop.is_set():
                     count = self.publish_batch()
-                    published += count
                     if count < self._options.batch_size:
                         break
                     if self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s:
                         self.heartbeat()
-                # A heartbeat right after what was published certifies it at once: receipts
-                # of mass revocations (every partition past the commit) take milliseconds,
-                # not a heartbeat interval.
-                if published or (
+                # A heartbeat right after an epoch certifies every partition past it at once:
+                # receipts of mass revocations take milliseconds, not a heartbeat interval.
+                # (Only then: a heartbeat round trip after every batch delays the next one.)
+                if self._epoch_published or (
                     self._clock() - self._last_heartbeat >= self._options.heartbeat_interval_s
                 ):
+                    self._epoch_published = False
                     self.heartbeat()
                 backoff = self._options.backoff_initial_s
             except (PublishError, StoreError) as e:
