@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
+from producer import triggers_mysql
 from producer.models import AuditMarker, AuditReceipt, AuditRecord
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
@@ -200,7 +201,10 @@ def record(
         "request_id": context.request_id,
         "detail": json.dumps(dict(detail), sort_keys=True) if detail else None,
     }
-    return int(conn.execute(_insert(conn.dialect.name), values).scalar_one())
+    # inserted_primary_key: RETURNING where the database has it, else the driver's
+    # last insert id (MySQL 8 has no RETURNING).
+    key = conn.execute(_insert(conn.dialect.name), values).inserted_primary_key
+    return int(cast(Any, key)[0])
 
 
 _MARK = MARKER.insert()
@@ -217,9 +221,11 @@ def _insert(dialect: str) -> sa.Insert:
     now: sa.ColumnElement[int] = (
         sa.func.tokensync_now_ms()
         if dialect == "postgresql"
+        else sa.literal_column(triggers_mysql.NOW_MS, sa.BigInteger())
+        if dialect in triggers_mysql.DIALECTS
         else sa.literal_column(_SQLITE_NOW_MS, sa.BigInteger())
     )
-    return AUDIT.insert().values(at_ms=now).returning(AUDIT.c.id)
+    return AUDIT.insert().values(at_ms=now)
 
 
 def attach_receipt(

@@ -9,6 +9,8 @@ it with actor ``sql`` and the seq it produced.
 
 from __future__ import annotations
 
+from producer import audit_triggers_mysql
+
 __all__ = ["drop_statements", "install_statements"]
 
 _ACTION = (
@@ -53,6 +55,8 @@ END""",
 
 def install_statements(dialect: str) -> list[str]:
     """The SQL that installs (or replaces) the audit trigger on ``dialect``."""
+    if dialect in audit_triggers_mysql.DIALECTS:
+        return audit_triggers_mysql.install_statements()
     if dialect == "postgresql":
         return list(_PG)
     if dialect == "sqlite":
@@ -62,6 +66,8 @@ def install_statements(dialect: str) -> list[str]:
 
 def drop_statements(dialect: str) -> list[str]:
     """The SQL that removes the audit trigger (the migration's downgrade)."""
+    if dialect in audit_triggers_mysql.DIALECTS:
+        return audit_triggers_mysql.drop_statements()
     if dialect == "postgresql":
         return [
             "DROP TRIGGER IF EXISTS tokensync_outbox_audit ON tokensync_outbox",

@@ -22,6 +22,7 @@ from typing import cast
 
 import sqlalchemy as sa
 
+from producer import triggers_mysql
 from producer.models import StateRow
 from producer.outbox import db_now_ms
 from producer.store import META, PAT
@@ -81,6 +82,10 @@ _COLUMNS = (
 
 
 def _issued_sql(dialect: str) -> str:
+    if dialect in triggers_mysql.DIALECTS:
+        return (
+            "GREATEST(0, COALESCE(CAST(FLOOR(UNIX_TIMESTAMP(p.created_at) * 1000) AS SIGNED), 0))"
+        )
     if dialect == "postgresql":
         return (
             "CASE WHEN p.created_at IS NOT NULL AND isfinite(p.created_at) THEN"
@@ -95,7 +100,7 @@ def _take_batch(conn: sa.Connection, batch_size: int) -> int:
     if dialect == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
     query = sa.select(PAT.c.id).where(_without_meta()).order_by(PAT.c.id).limit(batch_size)
-    if dialect == "postgresql":
+    if dialect == "postgresql" or dialect in triggers_mysql.DIALECTS:
         query = query.with_for_update(of=PAT)
     ids = [int(i) for i in conn.execute(query).scalars()]
     if not ids:
@@ -106,6 +111,9 @@ def _take_batch(conn: sa.Connection, batch_size: int) -> int:
     if dialect == "postgresql":
         live = "(p.expires_at IS NULL OR p.expires_at > (now() AT TIME ZONE 'UTC'))"
         owner = "CAST(p.tokenable_id AS text)"
+    elif dialect in triggers_mysql.DIALECTS:
+        live = "(p.expires_at IS NULL OR p.expires_at > UTC_TIMESTAMP())"
+        owner = "CAST(p.tokenable_id AS CHAR)"
     else:
         live = "(p.expires_at IS NULL OR p.expires_at > strftime('%Y-%m-%d %H:%M:%S', 'now'))"
         owner = "CAST(p.tokenable_id AS TEXT)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -29,16 +30,28 @@ __all__ = [
 ]
 
 # Laravel writes timestamps as 'Y-m-d H:i:s' (UTC); on SQLite we store them the same way.
-Timestamp = sa.DateTime().with_variant(
-    SQLITE_DATETIME(  # type: ignore[no-untyped-call]
-        storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
-        regexp=r"(\d+)-(\d+)-(\d+)(?:[ T](\d+):(\d+):(\d+))?",
-    ),
-    "sqlite",
+# On MySQL/MariaDB Laravel's migration creates ``timestamp`` columns (stored in UTC,
+# read and written in the session's time zone; tokensync's sessions use UTC).
+Timestamp = (
+    sa.DateTime()
+    .with_variant(
+        SQLITE_DATETIME(  # type: ignore[no-untyped-call]
+            storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
+            regexp=r"(\d+)-(\d+)-(\d+)(?:[ T](\d+):(\d+):(\d+))?",
+        ),
+        "sqlite",
+    )
+    .with_variant(mysql.TIMESTAMP(), "mysql", "mariadb")
 )
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT.
-BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT
+# (on MySQL/MariaDB ``bigint unsigned``, as Laravel's ``id()`` and ``morphs()`` make it).
+BigIntKey = (
+    sa.BigInteger()
+    .with_variant(sa.Integer(), "sqlite")
+    .with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
+)
+UnsignedBigInt = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
@@ -61,7 +74,7 @@ class PersonalAccessToken(Base):
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
     tokenable_type: Mapped[str] = mapped_column(sa.String(255))
-    tokenable_id: Mapped[int] = mapped_column(sa.BigInteger)
+    tokenable_id: Mapped[int] = mapped_column(UnsignedBigInt)
     name: Mapped[str] = mapped_column(sa.Text)
     token: Mapped[str] = mapped_column(sa.String(64))
     abilities: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

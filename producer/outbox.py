@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
+from producer import triggers_mysql
 from producer.store import OUTBOX
 from producer.tokens import decode_abilities
 from shared.events import MAX_RECORD_BYTES, EpochEvent, TokenEvent, TokenOp, encode
@@ -84,6 +85,8 @@ def db_now_ms(conn: sa.Connection) -> int:
     """The database's clock in milliseconds: the clock the triggers stamp rows with."""
     if conn.dialect.name == "postgresql":
         expr = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    elif conn.dialect.name in triggers_mysql.DIALECTS:
+        expr = f"SELECT {triggers_mysql.NOW_MS}"
     else:
         expr = (
             "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"

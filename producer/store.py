@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects import sqlite
 
 from producer import audit as audit_log
+from producer import triggers_mysql
 from producer.audit import AuditContext
 from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, Suppression, TokenMeta
 from producer.schema import create_engine, migrate
@@ -308,7 +309,9 @@ class TokenStore:
         if kind == "integer":
             return owner
         text = sa.literal(str(owner), sa.String())
-        return sa.cast(text, sa.Uuid(as_uuid=False)) if kind == "uuid" else text
+        if kind != "uuid" or self._dialect in triggers_mysql.DIALECTS:
+            return text  # MariaDB's uuid type takes its text form as it is
+        return sa.cast(text, sa.Uuid(as_uuid=False))
 
     def _id_kind(self) -> str:
         """integer, string or uuid: the type of the table's tokenable_id (read once)."""
@@ -338,6 +341,8 @@ class TokenStore:
         """The database's clock in milliseconds (the clock the triggers stamp tokens with)."""
         if self._dialect == "postgresql":
             expr = "SELECT tokensync_now_ms()"
+        elif self._dialect in triggers_mysql.DIALECTS:
+            expr = f"SELECT {triggers_mysql.NOW_MS}"
         else:
             expr = (
                 "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"
@@ -400,9 +405,8 @@ class TokenStore:
         plain = generate_token(self.token_prefix)
         token_hash = hash_token(plain)
         now = utcnow()
-        token_id = conn.execute(
-            PAT.insert()
-            .values(
+        inserted = conn.execute(
+            PAT.insert().values(
                 tokenable_type=tokenable_type,
                 tokenable_id=self.owner_value(owner),
                 name=name,
@@ -412,8 +416,8 @@ class TokenStore:
                 created_at=now,
                 updated_at=now,
             )
-            .returning(PAT.c.id)
-        ).scalar_one()
+        )
+        token_id = cast(Any, inserted.inserted_primary_key)[0]  # RETURNING, or MySQL's last id
         seq = self._last_seq(conn, OUTBOX.c.token_id == token_id)
         return IssuedToken(
             id=token_id,
@@ -542,6 +546,8 @@ class TokenStore:
         """
         if self._dialect == "postgresql":
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
+        elif self._dialect in triggers_mysql.DIALECTS:
+            conn.execute(sa.text(triggers_mysql.LOCK_WRITERS))
 
     @staticmethod
     def covered(before_ms: int) -> sa.ColumnElement[bool]:
@@ -562,6 +568,8 @@ class TokenStore:
     ) -> Mutation:
         """Move the epoch of ``scope`` forward and delete, without per-row events, exactly
         the rows of ``rows`` that the epoch covers (callers hold ``_lock_writers``)."""
+        if self._dialect in triggers_mysql.DIALECTS:
+            return self._epoch_mysql(conn, scope, before_ms, rows)
         now_ms = self.now_ms(conn)
         insert = (pg.insert if self._dialect == "postgresql" else sqlite.insert)(EPOCHS)
         stmt = insert.values(scope=scope, before_ms=before_ms, updated_at_ms=now_ms)
@@ -583,6 +591,38 @@ class TokenStore:
             marker = secrets.randbelow(2**31 - 1) + 1
             conn.execute(SUPPRESS.insert().values(id=marker))
             removed = conn.execute(PAT.delete().where(rows & self.covered(effective))).rowcount
+            conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
+        seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
+        return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
+
+    def _epoch_mysql(
+        self, conn: sa.Connection, scope: str, before_ms: int, rows: sa.ColumnElement[bool] | None
+    ) -> Mutation:
+        """``_epoch`` on MySQL/MariaDB: ON DUPLICATE KEY UPDATE, and the rows to delete
+        chosen first (a DELETE may not read tokensync_token_meta, which its trigger writes)."""
+        now_ms = self.now_ms(conn)
+        stmt = mysql.insert(EPOCHS).values(scope=scope, before_ms=before_ms, updated_at_ms=now_ms)
+        conn.execute(
+            stmt.on_duplicate_key_update(
+                before_ms=sa.func.greatest(EPOCHS.c.before_ms, stmt.inserted.before_ms),
+                updated_at_ms=now_ms,
+            )
+        )
+        effective = int(
+            conn.execute(sa.select(EPOCHS.c.before_ms).where(EPOCHS.c.scope == scope)).scalar_one()
+        )
+        removed = 0
+        if rows is not None:
+            ids = list(
+                conn.execute(
+                    sa.select(PAT.c.id).where(rows & self.covered(effective)).with_for_update()
+                ).scalars()
+            )
+            marker = secrets.randbelow(2**31 - 1) + 1
+            conn.execute(SUPPRESS.insert().values(id=marker))
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                removed += conn.execute(PAT.delete().where(PAT.c.id.in_(chunk))).rowcount
             conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
