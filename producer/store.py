@@ -542,12 +542,12 @@ class TokenStore:
         On PostgreSQL a row inserted before the epoch's time but committed after the
         delete would survive in the store while the regions deny it; SHARE ROW EXCLUSIVE
         waits for those writers (they hold ROW EXCLUSIVE) and serialises mass revocations.
-        SQLite serialises writers by itself.
+        SQLite serialises writers by itself. On MySQL/MariaDB ``_epoch_mysql`` picks the
+        rows by a locking read, which waits for every uncommitted insert it meets (a row
+        stamped before the epoch's time is in the index before the clock is read).
         """
         if self._dialect == "postgresql":
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
-        elif self._dialect in triggers_mysql.DIALECTS:
-            conn.execute(sa.text(triggers_mysql.LOCK_WRITERS))
 
     @staticmethod
     def covered(before_ms: int) -> sa.ColumnElement[bool]:

@@ -17,26 +17,13 @@ from __future__ import annotations
 
 __all__ = [
     "DIALECTS",
-    "LOCK_WRITERS",
     "NOW_MS",
     "TRIGGERS",
-    "WRITERS_ROW",
     "drop_statements",
     "install_statements",
 ]
 
 DIALECTS = frozenset({"mysql", "mariadb"})
-
-# PostgreSQL's mass revocations take SHARE ROW EXCLUSIVE on the token table, which waits
-# for every transaction inserting rows. MySQL's LOCK TABLES commits; instead, the insert
-# trigger takes a shared lock on one row of tokensync_state (writers never wait for each
-# other) and a mass revocation takes it exclusively: it waits for inserts in flight, and
-# new inserts wait for it, so no row stamped before the epoch commits after its delete.
-WRITERS_ROW = "writers"
-LOCK_WRITERS = f"SELECT value_ms FROM tokensync_state WHERE name = '{WRITERS_ROW}' FOR UPDATE"
-_SHARE_WRITERS = (
-    f"(SELECT value_ms FROM tokensync_state WHERE name = '{WRITERS_ROW}' LOCK IN SHARE MODE)"
-)
 
 NOW_MS = "CAST(FLOOR(UNIX_TIMESTAMP(SYSDATE(3)) * 1000) AS SIGNED)"
 
@@ -80,7 +67,6 @@ _INSTALL = [
     f"""
 CREATE TRIGGER tokensync_pat_inserted AFTER INSERT ON personal_access_tokens FOR EACH ROW
 BEGIN
-  DECLARE writers BIGINT DEFAULT {_SHARE_WRITERS};
   DECLARE now_ms BIGINT DEFAULT {NOW_MS};
   INSERT INTO tokensync_token_meta (token_id, issued_at_ms) VALUES (NEW.id, now_ms)
     ON DUPLICATE KEY UPDATE issued_at_ms = now_ms;
