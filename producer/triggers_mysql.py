@@ -19,6 +19,7 @@ __all__ = [
     "DIALECTS",
     "NOW_MS",
     "TRIGGERS",
+    "TRIGGER_TABLES",
     "drop_statements",
     "install_statements",
 ]
@@ -55,13 +56,14 @@ def _row(op: str, side: str, issued: str) -> str:
     )
 
 
-TRIGGERS = (
-    "tokensync_pat_inserted",
-    "tokensync_pat_updated",
-    "tokensync_pat_deleted",
-    "tokensync_epoch_inserted",
-    "tokensync_epoch_updated",
-)
+TRIGGER_TABLES = {
+    "tokensync_pat_inserted": "personal_access_tokens",
+    "tokensync_pat_updated": "personal_access_tokens",
+    "tokensync_pat_deleted": "personal_access_tokens",
+    "tokensync_epoch_inserted": "tokensync_epochs",
+    "tokensync_epoch_updated": "tokensync_epochs",
+}
+TRIGGERS = tuple(TRIGGER_TABLES)
 
 _INSTALL = [
     f"""
