@@ -1,8 +1,10 @@
 """Outbox triggers that go missing (``migrate:fresh``, a restore, a manual DROP) are seen
-by the relay within seconds: an error, a metric, and no heartbeat certifies the blind time."""
+by the relay within seconds: an error, a metric, and no heartbeat certifies the blind time;
+``tokensync store repair`` reinstalls them and covers the blind window."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,6 +17,8 @@ from producer.store import TokenStore, utcnow
 from producer.trigger_check import missing_triggers
 from producer.triggers import drop_statements, install_statements
 from producer.wakeup import waker_for
+from shared.events import GLOBAL_SCOPE
+from tests.cli_helpers import run_cli
 from tests.kafka_helpers import KEYRING
 
 pytestmark = pytest.mark.integration
@@ -79,3 +83,54 @@ def test_dropped_triggers_are_detected_and_heartbeats_stop_certifying_until_rein
     finally:
         relay.close()
         waker.close()
+
+
+def test_store_repair_reinstalls_the_triggers_and_a_global_epoch_covers_the_blind_window(
+    store: TokenStore,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dialect = store.engine.dialect.name
+    victim = store.issue(USER, 1, "revoked while nobody listened")
+    run_sql(store, drop_statements(dialect))
+    with store.engine.begin() as conn:  # Laravel revokes a token: no outbox row, no region hears
+        conn.execute(sa.text("DELETE FROM personal_access_tokens WHERE id = :i"), {"i": victim.id})
+
+    refused = run_cli(monkeypatch, capsys, database_url, "store", "repair", "--json")
+    assert 2 == refused.code, refused.err
+    assert "--yes" in refused.out + refused.err
+    with store.engine.connect() as conn:
+        assert missing_triggers(conn), "a refused repair changes nothing"
+
+    run = run_cli(
+        monkeypatch, capsys, database_url, "store", "repair", "--yes", "--reason", "drill", "--json"
+    )
+    assert 0 == run.code, run.err
+    result = json.loads(run.out)
+    assert result["reinstalled"], "it names what was missing"
+    with store.engine.connect() as conn:
+        assert [] == missing_triggers(conn)
+        epoch = conn.execute(
+            sa.text(
+                "SELECT before_ms FROM tokensync_outbox WHERE kind = 'epoch' AND scope = :s"
+                " ORDER BY seq DESC"
+            ),
+            {"s": GLOBAL_SCOPE},
+        ).first()
+        issued = conn.execute(
+            sa.text("SELECT issued_at_ms FROM tokensync_outbox WHERE token_hash = :h"),
+            {"h": victim.token_hash},
+        ).scalar_one()
+    assert epoch is not None and epoch.before_ms > issued, "the blind revocation is covered"
+
+    again = run_cli(monkeypatch, capsys, database_url, "store", "repair", "--json")
+    assert 0 == again.code and [] == json.loads(again.out)["reinstalled"]
+    later = store.issue(USER, 2, "after the repair")
+    store.revoke_token(later.id)
+    with store.engine.connect() as conn:
+        ops = conn.execute(
+            sa.text("SELECT op FROM tokensync_outbox WHERE token_hash = :h ORDER BY seq"),
+            {"h": later.token_hash},
+        ).scalars()
+        assert ["issued", "revoked"] == list(ops), "the triggers work again"
