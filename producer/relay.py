@@ -36,6 +36,7 @@ from producer.outbox import (
     unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
+from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
@@ -86,6 +87,7 @@ class Relay:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
+        self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
         self._waker = waker
@@ -126,7 +128,7 @@ class Relay:
         encoded: list[Encoded] = []
         quarantined: list[int] = []
         for row in rows:
-            result = encode_row(row)
+            result = encode_row(row, self._zone)
             if isinstance(result, BadRowError):
                 quarantined.append(int(row._mapping["seq"]))
                 RELAY_QUARANTINED.inc()

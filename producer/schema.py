@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from producer.store_zone import parse_zone, set_zone
 from shared.errors import ConfigError, StoreError
 
 __all__ = ["MYSQL_DIALECTS", "create_engine", "migrate"]
@@ -18,8 +19,16 @@ __all__ = ["MYSQL_DIALECTS", "create_engine", "migrate"]
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for the token store; SQLite gets WAL, a busy timeout and foreign keys."""
+def create_engine(url: str, timezone: str = "UTC") -> sa.Engine:
+    """An engine for the token store; SQLite gets WAL, a busy timeout and foreign keys.
+    ``timezone`` is the zone of the table's naive timestamps (``producer.store_zone``)."""
+    zone = parse_zone(timezone)
+    engine = _create_engine(url)
+    set_zone(engine, zone)
+    return engine
+
+
+def _create_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as e:

@@ -265,7 +265,7 @@ class TokenStore:
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate_schema: bool = True) -> TokenStore:
         """A store on ``settings.database_url``, its schema migrated to the newest revision."""
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, settings.store_timezone)
         if migrate_schema:
             migrate(engine)
         return cls(
