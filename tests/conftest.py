@@ -7,6 +7,7 @@ run; elsewhere the tests that need it are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -146,6 +147,18 @@ def mysql_url(mysql_base_url: str) -> Iterator[str]:
         conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     yield sa.make_url(mysql_base_url).set(database=name).render_as_string(hide_password=False)
     with engine.begin() as conn:
+        # A connection a test left open in a transaction holds a metadata lock that
+        # DROP DATABASE would wait for without end: end those sessions first.
+        leftover = conn.execute(
+            sa.text(
+                "SELECT ID FROM information_schema.PROCESSLIST"
+                " WHERE DB = :d AND ID <> CONNECTION_ID()"
+            ),
+            {"d": name},
+        ).scalars()
+        for session in list(leftover):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(sa.text(f"KILL {int(session)}"))
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     engine.dispose()
 
