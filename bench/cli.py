@@ -67,6 +67,23 @@ def bulk(tokens: int) -> None:
     scenario.run(tokens)
 
 
+@bench.command("gate")
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="Per method and N.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Worker processes of the gate and of the uvicorn baseline.",
+)
+def gate(seconds: float, workers: int) -> None:
+    """/auth through the gate at 1, 8, 32 keep-alive connections vs uvicorn, the in-process
+    validator and the Sanctum way."""
+    from bench import gate as scenario
+
+    scenario.run(seconds, workers)
+
+
 @bench.command("all")
 @click.pass_context
 def all_scenarios(ctx: click.Context) -> None:
@@ -77,6 +94,7 @@ def all_scenarios(ctx: click.Context) -> None:
     ctx.invoke(bootstrap)
     ctx.invoke(bulk)
     ctx.invoke(wan)
+    ctx.invoke(gate)
     ctx.invoke(docs)
 
 

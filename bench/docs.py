@@ -81,6 +81,17 @@ def figures() -> str:
             f"(relay {k['relay_records_per_s']:,.0f} records/s) | "
             f"{_hit(k['enforced_everywhere_s'] <= 5)} |"
         )
+    if (g := _load("gate")) is not None:
+        gs, gr = g["stats"], g["ratios"]
+        gate8, sanctum8 = gs["gate /auth"]["8"], gs["Sanctum way (PostgreSQL)"]["8"]
+        uvicorn8 = gs["uvicorn ASGI /auth (baseline)"]["8"]
+        rows.append(
+            f"| gate `/auth` over HTTP, 8 keep-alive connections | p50 ≤ 1 ms, ≥ 2x the "
+            f"Sanctum way | p50 {gate8['p50']:.2f} ms, {gate8['rps']:,.0f} req/s = "
+            f"{gr['gate_rps_over_sanctum_at_8']:.1f}x the Sanctum way ({sanctum8['rps']:,.0f}/s),"
+            f" {gr['gate_rps_over_uvicorn_at_8']:.1f}x uvicorn ({uvicorn8['rps']:,.0f}/s) | "
+            f"{_hit(gate8['p50'] <= 1.0 and gr['gate_rps_over_sanctum_at_8'] >= 2)} |"
+        )
     head = f"Machine: {machine}.\n\n" if machine else ""
     return head + "\n".join(rows) + _wan()
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -24,8 +25,9 @@ from pydantic import BaseModel, Field
 from producer import audit as audit_log
 from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
+from producer.body_limit import BodyLimit
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
-from producer.store import Mutation, TokenInfo, TokenStore, utcnow
+from producer.store import MAX_ID, Mutation, TokenInfo, TokenStore, utcnow
 from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
@@ -40,6 +42,14 @@ MassReason = Field(
 )
 
 __all__ = ["create_app"]
+
+#: The largest request body read (bytes): the largest valid request (a 4096-character
+#: name and 256 abilities of 255 characters) fits, with room for JSON escapes.
+MAX_BODY_BYTES = 128 * 1024
+
+#: A token id or outbox seq in a path: a BIGINT (anything larger is a 422, not a 500).
+TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+SeqPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 class IssueRequest(BaseModel):
@@ -91,7 +101,7 @@ class TokenRef(BaseModel):
 
     token: str | None = Field(default=None, max_length=512)
     hash: str | None = Field(default=None, max_length=64)
-    id: int | None = None
+    id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class RevokeRequest(TokenRef):
@@ -165,10 +175,23 @@ ReceiptReader = Annotated[
 RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
 
 
-def _may_mint(
-    ctx: _Context, caller: TokenInfo, action: Action, target_type: str, abilities: list[str]
+def _may_mint(  # noqa: PLR0917 (the caller and the token it would produce)
+    ctx: _Context,
+    caller: TokenInfo,
+    action: Action,
+    target_type: str,
+    abilities: list[str],
+    expires_at: dt.datetime | None,
 ) -> None:
-    denial = mint_denial(caller.abilities, action, target_type, abilities, ctx.settings.admin_types)
+    denial = mint_denial(
+        caller.abilities,
+        action,
+        target_type,
+        abilities,
+        ctx.settings.admin_types,
+        caller.expires_at,
+        expires_at,
+    )
     if denial is not None:
         raise ApiError(403, denial)
 
@@ -209,7 +232,7 @@ def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditCont
 
 
 def _mass_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not (reason and reason.strip()):
+    if not dry_run and not audit_log.has_reason(reason):
         raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
 
 
@@ -228,13 +251,13 @@ def metrics() -> PlainTextResponse:
 @router.post("/v1/tokens", status_code=201, tags=["tokens"])
 def issue(body: IssueRequest, request: Request, ctx: Ctx, caller: Issuer) -> dict[str, Any]:
     """Issue a token; the plaintext is in this response only."""
-    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities)
     expires_at = None
     if body.expires_in is not None:
         seconds = parse_duration(body.expires_in)
         if seconds <= 0:
             raise UsageError("expires_in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
+    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
     issued = ctx.store.issue(
         body.tokenable_type,
         body.tokenable_id,
@@ -256,7 +279,7 @@ def list_tokens(
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
 def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
-    token_id: int,
+    token_id: TokenIdPath,
     request: Request,
     ctx: Ctx,
     caller: Revoker,
@@ -276,7 +299,8 @@ def lookup(body: TokenRef, ctx: Ctx, _caller: Reader) -> dict[str, Any]:
     from producer.lookup import find_token, regions_accepting
 
     info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
-    return {**info.to_json(), "regions": regions_accepting(ctx.settings, info)}
+    regions = regions_accepting(ctx.settings, all_regions(ctx.settings, ctx.store), info)
+    return {**info.to_json(), "regions": regions}
 
 
 @router.post("/v1/tokens/revoke", tags=["revocation"])
@@ -298,18 +322,27 @@ def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
 def rotate(
-    token_id: int, body: RotateRequest, request: Request, ctx: Ctx, caller: Rotator
+    token_id: TokenIdPath, body: RotateRequest, request: Request, ctx: Ctx, caller: Rotator
 ) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
     target = ctx.store.get(token_id)
-    _may_mint(ctx, caller, Action.ROTATE, target.tokenable_type, list(target.abilities))
+    _may_mint(
+        ctx,
+        caller,
+        Action.ROTATE,
+        target.tokenable_type,
+        list(target.abilities),
+        target.expires_at,  # the replacement keeps the old token's expiry
+    )
     grace = int(parse_duration(body.grace))
     audit = _audit(request, caller, body.reason)
     return ctx.store.rotate(token_id, grace, audit=audit).to_json()
 
 
 @router.post("/v1/tokens/prune", tags=["tokens"])
-def prune(request: Request, ctx: Ctx, caller: Revoker, hours: int = 24) -> dict[str, Any]:
+def prune(
+    request: Request, ctx: Ctx, caller: Revoker, hours: Annotated[int, Query(ge=0)] = 24
+) -> dict[str, Any]:
     """Delete tokens expired at least ``hours`` ago (Sanctum's prune-expired)."""
     mutation = ctx.store.prune_expired(hours, audit=_audit(request, caller, None))
     return {"seq": mutation.seq, "removed": mutation.removed}
@@ -385,9 +418,10 @@ def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
-def receipt(seq: int, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
-    """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds)?"""
-    timeout = min(max(wait, 0.0), 60.0)
+def receipt(seq: SeqPath, ctx: Ctx, _caller: ReceiptReader, wait: float = 0.0) -> dict[str, Any]:
+    """Per region: has it applied ``seq`` (waiting up to ``wait`` seconds, at most 60;
+    NaN or an infinity is a 422)?"""
+    timeout = receipt_timeout(wait)
     receipt = wait_for_receipt(ctx.settings, ctx.store, seq, timeout_s=timeout)
     if receipt.complete:
         for entry in audit_log.by_seq(ctx.store.engine, seq):
@@ -459,9 +493,27 @@ def create_app(settings: Settings, store: TokenStore) -> FastAPI:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.error}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and why only, never the input: it may be a pasted token, or text that
+        # cannot even be encoded (a lone surrogate would turn the 422 into a 500).
+        detail = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        where = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in detail)
+        return JSONResponse(
+            {"error": f"invalid request: {where}", "detail": detail}, status_code=422
+        )
+
     @app.exception_handler(TokenSyncError)
     async def _domain_error(_request: Request, exc: TokenSyncError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
 
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # outermost: before any parsing
     return app

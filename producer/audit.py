@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import enum
 import functools
-import getpass
 import json
+import os
+import pwd
 import re
-import secrets
 import socket
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from producer import triggers_mysql
-from producer.models import AuditMarker, AuditReceipt, AuditRecord
+from producer import triggers_mysql, txmarks
+from producer.models import AuditReceipt, AuditRecord
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
-from shared.tokenformat import ENTROPY_LENGTH, parse_presented
 
 __all__ = [
     "ActorKind",
@@ -38,6 +39,7 @@ __all__ = [
     "attach_receipt",
     "begin",
     "by_seq",
+    "has_reason",
     "parse_since",
     "read",
     "record",
@@ -45,10 +47,8 @@ __all__ = [
 
 AUDIT = cast(sa.Table, AuditRecord.__table__)
 RECEIPTS = cast(sa.Table, AuditReceipt.__table__)
-MARKER = cast(sa.Table, AuditMarker.__table__)
 
 _MAX_REASON = 2000
-_CHECKSUMMED = ENTROPY_LENGTH + 8  # 40 random characters and a crc32b
 _MAX_ACTOR = 255
 
 
@@ -73,23 +73,30 @@ class AuditContext:
     def __post_init__(self) -> None:
         if not self.actor or len(self.actor) > _MAX_ACTOR:
             raise UsageError(f"an audit actor must be 1 to {_MAX_ACTOR} characters")
-        if self.reason is not None and len(self.reason) > _MAX_REASON:
-            raise UsageError(f"a reason is limited to {_MAX_REASON} characters")
+        _storable(self.actor, "an audit actor")
+        if self.reason is not None:
+            if len(self.reason) > _MAX_REASON:
+                raise UsageError(f"a reason is limited to {_MAX_REASON} characters")
+            _storable(self.reason, "the reason")
+        # every context, however built, keeps its reason as cleaned (redacted, trimmed)
+        object.__setattr__(self, "reason", _clean(self.reason))
 
     @classmethod
     def python(cls, actor: str = "python", reason: str | None = None) -> AuditContext:
         """A caller of the Python API, named by the caller."""
-        return cls(ActorKind.PYTHON, actor, _clean(reason))
+        return cls(ActorKind.PYTHON, actor, reason)
 
     @classmethod
     def cli(cls, reason: str | None = None) -> AuditContext:
-        """The person at this command line: OS user and host."""
+        """The person at this command line: the OS user of the process's real uid (not
+        LOGNAME/USER, which anyone sets) and the host."""
+        uid = os.getuid()
         try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:  # a uid without a passwd entry (containers)
+            user = f"uid-{uid}"
         actor = f"{user}@{socket.gethostname()}"
-        return cls(ActorKind.CLI, actor, _clean(reason), f"cli-{uuid.uuid4().hex[:16]}")
+        return cls(ActorKind.CLI, actor, reason, f"cli-{uuid.uuid4().hex[:16]}")
 
     @classmethod
     def api(
@@ -99,29 +106,52 @@ class AuditContext:
         return cls(
             ActorKind.API,
             f"token:{token_id} ({tokenable_type}:{tokenable_id})"[:_MAX_ACTOR],
-            _clean(kw.get("reason")),
+            kw.get("reason"),
             kw.get("request_id"),
         )
 
 
+def _storable(text: str, what: str) -> None:
+    """Refuse text the audit table cannot hold as UTF-8 (lone surrogates, NUL); the
+    message never repeats the text (it may hold a secret)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(
+            f"{what} holds characters that are not Unicode text (a lone surrogate "
+            "or an undecodable byte)"
+        ) from e
+    if "\0" in text:
+        raise UsageError(f"{what} must not hold NUL characters")
+
+
+# Whitespace, control and format characters (zero-width space, joiners, BOM, bidi marks).
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def has_reason(reason: str | None) -> bool:
+    """Whether ``reason`` says anything: one visible character at least (whitespace and
+    zero-width characters alone are no reason)."""
+    return reason is not None and any(
+        not c.isspace() and unicodedata.category(c) not in _INVISIBLE for c in reason
+    )
+
+
 def _clean(reason: str | None) -> str | None:
-    """A reason as kept: trimmed, and with anything shaped like a Sanctum token (a
-    responder may paste the leaked one into the reason) replaced by ``[token redacted]``."""
-    if reason is None:
+    """A reason as kept: trimmed (None when nothing visible is left), and with every run
+    shaped like a secret of this store (a responder may paste the leaked one into the
+    reason) replaced by ``[token redacted]``."""
+    if not has_reason(reason):
         return None
-    stripped = reason.strip()
-    return _TOKENISH.sub(_redact, stripped) or None
+    assert reason is not None
+    return _TOKENISH.sub("[token redacted]", reason.strip())
 
 
-_TOKENISH = re.compile(r"(?:\d+\|)?[A-Za-z0-9_]{40,}")
-
-
-def _redact(match: re.Match[str]) -> str:
-    word = match.group(0)
-    parsed = parse_presented(word)
-    if parsed is not None and ("|" in word or len(word) >= _CHECKSUMMED):
-        return "[token redacted]"
-    return word
+# Anything a Sanctum store may accept as a secret: 40 or more letters and digits (bare
+# pre-Sanctum-4 secrets, checksummed ones, with the app's token prefix), with or without
+# ``id|``, and whatever word characters are glued to it. Redacted whether or not the
+# store holds it (a revoked or pruned token is no business of the audit trail either).
+_TOKENISH = re.compile(r"(?:\d+\|)?[A-Za-z0-9_]*[A-Za-z0-9]{40,}[A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -166,10 +196,9 @@ class AuditEntry:
 
 
 def begin(conn: sa.Connection) -> int:
-    """Hide this transaction's changes from the ``sql`` audit trigger; ``record`` ends it."""
-    marker = secrets.randbelow(2**31 - 1) + 1
-    conn.execute(_MARK, {"id": marker})
-    return marker
+    """Hide this transaction's changes from the ``sql`` audit trigger; ``record`` ends it
+    (a mark of this transaction only: ``producer.txmarks``)."""
+    return txmarks.mark(conn, txmarks.AUDIT)
 
 
 def record(
@@ -186,7 +215,7 @@ def record(
     detail: Mapping[str, Any] | None = None,
 ) -> int:
     """Write the audit record of this transaction's change; returns its id."""
-    conn.execute(_UNMARK, {"marker": marker})
+    txmarks.unmark(conn, txmarks.AUDIT, marker)
     values = {
         "actor_kind": context.kind.value,
         "actor": context.actor,
@@ -207,8 +236,6 @@ def record(
     return int(cast(Any, key)[0])
 
 
-_MARK = MARKER.insert()
-_UNMARK = MARKER.delete().where(MARKER.c.id == sa.bindparam("marker"))
 _SQLITE_NOW_MS = (
     "CAST(strftime('%s','now') AS INTEGER) * 1000"
     " + CAST(substr(strftime('%f','now'), 4) AS INTEGER)"
@@ -232,18 +259,36 @@ def attach_receipt(
     engine: sa.Engine, audit_id: int, receipt: Mapping[str, Any], at_ms: int
 ) -> bool:
     """Attach a complete receipt to audit record ``audit_id`` (once; later calls keep
-    the first). Returns whether this call attached it."""
+    the first, concurrent ones too: one insert that does nothing on the key). Returns
+    whether this call attached it."""
+    body = json.dumps(dict(receipt), sort_keys=True)
+    if engine.dialect.name in triggers_mysql.DIALECTS:
+        return _attach_receipt_mysql(engine, audit_id, body, at_ms)
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(RECEIPTS)
+        .values(audit_id=audit_id, at_ms=at_ms, receipt=body)
+        .on_conflict_do_nothing(index_elements=[RECEIPTS.c.audit_id])
+    )
     with engine.begin() as conn:
-        exists = conn.execute(
-            sa.select(RECEIPTS.c.audit_id).where(RECEIPTS.c.audit_id == audit_id)
-        ).first()
-        if exists is not None:
+        return bool(conn.execute(statement).rowcount == 1)
+
+
+_MYSQL_DUPLICATE_KEY = 1062
+
+
+def _attach_receipt_mysql(engine: sa.Engine, audit_id: int, body: str, at_ms: int) -> bool:
+    """``attach_receipt`` on MySQL/MariaDB: a plain insert, and a duplicate key (an earlier
+    or concurrent attach) means "not this call". Neither INSERT IGNORE (it would ignore
+    other errors too) nor ON DUPLICATE KEY UPDATE (PyMySQL's found-rows count reports an
+    unchanged row as 1) tells the two apart as cleanly."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(RECEIPTS.insert().values(audit_id=audit_id, at_ms=at_ms, receipt=body))
+    except sa.exc.IntegrityError as e:
+        if getattr(e.orig, "args", (None,))[0] == _MYSQL_DUPLICATE_KEY:
             return False
-        conn.execute(
-            RECEIPTS.insert().values(
-                audit_id=audit_id, at_ms=at_ms, receipt=json.dumps(dict(receipt), sort_keys=True)
-            )
-        )
+        raise
     return True
 
 

@@ -1,15 +1,17 @@
 """The audit trigger: an outbox row that no tokensync transaction wrote is audited as ``sql``.
 
 Every change to a token or an epoch writes an outbox row (``producer.triggers``).
-tokensync's own transactions hold a row in ``tokensync_audit_marker`` while they
-write and record their audit entry themselves; an outbox row written while no
-marker is visible came from plain SQL (a Laravel app), and this trigger records
-it with actor ``sql`` and the seq it produced.
+tokensync's own transactions mark themselves (``producer.txmarks``) while they
+write and record their audit entry themselves; an outbox row written by a
+transaction without that mark came from plain SQL (a Laravel app), and this
+trigger records it with actor ``sql`` and the seq it produced (on SQLite the
+trigger always writes and the store's transactions take their rows back).
 """
 
 from __future__ import annotations
 
 from producer import audit_triggers_mysql
+from producer.txmarks import AUDIT, pg_marked
 
 __all__ = ["drop_statements", "install_statements"]
 
@@ -23,7 +25,7 @@ _PG = [
     f"""
 CREATE OR REPLACE FUNCTION tokensync_audit_sql() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM tokensync_audit_marker) THEN
+  IF NOT {pg_marked(AUDIT)} THEN
     INSERT INTO tokensync_audit ({_COLUMNS}, detail)
       VALUES (NEW.recorded_at_ms, 'sql', 'sql', {_ACTION},
               coalesce(NEW.scope, 'token:' || NEW.token_id::text), NEW.token_id,
@@ -37,13 +39,13 @@ $$""",
     """
 CREATE TRIGGER tokensync_outbox_audit AFTER INSERT ON tokensync_outbox
   FOR EACH ROW EXECUTE FUNCTION tokensync_audit_sql()""",
+    "ALTER TABLE tokensync_outbox ENABLE ALWAYS TRIGGER tokensync_outbox_audit",
 ]
 
 _SQLITE = [
     "DROP TRIGGER IF EXISTS tokensync_outbox_audit",
     f"""
 CREATE TRIGGER tokensync_outbox_audit AFTER INSERT ON tokensync_outbox
-WHEN NOT EXISTS (SELECT 1 FROM tokensync_audit_marker)
 BEGIN
   INSERT INTO tokensync_audit ({_COLUMNS})
     VALUES (NEW.recorded_at_ms, 'sql', 'sql', {_ACTION},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from producer.txmarks import AUDIT, mysql_marked
+
 __all__ = ["DIALECTS", "drop_statements", "install_statements"]
 
 DIALECTS = frozenset({"mysql", "mariadb"})
@@ -15,7 +17,7 @@ _COLUMNS = "at_ms, actor_kind, actor, action, scope, token_id, tokenable_type, t
 _INSTALL = f"""
 CREATE TRIGGER tokensync_outbox_audit AFTER INSERT ON tokensync_outbox FOR EACH ROW
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM tokensync_audit_marker) THEN
+  IF NOT {mysql_marked(AUDIT)} THEN
     INSERT INTO tokensync_audit ({_COLUMNS}, detail)
       VALUES (NEW.recorded_at_ms, 'sql', 'sql', {_ACTION},
               COALESCE(NEW.scope, CONCAT('token:', NEW.token_id)), NEW.token_id,

@@ -8,12 +8,14 @@ ability. Nobody mints or rotates more admin power than they hold.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Collection, Sequence
 
 __all__ = [
     "ADMIN_ABILITIES",
     "Action",
+    "grants_admin_power",
     "holds",
     "is_admin_principal",
     "mint_denial",
@@ -51,19 +53,33 @@ def holds(abilities: Sequence[str], ability: str) -> bool:
     return WILDCARD in abilities or ability in abilities
 
 
-def mint_denial(
+def grants_admin_power(
+    tokenable_type: str, abilities: Sequence[str], admin_types: Collection[str]
+) -> bool:
+    """Whether a token of ``tokenable_type`` with ``abilities`` can drive the admin API."""
+    return is_admin_principal(tokenable_type, admin_types) and (
+        WILDCARD in abilities or any(a in ADMIN_ABILITIES for a in abilities)
+    )
+
+
+def mint_denial(  # noqa: PLR0917 (one rule over the caller and the target)
     caller_abilities: Sequence[str],
     action: Action,
     target_type: str,
     target_abilities: Sequence[str],
     admin_types: Collection[str],
+    caller_expires_at: dt.datetime | None = None,
+    target_expires_at: dt.datetime | None = None,
 ) -> str | None:
     """Why a caller may not issue or rotate a token like the target, or None if it may.
 
     The caller needs the action's own ability; a target of an admin principal, or one
     that lists admin abilities, needs the caller to hold each of them, and ``*`` on
-    an admin principal needs ``*``. App tokens (any app abilities, ``*`` included) of
-    non-admin principals need only the action's ability.
+    an admin principal needs ``*``. A caller whose token expires may only produce a
+    token with admin power (an admin principal's token holding an admin ability or
+    ``*``) that expires no later than its own. App tokens (any app abilities, ``*``
+    included) of non-admin principals need only the action's ability. Expiry times are
+    naive UTC, as the store keeps them.
     """
     if not holds(caller_abilities, action.value):
         return f"the token lacks the ability {action.value!r}"
@@ -75,4 +91,13 @@ def mint_denial(
     ]
     if lacking:
         return f"the token would grant admin abilities the caller lacks: {', '.join(lacking)}"
+    if (
+        caller_expires_at is not None
+        and grants_admin_power(target_type, target_abilities, admin_types)
+        and (target_expires_at is None or target_expires_at > caller_expires_at)
+    ):
+        return (
+            "an admin token may not outlive the caller's own: give it an expiry no later "
+            f"than {caller_expires_at.isoformat(timespec='seconds')}Z"
+        )
     return None

@@ -5,7 +5,8 @@ trigger ever saw them: without a backfill every region would answer *unknown* fo
 them and adopting tokensync would log out every existing user. A row older than the
 triggers is recognised by having no ``tokensync_token_meta`` row (the insert trigger
 writes one for every new token). The backfill gives each such row its meta row (issue
-time: ``created_at``, or 0 when it has none, so every epoch covers it) and, for rows
+time: ``created_at`` but never later than the backfill's own time, or 0 when it has
+none, so every epoch covers it) and, for rows
 not yet expired, an ``issued`` outbox row, in batches of one transaction each: an
 interrupted backfill resumes where it stopped and never publishes a row twice.
 
@@ -16,16 +17,22 @@ answers *valid*) before every old row was published.
 
 from __future__ import annotations
 
+import os
+import pwd
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import sqlalchemy as sa
 
-from producer import triggers_mysql
+from producer import audit as audit_log
+from producer import triggers_mysql, txmarks
+from producer.audit import AuditContext
 from producer.models import StateRow
 from producer.outbox import db_now_ms
-from producer.store import META, PAT
+from producer.schema import write_transaction
+from producer.store import META, OUTBOX, PAT
 from shared.logs import get_logger
 
 __all__ = ["BackfillResult", "backfill", "mark_pending", "pending_rows", "pending_since_ms"]
@@ -82,20 +89,38 @@ _COLUMNS = (
 
 
 def _issued_sql(dialect: str) -> str:
+    """A row's issue time from its ``created_at``, clamped to ``:now`` (the store clock at
+    backfill): a created_at ahead of the clock (an app writing local time, a clock step)
+    must not put the issue time after the moment tokensync learned of the row, or no epoch
+    taken now would cover a token that already exists."""
     if dialect in triggers_mysql.DIALECTS:
         return (
-            "GREATEST(0, COALESCE(CAST(FLOOR(UNIX_TIMESTAMP(p.created_at) * 1000) AS SIGNED), 0))"
+            "LEAST(:now, GREATEST(0,"
+            " COALESCE(CAST(FLOOR(UNIX_TIMESTAMP(p.created_at) * 1000) AS SIGNED), 0)))"
         )
     if dialect == "postgresql":
         return (
             "CASE WHEN p.created_at IS NOT NULL AND isfinite(p.created_at) THEN"
-            " greatest(0, floor(extract(epoch FROM p.created_at) * 1000)::bigint) ELSE 0 END"
+            " least(:now, greatest(0, floor(extract(epoch FROM p.created_at) * 1000)::bigint))"
+            " ELSE 0 END"
         )
-    return "max(0, coalesce(CAST(strftime('%s', p.created_at) AS INTEGER) * 1000, 0))"
+    return "min(:now, max(0, coalesce(CAST(strftime('%s', p.created_at) AS INTEGER) * 1000, 0)))"
 
 
 def _take_batch(conn: sa.Connection, batch_size: int) -> int:
-    """Meta and outbox rows for up to ``batch_size`` old rows; how many were taken."""
+    """Meta and outbox rows for up to ``batch_size`` old rows; how many were taken.
+
+    The batch is tokensync's own act, not plain SQL: it marks its transaction so the
+    ``sql`` audit trigger records none of its outbox rows (``backfill`` writes one
+    audit record for the whole run)."""
+    marker = txmarks.mark(conn, txmarks.AUDIT)
+    try:
+        return _take_batch_marked(conn, batch_size)
+    finally:
+        txmarks.unmark(conn, txmarks.AUDIT, marker)
+
+
+def _take_batch_marked(conn: sa.Connection, batch_size: int) -> int:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
@@ -140,19 +165,36 @@ def _take_batch(conn: sa.Connection, batch_size: int) -> int:
 
 
 def backfill(
-    engine: sa.Engine, *, batch_size: int = 5000, progress: Progress | None = None
+    engine: sa.Engine,
+    *,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+    audit: AuditContext | None = None,
 ) -> BackfillResult:
     """Take in every row older than the triggers, batch by batch; resumable.
 
-    ``progress(done, total)`` is called after each committed batch."""
+    ``progress(done, total)`` is called after each committed batch. A run that took
+    rows leaves one audit record (action ``token.backfill``, actor ``audit``: who ran
+    it, by default this process's OS user), written with the batch that finds nothing
+    left; an interrupted run's rows are counted by the run that completes it."""
     if batch_size < 1:
         raise ValueError("batch size must be positive")
     with engine.connect() as conn:
         total = pending_rows(conn)
     done = batches = 0
     while True:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             taken = _take_batch(conn, batch_size)
+            if not taken and done:
+                audit_log.record(
+                    conn,
+                    audit_log.begin(conn),
+                    audit or _process_actor(),
+                    action="token.backfill",
+                    seq=conn.execute(sa.select(sa.func.max(OUTBOX.c.seq))).scalar(),
+                    removed=None,
+                    detail={"rows": done, "batches": batches},
+                )
         if not taken:
             break
         done += taken
@@ -164,3 +206,12 @@ def backfill(
     if batches:
         log.info("backfill_done", rows=done, batches=batches)
     return BackfillResult(done, batches)
+
+
+def _process_actor() -> AuditContext:
+    """The OS user (from the process uid, not the environment) and host of this process."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = f"uid {os.getuid()}"
+    return AuditContext.python(f"{user}@{socket.gethostname()}")

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from producer.store import Mutation, TokenStore
+from producer.store import MAX_ID, Mutation, TokenStore
 from shared.cli import CliContext, emit
 from shared.errors import NotFoundError, TokenSyncError, UsageError
 
@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_USAGE",
     "Command",
     "Group",
+    "TokenId",
     "dry_run_option",
     "fail",
     "nonempty",
@@ -83,6 +84,25 @@ class Command(click.Command):
 
 class Group(click.Group):
     command_class = Command
+
+
+class TokenId(click.ParamType):
+    """A token id: a whole number from 1 to BIGINT's maximum. The error never repeats what
+    was given (a responder may paste the token itself where its id goes)."""
+
+    name = "token_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = str(value).strip()
+        number = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        if 1 <= number <= MAX_ID:
+            return number
+        raise click.BadParameter(
+            f"a token id is a whole number from 1 to {MAX_ID} (the value is not shown: "
+            "a token itself goes on stdin with --text -, never on the command line)",
+            ctx=ctx,
+            param=param,
+        )
 
 
 def open_store(cli: CliContext) -> TokenStore:
@@ -146,5 +166,7 @@ dry_run_option = click.option(
 
 
 def require_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not (reason and reason.strip()):
+    from producer.audit import has_reason
+
+    if not dry_run and not has_reason(reason):
         raise UsageError("a mass revocation needs --reason TEXT (it is kept in the audit trail)")

@@ -17,6 +17,7 @@ from producer.audit import AuditContext
 from producer.cli_support import (
     EXIT_FAILED,
     Group,
+    TokenId,
     nonempty,
     open_store,
     reason_option,
@@ -29,6 +30,8 @@ from shared.errors import NotFoundError, UsageError
 from shared.timeparse import parse_duration
 
 __all__ = ["api", "backfill", "demo", "relay", "token"]
+
+MAX_PRUNE_HOURS = 100 * 366 * 24  # a hundred years (the store's own limit)
 
 
 @click.group(cls=Group)
@@ -89,7 +92,7 @@ def issue(
 
 
 token_ref = [
-    click.argument("token_id", type=int, required=False),
+    click.argument("token_id", type=TokenId(), required=False),
     click.option(
         "--text",
         "text",
@@ -139,15 +142,18 @@ def find(
 ) -> None:
     """Show a token (by id, --text - on stdin, or --hash) and which regions accept it now."""
     from producer.lookup import hash_of, regions_accepting
+    from producer.receipts import all_regions
 
     secret = click.get_text_stream("stdin").read() if text == "-" else None
+    store = open_store(cli)
+    every_region = all_regions(cli.settings, store)  # settings and `region add`
     try:
-        info = _resolve(open_store(cli), token_id, text, token_hash, secret)
+        info = _resolve(store, token_id, text, token_hash, secret)
     except NotFoundError as e:
         digest = hash_of(secret, token_hash)
-        if digest is None or not cli.settings.regions:
+        if digest is None or not every_region:
             raise
-        regions = regions_accepting(cli.settings, None, digest)
+        regions = regions_accepting(cli.settings, every_region, None, digest)
         if as_json:
             body = {"error": str(e), "code": "not_found", "exit_code": EXIT_FAILED}
             click.echo(json.dumps({**body, "regions": regions}))
@@ -155,7 +161,7 @@ def find(
             click.echo(f"tokensync: error: {e}", err=True)
             click.echo("  regions    " + ", ".join(f"{n}: {a}" for n, a in regions.items()))
         raise click.exceptions.Exit(EXIT_FAILED) from None
-    regions = regions_accepting(cli.settings, info)
+    regions = regions_accepting(cli.settings, every_region, info)
     data = {**info.to_json(), "regions": regions}
     lines = [
         f"token {info.id}: {info.tokenable_type}:{info.tokenable_id}, name {info.name!r}",
@@ -218,7 +224,7 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
 
 
 @token.command("rotate")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=TokenId())
 @click.option("--grace", default="0", help="Keep the old token valid this long (e.g. 5m).")
 @reason_option
 @json_option
@@ -236,7 +242,7 @@ def rotate(
 @token.command("prune")
 @click.option(
     "--hours",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_PRUNE_HOURS),
     default=24,
     show_default=True,
     help="Delete tokens that expired at least this many hours ago.",
@@ -393,7 +399,9 @@ def backfill(cli: CliContext, *, batch_size: int, as_json: bool) -> None:
             if not as_json:
                 click.echo(f"backfill: {done}/{total} rows", err=True)
 
-        result = run_backfill(engine, batch_size=batch_size, progress=progress)
+        result = run_backfill(
+            engine, batch_size=batch_size, progress=progress, audit=AuditContext.cli()
+        )
     finally:
         engine.dispose()
     emit(

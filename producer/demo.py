@@ -253,6 +253,51 @@ class _Story:
         self.report.steps.append(step)
         self.echo(step.line(self.report.regions))
 
+    def gate(self) -> None:
+        """One request through each region's gate (as nginx or Envoy would ask), then 100
+        more on one keep-alive connection for the p50."""
+        import httpx
+
+        gates = {n: u for n, u in self.settings.gate_urls.items() if n in self.validators}
+        if not gates:
+            return
+        step = Step("gate", "100 GET /auth via the gate (p50)")
+        alice = self.tokens["alice"][0]
+        bob = self.tokens["bob"][0].plain_text_token
+        samples: dict[str, list[float]] = {}
+        shown = ""
+        for name, url in gates.items():
+            auth = {"Authorization": f"Bearer {alice.plain_text_token}"}
+            try:
+                with httpx.Client(base_url=url, timeout=5) as client:
+                    first = client.get("/auth?ability=orders:read", headers=auth)
+                    durations = []
+                    for _ in range(100):
+                        t = time.perf_counter()
+                        client.get("/auth?ability=orders:read", headers=auth)
+                        durations.append((time.perf_counter() - t) * 1000)
+                    lacking = client.get(
+                        "/auth?ability=orders:write", headers={"Authorization": f"Bearer {bob}"}
+                    ).status_code
+            except httpx.HTTPError as e:
+                step.ok = False
+                step.note += f"{name}: gate at {url} unreachable ({type(e).__name__}); "
+                continue
+            samples[name] = durations
+            who = first.headers.get("x-tokensync-principal-id")
+            if (first.status_code, who, lacking) != (200, str(self.ids["alice"]), 403):
+                step.ok = False
+                step.note += f"{name}: {first.status_code} for alice, {lacking} for bob; "
+            elif not shown:
+                shown = (
+                    f"curl -H 'Authorization: Bearer {alice.id}|…' {url}/auth?ability=orders:read"
+                    f" -> 200, X-Tokensync-Principal-Id: {who}; lacking orders:write -> 403"
+                )
+        step.per_region_ms = {n: statistics.median(d) for n, d in samples.items()}
+        step.note += shown
+        self.report.steps.append(step)
+        self.echo(step.line(self.report.regions))
+
     def revoke_token(self) -> None:
         target = self.tokens["alice"][0]
         mutation, timings = _race(
@@ -297,6 +342,7 @@ class _Story:
     def run(self) -> None:
         self.issue()
         self.validate()
+        self.gate()
         self.revoke_token()
         self.revoke_principal()
         self.revoke_all()

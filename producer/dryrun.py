@@ -82,9 +82,7 @@ def count_principal(store: TokenStore, tokenable_type: str, tokenable_id: int | 
     """Tokens of one principal."""
     owner = store.owner_id(tokenable_id)
     with store.engine.connect() as conn:
-        where = (PAT.c.tokenable_type == tokenable_type) & (
-            PAT.c.tokenable_id == store.owner_value(owner)
-        )
+        where = (PAT.c.tokenable_type == tokenable_type) & store.owner_match(owner)
         return ScopeCount(principal_scope(tokenable_type, owner), _by_type(conn, where))
 
 
@@ -104,7 +102,7 @@ def count_ability(store: TokenStore, ability: str) -> ScopeCount:
     with store.engine.connect() as conn:
         literal = _matching(conn, ability_candidates(ability), ability)
         live = live_condition(utcnow(), store.expiration_minutes)
-        wildcard = _matching(conn, PAT.c.abilities.like('%"*"%') & live, "*")
+        wildcard = _matching(conn, ability_candidates("*") & live, "*")
     return ScopeCount(
         ability_scope(ability),
         dict(Counter(literal.values())),
@@ -122,4 +120,4 @@ def count_all(store: TokenStore, before: dt.datetime | None) -> ScopeCount:
                 "--before is in the future: it would revoke tokens not issued yet "
                 "(use 'now' or an earlier time)"
             )
-        return ScopeCount(GLOBAL_SCOPE, _by_type(conn, store.covered(before_ms)))
+        return ScopeCount(GLOBAL_SCOPE, _by_type(conn, store.covered(before_ms, now_ms)))

@@ -6,6 +6,7 @@ This is the only module that imports ``kafka``. Errors from it are wrapped in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,9 @@ from shared.usage import SignedUsageRecord
 __all__ = ["KafkaAdmin", "KafkaPublisher", "UsageConsumer", "topic_configs"]
 
 log = get_logger(__name__)
+
+#: How old the relay's idea of the token topic's partition count may grow.
+PARTITIONS_MAX_AGE_S = 5.0
 
 # A record of the token topic is about a key (token hash, scope, heartbeat partition):
 # compaction keeps the newest per key forever, which is what bootstrapping regions read.
@@ -128,10 +132,13 @@ class KafkaPublisher:
                 retry_backoff_ms=50,
                 reconnect_backoff_ms=50,
                 reconnect_backoff_max_ms=1000,
+                # partitions added to the topic are seen (and heartbeaten) within seconds
+                metadata_max_age_ms=int(PARTITIONS_MAX_AGE_S * 1000),
             )
         except kafka.errors.KafkaError as e:
             raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
         self._partitions: int | None = None
+        self._partitions_at = 0.0
 
     def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
         """Send in order; wait until every record is acknowledged by all in-sync replicas."""
@@ -152,14 +159,19 @@ class KafkaPublisher:
         return [Placement(int(m.partition), int(m.offset)) for m in metadata]
 
     def partitions(self) -> int:
-        """Partition count of the topic (asked once, then remembered)."""
-        if self._partitions is None:
+        """Partition count of the topic, from metadata at most ``PARTITIONS_MAX_AGE_S`` old
+        (regions count a partition added to the topic as stale until it gets heartbeats)."""
+        now = time.monotonic()
+        if self._partitions is None or now - self._partitions_at >= PARTITIONS_MAX_AGE_S:
+            self._partitions_at = now
             try:
                 found = self._producer.partitions_for(self.topic)
             except kafka.errors.KafkaError as e:
                 raise PublishError(f"reading partitions of {self.topic} failed: {e}") from e
             if not found:
                 raise PublishError(f"topic {self.topic} has no partitions")
+            if self._partitions is not None and len(found) != self._partitions:
+                log.warning("topic_partitions_changed", before=self._partitions, after=len(found))
             self._partitions = len(found)
         return self._partitions
 

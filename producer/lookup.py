@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from producer.store import TokenInfo, TokenStore
 from shared.errors import NotFoundError, UsageError
-from shared.settings import Settings
+from shared.keys import RedisKeys
+from shared.settings import Region, Settings
 from shared.tokenformat import ParsedToken, parse_presented
-from shared.validator import Request, Validator, interpret
+from shared.validator import Policy, Request, Validator, interpret
 
 __all__ = ["find_token", "hash_of", "regions_accepting", "secret_from_text"]
 
@@ -64,19 +66,27 @@ def hash_of(text: str | None, token_hash: str | None) -> str | None:
 
 
 def regions_accepting(
-    settings: Settings, info: TokenInfo | None, token_hash: str | None = None
+    settings: Settings,
+    regions: Sequence[Region],
+    info: TokenInfo | None,
+    token_hash: str | None = None,
 ) -> dict[str, str]:
-    """Per configured region: what its validators answer for this token now
-    (``valid``, ``invalid``, ``unavailable``, or why the region could not be asked).
-    Without ``info`` (the store no longer holds it), by ``token_hash`` alone."""
+    """Per region of ``regions`` (every region: ``producer.receipts.all_regions``): what
+    its validators answer for this token now (``valid``, ``invalid``, ``unavailable``,
+    or why the region could not be asked). Without ``info`` (the store no longer holds
+    it), by ``token_hash`` alone."""
     answers: dict[str, Any] = {}
     digest = info.token_hash if info is not None else token_hash
     if digest is None:
         return {}
     now_ms = int(time.time() * 1000)
     request = Request("", ParsedToken(info.id if info else None, digest), (), "all", now_ms)
-    for region in settings.regions:
-        validator = Validator.from_settings(settings, region.name)
+    for region in regions:
+        validator = Validator.from_url(
+            region.redis_url,
+            keys=RedisKeys(settings.redis_namespace),
+            policy=Policy.from_settings(settings),
+        )
         try:
             # the validator's own script, keyed by hash: no plaintext needed
             reply = validator._evalsha(validator.keys.token(digest))

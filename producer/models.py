@@ -164,12 +164,13 @@ class TokenMeta(Base):
 
 
 class Suppression(Base):
-    """While a row exists here (inside a mass-revocation transaction), deletes publish
-    nothing: the epoch written in the same transaction already revokes those tokens."""
+    """A mass revocation's mark (PostgreSQL: its txid; ``producer.txmarks``): while its
+    transaction holds one, deletes publish nothing, as the epoch written in the same
+    transaction already revokes those tokens. A row of another transaction counts for nothing."""
 
     __tablename__ = "tokensync_suppress"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
 
 
 class RegionRow(Base):
@@ -234,9 +235,10 @@ class AuditReceipt(Base):
 
 
 class AuditMarker(Base):
-    """While a row exists here (inside one of tokensync's own transactions), the audit
-    trigger stays silent: the store writes the audit record itself, with its actor."""
+    """One of tokensync's own transactions' mark (PostgreSQL: its txid;
+    ``producer.txmarks``): the audit trigger stays silent for that transaction, as the
+    store writes the audit record itself, with its actor."""
 
     __tablename__ = "tokensync_audit_marker"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)

@@ -315,10 +315,13 @@ def wait_for_receipt(
 ) -> Receipt:
     """Block until every region enforces ``seq`` (or is final) or ``timeout_s`` passed.
 
-    ``timeout_s`` is clamped to [0, 60]; NaN or an infinity is a UsageError. Regions are
+    ``timeout_s`` is clamped to [0, 60]; NaN or an infinity is a UsageError, and so is a
+    ``seq`` no 64-bit integer holds. Regions are
     polled concurrently, so a hung Redis costs no time past the deadline; it is reported
     as unreachable.
     """
+    if not -(2**63) <= seq < 2**63:
+        raise UsageError(f"seq {seq} is out of range: outbox seqs are 64-bit integers")
     timeout_s = receipt_timeout(timeout_s)
     deadline = time.monotonic() + timeout_s
     targets = list(regions) if regions is not None else all_regions(settings, store)

@@ -36,6 +36,20 @@ def revoke() -> None:
     """Mass revocation: one epoch event per scope, whatever the number of tokens."""
 
 
+def _confirm(what: str, *, yes: bool, as_json: bool, text: str, question: str) -> None:
+    """Go on only with ``--yes`` or a "y" typed at a terminal (exit 2 off a terminal or
+    with --json, exit 1 when declined; nothing is revoked either way)."""
+    if yes:
+        return
+    if as_json or not sys.stdin.isatty():
+        raise UsageError(
+            f"{what} cannot be undone: pass --yes (required with --json or off a terminal)"
+        )
+    click.echo(text)
+    if not click.confirm(question, default=False):
+        fail(False, "not confirmed: nothing was revoked", "declined", EXIT_FAILED)
+
+
 @revoke.command("principal")
 @click.option("--type", "tokenable_type", required=True, callback=nonempty)
 @click.option("--id", "tokenable_id", required=True, help="A whole number, UUID or ULID.")
@@ -63,7 +77,14 @@ def revoke_principal(
         emit(as_json, count.to_json(), count.lines())
         return
     require_reason(reason, dry_run)
-    mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=AuditContext.cli(reason))
+    audit = AuditContext.cli(reason)
+    mutation = store.revoke_principal(tokenable_type, tokenable_id, audit=audit)
+    warning = (
+        None
+        if mutation.removed
+        else "warning: no stored token of this principal matched (check the type and the id);"
+        " the epoch was published anyway"
+    )
     report(
         cli,
         store,
@@ -71,6 +92,8 @@ def revoke_principal(
         mutation,
         wait=wait,
         as_json=as_json,
+        extra=[warning] if warning else None,
+        data_extra={"warning": warning} if warning else None,
     )
 
 
@@ -79,7 +102,11 @@ def revoke_principal(
 @click.option(
     "--include-wildcard",
     is_flag=True,
-    help="Also revoke the live tokens holding '*' (one per-token revocation each).",
+    help="Also revoke the live tokens holding '*' (one per-token revocation each; asks "
+    "for confirmation on a terminal).",
+)
+@click.option(
+    "--yes", is_flag=True, help="With --include-wildcard: do not ask (required off a terminal)."
 )
 @reason_option
 @dry_run_option
@@ -91,6 +118,7 @@ def revoke_ability(
     *,
     ability: str,
     include_wildcard: bool,
+    yes: bool,
     reason: str | None,
     dry_run: bool,
     wait: bool,
@@ -106,9 +134,21 @@ def revoke_ability(
         emit(as_json, count.to_json(), count.lines())
         return
     require_reason(reason, dry_run)
-    mutation = store.revoke_ability(
-        ability, include_wildcard=include_wildcard, audit=AuditContext.cli(reason)
-    )
+    audit = AuditContext.cli(reason)
+    if include_wildcard:
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(count.wildcard_by_type.items()))
+        _confirm(
+            "revoke ability --include-wildcard",
+            yes=yes,
+            as_json=as_json,
+            text=(
+                f"This also revokes EVERY live token holding '*' in every region, for good: "
+                f"{count.wildcard_total} token(s) ({kinds or 'none stored'}), admin tokens "
+                "included."
+            ),
+            question="Revoke them?",
+        )
+    mutation = store.revoke_ability(ability, include_wildcard=include_wildcard, audit=audit)
     if include_wildcard:
         extra = [f"{mutation.per_token} token(s) holding '*' revoked one by one"]
         still = 0
@@ -158,19 +198,19 @@ def revoke_all(
         emit(as_json, count.to_json(), count.lines())
         return
     require_reason(reason, dry_run)
-    if not yes:
-        if as_json or not sys.stdin.isatty():
-            raise UsageError(
-                "revoke all cannot be undone: pass --yes (required with --json or off a terminal)"
-            )
-        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(count.by_type.items())) or "none stored"
-        click.echo(
+    audit = AuditContext.cli(reason)  # a reason that cannot be stored fails before asking
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(count.by_type.items())) or "none stored"
+    _confirm(
+        "revoke all",
+        yes=yes,
+        as_json=as_json,
+        text=(
             f"This revokes EVERY token issued before {before} in every region, for good: "
             f"{count.total} stored token(s) ({kinds}), admin tokens included."
-        )
-        if not click.confirm("Revoke them all?", default=False):
-            fail(False, "not confirmed: nothing was revoked", "declined", EXIT_FAILED)
-    mutation = store.revoke_all(instant, audit=AuditContext.cli(reason))
+        ),
+        question="Revoke them all?",
+    )
+    mutation = store.revoke_all(instant, audit=audit)
     report(
         cli, store, f"tokens issued before {before} revoked", mutation, wait=wait, as_json=as_json
     )

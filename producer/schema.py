@@ -14,7 +14,7 @@ from alembic.config import Config
 from producer.store_zone import parse_zone, set_zone
 from shared.errors import ConfigError, StoreError
 
-__all__ = ["MYSQL_DIALECTS", "create_engine", "migrate"]
+__all__ = ["MYSQL_DIALECTS", "create_engine", "migrate", "write_transaction"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -79,6 +79,19 @@ def _mysql_engine(parsed: sa.URL) -> sa.Engine:
         isolation_level="READ COMMITTED",
         connect_args={"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"},
     )
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()`` for a transaction that writes: on SQLite it takes the write lock
+    at once (``BEGIN IMMEDIATE``) instead of at its first write, so what it reads first
+    (candidate rows, the clock, the last seq) cannot change under it before it writes.
+    PostgreSQL, MySQL and MariaDB transactions lock what they need themselves (locking
+    reads, ``SELECT ... FOR UPDATE``)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
 def _lenient_text(raw: bytes) -> str:

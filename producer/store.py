@@ -9,6 +9,7 @@ the last outbox row its change produced. Plaintext tokens exist only in the
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,10 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.dialects import postgresql as pg
 
 from producer import audit as audit_log
-from producer import triggers_mysql
+from producer import triggers_mysql, txmarks
 from producer.audit import AuditContext
-from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, Suppression, TokenMeta
-from producer.schema import create_engine, migrate
+from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, TokenMeta
+from producer.schema import create_engine, migrate, write_transaction
 from producer.tokens import (
     decode_abilities,
     encode_abilities,
@@ -34,7 +35,12 @@ from producer.tokens import (
     parse_token,
 )
 from shared.errors import NotFoundError, StoreError, UsageError
-from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
+from shared.events import (
+    GLOBAL_SCOPE,
+    ability_scope,
+    canonical_principal_id,
+    principal_scope,
+)
 from shared.settings import Region, Settings
 
 __all__ = [
@@ -52,10 +58,10 @@ PAT = cast(sa.Table, PersonalAccessToken.__table__)
 OUTBOX = cast(sa.Table, OutboxRow.__table__)
 EPOCHS = cast(sa.Table, Epoch.__table__)
 META = cast(sa.Table, TokenMeta.__table__)
-SUPPRESS = cast(sa.Table, Suppression.__table__)
 REGIONS = cast(sa.Table, RegionRow.__table__)
 
 _MAX_NAME = 4096
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _MAX_ABILITY = 255
 _MAX_ABILITIES = 256
 #: How far past the database's clock ``revoke_all(before=...)`` may reach (clock skew):
@@ -178,13 +184,18 @@ class OutboxPosition:
     published_at_ms: int | None
 
 
+MAX_ID = 2**63 - 1  # BIGINT: ids and principal ids past it fit no column
+_MAX_PRUNE_HOURS = 100 * 366 * 24  # a hundred years back; further is before 1970 anyway
+
+
 def _principal_id(tokenable_id: int | str) -> int:
+    # the messages never repeat the value: a responder may paste a token where the id goes
     try:
         value = int(tokenable_id)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"tokenable id {tokenable_id!r} must be a whole number") from e
-    if value < 0:
-        raise UsageError("tokenable id must not be negative")
+        raise UsageError("tokenable id must be a whole number") from e
+    if not 0 <= value <= MAX_ID:
+        raise UsageError(f"tokenable id must be a whole number from 0 to {MAX_ID}")
     return value
 
 
@@ -229,8 +240,9 @@ def live_condition(now: dt.datetime, expiration_minutes: int | None) -> sa.Colum
 def wildcard_token_ids(
     conn: sa.Connection, live: sa.ColumnElement[bool] | None = None
 ) -> list[int]:
-    """Ids of tokens whose abilities hold ``*`` (they carry every ability)."""
-    query = sa.select(PAT.c.id, PAT.c.abilities).where(PAT.c.abilities.like('%"*"%'))
+    """Ids of tokens whose decoded ability list holds ``*`` (they carry every ability),
+    however the JSON spells it (``"*"``, ``"\\u002a"``)."""
+    query = sa.select(PAT.c.id, PAT.c.abilities).where(ability_candidates("*"))
     if live is not None:
         query = query.where(live)
     return [r.id for r in conn.execute(query).all() if "*" in decode_abilities(r.abilities)]
@@ -285,7 +297,7 @@ class TokenStore:
         if kind == "integer":
             if isinstance(tokenable_id, str) and not tokenable_id.strip().isdigit():
                 raise UsageError(
-                    f"tokenable id {tokenable_id!r} must be a whole number: this store's "
+                    "tokenable id must be a whole number: this store's "
                     "tokenable_id column is an integer (string ids need Laravel's "
                     "uuidMorphs or ulidMorphs column)"
                 )
@@ -298,10 +310,16 @@ class TokenStore:
                 return str(uuid.UUID(text))
             except ValueError as e:
                 raise UsageError(
-                    f"tokenable id {text!r} must be a UUID: this store's tokenable_id column "
-                    "is of type uuid"
+                    "tokenable id must be a UUID: this store's tokenable_id column is of type uuid"
                 ) from e
-        return text
+        return canonical_principal_id(text)
+
+    def owner_match(self, owner: int | str) -> sa.ColumnElement[bool]:
+        """Rows whose tokenable_id is ``owner`` (from ``owner_id``): on a string column a
+        UUID matches in any case (Laravel writes lower case; other tools print upper)."""
+        if self._id_kind() == "string" and isinstance(owner, str) and _UUID.fullmatch(owner):
+            return sa.func.lower(PAT.c.tokenable_id) == owner.lower()
+        return cast(sa.ColumnElement[bool], PAT.c.tokenable_id == self.owner_value(owner))
 
     def owner_value(self, owner: int | str) -> Any:
         """``owner`` as a bound value typed like the table's tokenable_id column."""
@@ -330,7 +348,7 @@ class TokenStore:
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 yield conn
         except sa.exc.IntegrityError as e:
             raise StoreError(f"the token store refused the change: {e.orig}") from e
@@ -454,10 +472,7 @@ class TokenStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(PAT)
-                .where(
-                    PAT.c.tokenable_type == tokenable_type,
-                    PAT.c.tokenable_id == self.owner_value(owner),
-                )
+                .where(PAT.c.tokenable_type == tokenable_type, self.owner_match(owner))
                 .order_by(PAT.c.id)
             ).all()
         return [self._info(r) for r in rows]
@@ -542,22 +557,28 @@ class TokenStore:
         On PostgreSQL a row inserted before the epoch's time but committed after the
         delete would survive in the store while the regions deny it; SHARE ROW EXCLUSIVE
         waits for those writers (they hold ROW EXCLUSIVE) and serialises mass revocations.
-        SQLite serialises writers by itself. On MySQL/MariaDB ``_epoch_mysql`` picks the
-        rows by a locking read, which waits for every uncommitted insert it meets (a row
-        stamped before the epoch's time is in the index before the clock is read).
+        On MySQL/MariaDB ``_epoch_mysql`` picks the rows by a locking read, which waits
+        for every uncommitted insert it meets (a row stamped before the epoch's time is in
+        the index before the clock is read). On SQLite ``_tx`` holds the database's one
+        write lock from its first statement (``BEGIN IMMEDIATE``), so nothing commits
+        between what it reads and what it writes.
         """
         if self._dialect == "postgresql":
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
 
     @staticmethod
-    def covered(before_ms: int) -> sa.ColumnElement[bool]:
+    def covered(before_ms: int, now_ms: int | None = None) -> sa.ColumnElement[bool]:
         """Rows an epoch at ``before_ms`` revokes, judged as the regions judge them: by the
-        trigger's issue time, else (rows older than tokensync) by ``created_at``; a row
+        trigger's issue time, else (rows older than tokensync, not yet backfilled) by
+        ``created_at`` clamped to the store clock ``now_ms`` (a row that exists now was
+        issued by now, whatever its created_at says; the backfill clamps alike); a row
         with neither counts as issued at 0, so every epoch covers it."""
         has_meta = sa.exists().where(META.c.token_id == PAT.c.id)
         issued_before = sa.exists().where(
             META.c.token_id == PAT.c.id, META.c.issued_at_ms < before_ms
         )
+        if now_ms is not None and now_ms < before_ms:
+            return issued_before | ~has_meta
         cutoff = dt.datetime.fromtimestamp(-(-before_ms // 1000), dt.UTC).replace(tzinfo=None)
         return issued_before | (
             ~has_meta & (PAT.c.created_at.is_(None) | (PAT.c.created_at < cutoff))
@@ -588,10 +609,11 @@ class TokenStore:
         )
         removed = 0
         if rows is not None:
-            marker = secrets.randbelow(2**31 - 1) + 1
-            conn.execute(SUPPRESS.insert().values(id=marker))
-            removed = conn.execute(PAT.delete().where(rows & self.covered(effective))).rowcount
-            conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
+            marker = txmarks.mark(conn, txmarks.SUPPRESS)
+            removed = conn.execute(
+                PAT.delete().where(rows & self.covered(effective, now_ms))
+            ).rowcount
+            txmarks.unmark(conn, txmarks.SUPPRESS, marker)
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
 
@@ -615,15 +637,16 @@ class TokenStore:
         if rows is not None:
             ids = list(
                 conn.execute(
-                    sa.select(PAT.c.id).where(rows & self.covered(effective)).with_for_update()
+                    sa.select(PAT.c.id)
+                    .where(rows & self.covered(effective, now_ms))
+                    .with_for_update()
                 ).scalars()
             )
-            marker = secrets.randbelow(2**31 - 1) + 1
-            conn.execute(SUPPRESS.insert().values(id=marker))
+            marker = txmarks.mark(conn, txmarks.SUPPRESS)
             for start in range(0, len(ids), 1000):
                 chunk = ids[start : start + 1000]
                 removed += conn.execute(PAT.delete().where(PAT.c.id.in_(chunk))).rowcount
-            conn.execute(SUPPRESS.delete().where(SUPPRESS.c.id == marker))
+            txmarks.unmark(conn, txmarks.SUPPRESS, marker)
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
 
@@ -640,8 +663,7 @@ class TokenStore:
                 conn,
                 principal_scope(tokenable_type, owner),
                 self.now_ms(conn) + 1,
-                (PAT.c.tokenable_type == tokenable_type)
-                & (PAT.c.tokenable_id == self.owner_value(owner)),
+                (PAT.c.tokenable_type == tokenable_type) & self.owner_match(owner),
             )
             return self._audited(
                 conn, marker, audit, "revoke.principal", mutation, (tokenable_type, owner)
@@ -777,8 +799,8 @@ class TokenStore:
 
     def prune_expired(self, hours: int = 24, *, audit: AuditContext | None = None) -> Mutation:
         """Sanctum's ``sanctum:prune-expired --hours``: delete tokens expired ``hours`` ago."""
-        if hours < 0:
-            raise UsageError("hours must not be negative")
+        if not 0 <= hours <= _MAX_PRUNE_HOURS:
+            raise UsageError(f"hours must be a whole number from 0 to {_MAX_PRUNE_HOURS}")
         cutoff = utcnow() - dt.timedelta(hours=hours)
         condition = PAT.c.expires_at < cutoff
         if self.expiration_minutes:

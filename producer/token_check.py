@@ -20,6 +20,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from producer.models import Epoch, PersonalAccessToken, TokenMeta
+from producer.outbox import db_now_ms
 from producer.store import TokenInfo, TokenStore, to_ms
 from producer.tokens import decode_abilities
 from shared.outcomes import Outcome, Principal, ValidationResult
@@ -41,6 +42,9 @@ class StoredToken:
     record: TokenRecord
     epoch_ms: int
     info: TokenInfo
+    store_now_ms: int
+    """The store's clock once the row was read (the clock its rows and epochs are
+    stamped with): the fallback judges the row with it, not with a validator's clock."""
 
 
 def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
@@ -61,10 +65,12 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         if row is None or not secrets.compare_digest(str(row.token), parsed.token_hash):
             return None
         abilities = decode_abilities(row.abilities)
-        scopes = epoch_scopes(str(row.tokenable_type), int(row.tokenable_id), abilities)
+        owner = row.tokenable_id if isinstance(row.tokenable_id, int) else str(row.tokenable_id)
+        scopes = epoch_scopes(str(row.tokenable_type), owner, abilities)
         epoch = conn.execute(
             sa.select(sa.func.max(_EPOCHS.c.before_ms)).where(_EPOCHS.c.scope.in_(scopes))
         ).scalar_one()
+        store_now_ms = db_now_ms(conn)
     created_ms = None if row.created_at is None else to_ms(row.created_at)
     principal = Principal(
         tokenable_type=str(row.tokenable_type),
@@ -74,12 +80,19 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         abilities=abilities,
         expires_at_ms=None if row.expires_at is None else to_ms(row.expires_at),
     )
-    # The issue time the triggers publish: the insert's own stamp, else created_at.
-    issued_ms = row.issued_at_ms if row.issued_at_ms is not None else created_ms
+    # The issue time the triggers publish: the insert's own stamp, else created_at but
+    # never later than now (the row exists now, whatever clock wrote its created_at).
+    issued_ms = (
+        row.issued_at_ms
+        if row.issued_at_ms is not None
+        else None
+        if created_ms is None
+        else min(created_ms, store_now_ms)
+    )
     info = TokenInfo(
         id=int(row.id),
         tokenable_type=str(row.tokenable_type),
-        tokenable_id=int(row.tokenable_id),
+        tokenable_id=owner,
         name=str(row.name),
         abilities=abilities,
         last_used_at=row.last_used_at,
@@ -88,7 +101,7 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         token_hash=str(row.token),
     )
     record = TokenRecord(principal, created_ms, None if issued_ms is None else int(issued_ms))
-    return StoredToken(record, int(epoch or 0), info)
+    return StoredToken(record, int(epoch or 0), info, store_now_ms)
 
 
 def check_stored_token(

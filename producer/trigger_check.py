@@ -36,7 +36,7 @@ _PRESENT = {
     "postgresql": sa.text(
         "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
         " WHERE NOT t.tgisinternal AND c.relname IN ('personal_access_tokens', 'tokensync_epochs')"
-        " AND pg_table_is_visible(c.oid) AND t.tgenabled <> 'D'"
+        " AND pg_table_is_visible(c.oid) AND t.tgenabled = 'A'"
     ),
     "sqlite": sa.text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"),
     "mysql": sa.text(
@@ -48,8 +48,10 @@ _PRESENT["mariadb"] = _PRESENT["mysql"]
 
 
 def missing_triggers(conn: sa.Connection) -> list[str]:
-    """``table.trigger`` of every outbox trigger that is not installed (or is disabled,
-    on PostgreSQL); empty when all are in place. A missing table counts as well."""
+    """``table.trigger`` of every outbox trigger that is not installed (or, on PostgreSQL,
+    is not ``ENABLE ALWAYS``: a disabled trigger fires never, an ``ENABLE`` one not in
+    ``session_replication_role = replica`` sessions); empty when all are in place. A
+    missing table counts as well."""
     dialect = conn.dialect.name
     expected = EXPECTED.get(dialect)
     if expected is None:

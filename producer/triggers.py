@@ -1,18 +1,22 @@
 """Database triggers that fill the outbox, for PostgreSQL and SQLite.
 
 An insert into ``personal_access_tokens`` publishes *issued*, a delete
-*revoked* (unless a mass revocation in the same transaction suppresses it), a
+*revoked* (unless a mass revocation in the same transaction suppresses it:
+``producer.txmarks``), a
 change of anything but ``last_used_at``/``updated_at`` *updated*; a write to
 ``tokensync_epochs`` that moves an epoch publishes *epoch*. On PostgreSQL a
 ``TRUNCATE personal_access_tokens`` (which fires no row triggers) moves the global
 epoch to the truncation's time in the same transaction. Rows a Laravel app
 writes with plain SQL count exactly like ours. PostgreSQL also sends
-``NOTIFY tokensync_outbox`` so the relay wakes at once.
+``NOTIFY tokensync_outbox`` so the relay wakes at once. The PostgreSQL triggers are
+``ENABLE ALWAYS``: they fire in ``session_replication_role = replica`` sessions too (a
+seeder skipping foreign keys, ``pg_restore --disable-triggers``, logical replication).
 """
 
 from __future__ import annotations
 
 from producer import triggers_mysql
+from producer.txmarks import SUPPRESS, pg_marked
 
 __all__ = ["NOTIFY_CHANNEL", "drop_statements", "install_statements"]
 
@@ -45,11 +49,16 @@ BEGIN
   END IF;
 
   SELECT m.issued_at_ms INTO issued FROM tokensync_token_meta m WHERE m.token_id = OLD.id;
-  issued := coalesce(issued, floor(extract(epoch FROM OLD.created_at) * 1000)::bigint, 0);
+  -- A row older than the triggers: its created_at, never later than now (a created_at
+  -- ahead of the clock must not make the row look issued after it was seen).
+  IF issued IS NULL AND OLD.created_at IS NOT NULL AND isfinite(OLD.created_at) THEN
+    issued := least(now_ms, greatest(0, floor(extract(epoch FROM OLD.created_at) * 1000)::bigint));
+  END IF;
+  issued := coalesce(issued, 0);
 
   IF TG_OP = 'DELETE' THEN
     DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
-    IF NOT EXISTS (SELECT 1 FROM tokensync_suppress) THEN
+    IF NOT {pg_marked(SUPPRESS)} THEN
       INSERT INTO tokensync_outbox ({_OUTBOX_TOKEN_COLUMNS})
         VALUES ('token', 'revoked', OLD.id, OLD.token, OLD.tokenable_type,
                 OLD.tokenable_id::text, OLD.name, OLD.abilities, OLD.expires_at,
@@ -114,16 +123,19 @@ $$""",
 CREATE TRIGGER tokensync_pat_truncate
   AFTER TRUNCATE ON personal_access_tokens
   FOR EACH STATEMENT EXECUTE FUNCTION tokensync_pat_truncated()""",
+    "ALTER TABLE personal_access_tokens ENABLE ALWAYS TRIGGER tokensync_pat_truncate",
     "DROP TRIGGER IF EXISTS tokensync_pat_outbox ON personal_access_tokens",
     """
 CREATE TRIGGER tokensync_pat_outbox
   AFTER INSERT OR UPDATE OR DELETE ON personal_access_tokens
   FOR EACH ROW EXECUTE FUNCTION tokensync_pat_changed()""",
+    "ALTER TABLE personal_access_tokens ENABLE ALWAYS TRIGGER tokensync_pat_outbox",
     "DROP TRIGGER IF EXISTS tokensync_epoch_outbox ON tokensync_epochs",
     """
 CREATE TRIGGER tokensync_epoch_outbox
   AFTER INSERT OR UPDATE ON tokensync_epochs
   FOR EACH ROW EXECUTE FUNCTION tokensync_epoch_changed()""",
+    "ALTER TABLE tokensync_epochs ENABLE ALWAYS TRIGGER tokensync_epoch_outbox",
 ]
 
 # SQLite: milliseconds from strftime (seconds) and %f (SS.SSS), both of one statement's 'now'.
@@ -133,7 +145,7 @@ _SQLITE_NOW_MS = (
 )
 _SQLITE_ISSUED = (
     "coalesce((SELECT m.issued_at_ms FROM tokensync_token_meta m WHERE m.token_id = OLD.id),"
-    " CAST(strftime('%s', OLD.created_at) AS INTEGER) * 1000, 0)"
+    f" min({_SQLITE_NOW_MS}, max(0, CAST(strftime('%s', OLD.created_at) AS INTEGER) * 1000)), 0)"
 )
 _CHANGED = (
     "NEW.token IS NOT OLD.token OR NEW.abilities IS NOT OLD.abilities"
@@ -161,8 +173,7 @@ BEGIN
   INSERT INTO tokensync_outbox ({_OUTBOX_TOKEN_COLUMNS})
     SELECT 'token', 'revoked', OLD.id, OLD.token, OLD.tokenable_type,
            CAST(OLD.tokenable_id AS TEXT), OLD.name, OLD.abilities, OLD.expires_at,
-           OLD.created_at, {_SQLITE_ISSUED}, {_SQLITE_NOW_MS}
-    WHERE NOT EXISTS (SELECT 1 FROM tokensync_suppress);
+           OLD.created_at, {_SQLITE_ISSUED}, {_SQLITE_NOW_MS};
   DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
 END""",
     "DROP TRIGGER IF EXISTS tokensync_pat_updated",

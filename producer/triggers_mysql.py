@@ -15,6 +15,8 @@ No stored functions are created (they need SUPER when binary logging is on).
 
 from __future__ import annotations
 
+from producer.txmarks import SUPPRESS, mysql_marked
+
 __all__ = [
     "DIALECTS",
     "NOW_MS",
@@ -80,7 +82,7 @@ BEGIN
   DECLARE now_ms BIGINT DEFAULT {NOW_MS};
   DECLARE issued BIGINT DEFAULT {_ISSUED};
   DELETE FROM tokensync_token_meta WHERE token_id = OLD.id;
-  IF NOT EXISTS (SELECT 1 FROM tokensync_suppress) THEN
+  IF NOT {mysql_marked(SUPPRESS)} THEN
     {_row("revoked", "OLD", "issued")};
   END IF;
 END""",

@@ -34,11 +34,13 @@ __all__ = [
     "TokenEvent",
     "TokenOp",
     "ability_scope",
+    "canonical_principal_id",
     "check",
     "decode",
     "encode",
     "heartbeat_key",
     "principal_scope",
+    "principal_scopes",
 ]
 
 SCHEMA_VERSION = 1
@@ -49,9 +51,28 @@ GLOBAL_SCOPE = "global"
 _HASH = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+
+
+def canonical_principal_id(tokenable_id: str | int) -> str:
+    """A principal id as scopes spell it: a UUID in lower case (RFC 9562: UUIDs are
+    case-insensitive; Laravel writes them lower case), anything else as it is."""
+    text = str(tokenable_id)
+    return text.lower() if _UUID.fullmatch(text) else text
+
+
 def principal_scope(tokenable_type: str, tokenable_id: str | int) -> str:
-    """The epoch scope of every token of one principal."""
-    return f"principal:{tokenable_type}:{tokenable_id}"
+    """The epoch scope of every token of one principal (its id canonical)."""
+    return f"principal:{tokenable_type}:{canonical_principal_id(tokenable_id)}"
+
+
+def principal_scopes(tokenable_type: str, tokenable_id: str | int) -> tuple[str, ...]:
+    """The scopes whose epochs apply to a token of this principal: the canonical one and,
+    for a UUID stored in another case, its spelling as stored (epochs of earlier
+    releases; ``validate.lua`` asks for the same)."""
+    canonical = principal_scope(tokenable_type, tokenable_id)
+    raw = f"principal:{tokenable_type}:{tokenable_id}"
+    return (canonical,) if raw == canonical else (canonical, raw)
 
 
 def ability_scope(ability: str) -> str:

@@ -66,10 +66,13 @@ redis.call('PUBLISH', ARGV[1], cjson.encode({k = ARGV[2], id = ARGV[3], n = tonu
 return now
 """
 
-#: A registration not refreshed for this long belongs to a near-cache that stopped; it
-#: cannot be answering (answers need a report younger than a third of this), so receipts
-#: forget it.
+#: Receipts forget a registration once its last report is older than its own bound plus
+#: this margin: by then the near-cache cannot be answering from anything it held at that
+#: report (it answers only from a ping sent less than ``bound`` ago, and stops answering
+#: once its newest *reported* ping is older than its bound plus a third of this margin,
+#: so the remaining two thirds absorb clock-rate differences).
 FORGET_AFTER_MS = 30_000
+_ANSWER_MARGIN_S = FORGET_AFTER_MS / 3000
 _REPORT_EVERY_S = 1.0
 
 
@@ -115,7 +118,9 @@ def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> l
     """The near-caches that may still answer from state older than Redis time
     ``since_ms``: registered, reported less than ``since_ms``, and ``since_ms`` + their
     bound not yet passed. Empty means: whatever the region applied before ``since_ms`` is
-    enforced in every near-cache. Forgets registrations silent for ``FORGET_AFTER_MS``."""
+    enforced in every near-cache. Forgets a registration whose last report is older than
+    its own bound plus ``FORGET_AFTER_MS`` (it stalled or stopped; it can no longer be
+    answering from what it held then)."""
     now = redis_time_ms(client)
     behind, forget = [], []
     for raw_id, raw in client.hgetall(keys.near_caches).items():
@@ -127,7 +132,7 @@ def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> l
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             forget.append(cache_id)
             continue
-        if max(reported, seen) < now - FORGET_AFTER_MS:
+        if max(reported, seen) < now - bound - FORGET_AFTER_MS:
             forget.append(cache_id)
         elif reported < since_ms and now < since_ms + bound:
             behind.append(cache_id)
@@ -171,8 +176,11 @@ class NearCache:
         self._certificate: _Certificate | None = None
         self._pending: OrderedDict[int, float] = OrderedDict()
         self._numbers = itertools.count(1)
-        self._reported_at = float("-inf")
         self._reported_t = -1
+        self._own_reported_at = float("-inf")
+        # monotonic send time of the newest own ping whose Redis time (or a later one) the
+        # registration holds: certificates never outlive it by more than bound + margin
+        self._anchor = float("-inf")
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -283,7 +291,7 @@ class NearCache:
                 self._own_ping(message)
             return
         if kind == "sync":
-            self._report(int(message.get("t", 0)), force=True)
+            self._report(int(message.get("t", 0)))
             return
         if kind is not None:
             return  # a kind this version does not know: not an invalidation
@@ -309,34 +317,41 @@ class NearCache:
                 self._drop_all()
         if sent is None:
             return
-        self._report(int(message.get("t", 0)), force=False)
-        if self._clock() - self._reported_at > FORGET_AFTER_MS / 3000:
-            return  # not registered recently enough for receipts to wait for us
+        processed_t = int(message.get("t", 0))
+        if self._clock() - self._own_reported_at >= _REPORT_EVERY_S:
+            self._report(processed_t)
+            self._own_reported_at = self._clock()
+        if processed_t <= self._reported_t:  # receipts know we got this far
+            self._anchor = max(self._anchor, sent)
+        # Receipts forget us once our last report is older than bound + FORGET_AFTER_MS;
+        # never answer that long after the newest ping they know we processed.
+        until = min(sent, self._anchor + _ANSWER_MARGIN_S) + self.bound_s
+        if until <= self._clock():
+            return
         heartbeat = int(message.get("hb", -1))
         window = answerable_window(bool(message.get("r")), heartbeat, self.freshness)
-        cert = _Certificate(sent, sent + self.bound_s, heartbeat, window)
+        cert = _Certificate(sent, until, heartbeat, window)
         with self._lock:
             if self._certificate is None or cert.sent > self._certificate.sent:
                 self._certificate = cert
 
-    def _report(self, processed_t: int, *, force: bool) -> None:
+    def _report(self, processed_t: int) -> None:
         """Tell receipts what this cache has processed (a Redis write on this thread; a
         failure ends the subscription like a disconnect)."""
-        now = self._clock()
         if processed_t <= self._reported_t:
-            return
-        if not force and now - self._reported_at < _REPORT_EVERY_S:
             return
         value = orjson.dumps({"t": processed_t, "l": int(self.bound_s * 1000)})
         self._client.hset(self._keys.near_caches, self.id, value)
-        self._reported_t, self._reported_at = processed_t, now
+        self._reported_t = processed_t
 
     def _register(self) -> None:
         """Before any answer: receipts must know this cache exists."""
+        asked = self._clock()
         now_ms = redis_time_ms(self._client)
         value = orjson.dumps({"t": 0, "s": now_ms, "l": int(self.bound_s * 1000)})
         self._client.hset(self._keys.near_caches, self.id, value)
-        self._reported_t, self._reported_at = 0, self._clock()
+        self._reported_t = 0
+        self._anchor = max(self._anchor, asked)
 
     def _pinger(self) -> None:
         while not self._stop.wait(self.ping_interval_s):

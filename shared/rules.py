@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared.errors import ConfigError
-from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
+from shared.events import GLOBAL_SCOPE, ability_scope, principal_scopes
 from shared.outcomes import Outcome, Principal, ValidationResult
 
 __all__ = [
@@ -112,7 +112,7 @@ def epoch_scopes(
     its list holds literally (``validate.lua`` builds the same list)."""
     return (
         GLOBAL_SCOPE,
-        principal_scope(tokenable_type, tokenable_id),
+        *principal_scopes(tokenable_type, tokenable_id),
         *(ability_scope(a) for a in abilities),
     )
 

@@ -98,6 +98,32 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from e
 
 
+def _gate_clients(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATE_CLIENTS``: ``client_id:secret,...`` allowed to call the gate's
+    ``/introspect`` (HTTP Basic); secrets of at least 16 characters."""
+    clients: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        client, sep, secret = item.partition(":")
+        if not sep or not client or ":" in client:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS must be CLIENT_ID:SECRET, comma separated")
+        if len(secret) < 16:
+            raise ConfigError(f"{PREFIX}GATE_CLIENTS: the secret of {client!r} is under 16 chars")
+        clients[client] = secret
+    return clients
+
+
+def _gate_urls(text: str) -> dict[str, str]:
+    """``TOKENSYNC_GATES``: ``region=http://host:port,...``, where each region's gate listens
+    (``tokensync stack up`` writes it; the demo and the gate benchmark read it)."""
+    urls: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        region, sep, url = item.partition("=")
+        if not sep or urlsplit(url.strip()).scheme not in {"http", "https"}:
+            raise ConfigError(f"{PREFIX}GATES must be REGION=http://host:port, comma separated")
+        urls[region.strip()] = url.strip()
+    return urls
+
+
 def _admin_types(text: str) -> tuple[str, ...]:
     """``TOKENSYNC_ADMIN_TYPES``: the tokenable types whose tokens drive the admin API."""
     types = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -133,6 +159,8 @@ class Settings:
     admin_types: tuple[str, ...] = ("tokensync",)
     allow_eviction: bool = False  # workers accept a Redis whose maxmemory-policy may evict
     store_timezone: str = "UTC"  # zone of the token table's naive timestamps (app.timezone)
+    gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
+    gate_urls: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -158,6 +186,8 @@ class Settings:
         "ADMIN_TYPES",
         "ALLOW_EVICTION",
         "STORE_TIMEZONE",
+        "GATE_CLIENTS",
+        "GATES",
         "SETTINGS_FILE",
     )
 
@@ -203,6 +233,8 @@ class Settings:
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
             allow_eviction=_bool(environ, "ALLOW_EVICTION"),
             store_timezone=get(PREFIX + "STORE_TIMEZONE", "UTC").strip() or "UTC",
+            gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
+            gate_urls=_gate_urls(get(PREFIX + "GATES", "")),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -278,6 +310,8 @@ class Settings:
             "ADMIN_TYPES": ",".join(self.admin_types),
             "ALLOW_EVICTION": "true" if self.allow_eviction else "",
             "STORE_TIMEZONE": "" if self.store_timezone == "UTC" else self.store_timezone,
+            "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
+            "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
 

@@ -16,6 +16,15 @@ local tok = redis.call('HMGET', KEYS[1], 's', 'id', 'tt', 'ti', 'n', 'ab', 'ca',
 local epoch = 0
 if tok[1] == 'l' then
   local scopes = {'global', 'principal:' .. tok[3] .. ':' .. tok[4]}
+  -- A UUID id: its epochs are written for the lower-case spelling (events.principal_scope).
+  local hex = '%x%x%x%x'
+  if tok[4] and string.match(tok[4], '^' .. hex .. hex .. '%-' .. hex .. '%-' .. hex .. '%-'
+                             .. hex .. '%-' .. hex .. hex .. hex .. '$') then
+    local lower = string.lower(tok[4])
+    if lower ~= tok[4] then
+      scopes[#scopes + 1] = 'principal:' .. tok[3] .. ':' .. lower
+    end
+  end
   local ok, abilities = pcall(cjson.decode, tok[6])
   if ok and type(abilities) == 'table' then
     for _, ability in ipairs(abilities) do

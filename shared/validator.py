@@ -65,6 +65,10 @@ class FallbackAnswer:
     issued_at_ms: int | None = None
     epoch_ms: int = 0
     """The newest epoch the store holds for the token's scopes (``shared.rules``)."""
+    now_ms: int | None = None
+    """The store's clock when it answered: the answer is judged with it, since the
+    validator's own clock may be what made the region look unavailable (None: the
+    validator's clock)."""
 
 
 class Fallback(Protocol):
@@ -193,7 +197,7 @@ def _apply_fallback(
     return judge(
         record,
         answer.epoch_ms,
-        request.now_ms,
+        request.now_ms if answer.now_ms is None else answer.now_ms,
         required=request.required,
         mode=request.mode,
         expiration_minutes=policy.expiration_minutes,

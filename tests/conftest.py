@@ -21,7 +21,7 @@ import redis
 from producer.store import TokenStore
 from shared.keys import Topics
 from tests.harness import Pipeline, pipeline_context
-from tests.servers import DedicatedKafka, Servers, session_servers
+from tests.servers import TEST_ENV, DedicatedKafka, Servers, session_servers
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -193,14 +193,14 @@ def store(database_url: str) -> Iterator[TokenStore]:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say where the servers come from, so a reader of CI logs knows."""
     sources = ", ".join(
-        f"{kind}={os.environ[var]}"
+        f"{kind}={TEST_ENV[var]}"
         for kind, var in (
             ("kafka", "TOKENSYNC_TEST_KAFKA"),
             ("redis", "TOKENSYNC_TEST_REDIS"),
             ("postgres", "TOKENSYNC_TEST_POSTGRES"),
             ("mysql", "TOKENSYNC_TEST_MYSQL"),
         )
-        if os.environ.get(var)
+        if TEST_ENV.get(var)
     )
     return [
         f"tokensync servers: {sources or 'docker if an engine answers, else local binaries'}"
@@ -246,7 +246,11 @@ def own_redis_url(servers: Servers) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Log like a process would (JSON lines), at info, so failures show the story."""
+    """Log like a process would (JSON lines), at info, so failures show the story; keep
+    the suite's own ``TOKENSYNC_TEST_*`` variables away from the code under test."""
     from shared.logs import configure_logging
+
+    for name in TEST_ENV:
+        os.environ.pop(name, None)
 
     configure_logging("info", "json")

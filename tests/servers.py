@@ -37,11 +37,16 @@ REDIS_IMAGE = "redis:7-alpine"
 POSTGRES_IMAGE = "postgres:16-alpine"
 REDIS_DATABASES = 256
 
+#: The suite's own ``TOKENSYNC_TEST_*`` variables, read once at import; ``conftest`` then
+#: removes them from the environment, so the code under test (which rejects unknown
+#: ``TOKENSYNC_*`` settings, as it should) never sees them.
+TEST_ENV = {k: v for k, v in os.environ.items() if k.startswith("TOKENSYNC_TEST_")}
+
 
 @functools.cache
 def docker_engine_answers() -> bool:
     """True only when a Docker engine answers ``GET /_ping`` (the client alone is not enough)."""
-    if os.environ.get("TOKENSYNC_TEST_NO_DOCKER"):
+    if TEST_ENV.get("TOKENSYNC_TEST_NO_DOCKER"):
         return False
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
@@ -82,7 +87,7 @@ class Servers:
     # --- Kafka --------------------------------------------------------------------------
     def kafka(self) -> str:
         """A bootstrap ``host:port`` of a Kafka 4.x broker."""
-        if env := os.environ.get("TOKENSYNC_TEST_KAFKA"):
+        if env := TEST_ENV.get("TOKENSYNC_TEST_KAFKA"):
             self.sources["kafka"] = "environment"
             return env
         if docker_engine_answers():
@@ -127,7 +132,7 @@ class Servers:
     # --- Redis --------------------------------------------------------------------------
     def redis(self, name: str = "redis") -> tuple[str, int]:
         """``(host, port)`` of a Redis server; local ones offer 256 databases."""
-        if name == "redis" and (env := os.environ.get("TOKENSYNC_TEST_REDIS")):
+        if name == "redis" and (env := TEST_ENV.get("TOKENSYNC_TEST_REDIS")):
             self.sources["redis"] = "environment"
             from urllib.parse import urlsplit
 
@@ -163,7 +168,7 @@ class Servers:
     # --- PostgreSQL ---------------------------------------------------------------------
     def postgres(self) -> str:
         """A SQLAlchemy URL (psycopg 3) of a database the tests may create schemas in."""
-        if env := os.environ.get("TOKENSYNC_TEST_POSTGRES"):
+        if env := TEST_ENV.get("TOKENSYNC_TEST_POSTGRES"):
             self.sources["postgres"] = "environment"
             return env
         if docker_engine_answers():
@@ -186,7 +191,7 @@ class Servers:
     def mysql(self) -> str:
         """A SQLAlchemy URL (PyMySQL) of a MySQL 8 / MariaDB 10.6+ server whose user may
         create databases. Docker is not used: Debian's mariadb-server binaries are."""
-        if env := os.environ.get("TOKENSYNC_TEST_MYSQL"):
+        if env := TEST_ENV.get("TOKENSYNC_TEST_MYSQL"):
             self.sources["mysql"] = "environment"
             return env
         self.sources["mysql"] = "local binary"

@@ -39,6 +39,7 @@ from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
+from workers.topic_id import TopicIdRequest, topic_id_of
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
@@ -57,6 +58,8 @@ class WorkerOptions:
     allow_eviction: bool = False
     metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
     shared_watch_s: float = 2.0  # how long to watch a cache of another stream for activity
+    # heartbeats stamped further ahead of this worker's clock are not applied
+    clock_skew_allowance_s: float = 1.0
 
 
 @dataclass
@@ -79,6 +82,7 @@ class RegionWorker:
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
     _partitions_seen: int = 0
     source: StreamSource | None = None  # set by check_cache, before the app starts
+    kafka_bootstrap: str = ""  # set by check_cache
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -91,6 +95,7 @@ class RegionWorker:
             log.warning("eviction_allowed", region=self.region.name)
         else:
             await self.cache.check_eviction_policy()
+        self.kafka_bootstrap = kafka_bootstrap
         self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
         await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
@@ -106,6 +111,16 @@ class RegionWorker:
                 return {tp.partition: int(o) for tp, o in ends.items()}
 
             source = self.source
+            if source is not None and not source.topic_id and self.kafka_bootstrap:
+                # the topic may not have existed before the app created it: its id now
+                source = self.source = await stream_source(self.kafka_bootstrap, source.topic)
+                if not source.topic_id:
+                    log.warning(
+                        "kafka_topic_id_unknown",
+                        topic=source.topic,
+                        note="the broker gives no topic id (metadata v12): a re-created "
+                        "topic is noticed only once a region applied more than it holds",
+                    )
             end_offsets = await current_ends()
             if await self.cache.attach(count, end_offsets, source, current_ends):
                 log.info(
@@ -204,7 +219,8 @@ class RegionWorker:
 
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
-        return prepare_batch(records, self.keyring, self.cache.keys)
+        until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
+        return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -253,6 +269,15 @@ class RegionWorker:
             )
             return Applied.REWIND
         elapsed = time.perf_counter() - started
+        if batch.ahead:
+            APPLY_RECORDS.labels(self.region.name, "heartbeat_ahead").inc(len(batch.ahead))
+            log.warning(
+                "heartbeat_ahead_ignored",
+                count=len(batch.ahead),
+                partitions=sorted({p for p, _ in batch.ahead}),
+                ahead_ms=max(at for _, at in batch.ahead) - now_ms,
+                note="stamped ahead of this worker's clock beyond the skew allowance",
+            )
         self._observe(batch, now_ms)
         APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
         APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
@@ -297,8 +322,11 @@ class RegionWorker:
 
 
 async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
-    """The Kafka cluster id (from a metadata request) and the topic a region's cache is of."""
+    """The Kafka cluster id and the topic a region's cache is of, with the topic's id
+    (its incarnation: a topic deleted and re-created gets a new one) when the broker
+    speaks metadata version 12 and the topic exists."""
     from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import IncompatibleBrokerVersion
     from aiokafka.protocol.metadata import MetadataRequest
 
     last: Exception | None = None
@@ -306,12 +334,17 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) ->
         client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
         try:
             await client.bootstrap()
-            response: Any = await client.send(
-                client.get_random_node(), MetadataRequest([topic], False)
-            )
+            node = client.get_random_node()
+            response: Any
+            try:
+                response = await client.send(node, TopicIdRequest(topic))
+                topic_id = topic_id_of(response, topic)
+            except (IncompatibleBrokerVersion, NotImplementedError):
+                response = await client.send(node, MetadataRequest([topic], False))
+                topic_id = ""
             found = str(getattr(response, "cluster_id", "") or "")
             if found:
-                return StreamSource(found, topic)
+                return StreamSource(found, topic, topic_id)
             last = None
         except Exception as e:  # any broker error: ask again, then give up with one line
             last = e

@@ -9,8 +9,9 @@
 -- consumer knows it (0 = unknown), ARGV[10] JSON array of dead letters [member, score].
 --
 -- Tokens keep the highest version (compare-and-set on seq); a token's key (and so its
--- version) outlives the token's expiry, and a revoked token's tombstone lives, for the
--- tombstone TTL after it was applied, so an older record replayed later is refused; epochs
+-- version) outlives the token's expiry by the tombstone TTL, and the tombstone of a revoked
+-- token without expiry is kept for good, so an older record replayed later is refused (a
+-- replayed record of an expiring token carries its past expiry); epochs
 -- only move forward; offsets and heartbeats only move forward. Publishes on the invalidation
 -- channel what changed ({g, h = token keys, e = epoch moved}), also when nothing did:
 -- near-caches take it as a sign of life.
@@ -56,9 +57,10 @@ for _, e in ipairs(events) do
       local expires = e.expires_at
       local op = e.op
       local live = op == 'issued' or op == 'updated'
-      -- when the key may vanish: never for a live token without expiry; otherwise the
-      -- tombstone TTL after the later of its expiry and now, so that its version refuses
-      -- older records for as long as a revoked token's does
+      -- when the key may vanish: never for a token without expiry, live or revoked (its
+      -- old signed issued record stays valid forever, so its tombstone must refuse it
+      -- forever); otherwise the tombstone TTL after the later of its expiry and now, once
+      -- a replayed record of it carries a past expiry
       local keep_until = 0
       local ea = ''
       if expires ~= nullv and expires ~= nil then
@@ -68,8 +70,6 @@ for _, e in ipairs(events) do
           keep_until = now
         end
         keep_until = keep_until + tombstone_ttl
-      elseif not live then
-        keep_until = now + tombstone_ttl
       end
       redis.call('DEL', key)
       if live then

@@ -2,7 +2,8 @@
 
 The cache records, with the data, the offsets it applied (per partition), so a
 worker resumes from Redis, not from Kafka's committed offsets. A generation is
-one build of the cache from offset 0 of one stream (Kafka cluster id + topic):
+one build of the cache from offset 0 of one stream (Kafka cluster id + topic, and
+the topic's id, which a deleted and re-created topic changes):
 a cache that was flushed, evicted, restarted empty, or built from another stream
 is noticed and rebuilt from offset 0, after every key of the namespace it held
 was deleted. A cache that went back in time (a restore from a backup, a lagging
@@ -35,7 +36,8 @@ _SCRIPT = files("workers").joinpath("apply.lua").read_text()
 # Claims a new generation atomically, if the one seen is still there (or none is): the
 # region turns not ready and every structure validators and receipts read is dropped first,
 # so an interrupted rebuild never looks ready. KEYS meta, parts, epochs; ARGV seen
-# generation ('' = none), new generation, cluster id, topic, partition count.
+# generation ('' = none), new generation, cluster id, topic, partition count, topic id
+# ('' = unknown).
 _CLAIM = """
 local current = redis.call('HGET', KEYS[1], 'generation') or ''
 if current ~= ARGV[1] then
@@ -44,6 +46,9 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0',
   'applied', '0', 'cluster', ARGV[3], 'topic', ARGV[4], 'partitions', ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'topic_id', ARGV[6])
+end
 return 1
 """
 
@@ -78,6 +83,7 @@ class StreamSource:
 
     cluster_id: str
     topic: str
+    topic_id: str = ""  # Kafka's id of the topic's incarnation ("" = unknown)
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,11 @@ class RegionCache:
                     self.generation = current
                     if int(meta.get("partitions") or 0) < partition_count:
                         await self.client.hset(self.keys.meta, "partitions", partition_count)
+                    if source is not None and source.topic_id and not meta.get("topic_id"):
+                        # a cache built before topic ids were recorded (or while the
+                        # broker gave none): bound to this incarnation from now on
+                        await self.client.hset(self.keys.meta, "topic_id", source.topic_id)
+                        log.warning("cache_bound_to_topic_id", topic_id=source.topic_id)
                     return False
                 why = refusal
             generation = uuid.uuid4().hex
@@ -224,6 +235,7 @@ class RegionCache:
                     source.cluster_id if source else "",
                     source.topic if source else "",
                     partition_count,
+                    source.topic_id if source else "",
                 ],
             )
             if not claimed:
@@ -256,6 +268,9 @@ class RegionCache:
                 f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
                 f" not cluster {source.cluster_id!r} topic {source.topic!r}"
             )
+        recorded = meta.get("topic_id", "")
+        if source is not None and source.topic_id and recorded and recorded != source.topic_id:
+            return f"built from topic id {recorded}, not {source.topic_id} (re-created)"
         if beyond:
             return f"it applied more of partitions {beyond} than the topic holds (re-created)"
         return None

@@ -87,6 +87,7 @@ def worker(
         usage_interval_s=settings.usage_interval_s,
         allow_eviction=settings.allow_eviction,
         shared_watch_s=max(2.0, 4 * settings.heartbeat_interval_s),
+        clock_skew_allowance_s=settings.clock_skew_allowance_s,
     )
     log.info("worker_starting", region=region.name)
     app = build_app(settings, region, keyring, options)

@@ -86,6 +86,10 @@ class PreparedBatch:
     starts: dict[int, int] = field(default_factory=dict)
     # The topic's partition count as the consumer knows it (0: unknown).
     partition_count: int = 0
+    # Heartbeats stamped further ahead of the worker's clock than the skew allowance
+    # (partition, stamp): not applied, so that a moment of a wrong store clock cannot pin
+    # the region's freshness in the future; their partitions simply get no fresher.
+    ahead: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def records(self) -> int:
@@ -162,8 +166,16 @@ def denial(record: Record, keyring: Keyring) -> bytes | None:
     )
 
 
-def prepare_batch(records: Iterable[Record], keyring: Keyring, keys: RedisKeys) -> PreparedBatch:
-    """Verify and decode ``records``; refused ones become dead letters."""
+def prepare_batch(
+    records: Iterable[Record],
+    keyring: Keyring,
+    keys: RedisKeys,
+    *,
+    beats_until_ms: int | None = None,
+) -> PreparedBatch:
+    """Verify and decode ``records``; refused ones become dead letters. Heartbeats stamped
+    after ``beats_until_ms`` (the worker's clock plus the skew allowance) are left out
+    (``PreparedBatch.ahead``)."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs, keys.dead_lettered])
     next_offsets = batch.next_offsets
     beats = batch.beats
@@ -191,6 +203,10 @@ def prepare_batch(records: Iterable[Record], keyring: Keyring, keys: RedisKeys) 
             values.append(record.value)  # type: ignore[arg-type]  # check() refused None
         else:
             batch.heartbeats += 1
-            if beat.partition == partition and beat.at_ms > beats.get(partition, 0):
+            if beat.partition != partition:
+                continue
+            if beats_until_ms is not None and beat.at_ms > beats_until_ms:
+                batch.ahead.append((partition, beat.at_ms))
+            elif beat.at_ms > beats.get(partition, 0):
                 beats[partition] = beat.at_ms
     return batch

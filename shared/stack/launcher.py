@@ -3,8 +3,8 @@
 ``up`` starts what is not already running and records every process (pid,
 port, argv, log) in ``<state_dir>/stack.json``; ``down`` stops exactly those
 pids; ``status`` probes them. The endpoints go into the settings file that
-later ``tokensync`` commands in the same directory read. The relay, the API
-and the region workers are started as ``tokensync`` commands (never imported),
+later ``tokensync`` commands in the same directory read. The relay, the API,
+the region workers and the regions' gates are started as ``tokensync`` commands (never imported),
 and only when an installed package provides them.
 """
 
@@ -49,7 +49,7 @@ __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
 DEFAULT_REGIONS = ("eu", "us", "ap")
 # Order in which ``down`` stops processes: consumers of a server before the server.
-_STOP_ORDER = {"api": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
+_STOP_ORDER = {"api": 0, "gate": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
 
 
 def app_commands() -> set[str]:
@@ -193,7 +193,10 @@ class LocalStack:
                     f"{r}={options.link_delays[r] * 1000:g}ms" for r, _, _ in links
                 )
             )
+        gates = self._gate_urls(regions, running, old_settings) if options.with_apps else {}
         settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
+        if gates:
+            settings = self._write_gates(settings, gates)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
@@ -263,6 +266,32 @@ class LocalStack:
         self.echo(f"settings written to {self.settings_file}")
         return settings
 
+    @staticmethod
+    def _gate_urls(
+        regions: Sequence[Region], running: Mapping[str, ProcessRecord], old: Settings
+    ) -> dict[str, str]:
+        """Where each region's gate listens (kept across restarts while the port is free)."""
+        if "gate" not in app_commands():
+            return {}
+        urls = {}
+        for r in regions:
+            record = running.get(f"gate-{r.name}")
+            port = record.port if record and record.port else None
+            port = port or _pick_port(None, _port_of(old.gate_urls.get(r.name, "")))
+            urls[r.name] = f"http://127.0.0.1:{port}"
+        return urls
+
+    def _write_gates(self, settings: Settings, gates: Mapping[str, str]) -> Settings:
+        """Record the gates' URLs, and a local introspection client unless one exists."""
+        clients = dict(settings.gate_clients) or {"local": secrets.token_urlsafe(24)}
+        settings = settings.with_overrides(gate_urls=dict(gates), gate_clients=clients)
+        values = read_settings_file(self.settings_file)
+        values.update(
+            {k: v for k, v in settings.to_env().items() if k.startswith("TOKENSYNC_GATE")}
+        )
+        write_settings_file(self.settings_file, values)
+        return settings
+
     def _start_apps(
         self, settings: Settings, running: Mapping[str, ProcessRecord]
     ) -> dict[str, ProcessRecord]:
@@ -276,6 +305,11 @@ class LocalStack:
             wanted.extend(
                 (f"worker-{r.name}", ["worker", "--region", r.name]) for r in settings.regions
             )
+        if "gate" in available:
+            wanted.extend(
+                (f"gate-{r}", ["gate", "--region", r, "--port", str(_port_of(url))])
+                for r, url in settings.gate_urls.items()
+            )
         env = {**os.environ, **settings.to_env(), "TOKENSYNC_LOG_FORMAT": "json"}
         proxies = {
             r.name.removeprefix("link-"): r.port for r in self.records() if _kind(r.name) == "link"
@@ -285,6 +319,8 @@ class LocalStack:
             if name in running:
                 continue
             port = _port_of(settings.api_url) if name == "api" else None
+            if name.startswith("gate-"):
+                port = _port_of(settings.gate_urls[name.removeprefix("gate-")])
             region = name.removeprefix("worker-")
             own_env = env
             if name.startswith("worker-") and proxies.get(region):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_stack import tokensync
@@ -17,9 +18,19 @@ def test_stack_demo_validate_and_region_lifecycle(tmp_path: Path, own_redis_url:
     try:
         tokensync(tmp_path, "stack", "up", "--regions", "eu,us")
         status = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
-        assert {"kafka", "redis-eu", "redis-us", "relay", "api", "worker-eu", "worker-us"} == {
-            r["name"] for r in status
-        }
+        assert {
+            "kafka",
+            "redis-eu",
+            "redis-us",
+            "relay",
+            "api",
+            "worker-eu",
+            "worker-us",
+            "gate-eu",
+            "gate-us",
+        } == {r["name"] for r in status}
+        gates = {r["name"]: r for r in status if r["name"].startswith("gate-")}
+        assert all(g["up"] and g["port"] for g in gates.values())
 
         demo = tokensync(tmp_path, "demo", "--json", check=False)
         assert 0 == demo.returncode, demo.stdout + demo.stderr
@@ -28,6 +39,9 @@ def test_stack_demo_validate_and_region_lifecycle(tmp_path: Path, own_redis_url:
         revocations = [s for s in report["steps"] if s["name"] == "revoke"]
         assert 3 == len(revocations)
         assert all(set(s["per_region_ms"]) == {"eu", "us"} for s in revocations)
+        (through_gate,) = [s for s in report["steps"] if s["name"] == "gate"]
+        assert through_gate["ok"] and {"eu", "us"} == set(through_gate["per_region_ms"])
+        assert "X-Tokensync-Principal-Id: 1001" in through_gate["note"]
 
         token = tokensync(
             tmp_path,
@@ -60,6 +74,12 @@ def test_stack_demo_validate_and_region_lifecycle(tmp_path: Path, own_redis_url:
             tmp_path, "validate", "not-a-token", "--region", "eu", "--json", check=False
         )
         assert (1, "malformed") == (bad.returncode, json.loads(bad.stdout)["reason"])
+
+        gate_url = f"http://127.0.0.1:{gates['gate-us']['port']}"
+        answer = httpx.get(
+            f"{gate_url}/auth?ability=read", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert (200, "77") == (answer.status_code, answer.headers["x-tokensync-principal-id"])
 
         token_id = token.split("|")[0]
         revoked = tokensync(tmp_path, "token", "revoke", token_id, "--wait", "--json")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -226,5 +227,77 @@ def test_a_rebuild_abandoned_half_way_is_taken_over_and_never_looks_ready(
         new, generation = asyncio.run(run())
         assert new and "dead" != generation
         assert not client.exists(keys.token("f" * 64))
+    finally:
+        client.close()
+
+
+DAY_MS = 24 * 3600 * 1000
+REPLAYED = "A" * 40  # legacy shape (40 alphanumerics, no checksum)
+
+
+def apply_at(url: str, records: Sequence[RawRecord], at_ms: int) -> None:
+    """One batch through the worker's verify/decode and the apply script, as the worker
+    would run it at wall-clock time ``at_ms``."""
+
+    async def run() -> None:
+        keys = RedisKeys()
+        cache = RegionCache.from_url(url, keys)
+        try:
+            await cache.attach(3, {})
+            await cache.apply(prepare_batch(records, KEYRING, keys), at_ms)
+        finally:
+            await cache.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("lifetime_minutes", [None, 60])
+def test_a_replayed_issued_record_never_revives_a_token_revoked_long_ago(
+    redis_url: str, lifetime_minutes: int | None
+) -> None:
+    """A revoked token's tombstone lived for the tombstone TTL (30 days), then a replay of
+    its original, correctly signed issued record (the token never expires) made it valid
+    again. Also under a global lifetime (TOKENSYNC_TOKEN_EXPIRATION)."""
+    keys = RedisKeys()
+    now = now_ms()
+    issued_at = now - 40 * DAY_MS
+    token_hash = hash_token(REPLAYED)
+    issued = TokenEvent(
+        1, TokenOp.ISSUED, token_hash, 7, USER, "1", "laptop", ("*",),
+        issued_at, issued_at, None, issued_at,
+    )  # fmt: skip
+    revoked = TokenEvent(
+        2, TokenOp.REVOKED, token_hash, 7, USER, "1", "laptop", ("*",),
+        issued_at, issued_at, None, now - 31 * DAY_MS,
+    )  # fmt: skip
+    # 40 days ago the token was issued; 31 days ago a responder revoked it
+    apply_at(redis_url, [signed(issued, 0, 0)], issued_at)
+    apply_at(redis_url, [signed(revoked, 0, 1)], now - 31 * DAY_MS)
+    apply_at(redis_url, [signed(Heartbeat(p, now, 2), p, 0 if p else 2) for p in range(3)], now)
+    validator = Validator.from_url(
+        redis_url, keys=keys, policy=Policy(expiration_minutes=lifetime_minutes)
+    )
+    try:
+        assert Outcome.INVALID == validator.validate(f"7|{REPLAYED}").outcome
+        # today: the original issued record, byte for byte, is produced to the topic again
+        later = now_ms()
+        replay = [
+            signed(issued, 0, 3),
+            *(signed(Heartbeat(p, later, 2), p, 4 if p == 0 else 1) for p in range(3)),
+        ]
+        apply_at(redis_url, replay, later)
+        result = validator.validate(f"7|{REPLAYED}")
+        assert result.outcome is not Outcome.VALID, (
+            f"a token revoked 31 days ago is {result.outcome.value} again after one replayed "
+            f"signed record (principal {result.principal})"
+        )
+    finally:
+        validator.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert (b"2", -1) == (
+            client.hget(keys.token(token_hash), "v"),
+            client.pttl(keys.token(token_hash)),
+        )
     finally:
         client.close()

@@ -4,8 +4,9 @@ in the same transaction, with actor, action, scope, seq, reason and request id."
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
+import os
+import pwd
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_every_cli_mutation_is_audited_with_user_host_and_reason_and_prune_keeps
     cli("revoke", "ability", "orders:read", "--reason", "r6")
     cli("revoke", "all", "--before", "now", "--yes", "--reason", "r7")
     rows = [r for r in audit_rows(store) if r["actor_kind"] == "cli"]
-    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    me = f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
     assert [
         ("token.issue", "r1"),
         ("token.rotate", "r2"),
@@ -233,9 +234,51 @@ def test_a_token_pasted_into_a_reason_is_redacted_from_the_audit_record(
 ) -> None:
     leaked = store.issue(USER, 1, "leaked")
     bare = leaked.plain_text_token.split("|", 1)[1]
-    sha = "a" * 40  # a commit id is no token
-    reason = f"INC-9 found {leaked.plain_text_token} and {bare} near commit {sha}"
+    # 40 hex digits may be a commit id, or an app's own bin2hex(random_bytes(20)) token in
+    # the shared table: every run of the shape of a secret is redacted.
+    sha = "a" * 40
+    reason = f"INC-9 found {leaked.plain_text_token} and {bare} near commit {sha} (INC-8)"
     store.revoke_token(leaked.id, audit=AuditContext.python("responder", reason=reason))
     [entry] = read(store.engine, action="token.revoke")
-    assert f"INC-9 found [token redacted] and [token redacted] near commit {sha}" == entry.reason
+    expected = "INC-9 found [token redacted] and [token redacted] near commit [token redacted]"
+    assert f"{expected} (INC-8)" == entry.reason
     assert bare not in json.dumps(audit_rows(store), default=str)
+
+
+def test_two_readers_attaching_the_same_receipt_at_once_never_fail(store: TokenStore) -> None:
+    """Two GET /v1/receipts of one complete seq both attach its receipt: the one that
+    checks while the other's insert is not yet committed must not die on the key (500);
+    the first receipt stays."""
+    import threading
+    import time
+
+    from producer.audit import attach_receipt
+
+    victim = store.issue(USER, 1, "victim")
+    audit_id = store.revoke_token(victim.id, audit=AuditContext.python("r")).audit_id
+    assert audit_id is not None
+    outcome: list[object] = []
+    with store.engine.connect() as first:
+        first.begin()
+        first.execute(
+            sa.text(
+                "INSERT INTO tokensync_audit_receipts (audit_id, at_ms, receipt)"
+                ' VALUES (:a, 1, \'{"by": "first"}\')'
+            ),
+            {"a": audit_id},
+        )
+
+        def second() -> None:
+            try:
+                outcome.append(attach_receipt(store.engine, audit_id, {"by": "second"}, 2))
+            except Exception as e:  # the finding: an IntegrityError (a 500 on the API)
+                outcome.append(e)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(1.0)  # the second reader is at its insert, waiting for the first
+        first.commit()
+        thread.join(30)
+    assert [False] == outcome
+    [entry] = read(store.engine, action="token.revoke")
+    assert entry.receipt == {"by": "first"}

@@ -8,12 +8,13 @@ from collections import defaultdict
 
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaProducer
 
 from producer.outbox import db_now_ms, unpublished_count
 from producer.relay import Relay, RelayOptions
 from producer.store import TokenStore, utcnow
 from producer.wakeup import waker_for
-from shared.events import Heartbeat, TokenEvent
+from shared.events import Heartbeat, TokenEvent, encode
 from shared.keys import Topics
 from shared.outcomes import Outcome
 from tests.harness import Pipeline
@@ -143,3 +144,58 @@ def test_a_region_never_answers_valid_while_a_backlog_older_than_its_budget_drai
     during = [outcome for outcome, left in samples if left > 0]
     assert len(during) >= 5, "the region was watched while the backlog drained"
     assert [] == [o for o in during if o is Outcome.VALID]
+
+
+def test_a_region_answers_again_soon_after_a_store_clock_step_ahead_is_corrected(
+    pipeline: Pipeline,
+) -> None:
+    """The relay stamps heartbeats with the store's clock. One round stamped while that
+    clock read an hour ahead (an NTP step, a VM resumed with a wrong clock) must not pin
+    the region's freshness in the future: the worker leaves heartbeats stamped beyond the
+    skew allowance ahead of its own clock unapplied (counted, logged), so the correct
+    heartbeats that follow keep the region answering. The bogus round is produced as the
+    relay would (same key, same signing)."""
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    token = pipeline.store.issue(USER, 1, "everyday")
+    pipeline.wait_applied(token.seq)
+    validator = pipeline.validator("eu")
+    producer = KafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    try:
+        assert Outcome.VALID == validator.validate(token.plain_text_token).outcome
+        ahead = int(time.time() * 1000) + 3600 * 1000
+        sent = []
+        for p in range(pipeline.settings.partitions):
+            beat = Heartbeat(p, ahead, token.seq)
+            value = encode(beat)
+            sent.append(
+                producer.send(
+                    pipeline.topics.tokens,
+                    key=beat.key,
+                    value=value,
+                    headers=KEYRING.sign(beat.key, value),
+                    partition=p,
+                )
+            )
+        producer.flush()
+        offsets = {f.get(timeout=10).partition: f.get(timeout=10).offset for f in sent}
+        wait_for(
+            lambda: all(pipeline.state("eu").has_applied(p, o) for p, o in offsets.items()),
+            30,
+            "the worker consumed the heartbeats from the future",
+        )
+        # the clock is right again: the relay keeps stamping correct heartbeats every 0.2 s
+        deadline = time.monotonic() + 15
+        result = validator.validate(token.plain_text_token)
+        while time.monotonic() < deadline and result.outcome is not Outcome.VALID:
+            time.sleep(0.2)
+            result = validator.validate(token.plain_text_token)
+        assert result.outcome is Outcome.VALID, (
+            f"15 s after the store clock was corrected the region is still "
+            f"{result.outcome.value} ({result.reason}); it stays so for an hour"
+        )
+        assert "heartbeat_ahead_ignored" in pipeline.worker_log("eu")
+    finally:
+        producer.close()
+        validator.close()

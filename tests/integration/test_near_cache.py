@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 
+from producer.receipts import wait_for_receipt
 from shared.events import TokenOp, principal_scope
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, redis_time_ms, sync_near_caches
@@ -21,6 +22,7 @@ from shared.stack.delayproxy import DelayProxy
 from shared.stack.process import free_port
 from shared.tokenformat import checksum
 from shared.validator import AsyncValidator, Outcome, Policy, Validator
+from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
 from tests.region_helpers import USER, RegionFixture, now_ms
 
@@ -222,6 +224,73 @@ def test_a_near_cache_that_stopped_reporting_holds_receipts_for_its_bound_only(
     assert [b"gone"] == client.hkeys(keys.near_caches)  # the silent one was forgotten
     wait_for(lambda: not near_caches_behind(client, keys, since), 2, "its bound passed")
     client.close()
+
+
+def test_a_receipt_keeps_waiting_for_a_near_cache_silent_for_30_s_whose_bound_has_not_passed(
+    redis_url: str,
+) -> None:
+    keys = RedisKeys()
+    client = redis.Redis.from_url(redis_url)
+    now = redis_time_ms(client)
+    # silent for 40 s, but it may answer for 50 s after its last report
+    client.hset(keys.near_caches, "stalled", orjson.dumps({"t": now - 40_000, "l": 50_000}))
+    # silent for longer than its bound plus the margin: it cannot be answering
+    gone = {"t": now - 50_000 - 31_000, "l": 50_000}
+    client.hset(keys.near_caches, "gone", orjson.dumps(gone))
+    since = sync_near_caches(client, keys)
+    assert ["stalled"] == near_caches_behind(client, keys, since)
+    assert [b"stalled"] == client.hkeys(keys.near_caches)
+    client.close()
+
+
+def test_a_receipt_never_says_enforced_while_a_stalled_near_cache_still_answers_valid(
+    pipeline: Pipeline,
+) -> None:
+    """A receipt forgot a near-cache silent for 30 s although its bound (up to 60 s) let it
+    still answer. The stall is played by holding the near-cache's lock, so that its
+    listener and pinger threads stop where a starved thread would; the validator thread
+    answers from memory as it would. Real Kafka, Redis, relay and worker."""
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    token = pipeline.store.issue(USER, 8, "near", ["orders:read"])
+    pipeline.wait_applied(token.seq)
+    validator = pipeline.validator("eu", staleness_budget_s=60.0)
+    near = validator.enable_near_cache(bound_s=50.0)
+    stalled = False
+    try:
+        wait_for(lambda: near.live, 30, "the near-cache certified itself")
+        validator.validate(token.plain_text_token)
+        assert "near-cache" == validator.validate(token.plain_text_token).source
+        near._lock.acquire()  # its listener and pinger stop here, as a starved thread would
+        stalled = True
+        revocation = pipeline.store.revoke_token(token.id)
+        started = time.monotonic()
+        receipt = wait_for_receipt(
+            pipeline.settings,
+            pipeline.store,
+            revocation.seq,
+            regions=[pipeline.settings.region("eu")],
+            timeout_s=45.0,
+        )
+        waited = time.monotonic() - started
+        at_ms = int(time.time() * 1000)
+        # a hit answers without the lock; a miss would go to Redis (and answer invalid)
+        answer = (
+            validator.validate(token.plain_text_token)
+            if near.get(token.plain_text_token, at_ms)
+            else None
+        )
+        said = (answer.outcome.value, answer.source) if answer else None
+        valid = answer is not None and answer.outcome is Outcome.VALID
+        assert not (receipt.complete and valid), (
+            f"receipt '{receipt.summary()}' after {waited:.1f} s, yet a validator of the "
+            f"region answers {said}"
+        )
+    finally:
+        if stalled:
+            near._lock.release()
+        validator.close()
 
 
 def test_a_near_cache_never_answers_for_a_region_older_than_the_budget_despite_empty_batches(

@@ -3,6 +3,7 @@ added partitions, foreign streams, and remove/add on the same Redis (real Kafka 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewPartitions
 
+from producer.kafka_io import KafkaAdmin
 from producer.store import IssuedToken
 from shared.cli import root
 from shared.events import Heartbeat, TokenEvent, TokenOp, encode
@@ -25,6 +27,7 @@ from shared.stack.process import free_port
 from shared.validator import Outcome, Validator
 from tests.harness import Pipeline
 from tests.kafka_helpers import KEYRING, wait_for
+from workers.app import stream_source
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -244,8 +247,10 @@ def test_an_evicted_epochs_hash_is_rebuilt_and_no_mass_revoked_token_validates_m
 
 
 def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_for_freshness(
-    pipeline: Pipeline,
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # this test plays the relay for the new partition: the real one must not learn of it
+    monkeypatch.setattr("producer.kafka_io.PARTITIONS_MAX_AGE_S", 3600.0)
     pipeline.start_relay()
     pipeline.start_worker("eu")
     pipeline.wait_ready("eu")
@@ -301,6 +306,27 @@ def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_f
         assert "partitions_added" in pipeline.worker_log("eu")
     finally:
         producer.close()
+        validator.close()
+
+
+def test_a_running_relay_heartbeats_a_partition_added_to_the_topic_so_the_region_is_fresh_again(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start_relay()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    token = pipeline.store.issue(USER, 2, "live")
+    pipeline.wait_applied(token.seq)
+    admin = KafkaAdminClient(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    admin.create_partitions({pipeline.topics.tokens: NewPartitions(total_count=4)})
+    admin.close()
+    wait_for(lambda: pipeline.state("eu").partition_count == 4, 15, "four partitions")
+    validator = pipeline.validator("eu")
+    try:
+        # no restart: the relay learns of the partition and certifies it like the others
+        wait_for(lambda: outcome(validator, token) is Outcome.VALID, 30, "valid again")
+        assert pipeline.state("eu").freshness_s() is not None
+    finally:
         validator.close()
 
 
@@ -450,3 +476,96 @@ def test_a_worker_refuses_a_namespace_that_a_worker_of_another_stream_is_applyin
     finally:
         second.close()
         first.close()
+
+
+def _ends(pipeline: Pipeline) -> dict[int, int]:
+    admin = KafkaAdmin(pipeline.settings.kafka_bootstrap)
+    try:
+        return admin.end_offsets(pipeline.topics.tokens)
+    finally:
+        admin.close()
+
+
+def test_a_token_topic_deleted_and_created_again_has_a_new_topic_id_the_worker_reads(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    creator = KafkaAdmin(kafka_bootstrap)
+    try:
+        creator.ensure_topics(topics, 2)
+        first = asyncio.run(stream_source(kafka_bootstrap, topics.tokens))
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.delete_topics([topics.tokens])
+            wait_for(lambda: topics.tokens not in admin.list_topics(), 60, "topic deleted")
+        finally:
+            admin.close()
+        creator.ensure_topics(topics, 2)
+        second = asyncio.run(stream_source(kafka_bootstrap, topics.tokens))
+    finally:
+        creator.close()
+    assert first.topic_id and second.topic_id
+    assert (first.cluster_id, first.topic) == (second.cluster_id, second.topic)
+    assert first.topic_id != second.topic_id
+
+
+def test_a_worker_never_skips_a_revocation_in_a_re_created_token_topic(
+    pipeline: Pipeline,
+) -> None:
+    """A cache bound only to the cluster id and the topic's name adopted a re-created
+    topic once it outgrew the cache's offsets, and skipped what the new topic holds below
+    them, a revocation included. The cache records Kafka's topic id."""
+    pipeline.start_relay_process()
+    pipeline.start_worker("eu")
+    pipeline.wait_ready("eu")
+    victim = pipeline.store.issue(USER, 1, "victim")
+    pipeline.wait_applied(victim.seq)
+    pipeline.stop_worker("eu")
+    pipeline.kill_relay_process()
+    applied = {p: s.next_offset for p, s in pipeline.state("eu").partitions.items()}
+
+    # the operator deletes the token topic and creates it again (same name, same cluster)
+    admin = KafkaAdminClient(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    try:
+        admin.delete_topics([pipeline.topics.tokens])
+        wait_for(lambda: pipeline.topics.tokens not in admin.list_topics(), 60, "topic deleted")
+    finally:
+        admin.close()
+    creator = KafkaAdmin(pipeline.settings.kafka_bootstrap)
+    try:
+        creator.ensure_topics(pipeline.topics, pipeline.settings.partitions)
+    finally:
+        creator.close()
+    # a responder revokes the token; the relay publishes it first into the new topic
+    revocation = pipeline.store.revoke_token(victim.id)
+    pipeline.start_relay_process()
+    wait_for(lambda: pipeline.store.position(revocation.seq).offset is not None, 60, "published")
+    # the new topic grows past the cache's offsets (heartbeats, and everyday issuing)
+    deadline = time.monotonic() + 90
+    while not all(_ends(pipeline).get(p, 0) > o for p, o in applied.items()):
+        assert time.monotonic() < deadline, (applied, _ends(pipeline))
+        for n in range(20):
+            pipeline.store.issue(USER, 100 + n, "everyday")
+        time.sleep(0.5)
+
+    pipeline.start_worker("eu")
+    validator = pipeline.validator("eu")
+    try:
+        wait_for(
+            lambda: validator.validate(victim.plain_text_token).outcome is not Outcome.UNAVAILABLE,
+            60,
+            "the region answers",
+        )
+        ends = _ends(pipeline)
+        wait_for(
+            lambda: all(pipeline.state("eu").has_applied(p, e - 1) for p, e in ends.items()),
+            60,
+            "the region caught up with the new topic",
+        )
+        result = validator.validate(victim.plain_text_token)
+        assert result.outcome is not Outcome.VALID, (
+            f"revoked token {result.outcome.value} after the topic was re-created; cache "
+            f"offsets {applied}, new topic's revocation at "
+            f"{pipeline.store.position(revocation.seq)}"
+        )
+    finally:
+        validator.close()

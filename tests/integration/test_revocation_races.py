@@ -178,6 +178,9 @@ def test_a_token_inserted_during_revoke_principal_on_mariadb_is_revoked_or_kept(
         revoking = run(lambda: store.revoke_principal(USER, 5), revoked)
 
         def waiting() -> int:
+            # InnoDB refreshes its information_schema snapshot only after 0.1 s without a
+            # read: polled every 20 ms it would show the state at the first poll forever.
+            time.sleep(0.15)
             with engine.connect() as conn:
                 return int(
                     conn.execute(

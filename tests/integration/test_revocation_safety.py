@@ -176,6 +176,7 @@ def test_revoking_an_ability_reports_wildcard_tokens_and_can_include_them(
         "ability",
         "orders:read",
         "--include-wildcard",
+        "--yes",
         "--reason",
         "leak",
         "--json",
@@ -192,6 +193,36 @@ def test_revoking_an_ability_reports_wildcard_tokens_and_can_include_them(
         ).all()
     assert ("revoked", wildcard.id) in [(o, t) for o, t in ops]
     assert literal.id not in [t for _, t in ops]
+
+
+def test_revoke_ability_include_wildcard_needs_yes_off_a_terminal_and_asks_on_one(
+    store: TokenStore,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Like revoke all: revoking every live '*' token (admin tokens included) cannot be
+    undone, so it takes --yes off a terminal, and a typed "y" on one."""
+    wildcard = store.issue(USER, 1, "w", ["*"])
+    admin = store.issue(ADMIN, 0, "root", ["*"])
+    args = ["revoke", "ability", "orders:read", "--include-wildcard", "--reason", "leak"]
+    for extra in ([], ["--json"]):
+        refused = run_cli(monkeypatch, capsys, database_url, *args, *extra)
+        assert 2 == refused.code, (refused.out, refused.err)
+        assert "--yes" in refused.out + refused.err
+    assert [] == epochs(store), "nothing revoked without --yes"
+    if not database_url.startswith("sqlite"):
+        return  # the terminal half needs a child process; one backend is enough
+    declined = run_in_pty(tmp_path, database_url, args, "n")
+    assert 1 == declined.code, declined.out
+    assert "2 token(s)" in declined.out and f"{ADMIN}: 1" in declined.out
+    assert {wildcard.id, admin.id} == {t.id for t in store.list_tokens(USER, 1)} | {
+        t.id for t in store.list_tokens(ADMIN, 0)
+    }
+    confirmed = run_in_pty(tmp_path, database_url, args, "y")
+    assert 0 == confirmed.code, confirmed.out
+    assert [] == store.list_tokens(USER, 1) + store.list_tokens(ADMIN, 0)
 
 
 UUID_TABLE = """CREATE TABLE personal_access_tokens (

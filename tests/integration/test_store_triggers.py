@@ -134,3 +134,35 @@ def test_store_repair_reinstalls_the_triggers_and_a_global_epoch_covers_the_blin
             {"h": later.token_hash},
         ).scalars()
         assert ["issued", "revoked"] == list(ops), "the triggers work again"
+
+
+def test_on_postgresql_a_trigger_set_back_to_plain_enable_is_missing_until_store_repair(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trigger that is ENABLE instead of ENABLE ALWAYS stays silent in
+    ``session_replication_role = replica`` sessions (a seeder, pg_restore
+    --disable-triggers), so the check counts it as missing; ``store repair`` makes it
+    fire always again."""
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(postgres_url)
+    migrate(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("ALTER TABLE personal_access_tokens ENABLE TRIGGER tokensync_pat_outbox")
+            )
+        with engine.connect() as conn:
+            assert ["personal_access_tokens.tokensync_pat_outbox"] == missing_triggers(conn)
+        run = run_cli(
+            monkeypatch, capsys, postgres_url, "store", "repair", "--yes", "--reason", "drill"
+        )
+        assert 0 == run.code, run.err
+        with engine.connect() as conn:
+            assert [] == missing_triggers(conn)
+            state = conn.execute(
+                sa.text("SELECT tgenabled FROM pg_trigger WHERE tgname = 'tokensync_pat_outbox'")
+            ).scalar_one()
+        assert "A" == state
+    finally:
+        engine.dispose()

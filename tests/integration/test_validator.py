@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import pytest
 import redis
 
+from producer.fallback import StoreFallback
+from producer.store import TokenStore
 from shared.events import GLOBAL_SCOPE, TokenOp, ability_scope, principal_scope
 from shared.keys import RedisKeys
 from shared.tokenformat import checksum, hash_token
@@ -309,6 +312,36 @@ def test_the_sql_fallback_answers_from_the_store_when_the_region_is_unavailable(
     assert Outcome.INVALID == validator.validate(issued.plain_text_token).outcome
     validator.close()
     engine.dispose()
+
+
+def test_a_validator_clock_an_hour_behind_never_revives_an_expired_token_through_the_store(
+    redis_url: str, store: TokenStore
+) -> None:
+    """The region rightly refuses to answer when its heartbeat lies ahead of the
+    validator's clock; the store then answers under the fallback policy, judged with the
+    store's clock, not the validator's wrong one."""
+    expired_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=30)
+    token = store.issue(USER, 1, "expired", ["*"], expires_at=expired_at)
+    RegionFixture(redis_url).beat()  # the region is fresh by every right clock
+    right = Validator.from_url(
+        redis_url, policy=Policy(on_unavailable="fallback"), fallback=StoreFallback(store)
+    )
+    behind = Validator.from_url(
+        redis_url,
+        policy=Policy(on_unavailable="fallback"),
+        fallback=StoreFallback(store),
+        clock=lambda: time.time() - 3600,  # an NTP step back of one hour on this host
+    )
+    try:
+        assert Outcome.INVALID == right.validate(token.plain_text_token).outcome
+        result = behind.validate(token.plain_text_token)
+        assert result.outcome is not Outcome.VALID, (
+            f"a token expired 30 min ago is valid through the {result.source} on a validator "
+            f"whose clock is an hour behind"
+        )
+    finally:
+        right.close()
+        behind.close()
 
 
 def test_a_heartbeat_from_a_relay_clock_an_hour_ahead_makes_the_region_unavailable(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from producer.authz import ADMIN_ABILITIES, Action, holds, is_admin_principal, mint_denial
@@ -43,3 +45,25 @@ def test_minting_never_grants_more_admin_power_than_the_caller_holds(
     caller: list[str], action: Action, target_type: str, target: list[str], allowed: bool
 ) -> None:
     assert allowed == (mint_denial(caller, action, target_type, target, ADMINS) is None)
+
+
+HOUR = dt.datetime(2026, 11, 29, 13, 0)
+
+
+@pytest.mark.parametrize(
+    ("target_type", "target", "target_expires", "allowed"),
+    [
+        ("tokensync", ["tokens:read"], None, False),
+        ("tokensync", ["tokens:read"], HOUR + dt.timedelta(seconds=1), False),
+        ("tokensync", ["tokens:read"], HOUR, True),
+        ("tokensync", ["*"], None, False),
+        ("tokensync", ["reports:view"], None, True),  # no admin power to outlive
+        ("App\\Models\\User", ["*"], None, True),  # app tokens are not bounded
+    ],
+)
+def test_an_expiring_admin_token_mints_no_admin_token_that_outlives_it(
+    target_type: str, target: list[str], target_expires: dt.datetime | None, allowed: bool
+) -> None:
+    denial = mint_denial(["*"], Action.ISSUE, target_type, target, ADMINS, HOUR, target_expires)
+    assert allowed == (denial is None), denial
+    assert mint_denial(["*"], Action.ISSUE, target_type, target, ADMINS, None, None) is None

@@ -67,3 +67,18 @@ def test_dead_letters_carry_the_seq_their_json_names_but_never_a_heartbeats() ->
     assert [5, -1, -1] == [d.seq for d in batch.dead_letters]
     letters = orjson.loads(batch.script_args("gen", 1000, KEYS)[9])
     assert [["0:1", 5], ["0:2", -1], ["0:3", -1]] == letters
+
+
+def test_a_heartbeat_stamped_beyond_the_allowance_ahead_is_left_out_and_an_earlier_one_counts() -> (
+    None
+):
+    records = [
+        record(Heartbeat(0, 1_000, 6), 0, 1),
+        record(Heartbeat(0, 3_600_000, 6), 0, 2),  # an hour ahead of the worker's clock
+        record(Heartbeat(1, 2_000, 6), 1, 1),
+    ]
+    batch = prepare_batch(records, KEYRING, KEYS, beats_until_ms=2_000)
+    assert {0: 1_000, 1: 2_000} == batch.beats
+    assert [(0, 3_600_000)] == batch.ahead
+    assert {0: 3, 1: 2} == batch.next_offsets  # consumed all the same
+    assert 3 == batch.heartbeats
