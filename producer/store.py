@@ -64,6 +64,7 @@ _MAX_NAME = 4096
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _MAX_ABILITY = 255
 _MAX_ABILITIES = 256
+_MYSQL_TEXT_BYTES = 65_535
 #: How far past the database's clock ``revoke_all(before=...)`` may reach (clock skew):
 #: an epoch in the future would deny tokens not issued yet, and epochs never move back.
 FUTURE_SKEW_MS = 5_000
@@ -393,6 +394,7 @@ class TokenStore:
         _check_text(name, "token name")
         owner = self.owner_id(tokenable_id)
         granted = _check_abilities(abilities)
+        self._check_abilities_fit(granted)
         if expires_at is not None and expires_at.tzinfo is not None:
             expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
         with self._tx() as conn:
@@ -410,6 +412,18 @@ class TokenStore:
                 detail={"name": name, "abilities": list(granted)},
             )
         return issued
+
+    def _check_abilities_fit(self, granted: tuple[str, ...]) -> None:
+        """On MySQL/MariaDB Sanctum's ``abilities`` column is TEXT: 65,535 bytes of JSON at
+        most (SQLite and PostgreSQL have no such bound). Refused before anything is written."""
+        if self._dialect not in triggers_mysql.DIALECTS:
+            return
+        size = len(encode_abilities(granted).encode("utf-8"))
+        if size > _MYSQL_TEXT_BYTES:
+            raise UsageError(
+                f"the abilities take {size} bytes as JSON; the store's abilities column"
+                f" (MySQL/MariaDB TEXT) holds at most {_MYSQL_TEXT_BYTES}"
+            )
 
     def _insert(  # noqa: PLR0917 (private: the columns of one row)
         self,
