@@ -28,7 +28,10 @@ def validate(seconds: float) -> None:
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
 @click.option(
-    "--store", type=click.Choice(["postgresql", "sqlite"]), default="postgresql", show_default=True
+    "--store",
+    type=click.Choice(["postgresql", "sqlite", "mariadb"]),
+    default="postgresql",
+    show_default=True,
 )
 def propagation(samples: int, epochs: int, store: str) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""

@@ -42,6 +42,7 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
+from shared.stack.mariadb import MariadbServer
 from shared.stack.process import wait_until
 
 __all__ = ["BenchEnv", "bench_env"]
@@ -193,11 +194,12 @@ def bench_env(
     regions: tuple[str, ...] = ("eu", "us", "ap"),
     *,
     postgres: bool = False,
+    mariadb: bool = False,
     partitions: int = 6,
     kafka_heap: str = "1g",
     start_kafka: bool = True,
 ) -> Iterator[BenchEnv]:
-    """Kafka, one Redis per region, optionally PostgreSQL; stopped at the end."""
+    """Kafka, one Redis per region, optionally PostgreSQL or MariaDB; stopped at the end."""
     root = Path(tempfile.mkdtemp(prefix="tokensync-bench-"))
     root.chmod(0o755)
     jars = KafkaJars(default_cache_dir())
@@ -226,6 +228,12 @@ def bench_env(
             env.processes.append(pg)
             server.wait_ready(pg)
             env.settings = env.settings.with_overrides(database_url=server.url)
+        if mariadb:
+            maria = MariadbServer(root / "mariadb" / "data", free_port())
+            record = maria.start()
+            env.processes.append(record)
+            maria.wait_ready(record)
+            env.settings = env.settings.with_overrides(database_url=maria.url)
         yield env
     finally:
         env.close()

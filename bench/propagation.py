@@ -91,7 +91,9 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
 
 def run(single: int = 1000, epochs: int = 1000, store: str = "postgresql") -> dict[str, Any]:
     """Run the scenario; print a table; write JSON and PNG; return the data."""
-    with bench_env(("eu", "us", "ap"), postgres=store == "postgresql") as env:
+    with bench_env(
+        ("eu", "us", "ap"), postgres=store == "postgresql", mariadb=store == "mariadb"
+    ) as env:
         return _run(env, single, epochs, store)
 
 
@@ -171,7 +173,9 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
         "method": "commit of the revocation in the store (call returned) to the first "
         "'invalid' answer of a validator polling that region's Redis",
     }
-    save("propagation", data, _plot(samples))
+    # PostgreSQL's figure stays bench/results/propagation.*; other stores get their own.
+    name = "propagation" if store_kind == "postgresql" else f"propagation-{store_kind}"
+    save(name, data, _plot(samples))
     return data
 
 

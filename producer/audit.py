@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from producer import txmarks
+from producer import triggers_mysql, txmarks
 from producer.models import AuditReceipt, AuditRecord
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
@@ -230,7 +230,10 @@ def record(
         "request_id": context.request_id,
         "detail": json.dumps(dict(detail), sort_keys=True) if detail else None,
     }
-    return int(conn.execute(_insert(conn.dialect.name), values).scalar_one())
+    # inserted_primary_key: RETURNING where the database has it, else the driver's
+    # last insert id (MySQL 8 has no RETURNING).
+    key = conn.execute(_insert(conn.dialect.name), values).inserted_primary_key
+    return int(cast(Any, key)[0])
 
 
 _SQLITE_NOW_MS = (
@@ -245,9 +248,11 @@ def _insert(dialect: str) -> sa.Insert:
     now: sa.ColumnElement[int] = (
         sa.func.tokensync_now_ms()
         if dialect == "postgresql"
+        else sa.literal_column(triggers_mysql.NOW_MS, sa.BigInteger())
+        if dialect in triggers_mysql.DIALECTS
         else sa.literal_column(_SQLITE_NOW_MS, sa.BigInteger())
     )
-    return AUDIT.insert().values(at_ms=now).returning(AUDIT.c.id)
+    return AUDIT.insert().values(at_ms=now)
 
 
 def attach_receipt(
@@ -256,14 +261,35 @@ def attach_receipt(
     """Attach a complete receipt to audit record ``audit_id`` (once; later calls keep
     the first, concurrent ones too: one insert that does nothing on the key). Returns
     whether this call attached it."""
+    body = json.dumps(dict(receipt), sort_keys=True)
+    if engine.dialect.name in triggers_mysql.DIALECTS:
+        return _attach_receipt_mysql(engine, audit_id, body, at_ms)
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     statement = (
         insert(RECEIPTS)
-        .values(audit_id=audit_id, at_ms=at_ms, receipt=json.dumps(dict(receipt), sort_keys=True))
+        .values(audit_id=audit_id, at_ms=at_ms, receipt=body)
         .on_conflict_do_nothing(index_elements=[RECEIPTS.c.audit_id])
     )
     with engine.begin() as conn:
         return bool(conn.execute(statement).rowcount == 1)
+
+
+_MYSQL_DUPLICATE_KEY = 1062
+
+
+def _attach_receipt_mysql(engine: sa.Engine, audit_id: int, body: str, at_ms: int) -> bool:
+    """``attach_receipt`` on MySQL/MariaDB: a plain insert, and a duplicate key (an earlier
+    or concurrent attach) means "not this call". Neither INSERT IGNORE (it would ignore
+    other errors too) nor ON DUPLICATE KEY UPDATE (PyMySQL's found-rows count reports an
+    unchanged row as 1) tells the two apart as cleanly."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(RECEIPTS.insert().values(audit_id=audit_id, at_ms=at_ms, receipt=body))
+    except sa.exc.IntegrityError as e:
+        if getattr(e.orig, "args", (None,))[0] == _MYSQL_DUPLICATE_KEY:
+            return False
+        raise
+    return True
 
 
 class _Receipt(Protocol):

@@ -10,6 +10,7 @@ trigger always writes and the store's transactions take their rows back).
 
 from __future__ import annotations
 
+from producer import audit_triggers_mysql
 from producer.txmarks import AUDIT, pg_marked
 
 __all__ = ["drop_statements", "install_statements"]
@@ -56,6 +57,8 @@ END""",
 
 def install_statements(dialect: str) -> list[str]:
     """The SQL that installs (or replaces) the audit trigger on ``dialect``."""
+    if dialect in audit_triggers_mysql.DIALECTS:
+        return audit_triggers_mysql.install_statements()
     if dialect == "postgresql":
         return list(_PG)
     if dialect == "sqlite":
@@ -65,6 +68,8 @@ def install_statements(dialect: str) -> list[str]:
 
 def drop_statements(dialect: str) -> list[str]:
     """The SQL that removes the audit trigger (the migration's downgrade)."""
+    if dialect in audit_triggers_mysql.DIALECTS:
+        return audit_triggers_mysql.drop_statements()
     if dialect == "postgresql":
         return [
             "DROP TRIGGER IF EXISTS tokensync_outbox_audit ON tokensync_outbox",

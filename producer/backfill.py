@@ -27,7 +27,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from producer import audit as audit_log
-from producer import txmarks
+from producer import triggers_mysql, txmarks
 from producer.audit import AuditContext
 from producer.models import StateRow
 from producer.outbox import db_now_ms
@@ -93,6 +93,11 @@ def _issued_sql(dialect: str) -> str:
     backfill): a created_at ahead of the clock (an app writing local time, a clock step)
     must not put the issue time after the moment tokensync learned of the row, or no epoch
     taken now would cover a token that already exists."""
+    if dialect in triggers_mysql.DIALECTS:
+        return (
+            "LEAST(:now, GREATEST(0,"
+            " COALESCE(CAST(FLOOR(UNIX_TIMESTAMP(p.created_at) * 1000) AS SIGNED), 0)))"
+        )
     if dialect == "postgresql":
         return (
             "CASE WHEN p.created_at IS NOT NULL AND isfinite(p.created_at) THEN"
@@ -120,7 +125,7 @@ def _take_batch_marked(conn: sa.Connection, batch_size: int) -> int:
     if dialect == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
     query = sa.select(PAT.c.id).where(_without_meta()).order_by(PAT.c.id).limit(batch_size)
-    if dialect == "postgresql":
+    if dialect == "postgresql" or dialect in triggers_mysql.DIALECTS:
         query = query.with_for_update(of=PAT)
     ids = [int(i) for i in conn.execute(query).scalars()]
     if not ids:
@@ -131,6 +136,9 @@ def _take_batch_marked(conn: sa.Connection, batch_size: int) -> int:
     if dialect == "postgresql":
         live = "(p.expires_at IS NULL OR p.expires_at > (now() AT TIME ZONE 'UTC'))"
         owner = "CAST(p.tokenable_id AS text)"
+    elif dialect in triggers_mysql.DIALECTS:
+        live = "(p.expires_at IS NULL OR p.expires_at > UTC_TIMESTAMP())"
+        owner = "CAST(p.tokenable_id AS CHAR)"
     else:
         live = "(p.expires_at IS NULL OR p.expires_at > strftime('%Y-%m-%d %H:%M:%S', 'now'))"
         owner = "CAST(p.tokenable_id AS TEXT)"

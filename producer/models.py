@@ -9,10 +9,14 @@ per-token issue times and the registered regions.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from producer.store_zone import from_store, to_store, zone_of
 
 __all__ = [
     "AuditMarker",
@@ -28,17 +32,52 @@ __all__ = [
     "TokenMeta",
 ]
 
-# Laravel writes timestamps as 'Y-m-d H:i:s' (UTC); on SQLite we store them the same way.
-Timestamp = sa.DateTime().with_variant(
-    SQLITE_DATETIME(  # type: ignore[no-untyped-call]
-        storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
-        regexp=r"(\d+)-(\d+)-(\d+)(?:[ T](\d+):(\d+):(\d+))?",
-    ),
-    "sqlite",
-)
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT.
-BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+class _Timestamp(sa.TypeDecorator[dt.datetime]):
+    """Naive UTC in Python; in the table, naive wall-clock time of the store's zone
+    (``producer.store_zone``, UTC unless TOKENSYNC_STORE_TIMEZONE says otherwise)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(
+                SQLITE_DATETIME(  # type: ignore[no-untyped-call]
+                    storage_format=(
+                        "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d"
+                    ),
+                    regexp=r"(\d+)-(\d+)-(\d+)(?:[ T](\d+):(\d+):(\d+))?",
+                )
+            )
+        if dialect.name in {"mysql", "mariadb"}:
+            return dialect.type_descriptor(mysql.TIMESTAMP())
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if isinstance(value, dt.datetime):
+            return to_store(value, zone_of(dialect))
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        if isinstance(value, dt.datetime):
+            return from_store(value, zone_of(dialect))
+        return value
+
+
+# Laravel writes timestamps as 'Y-m-d H:i:s' (its app.timezone, UTC by default); on SQLite
+# we store them the same way. On MySQL/MariaDB Laravel's migration creates ``timestamp``
+# columns (stored in UTC, read and written in the session's time zone; ours is UTC).
+Timestamp = _Timestamp()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the key is a BIGINT
+# (on MySQL/MariaDB ``bigint unsigned``, as Laravel's ``id()`` and ``morphs()`` make it).
+BigIntKey = (
+    sa.BigInteger()
+    .with_variant(sa.Integer(), "sqlite")
+    .with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
+)
+UnsignedBigInt = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
@@ -61,7 +100,7 @@ class PersonalAccessToken(Base):
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
     tokenable_type: Mapped[str] = mapped_column(sa.String(255))
-    tokenable_id: Mapped[int] = mapped_column(sa.BigInteger)
+    tokenable_id: Mapped[int] = mapped_column(UnsignedBigInt)
     name: Mapped[str] = mapped_column(sa.Text)
     token: Mapped[str] = mapped_column(sa.String(64))
     abilities: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

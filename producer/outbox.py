@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
+from producer import triggers_mysql
 from producer.store import OUTBOX
 from producer.tokens import decode_abilities
 from shared.events import MAX_RECORD_BYTES, EpochEvent, TokenEvent, TokenOp, encode
@@ -84,6 +85,8 @@ def db_now_ms(conn: sa.Connection) -> int:
     """The database's clock in milliseconds: the clock the triggers stamp rows with."""
     if conn.dialect.name == "postgresql":
         expr = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    elif conn.dialect.name in triggers_mysql.DIALECTS:
+        expr = f"SELECT {triggers_mysql.NOW_MS}"
     else:
         expr = (
             "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"
@@ -120,8 +123,9 @@ def oldest_unpublished_ms(conn: sa.Connection) -> int | None:
     return None if value is None else int(value)
 
 
-def parse_db_time(value: object) -> int:
-    """Milliseconds since the epoch of a naive-UTC timestamp as the database returned it.
+def parse_db_time(value: object, zone: dt.tzinfo = dt.UTC) -> int:
+    """Milliseconds since the epoch of a naive timestamp (wall-clock time in ``zone``,
+    the store's zone) as the database returned it.
 
     Raises BadRowError for anything that is not a real instant between 1970 and 9999."""
     if isinstance(value, dt.datetime):
@@ -133,7 +137,7 @@ def parse_db_time(value: object) -> int:
             raise BadRowError(f"timestamp {value[:40]!r} is not a date and time") from e
     else:
         raise BadRowError(f"timestamp of type {type(value).__name__} is not a date and time")
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=zone)
     ms = int(aware.timestamp() * 1000)
     if ms < 0:
         raise BadRowError(f"timestamp {value!s:.40} lies before 1970")
@@ -147,8 +151,11 @@ def _text(value: object, limit: int, what: str) -> str:
     return text
 
 
-def row_to_event(row: sa.Row[tuple[object, ...]]) -> TokenEvent | EpochEvent:
-    """The event an outbox row stands for, or BadRowError when it does not fit the wire."""
+def row_to_event(
+    row: sa.Row[tuple[object, ...]], zone: dt.tzinfo = dt.UTC
+) -> TokenEvent | EpochEvent:
+    """The event an outbox row stands for, or BadRowError when it does not fit the wire
+    (naive times read in ``zone``, the store's)."""
     m = row._mapping
     seq = int(m["seq"])
     at_ms = int(m["recorded_at_ms"])
@@ -180,9 +187,9 @@ def row_to_event(row: sa.Row[tuple[object, ...]]) -> TokenEvent | EpochEvent:
         tokenable_id=_text(m["tokenable_id"], _MAX_OWNER, "tokenable id"),
         name=_text(m["name"], _MAX_NAME, "name"),
         abilities=abilities,
-        created_at_ms=parse_db_time(created) if created is not None else issued_at,
+        created_at_ms=parse_db_time(created, zone) if created is not None else issued_at,
         issued_at_ms=issued_at,
-        expires_at_ms=parse_db_time(expires) if expires is not None else None,
+        expires_at_ms=parse_db_time(expires, zone) if expires is not None else None,
         at_ms=at_ms,
     )
 
@@ -211,11 +218,11 @@ def _denial(row: sa.Row[tuple[object, ...]]) -> TokenEvent | None:
     )
 
 
-def encode_row(row: sa.Row[tuple[object, ...]]) -> Encoded | BadRowError:
+def encode_row(row: sa.Row[tuple[object, ...]], zone: dt.tzinfo = dt.UTC) -> Encoded | BadRowError:
     """The record for one row: its event if that fits the wire, else a denial of its
     token; a BadRowError (to quarantine) when neither can be built."""
     try:
-        event = row_to_event(row)
+        event = row_to_event(row, zone)
         value = encode(event)
         if len(value) > MAX_RECORD_BYTES:
             raise BadRowError(f"the record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")

@@ -7,6 +7,9 @@ with the store's clock held back by the oldest unpublished row (``certified_ms``
 a heartbeat stamped T certifies that every change committed before T was published,
 so a region never looks fresher than what it holds, during a backlog or a backfill.
 While Kafka is down the outbox grows and the relay retries with backoff.
+Every second the relay checks that the outbox triggers are in place; while one is
+missing it logs ``store_triggers_missing`` and certifies nothing newer than the last
+check that found them (``tokensync store repair`` reinstalls them).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from producer.outbox import (
     unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
+from producer.store_zone import zone_of
+from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
 from shared.events import EpochEvent, Heartbeat, Keyring, encode
@@ -43,6 +48,7 @@ from shared.metrics import (
     RELAY_LATENCY,
     RELAY_PUBLISHED,
     RELAY_QUARANTINED,
+    RELAY_TRIGGERS_MISSING,
 )
 
 __all__ = ["Relay", "RelayOptions", "partition_for"]
@@ -64,6 +70,7 @@ class RelayOptions:
     heartbeat_interval_s: float = 0.5
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
+    trigger_check_interval_s: float = 1.0
 
 
 class Relay:
@@ -80,6 +87,7 @@ class Relay:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
+        self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
         self._waker = waker
@@ -89,6 +97,9 @@ class Relay:
         self._last_heartbeat = 0.0
         self._last_seq = 0
         self._epoch_published = False  # a heartbeat follows at once (receipts of epochs)
+        self._triggers_checked = -float("inf")
+        self._triggers_ok_ms: int | None = None  # store clock when last seen in place
+        self._blind_since_ms: int | None = None  # set while triggers are missing
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -118,7 +129,7 @@ class Relay:
         encoded: list[Encoded] = []
         quarantined: list[int] = []
         for row in rows:
-            result = encode_row(row)
+            result = encode_row(row, self._zone)
             if isinstance(result, BadRowError):
                 quarantined.append(int(row._mapping["seq"]))
                 RELAY_QUARANTINED.inc()
@@ -237,12 +248,43 @@ class Relay:
                 bound = db_now_ms(conn)
                 oldest = oldest_unpublished_ms(conn)
                 pending = pending_since_ms(conn)
+                self._check_triggers(conn, bound)
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"reading the store clock failed: {e}") from e
-        for limit in (oldest, pending):
+        for limit in (oldest, pending, self._blind_since_ms):
             if limit is not None:
                 bound = min(bound, limit)
         return bound
+
+    @property
+    def triggers_missing(self) -> bool:
+        """Whether the last check found outbox triggers missing (certification is frozen)."""
+        return self._blind_since_ms is not None
+
+    def _check_triggers(self, conn: sa.Connection, now_ms: int) -> None:
+        """Every ``trigger_check_interval_s``: are the outbox triggers in place? While any
+        is missing, changes to the token table reach no region, so heartbeats stop
+        certifying anything after the last time they were seen (regions turn stale and
+        validators answer unavailable instead of trusting a blind feed)."""
+        if self._clock() - self._triggers_checked < self._options.trigger_check_interval_s:
+            return
+        self._triggers_checked = self._clock()
+        missing = missing_triggers(conn)
+        RELAY_TRIGGERS_MISSING.set(len(missing))
+        if not missing:
+            if self._blind_since_ms is not None:
+                log.warning("store_triggers_back", blind_since_ms=self._blind_since_ms)
+            self._blind_since_ms = None
+            self._triggers_ok_ms = now_ms
+            return
+        if self._blind_since_ms is None:
+            self._blind_since_ms = self._triggers_ok_ms if self._triggers_ok_ms else now_ms
+        log.error(
+            "store_triggers_missing",
+            missing=missing,
+            blind_since_ms=self._blind_since_ms,
+            fix="tokensync store repair",
+        )
 
     def heartbeat(self) -> None:
         """One signed heartbeat into every partition of the token topic, stamped with

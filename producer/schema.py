@@ -11,15 +11,24 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from producer.store_zone import parse_zone, set_zone
 from shared.errors import ConfigError, StoreError
 
-__all__ = ["create_engine", "migrate", "write_transaction"]
+__all__ = ["MYSQL_DIALECTS", "create_engine", "migrate", "write_transaction"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for the token store; SQLite gets WAL, a busy timeout and foreign keys."""
+def create_engine(url: str, timezone: str = "UTC") -> sa.Engine:
+    """An engine for the token store; SQLite gets WAL, a busy timeout and foreign keys.
+    ``timezone`` is the zone of the table's naive timestamps (``producer.store_zone``)."""
+    zone = parse_zone(timezone)
+    engine = _create_engine(url)
+    set_zone(engine, zone)
+    return engine
+
+
+def _create_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as e:
@@ -42,9 +51,34 @@ def create_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
+    if parsed.get_backend_name() in MYSQL_DIALECTS:
+        return _mysql_engine(parsed)
     if parsed.get_backend_name() != "postgresql":
-        raise ConfigError("the token store runs on SQLite or PostgreSQL")
+        raise ConfigError("the token store runs on SQLite, PostgreSQL, MySQL 8 or MariaDB 10.6+")
     return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10)
+
+
+MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+
+
+def _mysql_engine(parsed: sa.URL) -> sa.Engine:
+    """MySQL/MariaDB through PyMySQL: sessions in UTC (Laravel's ``timestamp`` columns are
+    converted to and from the session's time zone), utf8mb4, READ COMMITTED (the relay
+    and the waker must see rows as soon as they commit)."""
+    if parsed.get_driver_name() not in {"pymysql", "mysqldb", "mysqlconnector", "mariadbconnector"}:
+        raise ConfigError(f"unsupported MySQL driver {parsed.get_driver_name()!r}: use +pymysql")
+    if parsed.get_driver_name() != "pymysql":
+        raise ConfigError(
+            "MySQL and MariaDB stores are reached through PyMySQL: use mysql+pymysql://"
+        )
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        connect_args={"charset": "utf8mb4", "init_command": "SET time_zone = '+00:00'"},
+    )
 
 
 @contextlib.contextmanager
@@ -52,7 +86,8 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """``engine.begin()`` for a transaction that writes: on SQLite it takes the write lock
     at once (``BEGIN IMMEDIATE``) instead of at its first write, so what it reads first
     (candidate rows, the clock, the last seq) cannot change under it before it writes.
-    PostgreSQL transactions lock what they need themselves."""
+    PostgreSQL, MySQL and MariaDB transactions lock what they need themselves (locking
+    reads, ``SELECT ... FOR UPDATE``)."""
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -62,6 +97,9 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
+
+# GET_LOCK name of schema migrations on MySQL/MariaDB (held by the session: DDL commits).
+_MYSQL_MIGRATION_LOCK = "tokensync.migrate"
 
 # pg_advisory_xact_lock key of schema migrations: "tokensync" as a 64-bit number.
 _PG_MIGRATION_LOCK = int.from_bytes(b"tokensyn", "big") >> 1
@@ -81,8 +119,14 @@ def migrate(engine: sa.Engine, revision: str = "head", *, backfill_rows: bool = 
         with _sqlite_file_lock(engine), engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            if conn.dialect.name in MYSQL_DIALECTS:
+                conn.execute(sa.text("SELECT GET_LOCK(:k, 300)"), {"k": _MYSQL_MIGRATION_LOCK})
             config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+            try:
+                command.upgrade(config, revision)
+            finally:
+                if conn.dialect.name in MYSQL_DIALECTS:
+                    conn.execute(sa.text("DO RELEASE_LOCK(:k)"), {"k": _MYSQL_MIGRATION_LOCK})
         if backfill_rows:
             _backfill_if_pending(engine)
     except sa.exc.SQLAlchemyError as e:

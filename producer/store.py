@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects import sqlite
 
 from producer import audit as audit_log
-from producer import txmarks
+from producer import triggers_mysql, txmarks
 from producer.audit import AuditContext
 from producer.models import Epoch, OutboxRow, PersonalAccessToken, RegionRow, TokenMeta
 from producer.schema import create_engine, migrate, write_transaction
@@ -64,6 +64,7 @@ _MAX_NAME = 4096
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _MAX_ABILITY = 255
 _MAX_ABILITIES = 256
+_MYSQL_TEXT_BYTES = 65_535
 #: How far past the database's clock ``revoke_all(before=...)`` may reach (clock skew):
 #: an epoch in the future would deny tokens not issued yet, and epochs never move back.
 FUTURE_SKEW_MS = 5_000
@@ -277,7 +278,7 @@ class TokenStore:
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate_schema: bool = True) -> TokenStore:
         """A store on ``settings.database_url``, its schema migrated to the newest revision."""
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, settings.store_timezone)
         if migrate_schema:
             migrate(engine)
         return cls(
@@ -327,7 +328,9 @@ class TokenStore:
         if kind == "integer":
             return owner
         text = sa.literal(str(owner), sa.String())
-        return sa.cast(text, sa.Uuid(as_uuid=False)) if kind == "uuid" else text
+        if kind != "uuid" or self._dialect in triggers_mysql.DIALECTS:
+            return text  # MariaDB's uuid type takes its text form as it is
+        return sa.cast(text, sa.Uuid(as_uuid=False))
 
     def _id_kind(self) -> str:
         """integer, string or uuid: the type of the table's tokenable_id (read once)."""
@@ -357,6 +360,8 @@ class TokenStore:
         """The database's clock in milliseconds (the clock the triggers stamp tokens with)."""
         if self._dialect == "postgresql":
             expr = "SELECT tokensync_now_ms()"
+        elif self._dialect in triggers_mysql.DIALECTS:
+            expr = f"SELECT {triggers_mysql.NOW_MS}"
         else:
             expr = (
                 "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"
@@ -389,6 +394,7 @@ class TokenStore:
         _check_text(name, "token name")
         owner = self.owner_id(tokenable_id)
         granted = _check_abilities(abilities)
+        self._check_abilities_fit(granted)
         if expires_at is not None and expires_at.tzinfo is not None:
             expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
         with self._tx() as conn:
@@ -407,6 +413,18 @@ class TokenStore:
             )
         return issued
 
+    def _check_abilities_fit(self, granted: tuple[str, ...]) -> None:
+        """On MySQL/MariaDB Sanctum's ``abilities`` column is TEXT: 65,535 bytes of JSON at
+        most (SQLite and PostgreSQL have no such bound). Refused before anything is written."""
+        if self._dialect not in triggers_mysql.DIALECTS:
+            return
+        size = len(encode_abilities(granted).encode("utf-8"))
+        if size > _MYSQL_TEXT_BYTES:
+            raise UsageError(
+                f"the abilities take {size} bytes as JSON; the store's abilities column"
+                f" (MySQL/MariaDB TEXT) holds at most {_MYSQL_TEXT_BYTES}"
+            )
+
     def _insert(  # noqa: PLR0917 (private: the columns of one row)
         self,
         conn: sa.Connection,
@@ -419,9 +437,8 @@ class TokenStore:
         plain = generate_token(self.token_prefix)
         token_hash = hash_token(plain)
         now = utcnow()
-        token_id = conn.execute(
-            PAT.insert()
-            .values(
+        inserted = conn.execute(
+            PAT.insert().values(
                 tokenable_type=tokenable_type,
                 tokenable_id=self.owner_value(owner),
                 name=name,
@@ -431,8 +448,8 @@ class TokenStore:
                 created_at=now,
                 updated_at=now,
             )
-            .returning(PAT.c.id)
-        ).scalar_one()
+        )
+        token_id = cast(Any, inserted.inserted_primary_key)[0]  # RETURNING, or MySQL's last id
         seq = self._last_seq(conn, OUTBOX.c.token_id == token_id)
         return IssuedToken(
             id=token_id,
@@ -554,8 +571,11 @@ class TokenStore:
         On PostgreSQL a row inserted before the epoch's time but committed after the
         delete would survive in the store while the regions deny it; SHARE ROW EXCLUSIVE
         waits for those writers (they hold ROW EXCLUSIVE) and serialises mass revocations.
-        On SQLite ``_tx`` holds the database's one write lock from its first statement
-        (``BEGIN IMMEDIATE``), so nothing commits between what it reads and what it writes.
+        On MySQL/MariaDB ``_epoch_mysql`` picks the rows by a locking read, which waits
+        for every uncommitted insert it meets (a row stamped before the epoch's time is in
+        the index before the clock is read). On SQLite ``_tx`` holds the database's one
+        write lock from its first statement (``BEGIN IMMEDIATE``), so nothing commits
+        between what it reads and what it writes.
         """
         if self._dialect == "postgresql":
             conn.execute(sa.text(f"LOCK TABLE {PAT.name} IN SHARE ROW EXCLUSIVE MODE"))
@@ -583,6 +603,8 @@ class TokenStore:
     ) -> Mutation:
         """Move the epoch of ``scope`` forward and delete, without per-row events, exactly
         the rows of ``rows`` that the epoch covers (callers hold ``_lock_writers``)."""
+        if self._dialect in triggers_mysql.DIALECTS:
+            return self._epoch_mysql(conn, scope, before_ms, rows)
         now_ms = self.now_ms(conn)
         insert = (pg.insert if self._dialect == "postgresql" else sqlite.insert)(EPOCHS)
         stmt = insert.values(scope=scope, before_ms=before_ms, updated_at_ms=now_ms)
@@ -605,6 +627,39 @@ class TokenStore:
             removed = conn.execute(
                 PAT.delete().where(rows & self.covered(effective, now_ms))
             ).rowcount
+            txmarks.unmark(conn, txmarks.SUPPRESS, marker)
+        seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
+        return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)
+
+    def _epoch_mysql(
+        self, conn: sa.Connection, scope: str, before_ms: int, rows: sa.ColumnElement[bool] | None
+    ) -> Mutation:
+        """``_epoch`` on MySQL/MariaDB: ON DUPLICATE KEY UPDATE, and the rows to delete
+        chosen first (a DELETE may not read tokensync_token_meta, which its trigger writes)."""
+        now_ms = self.now_ms(conn)
+        stmt = mysql.insert(EPOCHS).values(scope=scope, before_ms=before_ms, updated_at_ms=now_ms)
+        conn.execute(
+            stmt.on_duplicate_key_update(
+                before_ms=sa.func.greatest(EPOCHS.c.before_ms, stmt.inserted.before_ms),
+                updated_at_ms=now_ms,
+            )
+        )
+        effective = int(
+            conn.execute(sa.select(EPOCHS.c.before_ms).where(EPOCHS.c.scope == scope)).scalar_one()
+        )
+        removed = 0
+        if rows is not None:
+            ids = list(
+                conn.execute(
+                    sa.select(PAT.c.id)
+                    .where(rows & self.covered(effective, now_ms))
+                    .with_for_update()
+                ).scalars()
+            )
+            marker = txmarks.mark(conn, txmarks.SUPPRESS)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                removed += conn.execute(PAT.delete().where(PAT.c.id.in_(chunk))).rowcount
             txmarks.unmark(conn, txmarks.SUPPRESS, marker)
         seq = self._last_seq(conn, (OUTBOX.c.kind == "epoch") & (OUTBOX.c.scope == scope))
         return Mutation(seq=seq, removed=removed, scope=scope, before_ms=effective)

@@ -15,6 +15,7 @@ seeder skipping foreign keys, ``pg_restore --disable-triggers``, logical replica
 
 from __future__ import annotations
 
+from producer import triggers_mysql
 from producer.txmarks import SUPPRESS, pg_marked
 
 __all__ = ["NOTIFY_CHANNEL", "drop_statements", "install_statements"]
@@ -221,6 +222,8 @@ _SQLITE_DROP = [s for s in _SQLITE if s.startswith("DROP TRIGGER")]
 
 def install_statements(dialect: str) -> list[str]:
     """The SQL that installs (or replaces) the outbox triggers on ``dialect``."""
+    if dialect in triggers_mysql.DIALECTS:
+        return triggers_mysql.install_statements()
     if dialect == "postgresql":
         return list(_PG)
     if dialect == "sqlite":
@@ -230,4 +233,6 @@ def install_statements(dialect: str) -> list[str]:
 
 def drop_statements(dialect: str) -> list[str]:
     """The SQL that removes the triggers again (the migration's downgrade)."""
+    if dialect in triggers_mysql.DIALECTS:
+        return triggers_mysql.drop_statements()
     return list(_PG_DROP if dialect == "postgresql" else _SQLITE_DROP)

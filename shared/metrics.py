@@ -18,6 +18,7 @@ __all__ = [
     "RELAY_LATENCY",
     "RELAY_PUBLISHED",
     "RELAY_QUARANTINED",
+    "RELAY_TRIGGERS_MISSING",
     "USAGE_REPORTS",
     "VALIDATIONS",
 ]
@@ -39,6 +40,11 @@ RELAY_QUARANTINED = Counter(
     "Outbox rows that could not be published even as denials (no SHA-256 hash); skipped.",
 )
 RELAY_BACKLOG = Gauge("tokensync_relay_backlog_records", "Outbox rows not yet published.")
+RELAY_TRIGGERS_MISSING = Gauge(
+    "tokensync_relay_store_triggers_missing",
+    "Outbox triggers missing from the token store (0 when all are in place; while not 0 "
+    "the relay certifies no heartbeat and regions turn stale).",
+)
 
 APPLY_RECORDS = Counter(
     "tokensync_worker_applied_records", "Records a region worker applied.", ["region", "outcome"]

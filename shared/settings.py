@@ -158,6 +158,7 @@ class Settings:
     link_delays: str = ""
     admin_types: tuple[str, ...] = ("tokensync",)
     allow_eviction: bool = False  # workers accept a Redis whose maxmemory-policy may evict
+    store_timezone: str = "UTC"  # zone of the token table's naive timestamps (app.timezone)
     gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
     gate_urls: Mapping[str, str] = field(default_factory=dict)
 
@@ -184,6 +185,7 @@ class Settings:
         "LINK_DELAYS",
         "ADMIN_TYPES",
         "ALLOW_EVICTION",
+        "STORE_TIMEZONE",
         "GATE_CLIENTS",
         "GATES",
         "SETTINGS_FILE",
@@ -230,9 +232,11 @@ class Settings:
             link_delays=get(PREFIX + "LINK_DELAYS", ""),
             admin_types=_admin_types(get(PREFIX + "ADMIN_TYPES", "tokensync")),
             allow_eviction=_bool(environ, "ALLOW_EVICTION"),
+            store_timezone=get(PREFIX + "STORE_TIMEZONE", "UTC").strip() or "UTC",
             gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
             gate_urls=_gate_urls(get(PREFIX + "GATES", "")),
         )
+        _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
         if settings.partitions < 1:
@@ -305,10 +309,25 @@ class Settings:
             "LINK_DELAYS": self.link_delays,
             "ADMIN_TYPES": ",".join(self.admin_types),
             "ALLOW_EVICTION": "true" if self.allow_eviction else "",
+            "STORE_TIMEZONE": "" if self.store_timezone == "UTC" else self.store_timezone,
             "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
             "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""}
+
+
+def _check_zone(name: str) -> None:
+    """An IANA time zone name, or a ConfigError."""
+    import zoneinfo
+
+    if name.upper() in {"UTC", "Z", "ETC/UTC"}:
+        return
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(
+            f"{PREFIX}STORE_TIMEZONE={name!r} is no IANA time zone (e.g. UTC, Europe/Berlin)"
+        ) from e
 
 
 def _bool(environ: Mapping[str, str], name: str) -> bool:

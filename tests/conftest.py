@@ -7,6 +7,7 @@ run; elsewhere the tests that need it are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -72,6 +73,16 @@ def postgres_base_url(servers: Servers) -> str:
         raise
 
 
+@pytest.fixture(scope="session")
+def mysql_base_url(servers: Servers) -> str:
+    """SQLAlchemy URL of a real MariaDB (or MySQL 8) server."""
+    try:
+        return servers.mysql()
+    except Exception as e:
+        _unavailable("MariaDB/MySQL", e)
+        raise
+
+
 _next_db = iter(range(1, 1_000_000))
 
 
@@ -126,24 +137,51 @@ def postgres_url(postgres_base_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def mysql_url(mysql_base_url: str) -> Iterator[str]:
+    """A MariaDB/MySQL URL of a fresh database, dropped after the test."""
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(mysql_base_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    yield sa.make_url(mysql_base_url).set(database=name).render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        # A connection a test left open in a transaction holds a metadata lock that
+        # DROP DATABASE would wait for without end: end those sessions first.
+        leftover = conn.execute(
+            sa.text(
+                "SELECT ID FROM information_schema.PROCESSLIST"
+                " WHERE DB = :d AND ID <> CONNECTION_ID()"
+            ),
+            {"d": name},
+        ).scalars()
+        for session in list(leftover):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(sa.text(f"KILL {int(session)}"))
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    engine.dispose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite database file of this test's own."""
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
+
+
+@pytest.fixture(params=list(_URL_FIXTURES))
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Each store test runs on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        url: str = request.getfixturevalue("sqlite_url")
-    else:
-        url = request.getfixturevalue("postgres_url")
+    """Each store test runs on SQLite, on PostgreSQL and on MariaDB (or MySQL)."""
+    url: str = request.getfixturevalue(_URL_FIXTURES[request.param])
     return url
 
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[TokenStore]:
-    """A migrated token store on this test's database (SQLite, then PostgreSQL)."""
+    """A migrated token store on this test's database (SQLite, PostgreSQL, MariaDB)."""
     from producer.schema import create_engine, migrate
 
     engine = create_engine(database_url)
@@ -160,6 +198,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             ("kafka", "TOKENSYNC_TEST_KAFKA"),
             ("redis", "TOKENSYNC_TEST_REDIS"),
             ("postgres", "TOKENSYNC_TEST_POSTGRES"),
+            ("mysql", "TOKENSYNC_TEST_MYSQL"),
         )
         if TEST_ENV.get(var)
     )

@@ -41,13 +41,18 @@ def read_topic(
 ) -> list[Consumed]:
     """Every record of ``topic`` from the beginning, waiting until at least ``expect``."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout_s
     try:
+        # A topic a relay creates this very moment may not be in the metadata yet.
         partitions = consumer.partitions_for_topic(topic) or set()
+        while not partitions and expect and time.monotonic() < deadline:
+            time.sleep(0.1)
+            consumer.topics()  # refreshes the metadata
+            partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         found: list[Consumed] = []
-        deadline = time.monotonic() + timeout_s
         ends = consumer.end_offsets(tps)
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200)

@@ -1,10 +1,11 @@
 """Where the test suite gets its real servers: environment, Docker, or local binaries.
 
-Each kind (Kafka, Redis, PostgreSQL) is taken, in order, from an environment
-variable (``TOKENSYNC_TEST_KAFKA``, ``TOKENSYNC_TEST_REDIS``,
-``TOKENSYNC_TEST_POSTGRES``), from a container when a Docker engine answers a
-ping, or from a server this module starts on a free port with the same code as
-``tokensync stack up``. Local servers are stopped by pid at the end.
+Each kind (Kafka, Redis, PostgreSQL, MariaDB/MySQL) is taken, in order, from an
+environment variable (``TOKENSYNC_TEST_KAFKA``, ``TOKENSYNC_TEST_REDIS``,
+``TOKENSYNC_TEST_POSTGRES``, ``TOKENSYNC_TEST_MYSQL``), from a container when a
+Docker engine answers a ping (not MariaDB), or from a server this module starts on a
+free port with the same code as ``tokensync stack up`` (MariaDB: Debian's
+``mariadb-server`` binaries). Local servers are stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
+from shared.stack.mariadb import MariadbServer
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 REDIS_IMAGE = "redis:7-alpine"
@@ -184,6 +186,27 @@ class Servers:
         self.processes.append(record)
         server.wait_ready(record)
         return server.url
+
+    # --- MariaDB / MySQL ----------------------------------------------------------------
+    def mysql(self) -> str:
+        """A SQLAlchemy URL (PyMySQL) of a MySQL 8 / MariaDB 10.6+ server whose user may
+        create databases. Docker is not used: Debian's mariadb-server binaries are."""
+        if env := TEST_ENV.get("TOKENSYNC_TEST_MYSQL"):
+            self.sources["mysql"] = "environment"
+            return env
+        self.sources["mysql"] = "local binary"
+        for attempt in range(3):
+            server = MariadbServer(self.root / f"mariadb-{attempt}" / "data", free_port())
+            record = server.start()
+            self.processes.append(record)
+            try:
+                server.wait_ready(record)
+            except StackError:
+                if attempt == 2:
+                    raise
+                continue
+            return server.url
+        raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

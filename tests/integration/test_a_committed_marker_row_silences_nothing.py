@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from producer import audit as audit_log
+from producer import txmarks
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 
@@ -84,6 +85,49 @@ def test_marker_rows_naming_later_transactions_silence_nothing_on_postgresql(
         assert 1 == revoked
         sql = [(e.action, e.token_id) for e in audit_log.read(engine) if e.actor_kind == "sql"]
         assert [("token.revoke", victim.id)] == sql
+    finally:
+        store.close()
+
+
+def _revocations(engine: sa.Engine, token_id: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM tokensync_outbox WHERE op = 'revoked' AND token_id = :i"
+                ),
+                {"i": token_id},
+            ).scalar_one()
+        )
+
+
+def test_on_mysql_a_mark_silences_neither_another_session_nor_its_own_rolled_back_session(
+    mysql_url: str,
+) -> None:
+    """On MySQL/MariaDB a mark is a random token in a row of the transaction and in the
+    session's variable: a concurrent session (no variable, the row unseen) publishes its
+    deletes, and so does the marking session once its transaction rolled back (the
+    variable stays on the pooled connection, the row is gone)."""
+    engine = create_engine(mysql_url)
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        first, second = store.issue(USER, 1, "first"), store.issue(USER, 1, "second")
+        with engine.connect() as marking:
+            tx = marking.begin()
+            txmarks.mark(marking, txmarks.SUPPRESS)
+            with engine.begin() as other:
+                other.execute(
+                    sa.text("DELETE FROM personal_access_tokens WHERE id = :i"), {"i": first.id}
+                )
+            tx.rollback()
+            with marking.begin():
+                left = marking.execute(sa.text("SELECT @tokensync_suppress")).scalar()
+                assert left is not None, "the session variable outlives the rollback"
+                marking.execute(
+                    sa.text("DELETE FROM personal_access_tokens WHERE id = :i"), {"i": second.id}
+                )
+        assert (1, 1) == (_revocations(engine, first.id), _revocations(engine, second.id))
     finally:
         store.close()
 

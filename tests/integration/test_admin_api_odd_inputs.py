@@ -165,4 +165,13 @@ def test_a_request_body_past_the_limit_is_refused_with_413_before_it_is_parsed(
         "name": "n" * 4096,
         "abilities": [f"{i:03d}" + "a" * 252 for i in range(256)],
     }
-    assert 201 == client.post("/v1/tokens", json=largest, headers=issuer).status_code
+    answer = client.post("/v1/tokens", json=largest, headers=issuer)
+    if store.engine.dialect.name in ("mysql", "mariadb"):
+        # Sanctum's abilities column is TEXT there: 256 abilities of 255 characters do not
+        # fit in its 65,535 bytes. A clear refusal, nothing written.
+        assert 422 == answer.status_code, answer.text
+        assert "65535" in answer.text
+        assert [] == store.list_tokens(USER, 1)
+        largest["abilities"] = [f"{i:03d}" + "a" * 249 for i in range(256)]  # 65,281 bytes
+        answer = client.post("/v1/tokens", json=largest, headers=issuer)
+    assert 201 == answer.status_code, answer.text

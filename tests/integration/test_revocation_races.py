@@ -1,5 +1,5 @@
 """Mass revocations against concurrent writers: the rows deleted silently are exactly
-those the epoch covers, on SQLite and PostgreSQL."""
+those the epoch covers, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -148,5 +148,57 @@ def test_a_token_committed_during_revoke_principal_on_sqlite_is_revoked_or_kept(
         [mutation] = revoked
         assert isinstance(mutation, Mutation)
         assert_deleted_silently_iff_covered(store, "c" * 64, mutation)
+    finally:
+        engine.dispose()
+
+
+def test_a_token_inserted_during_revoke_principal_on_mariadb_is_revoked_or_kept(
+    mysql_url: str,
+) -> None:
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(mysql_url)
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        store.issue(USER, 5, "old")
+        # A Laravel process inserts a row (its trigger stamps the issue time) and has not
+        # committed yet when revoke_principal starts; it commits while the revocation runs.
+        laravel = engine.connect()
+        tx = laravel.begin()
+        now = utcnow()
+        laravel.execute(
+            sa.text(
+                "INSERT INTO personal_access_tokens (tokenable_type, tokenable_id, name, token,"
+                " abilities, created_at, updated_at) VALUES (:t, 5, 'late', :h, '[\"*\"]', :n, :n)"
+            ),
+            {"t": USER, "h": "c" * 64, "n": now},
+        )
+        revoked: list[object] = []
+        revoking = run(lambda: store.revoke_principal(USER, 5), revoked)
+
+        def waiting() -> int:
+            # InnoDB refreshes its information_schema snapshot only after 0.1 s without a
+            # read: polled every 20 ms it would show the state at the first poll forever.
+            time.sleep(0.15)
+            with engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM information_schema.innodb_trx"
+                            " WHERE trx_state = 'LOCK WAIT'"
+                        )
+                    ).scalar_one()
+                )
+
+        wait_for(lambda: waiting() >= 1, what="revoke_principal waiting")
+        time.sleep(0.2)
+        tx.commit()
+        laravel.close()
+        revoking.join(timeout=30)
+        [mutation] = revoked
+        assert isinstance(mutation, Mutation)
+        assert_deleted_silently_iff_covered(store, "c" * 64, mutation)
+        assert not any(t.name == "old" for t in store.list_tokens(USER, 5))
     finally:
         engine.dispose()

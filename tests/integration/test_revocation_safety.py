@@ -241,13 +241,15 @@ def test_string_principal_ids_work_on_laravel_uuid_and_ulid_morph_tables(
     engine = create_engine(database_url)
     if kind == "uuid" and engine.dialect.name == "sqlite":
         kind = "CHAR(26)"  # ulidMorphs; SQLite has no uuid type
-    pk = (
-        "BIGSERIAL PRIMARY KEY"
-        if engine.dialect.name == "postgresql"
-        else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    )
+    pk = {
+        "postgresql": "BIGSERIAL PRIMARY KEY",
+        "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    }.get(engine.dialect.name, "BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY")
+    table = UUID_TABLE.format(pk=pk, kind=kind)
+    if engine.dialect.name in {"mysql", "mariadb"}:
+        table = table.replace("TIMESTAMP", "TIMESTAMP NULL")  # as Laravel's ->nullable()
     with engine.begin() as conn:
-        conn.execute(sa.text(UUID_TABLE.format(pk=pk, kind=kind)))
+        conn.execute(sa.text(table))
     migrate(engine)
     store = TokenStore(engine)
     uuid_id = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"

@@ -10,6 +10,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from producer.schema import create_engine
 from producer.store import TokenStore, utcnow
 from producer.tokens import has_valid_checksum, hash_token, parse_token
 from shared.errors import NotFoundError, UsageError
@@ -207,7 +208,7 @@ def test_processes_starting_at_once_on_a_fresh_database_migrate_it_once(
     ]
     outputs = [proc.communicate(timeout=120)[0].decode(errors="replace") for proc in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
-    engine = sa.create_engine(database_url)
+    engine = create_engine(database_url)  # the store's own: READ COMMITTED on MySQL
     try:
         with engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()

@@ -23,7 +23,13 @@ USER = "App\\Models\\User"
 TABLE = """CREATE TABLE personal_access_tokens (
     id {pk}, tokenable_type VARCHAR(255) NOT NULL, tokenable_id CHAR(36) NOT NULL,
     name TEXT NOT NULL, token VARCHAR(64) NOT NULL UNIQUE, abilities TEXT,
-    last_used_at TIMESTAMP, expires_at TIMESTAMP, created_at TIMESTAMP, updated_at TIMESTAMP)"""
+    last_used_at TIMESTAMP NULL, expires_at TIMESTAMP NULL, created_at TIMESTAMP NULL,
+    updated_at TIMESTAMP NULL)"""
+_PK = {
+    "postgresql": "BIGSERIAL PRIMARY KEY",
+    "mysql": "BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY",
+    "mariadb": "BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY",
+}
 
 
 def test_revoke_principal_with_an_uppercase_uuid_revokes_the_users_tokens_or_says_it_cannot(
@@ -35,7 +41,7 @@ def test_revoke_principal_with_an_uppercase_uuid_revokes_the_users_tokens_or_say
     epoch for a scope no token has, and reports success: the compromised user stays
     logged in everywhere. (On PostgreSQL's uuid column the id is normalised, so it works.)"""
     engine = create_engine(database_url)
-    pk = "BIGSERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    pk = _PK.get(engine.dialect.name, "INTEGER PRIMARY KEY")
     with engine.begin() as conn:
         conn.execute(sa.text(TABLE.format(pk=pk)))
     migrate(engine)
@@ -106,7 +112,7 @@ def test_the_store_fallback_reads_a_token_of_a_uuid_principal(database_url: str)
     """The store fallback (and the admin API) read a token whose principal id is a UUID on
     a string column (it once failed on int() of the id); revoked, the token is gone."""
     engine = create_engine(database_url)
-    pk = "BIGSERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    pk = _PK.get(engine.dialect.name, "INTEGER PRIMARY KEY")
     with engine.begin() as conn:
         conn.execute(sa.text(TABLE.format(pk=pk)))
     migrate(engine)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 from producer.triggers import drop_statements, install_statements
 
@@ -16,7 +17,16 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# As Laravel's migration creates them on MySQL/MariaDB: ``id()`` and ``morphs()`` are
+# ``bigint unsigned``, ``timestamp()`` is ``timestamp`` (UTC inside, session time zone out).
+_MYSQL = ("mysql", "mariadb")
+BigIntKey = (
+    sa.BigInteger()
+    .with_variant(sa.Integer(), "sqlite")
+    .with_variant(mysql.BIGINT(unsigned=True), *_MYSQL)
+)
+UnsignedBigInt = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), *_MYSQL)
+Timestamp = sa.DateTime().with_variant(mysql.TIMESTAMP(), *_MYSQL)
 
 
 def upgrade() -> None:
@@ -29,14 +39,14 @@ def upgrade() -> None:
             "personal_access_tokens",
             sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
             sa.Column("tokenable_type", sa.String(255), nullable=False),
-            sa.Column("tokenable_id", sa.BigInteger, nullable=False),
+            sa.Column("tokenable_id", UnsignedBigInt, nullable=False),
             sa.Column("name", sa.Text, nullable=False),
             sa.Column("token", sa.String(64), nullable=False),
             sa.Column("abilities", sa.Text, nullable=True),
-            sa.Column("last_used_at", sa.DateTime, nullable=True),
-            sa.Column("expires_at", sa.DateTime, nullable=True),
-            sa.Column("created_at", sa.DateTime, nullable=True),
-            sa.Column("updated_at", sa.DateTime, nullable=True),
+            sa.Column("last_used_at", Timestamp, nullable=True),
+            sa.Column("expires_at", Timestamp, nullable=True),
+            sa.Column("created_at", Timestamp, nullable=True),
+            sa.Column("updated_at", Timestamp, nullable=True),
             sa.UniqueConstraint("token", name="personal_access_tokens_token_unique"),
         )
         op.create_index(
@@ -58,8 +68,8 @@ def upgrade() -> None:
         sa.Column("tokenable_id", sa.String(255), nullable=True),
         sa.Column("name", sa.Text, nullable=True),
         sa.Column("abilities", sa.Text, nullable=True),
-        sa.Column("expires_at", sa.DateTime, nullable=True),
-        sa.Column("row_created_at", sa.DateTime, nullable=True),
+        sa.Column("expires_at", Timestamp, nullable=True),
+        sa.Column("row_created_at", Timestamp, nullable=True),
         sa.Column("issued_at_ms", sa.BigInteger, nullable=True),
         sa.Column("scope", sa.String(600), nullable=True),
         sa.Column("before_ms", sa.BigInteger, nullable=True),

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 from producer.audit_triggers import drop_statements, install_statements
+
+#: MySQL's TEXT holds 64 KiB: a record's detail (a token's name and up to 256 abilities)
+#: and a receipt may need more.
+_LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 revision = "0003"
 down_revision = "0002"
@@ -36,7 +41,7 @@ def upgrade() -> None:
         sa.Column("removed", sa.Integer, nullable=True),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("request_id", sa.String(128), nullable=True),
-        sa.Column("detail", sa.Text, nullable=True),
+        sa.Column("detail", _LONG_TEXT, nullable=True),
         sqlite_autoincrement=True,
     )
     op.create_index("tokensync_audit_at", "tokensync_audit", ["at_ms"])
@@ -44,7 +49,7 @@ def upgrade() -> None:
         "tokensync_audit_receipts",
         sa.Column("audit_id", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("at_ms", sa.BigInteger, nullable=False),
-        sa.Column("receipt", sa.Text, nullable=False),
+        sa.Column("receipt", _LONG_TEXT, nullable=False),
     )
     op.create_table(
         "tokensync_audit_marker",

@@ -6,7 +6,8 @@ they are ``ENABLE ALWAYS``, so a ``session_replication_role = replica`` session 
 seeder, ``pg_restore --disable-triggers``) cannot write token rows unseen; and the
 suppress and audit triggers honour only a mark of the current transaction
 (``producer.txmarks``: on PostgreSQL the marker tables hold txids, so their ``id``
-becomes BIGINT), so a row someone committed there silences nothing.
+becomes BIGINT; on MySQL/MariaDB they hold random per-transaction tokens, also
+BIGINT), so a row someone committed there silences nothing.
 
 Revision ID: 0004
 Revises: 0003
@@ -33,6 +34,8 @@ def upgrade() -> None:
         op.execute(f"DELETE FROM {table}")  # noqa: S608 - constants; no mark outlives its tx
         if dialect == "postgresql":
             op.execute(f"ALTER TABLE {table} ALTER COLUMN id TYPE bigint")
+        elif dialect in ("mysql", "mariadb"):
+            op.execute(f"ALTER TABLE {table} MODIFY id BIGINT NOT NULL")
     for statement in triggers.install_statements(dialect):
         op.execute(statement)
     for statement in audit_triggers.install_statements(dialect):

@@ -1,0 +1,74 @@
+"""What only MySQL/MariaDB stores need: the polling waker, Laravel's MySQL schema, zones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from producer.schema import create_engine, migrate
+from producer.store import TokenStore
+from producer.wakeup import waker_for
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+
+
+@pytest.fixture
+def maria_store(mysql_url: str) -> Iterator[TokenStore]:
+    engine = create_engine(mysql_url)
+    migrate(engine)
+    yield TokenStore(engine)
+    engine.dispose()
+
+
+def test_the_relay_wakes_within_milliseconds_of_a_commit_on_mariadb(
+    maria_store: TokenStore,
+) -> None:
+    waker = waker_for(maria_store.engine)
+    try:
+        assert not waker.wait(0.05), "nothing committed yet"
+        woken_after: list[float] = []
+        committed_at: list[float] = []
+
+        def wait() -> None:
+            woken = waker.wait(10.0)
+            woken_after.append(time.monotonic() - committed_at[0] if woken else -1.0)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        token = maria_store.issue(USER, 1, "wake")  # committed when issue returns
+        committed_at.append(time.monotonic())
+        thread.join(timeout=15)
+        assert woken_after and 0 <= woken_after[0] < 0.5, woken_after
+        # A revocation after the relay drained the outbox wakes it as well.
+        with maria_store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE tokensync_outbox SET published_at_ms = 1"))
+        waker.wait(0.1)
+        maria_store.revoke_token(token.id)
+        assert waker.wait(2.0)
+    finally:
+        waker.close()
+
+
+def test_laravels_mysql_column_types_are_created(maria_store: TokenStore) -> None:
+    with maria_store.engine.connect() as conn:
+        columns = {
+            row.COLUMN_NAME: row.COLUMN_TYPE.lower()
+            for row in conn.execute(
+                sa.text(
+                    "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS"
+                    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'personal_access_tokens'"
+                )
+            )
+        }
+    assert columns["id"] == "bigint(20) unsigned" or columns["id"] == "bigint unsigned"
+    assert columns["tokenable_id"] in {"bigint(20) unsigned", "bigint unsigned"}
+    assert columns["abilities"] == "text"
+    assert {columns[c] for c in ("last_used_at", "expires_at", "created_at", "updated_at")} == {
+        "timestamp"
+    }
