@@ -58,9 +58,9 @@ def figures() -> str:
             p99 = max(x["p99"] for x in per.values())
             n = min(x["n"] for x in per.values())
             rows.append(
-                f"| revoke → denied in all 3 regions, {label} | p50 ≤ 20 ms, p99 ≤ 50 ms | "
+                f"| revoke → denied in all 3 regions, {label} | p50 ≤ 8 ms, p99 ≤ 25 ms | "
                 f"worst region p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n} samples per region, "
-                f"{p['store']} store) | {_hit(p50 <= 20 and p99 <= 50)} |"
+                f"{p['store']} store) | {_hit(p50 <= 8 and p99 <= 25)} |"
             )
     if (a := _load("apply")) is not None:
         rows.append(
