@@ -49,6 +49,8 @@ def read_topic(
             time.sleep(0.1)
             consumer.topics()  # refreshes the metadata
             partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            return []  # the topic does not exist (yet): nothing to read
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
