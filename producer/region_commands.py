@@ -77,39 +77,73 @@ def _forget_generation(settings: Settings, region: Region) -> bool:
         client.close()
 
 
+def _rate_eta(
+    samples: list[tuple[float, int]], loaded: int, total: int
+) -> tuple[float, float | None]:
+    """Records per second over the last samples (about ten seconds) and the seconds left, if
+    the total is known and the rate is positive."""
+    now = samples[-1][0]
+    window = [s for s in samples if now - s[0] <= 10.0] or samples[-1:]
+    first, last = window[0], window[-1]
+    elapsed = last[0] - first[0]
+    rate = (last[1] - first[1]) / elapsed if elapsed > 0 else 0.0
+    eta = (total - loaded) / rate if total and rate > 0 and total >= loaded else None
+    return max(rate, 0.0), eta
+
+
+def progress_line(loaded: int, total: int, rate: float, eta: float | None) -> str:
+    """``1,200/5,000 records  300/s  ETA 0:13``; the total and ETA only once known."""
+    done = f"{loaded:,}/{total:,} records" if total else f"{loaded:,} records (total not yet known)"
+    parts = [done, f"{rate:,.0f}/s"]
+    if eta is not None:
+        minutes, seconds = divmod(int(eta + 0.5), 60)
+        parts.append(f"ETA {minutes}:{seconds:02d}")
+    return "  ".join(parts)
+
+
 def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: bool) -> RegionState:
-    """Poll the region until ready, drawing a progress bar on a terminal."""
+    """Poll the region until ready: a progress bar on a terminal (records loaded, total once
+    known, rate, ETA), the same figures as a line every few seconds when piped."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn
 
     console = Console(stderr=True)
+    terminal = console.is_terminal and not as_json
     deadline = time.monotonic() + timeout_s
-    state = _state(settings, region)
+    samples: list[tuple[float, int]] = []
     with Progress(
         TextColumn(f"bootstrap {region.name}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} records"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[figures]}"),
         console=console,
-        disable=as_json or not console.is_terminal,
+        disable=not terminal,
         transient=True,
     ) as bar:
-        task = bar.add_task("load", total=None)
+        task = bar.add_task("load", total=None, figures="waiting for the worker")
         last_log = 0.0
-        while time.monotonic() < deadline:
+        while True:
             state = _state(settings, region)
-            bar.update(task, completed=state.bootstrap_loaded, total=state.bootstrap_total or None)
-            if state.ready:
+            now = time.monotonic()
+            samples.append((now, state.bootstrap_loaded))
+            del samples[:-200]
+            rate, eta = _rate_eta(samples, state.bootstrap_loaded, state.bootstrap_total)
+            figures = (
+                progress_line(state.bootstrap_loaded, state.bootstrap_total, rate, eta)
+                if state.reachable
+                else f"waiting for {region.redis_url}"
+            )
+            bar.update(
+                task,
+                completed=state.bootstrap_loaded,
+                total=state.bootstrap_total or None,
+                figures=figures,
+            )
+            if state.ready or now >= deadline:
                 return state
-            if not console.is_terminal and not as_json and time.monotonic() - last_log > 2:
-                click.echo(
-                    f"bootstrap {region.name}: {state.bootstrap_loaded}/{state.bootstrap_total}"
-                    " records",
-                    err=True,
-                )
-                last_log = time.monotonic()
+            if not terminal and not as_json and now - last_log >= 2:
+                click.echo(f"bootstrap {region.name}: {figures}", err=True)
+                last_log = now
             time.sleep(0.1)
-    return state
 
 
 @click.group()
@@ -127,34 +161,69 @@ def region() -> None:
 def add(
     cli: CliContext, *, name: str, redis_url: str, no_wait: bool, timeout: float, as_json: bool
 ) -> None:
-    """Register a region; on the local stack also start its worker and show the bootstrap."""
+    """Register a region; on the local stack also start its worker and show the bootstrap.
+
+    Atomic from the user's side: a failure or Ctrl-C before the worker runs leaves the region
+    unregistered; after that it is fully added and loading. Running the same command again
+    finishes the job (a region already registered with this Redis URL is not an error).
+    """
     new = Region(name, redis_url)
     settings = cli.settings
     store = TokenStore.from_settings(settings)
     try:
-        if name in {r.name for r in all_regions(settings, store)}:
-            raise click.UsageError(f"region {name!r} already exists")
-        # readiness belongs to the generation this region's worker builds: a cache left on
-        # this Redis (a region removed without --purge) must not look ready
-        if not _forget_generation(settings, new):
-            click.echo(f"tokensync: warning: {redis_url} does not answer", err=True)
-        store.add_region(new, audit=AuditContext.cli())
+        known = {r.name: r for r in all_regions(settings, store)}
         local = LocalStack(cli.cwd, cli.environ)
-        started = local.running()
-        if started:
-            local.add_worker(new)
-        data: dict[str, Any] = {"region": name, "redis_url": redis_url, "worker_started": started}
-        lines = [f"region {name} registered"]
+        registered_now = False
+        if name in known:
+            if known[name].redis_url != redis_url:
+                raise click.UsageError(
+                    f"region {name!r} already exists with Redis {known[name].redis_url}"
+                )
+        else:
+            # readiness belongs to the generation this region's worker builds: a cache left
+            # on this Redis (a region removed without --purge) must not look ready
+            if not _forget_generation(settings, new):
+                click.echo(f"tokensync: warning: {redis_url} does not answer", err=True)
+            store.add_region(new, audit=AuditContext.cli())
+            registered_now = True
+        try:
+            started = local.running()
+            if started and not local.worker_alive(name):
+                local.add_worker(new)
+        except BaseException:
+            if registered_now:  # not loading: the region is not registered either
+                with contextlib.suppress(Exception):
+                    local.remove_worker(name)
+                with contextlib.suppress(Exception):
+                    store.remove_region(name, audit=AuditContext.cli())
+            raise
+        data: dict[str, Any] = {
+            "region": name,
+            "redis_url": redis_url,
+            "worker_started": started,
+            "already_registered": not registered_now,
+        }
+        lines = [f"region {name} registered" if registered_now else f"region {name} exists"]
         if not started:
             lines.append(f"start its worker: tokensync worker --region {name} --redis {redis_url}")
         if not no_wait and started:
             began = time.monotonic()
-            state = _wait_ready(settings, new, timeout, as_json)
+            try:
+                state = _wait_ready(settings, new, timeout, as_json)
+            except KeyboardInterrupt:
+                click.echo(
+                    f"tokensync: region {name} is added and its worker keeps loading; "
+                    f"follow it with 'tokensync region status' or re-run this command",
+                    err=True,
+                )
+                raise click.exceptions.Exit(130) from None
             data["ready"] = state.ready
             data["seconds"] = round(time.monotonic() - began, 2)
             data["live_tokens_in_store"] = store.count_live()
+            data["records_loaded"] = state.bootstrap_loaded
             lines.append(
                 f"region {name} ready after {data['seconds']} s"
+                f" ({state.bootstrap_loaded:,} records loaded)"
                 if state.ready
                 else f"region {name} not ready after {timeout:g} s"
             )

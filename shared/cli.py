@@ -129,7 +129,26 @@ def root(ctx: click.Context) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; errors become one line on stderr and a non-zero exit."""
+    """Run the command line; errors become one line on stderr and a non-zero exit. An
+    unexpected exception's traceback goes to the crash log (``crash_log_path``), never to
+    the screen."""
+    try:
+        return _run(argv)
+    except Exception as e:  # a bug or an unforeseen failure: one line here, the rest logged
+        log = _log_crash(e, argv)
+        what = " ".join(_command_path(argv)) or "the command"
+        where = f"traceback in {log}" if log else "the traceback could not be saved"
+        click.echo(f"tokensync: {what} failed unexpectedly: {_one_line(e)} ({where})", err=True)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` on one line (drivers' messages span several)."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         result = root.main(
             args=list(argv) if argv is not None else None,
@@ -145,11 +164,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"tokensync: {e.format_message()}", err=True)
         return e.exit_code
     except TokenSyncError as e:
-        click.echo(f"tokensync: error: {e}", err=True)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        click.echo(f"tokensync: error: {message}", err=True)
         return 1
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else 0
+
+
+def _command_path(argv: Sequence[str] | None) -> list[str]:
+    """The command words of ``argv`` (``["region", "add"]``): never its arguments, which may
+    hold a token."""
+    words = list(argv) if argv is not None else sys.argv[1:]
+    path: list[str] = []
+    command: click.Command = root
+    ctx = click.Context(root)
+    for word in words:
+        if word.startswith("-"):
+            continue
+        if not isinstance(command, click.Group):
+            break
+        sub = command.get_command(ctx, word)
+        if sub is None:
+            break
+        path.append(word)
+        command = sub
+    return path
+
+
+def crash_log_path(cwd: Path | None = None) -> Path:
+    """Where unexpected errors' tracebacks go: the local stack's log directory when this
+    directory has one, else the user's cache directory."""
+    state = (cwd or Path.cwd()) / ".tokensync"
+    if state.is_dir():
+        return state / "logs" / "cli-errors.log"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "tokensync" / "cli-errors.log"
+
+
+def _log_crash(error: BaseException, argv: Sequence[str] | None) -> Path | None:
+    """Append the traceback (with the command words, never its arguments) to the crash log."""
+    import datetime
+    import traceback
+
+    path = crash_log_path()
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    text = "".join(traceback.format_exception(error))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as out:
+            out.write(f"--- {when} tokensync {' '.join(_command_path(argv))}\n{text}\n")
+    except OSError:
+        return None
+    return path
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import io
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -75,6 +76,55 @@ def run_in_pty(cwd: Path, database_url: str, args: list[str], answer: str) -> Ru
                 answered = True
         elif child.poll() is not None:
             break
+    code = child.wait(timeout=30)
+    os.close(leader)
+    return Run(code, output.decode(errors="replace"), "")
+
+
+def run_at_terminal(
+    cwd: Path,
+    args: list[str],
+    *,
+    interrupt_when: bytes | None = None,
+    timeout_s: float = 120.0,
+    env_extra: dict[str, str] | None = None,
+) -> Run:
+    """``tokensync ARGS`` on a pseudo-terminal in ``cwd`` with no ``TOKENSYNC_*`` variables
+    (the local stack's settings file rules); SIGINT, as Ctrl-C sends it, once the screen
+    shows ``interrupt_when``. ``out`` is everything drawn, escape sequences included."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env.update({"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **(env_extra or {})})
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shared", *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    output = b""
+    interrupted = False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if interrupt_when and not interrupted and interrupt_when in output:
+                child.send_signal(signal.SIGINT)
+                interrupted = True
+        elif child.poll() is not None:
+            break
+    else:
+        child.kill()
     code = child.wait(timeout=30)
     os.close(leader)
     return Run(code, output.decode(errors="replace"), "")

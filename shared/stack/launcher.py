@@ -344,6 +344,10 @@ class LocalStack:
         """Whether this directory's stack has a live broker."""
         return any(r.name == "kafka" and r.alive for r in self.records())
 
+    def worker_alive(self, region: str) -> bool:
+        """Whether this stack runs a live worker for ``region``."""
+        return any(r.name == f"worker-{region}" and r.alive for r in self.records())
+
     def add_worker(self, region: Region) -> ProcessRecord:
         """Start the worker of a newly added region and record it (and the region's settings)."""
         values = read_settings_file(self.settings_file)
