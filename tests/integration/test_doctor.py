@@ -45,7 +45,9 @@ def test_a_healthy_pipeline_passes_and_each_broken_guarantee_is_reported(
     for region in pipeline.settings.regions:
         pipeline.wait_ready(region.name)
     code, checks = doctor(monkeypatch, capsys, pipeline)
-    assert {"pass"} == set(outcomes(checks).values()), checks
+    assert {"pass"} == set(outcomes(checks).values()), [
+        c for c in checks.values() if c["outcome"] != "pass"
+    ]
     assert 0 == code
     assert {"triggers", "store clock", "relay backlog", "kafka cleanup.policy"} <= set(checks)
     assert {f"region {r.name} eviction" for r in pipeline.settings.regions} <= set(checks)
@@ -155,9 +157,9 @@ def test_a_region_clock_skewed_from_the_stores_beyond_the_allowance_fails(
         assert "fail" == clock["outcome"], clock
         assert "ahead of the store's" in clock["detail"]
         assert "NTP" in clock["fix"]
-        # within a larger allowance the same skew passes
+        # within a larger allowance the same skew is only a warning
         pipeline.settings = pipeline.settings.with_overrides(clock_skew_allowance_s=10.0)
         code, checks = doctor(monkeypatch, capsys, pipeline)
-        assert "pass" == checks["region eu clock"]["outcome"], checks["region eu clock"]
+        assert "warn" == checks["region eu clock"]["outcome"], checks["region eu clock"]
     finally:
         pipeline.close()
