@@ -5,13 +5,15 @@ the outbox triggers on the token table; the store's clock against this host's an
 (MySQL) the server's time zone and the DROP privilege of the database user (TRUNCATE
 fires no trigger on MySQL); the relay's backlog; each region's Redis
 ``maxmemory-policy`` (only ``noeviction`` cannot silently un-revoke) and persistence;
-each region ready and fresh; the token topic's ``cleanup.policy``, replication factor
-and ``min.insync.replicas``.
+each region ready and fresh; each region's clock (Redis ``TIME``) against the store's;
+the signing key ids each region's workers verify with against this keyring (the relay's);
+the token topic's ``cleanup.policy``, replication factor and ``min.insync.replicas``.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +27,11 @@ from producer.outbox import db_now_ms, oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
-from shared.keys import RedisKeys, Topics
+from shared.keys import SIGNERS_FRESH_S, RedisKeys, Topics
 from shared.region_state import read_region_state
 from shared.settings import Region, Settings
 
-__all__ = ["Check", "Outcome", "exit_code", "run_checks"]
+__all__ = ["Check", "Outcome", "clock_check", "exit_code", "run_checks", "signers_check"]
 
 CLOCK_WARN_MS = 250  # skew that eats into the staleness budget
 
@@ -71,10 +73,142 @@ def run_checks(settings: Settings, store: TokenStore) -> list[Check]:
     """Every check, in order; a check that cannot run is a failure naming why."""
     checks: list[Check] = []
     checks += _guard("store", lambda: _store_checks(settings, store))
+    checks += _guard("signing keys", lambda: _keyring_checks(settings))
     for region in all_regions(settings, store):
         checks += _guard(f"region {region.name}", _bind(_region_checks, settings, region))
+        checks += _guard(f"region {region.name} clock", _bind(_clock(store), settings, region))
+        checks += _guard(
+            f"region {region.name} signing keys", _bind(_signers_checks, settings, region)
+        )
     checks += _guard("kafka", lambda: _kafka_checks(settings))
     return checks
+
+
+def _keyring_checks(settings: Settings) -> list[Check]:
+    if not settings.signing_keys:
+        return [
+            Check(
+                "signing keys",
+                Outcome.FAIL,
+                "no signing keys: the relay cannot sign, workers cannot verify",
+                "set TOKENSYNC_SIGNING_KEYS=KEY_ID:BASE64_SECRET (the same for relay and workers)",
+            )
+        ]
+    return [
+        Check(
+            "signing keys",
+            Outcome.PASS,
+            f"relay keyring {', '.join(sorted(settings.signing_keys))}, "
+            f"signing with {settings.signing_key_id}",
+        )
+    ]
+
+
+def _offset_ms(read_ms: Callable[[], float]) -> float:
+    """A remote clock minus this host's, sampled at the middle of the round trip."""
+    before = time.time() * 1000
+    remote = read_ms()
+    after = time.time() * 1000
+    return remote - (before + after) / 2
+
+
+def clock_check(name: str, skew_ms: float, allowance_s: float) -> Check:
+    """The answer for a region clock ``skew_ms`` from the store's (signed: region ahead)."""
+    allowance_ms = allowance_s * 1000
+    side = "ahead of" if skew_ms >= 0 else "behind"
+    detail = (
+        f"region clock {abs(skew_ms):.0f} ms {side} the store's "
+        f"(allowance {allowance_s:g} s, TOKENSYNC_CLOCK_SKEW_ALLOWANCE)"
+    )
+    if abs(skew_ms) > allowance_ms:
+        return Check(
+            f"{name} clock",
+            Outcome.FAIL,
+            detail + ": expiry, epochs and heartbeats are judged on the wrong time",
+            "synchronise the Redis host and the database host with NTP",
+        )
+    if abs(skew_ms) > min(CLOCK_WARN_MS, allowance_ms / 2):
+        return Check(f"{name} clock", Outcome.WARN, detail, "synchronise both with NTP")
+    return Check(f"{name} clock", Outcome.PASS, detail)
+
+
+def _clock(store: TokenStore) -> Callable[[Settings, Region], list[Check]]:
+    def check(settings: Settings, region: Region) -> list[Check]:
+        with store.engine.connect() as conn:
+            store_off = _offset_ms(lambda: float(db_now_ms(conn)))
+        client = redis.Redis.from_url(region.redis_url, socket_timeout=3.0)
+        try:
+
+            def redis_ms() -> float:
+                seconds, micros = client.time()
+                return seconds * 1000 + micros / 1000
+
+            region_off = _offset_ms(redis_ms)
+        finally:
+            client.close()
+        skew = region_off - store_off
+        return [clock_check(f"region {region.name}", skew, settings.clock_skew_allowance_s)]
+
+    return check
+
+
+def signers_check(name: str, keyring: list[str], entries: dict[str, Any], now_ms: int) -> Check:
+    """The answer for a region whose workers recorded ``entries`` (instance -> JSON text
+    ``{"kids": [...], "t": ms}``), given the relay's key ids."""
+    check = f"{name} signing keys"
+    fresh: dict[str, set[str]] = {}
+    for instance, raw in entries.items():
+        try:
+            entry = json.loads(raw)
+            seen = int(entry["t"])
+            kids = {str(k) for k in entry["kids"]}
+        except (ValueError, TypeError, KeyError):
+            continue
+        if now_ms - seen <= SIGNERS_FRESH_S * 1000:
+            fresh[instance] = kids
+    if not fresh:
+        return Check(
+            check,
+            Outcome.FAIL,
+            f"no worker recorded its signing keys in the last {SIGNERS_FRESH_S:g} s",
+            "start its worker (tokensync worker) at this version",
+        )
+    lacking = {
+        instance: sorted(set(keyring) - kids)
+        for instance, kids in sorted(fresh.items())
+        if set(keyring) - kids
+    }
+    if lacking:
+        said = "; ".join(f"{inst} lacks {', '.join(ids)}" for inst, ids in lacking.items())
+        missing = sorted({k for ids in lacking.values() for k in ids})
+        return Check(
+            check,
+            Outcome.FAIL,
+            f"{said}: records signed with {', '.join(missing)} are dead-lettered there",
+            "give the region's workers the relay's TOKENSYNC_SIGNING_KEYS and restart them",
+        )
+    return Check(
+        check,
+        Outcome.PASS,
+        f"{len(fresh)} worker(s) verify every key of the relay ({', '.join(keyring)})",
+    )
+
+
+def _signers_checks(settings: Settings, region: Region) -> list[Check]:
+    client = redis.Redis.from_url(region.redis_url, socket_timeout=3.0)
+    try:
+        raw = client.hgetall(RedisKeys(settings.redis_namespace).signers)
+        seconds, micros = client.time()
+    finally:
+        client.close()
+    entries = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in raw.items()
+    }
+    now_ms = int(seconds * 1000 + micros // 1000)
+    return [signers_check(f"region {region.name}", sorted(settings.signing_keys), entries, now_ms)]
 
 
 def _bind(

@@ -211,6 +211,11 @@ class Keyring:
         return f"Keyring(ids={sorted(self._keys)}, active={self._active!r})"
 
     @property
+    def ids(self) -> list[str]:
+        """Every key id this keyring verifies, sorted (never the secrets)."""
+        return sorted(self._keys)
+
+    @property
     def active_id(self) -> str:
         """The id of the key new records are signed with."""
         return self._active

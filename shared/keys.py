@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PRESENT_FIELD", "RedisKeys", "Topics", "consumer_group"]
+__all__ = [
+    "PRESENT_FIELD",
+    "SIGNERS_FRESH_S",
+    "SIGNERS_REFRESH_S",
+    "RedisKeys",
+    "Topics",
+    "consumer_group",
+]
 
 # A field that a worker writes into the epochs and partitions hashes when it starts a
 # generation: a hash without it was evicted or deleted, never "empty" (``validate.lua`` and
 # ``apply.lua`` spell it too).
 PRESENT_FIELD = "~present"
+
+# Workers refresh their entry of ``RedisKeys.signers`` this often; an entry older than
+# ``SIGNERS_FRESH_S`` belongs to a worker that stopped (doctor ignores it, workers drop it).
+SIGNERS_REFRESH_S = 5.0
+SIGNERS_FRESH_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,14 @@ class RedisKeys:
         ``cluster``/``topic`` (the stream it was built from), ``partitions``, ``ready``,
         ``hb_min`` (oldest partition heartbeat), bootstrap progress and counters."""
         return f"{self.namespace}:meta"
+
+    @property
+    def signers(self) -> str:
+        """Hash of worker instance id -> JSON ``{"kids": [...], "t": ms}``: the signing key
+        ids each worker of this region verifies with, refreshed every
+        ``SIGNERS_REFRESH_S`` (``t`` is the region's Redis ``TIME``); ``tokensync doctor`` compares
+        them with the relay's keyring. Kept apart from ``meta``, which a rebuild drops."""
+        return f"{self.namespace}:signers"
 
     @property
     def partitions(self) -> str:

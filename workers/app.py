@@ -13,7 +13,11 @@ while running stops the app and asks for a restart (``rebuild``).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,7 +28,7 @@ from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from shared.events import Keyring
-from shared.keys import RedisKeys, Topics, consumer_group
+from shared.keys import SIGNERS_FRESH_S, SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
 from shared.metrics import (
     APPLY_BATCH_SECONDS,
@@ -82,6 +86,9 @@ class RegionWorker:
     _rate_window: list[tuple[float, int]] = field(default_factory=list)
     _partitions_seen: int = 0
     source: StreamSource | None = None  # set by check_cache, before the app starts
+    instance: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
     kafka_bootstrap: str = ""  # set by check_cache
 
     def _tps(self, count: int) -> list[TP]:
@@ -96,8 +103,35 @@ class RegionWorker:
         else:
             await self.cache.check_eviction_policy()
         self.kafka_bootstrap = kafka_bootstrap
+        await self.record_signers()
         self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
         await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
+
+    async def record_signers(self) -> None:
+        """Record the key ids this worker verifies with in the region's Redis (for
+        ``tokensync doctor``), and drop the entries of workers that stopped refreshing."""
+        client, key = self.cache.client, self.cache.keys.signers
+        seconds, micros = await client.time()  # the region's clock, as doctor reads it
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        entry = json.dumps({"kids": self.keyring.ids, "t": now_ms})
+        await client.hset(key, self.instance, entry)
+        stale = []
+        for name, raw in (await client.hgetall(key)).items():
+            try:
+                seen = int(json.loads(raw).get("t", 0))
+            except (ValueError, TypeError, AttributeError):
+                seen = 0
+            if now_ms - seen > SIGNERS_FRESH_S * 1000 * 10:
+                stale.append(name)
+        if stale:
+            await client.hdel(key, *stale)
+
+    async def forget_signers(self) -> None:
+        """Remove this worker's entry (a clean stop); errors are only logged."""
+        try:
+            await self.cache.client.hdel(self.cache.keys.signers, self.instance)
+        except aioredis.RedisError as e:
+            log.warning("signers_forget_failed", error=str(e))
 
     async def _ensure_attached(self) -> None:
         """Adopt the cache's generation or start a new one (bootstrap), once per process."""
@@ -429,6 +463,14 @@ def build_app(
             log.info("usage_forwarded", tokens=len(usage))
 
     app.timer(interval=options.usage_interval_s)(forward_usage)
+
+    async def refresh_signers() -> None:
+        try:
+            await worker.record_signers()
+        except aioredis.RedisError as e:
+            log.warning("signers_refresh_failed", error=str(e))
+
+    app.timer(interval=SIGNERS_REFRESH_S)(refresh_signers)
 
     async def subscribe_only(stream: faust.Stream[Any]) -> None:
         """Keeps the topic subscribed; records bypass it through ``workers.drain``."""

@@ -295,7 +295,13 @@ class RegionCache:
         """Delete every token and id key of the namespace (what a new generation rebuilds),
         counting progress in meta.building so that other workers wait instead of taking over.
         """
-        keep = {self.keys.meta, self.keys.partitions, self.keys.epochs, self.keys.usage}
+        keep = {
+            self.keys.meta,
+            self.keys.partitions,
+            self.keys.epochs,
+            self.keys.usage,
+            self.keys.signers,  # which workers verify with which keys: not cache content
+        }
         batch: list[bytes | str] = []
         deleted = 0
         async for key in self.client.scan_iter(match=self.keys.pattern, count=5000):

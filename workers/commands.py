@@ -52,6 +52,7 @@ async def run_worker(
     finally:
         if worker.progress is not None:
             await worker.progress.stop()
+        await worker.forget_signers()
         await worker.cache.close()
     return worker.rebuild
 

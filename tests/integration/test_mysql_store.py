@@ -55,6 +55,43 @@ def test_the_relay_wakes_within_milliseconds_of_a_commit_on_mariadb(
         waker.close()
 
 
+def test_the_relay_marks_a_whole_batch_published_in_one_statement_on_mariadb(
+    maria_store: TokenStore,
+) -> None:
+    from producer.outbox import Published, fetch_unpublished, mark_published
+
+    for n in range(150):
+        maria_store.issue(USER, n, "batch")
+    with maria_store.engine.connect() as conn:
+        rows = fetch_unpublished(conn, 1000)
+    assert 150 == len(rows)
+    seqs = [int(r._mapping["seq"]) for r in rows]
+    placed = [Published(seq, seq % 3, 1000 + i, 77) for i, seq in enumerate(seqs[1:])]
+    quarantined = Published(seqs[0], None, None, 78)
+    status = sa.text(
+        "SHOW SESSION STATUS WHERE Variable_name IN ('Com_update', 'Com_update_multi')"
+    )
+    with maria_store.engine.begin() as conn:
+        before = sum(int(v) for _, v in conn.execute(status))
+        mark_published(conn, [quarantined, *placed])
+        statements = sum(int(v) for _, v in conn.execute(status)) - before
+    # one round trip, not one UPDATE per row while the next batch (a revocation) waits
+    assert 1 == statements
+    with maria_store.engine.connect() as conn:
+        marked = {
+            int(r[0]): (r[1], r[2], r[3])
+            for r in conn.execute(
+                sa.text(
+                    "SELECT seq, kafka_partition, kafka_offset, published_at_ms"
+                    " FROM tokensync_outbox"
+                )
+            )
+        }
+    assert (None, None, 78) == marked[seqs[0]]
+    for i, seq in enumerate(seqs[1:]):
+        assert (seq % 3, 1000 + i, 77) == marked[seq]
+
+
 def test_laravels_mysql_column_types_are_created(maria_store: TokenStore) -> None:
     with maria_store.engine.connect() as conn:
         columns = {
