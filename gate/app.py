@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from gate.metrics import GateMetrics
+from shared.keys import TokenField
 from shared.outcomes import Outcome, ValidationResult
 from shared.tokenformat import checksum
 from shared.validator import AsyncValidator, Mode, Policy
@@ -376,7 +377,7 @@ class Gate:
             return None
         try:
             raw = await self.validator.client.hget(
-                self.validator.keys.token(parsed.token_hash), "ca"
+                self.validator.keys.token(parsed.token_hash), TokenField.CREATED_AT
             )
         except Exception:  # the answer stands without iat
             log.warning("introspect_iat_unavailable", exc_info=True)

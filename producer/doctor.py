@@ -27,7 +27,7 @@ from producer.outbox import db_now_ms, oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
-from shared.keys import SIGNERS_FRESH_S, RedisKeys, Topics
+from shared.keys import SIGNERS_FRESH_S, RedisKeys, SignerField, Topics
 from shared.region_state import read_region_state
 from shared.settings import Region, Settings
 
@@ -160,8 +160,8 @@ def signers_check(name: str, keyring: list[str], entries: dict[str, Any], now_ms
     for instance, raw in entries.items():
         try:
             entry = json.loads(raw)
-            seen = int(entry["t"])
-            kids = {str(k) for k in entry["kids"]}
+            seen = int(entry[SignerField.TIME])
+            kids = {str(k) for k in entry[SignerField.KEY_IDS]}
         except (ValueError, TypeError, KeyError):
             continue
         if now_ms - seen <= SIGNERS_FRESH_S * 1000:

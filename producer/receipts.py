@@ -28,6 +28,7 @@ from producer.store import OutboxPosition, TokenStore
 from shared.errors import UsageError
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, sync_near_caches
+from shared.region_state import DeadLetters, RegionState, read_region_state
 from shared.settings import Region, Settings
 
 __all__ = [
@@ -150,16 +151,7 @@ def receipt_timeout(timeout_s: float) -> float:
     return min(max(float(timeout_s), 0.0), MAX_WAIT_S)
 
 
-def _int(raw: bytes | str | None) -> int | None:
-    try:
-        return None if raw is None else int(raw)
-    except ValueError:
-        return None
-
-
-def _judge(
-    position: OutboxPosition, parts_raw: dict[bytes, bytes], count_raw: bytes | None
-) -> tuple[RegionOutcome, str | None]:
+def _judge(position: OutboxPosition, state: RegionState) -> tuple[RegionOutcome, str | None]:
     """Enforced once the seq's record is applied and, for an epoch, every partition is
     certified past its commit (a heartbeat stamped after ``recorded_at_ms``).
 
@@ -168,18 +160,16 @@ def _judge(
     one token lives in one partition, in order; other records only deny more), so it
     needs only itself: single-token receipts stay as fast as one apply."""
     assert position.partition is not None and position.offset is not None
-    fields = {k.decode("utf-8", "replace"): _int(v) for k, v in parts_raw.items()}
-    applied = fields.get(f"o:{position.partition}")
-    if applied is None or applied <= position.offset:
+    if not state.has_applied(position.partition, position.offset):
         return RegionOutcome.PENDING, (
             f"has not applied partition {position.partition} offset {position.offset}"
         )
     if position.kind != "epoch":
         return RegionOutcome.ENFORCED, None
-    seen = {int(name[2:]) for name in fields if name[2:].isdigit()}
-    count = max([_int(count_raw) or 0, position.partition + 1, *(p + 1 for p in seen)])
+    count = max([state.partition_count, position.partition + 1, *(p + 1 for p in state.partitions)])
     for p in range(count):
-        beat = fields.get(f"h:{p}")
+        part = state.partitions.get(p)
+        beat = None if part is None else part.heartbeat_ms
         if beat is None or beat <= position.recorded_at_ms:
             return RegionOutcome.PENDING, (
                 f"partition {p} not yet certified past the commit (no heartbeat after it)"
@@ -187,19 +177,15 @@ def _judge(
     return RegionOutcome.ENFORCED, None
 
 
-def _dead_lettered(
-    position: OutboxPosition, exact: list[bytes], unknown: list[bytes]
-) -> str | None:
+def _dead_lettered(position: OutboxPosition, letters: DeadLetters) -> str | None:
     """Why the region's dead letters block this seq, or None."""
-    if exact:
-        return f"seq {position.seq} is in its dead letters ({exact[0].decode('utf-8', 'replace')})"
-    for member in unknown:
-        partition, _, offset = member.decode("utf-8", "replace").partition(":")
+    if letters.exact:
+        return f"seq {position.seq} is in its dead letters ({letters.exact[0]})"
+    for partition, offset in letters.unreadable:
         if (
-            _int(partition) == position.partition
-            and (o := _int(offset)) is not None
+            partition == position.partition
             and position.offset is not None
-            and o <= position.offset
+            and offset <= position.offset
         ):
             return f"an unreadable record at {partition}:{offset} is in its dead letters"
     return None
@@ -239,18 +225,14 @@ class _Watcher:
             self._answer = answer
 
     def _run_once(self, client: redis.Redis) -> RegionReceipt:
-        position, keys = self._position, self._keys
-        with client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.partitions)
-            pipe.hget(keys.meta, "partitions")
-            pipe.zrangebyscore(keys.dead_lettered, position.seq, position.seq, start=0, num=1)
-            pipe.zrangebyscore(keys.dead_lettered, -1, -1)
-            parts_raw, count_raw, exact, unknown = pipe.execute()
-        name = self.region.name
-        reason = _dead_lettered(position, exact, unknown)
+        position, name = self._position, self.region.name
+        region = read_region_state(client, self._keys, name, dead_letters_of=position.seq)
+        if not region.reachable or region.dead_letters is None:
+            return RegionReceipt(name, RegionOutcome.UNREACHABLE, detail=str(region.error)[:200])
+        reason = _dead_lettered(position, region.dead_letters)
         if reason is not None:
             return RegionReceipt(name, RegionOutcome.DEAD_LETTERED, detail=reason)
-        state, detail = _judge(position, parts_raw, count_raw)
+        state, detail = _judge(position, region)
         if state is RegionOutcome.ENFORCED:
             state, detail = self._near_caches(client)
         if state is RegionOutcome.ENFORCED:

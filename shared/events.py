@@ -20,6 +20,7 @@ from typing import Any, cast
 import orjson
 
 from shared.errors import ConfigError, EventDecodeError, SignatureError
+from shared.keys import EpochScope
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -47,7 +48,7 @@ SCHEMA_VERSION = 1
 KID_HEADER = "ts-kid"
 SIG_HEADER = "ts-sig"
 MAX_RECORD_BYTES = 64 * 1024
-GLOBAL_SCOPE = "global"
+GLOBAL_SCOPE = EpochScope.GLOBAL
 _HASH = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -63,7 +64,8 @@ def canonical_principal_id(tokenable_id: str | int) -> str:
 
 def principal_scope(tokenable_type: str, tokenable_id: str | int) -> str:
     """The epoch scope of every token of one principal (its id canonical)."""
-    return f"principal:{tokenable_type}:{canonical_principal_id(tokenable_id)}"
+    sep = EpochScope.PRINCIPAL_SEPARATOR
+    return f"{EpochScope.PRINCIPAL}{tokenable_type}{sep}{canonical_principal_id(tokenable_id)}"
 
 
 def principal_scopes(tokenable_type: str, tokenable_id: str | int) -> tuple[str, ...]:
@@ -71,13 +73,13 @@ def principal_scopes(tokenable_type: str, tokenable_id: str | int) -> tuple[str,
     for a UUID stored in another case, its spelling as stored (epochs of earlier
     releases; ``validate.lua`` asks for the same)."""
     canonical = principal_scope(tokenable_type, tokenable_id)
-    raw = f"principal:{tokenable_type}:{tokenable_id}"
+    raw = f"{EpochScope.PRINCIPAL}{tokenable_type}{EpochScope.PRINCIPAL_SEPARATOR}{tokenable_id}"
     return (canonical,) if raw == canonical else (canonical, raw)
 
 
 def ability_scope(ability: str) -> str:
     """The epoch scope of every token whose ability list holds ``ability`` literally."""
-    return f"ability:{ability}"
+    return f"{EpochScope.ABILITY}{ability}"
 
 
 def heartbeat_key(partition: int) -> bytes:
@@ -214,11 +216,6 @@ class Keyring:
     def ids(self) -> list[str]:
         """Every key id this keyring verifies, sorted (never the secrets)."""
         return sorted(self._keys)
-
-    @property
-    def active_id(self) -> str:
-        """The id of the key new records are signed with."""
-        return self._active
 
     def sign(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
         """Kafka headers carrying the key id and the signature of ``key`` and ``value``."""

@@ -33,13 +33,20 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import orjson
 import redis
 
 from shared.errors import ConfigError
-from shared.keys import RedisKeys
+from shared.keys import (
+    InvalidationField,
+    NearCacheField,
+    PingField,
+    PingKind,
+    RedisKeys,
+)
 from shared.logs import get_logger
 from shared.outcomes import Principal
 from shared.rules import Freshness, TokenRecord, answerable_window
@@ -54,17 +61,8 @@ __all__ = [
 
 log = get_logger(__name__)
 
-# KEYS[1] meta hash; ARGV[1] channel, ARGV[2] kind (ping | sync), ARGV[3] near-cache id,
-# ARGV[4] ping number. Publishes Redis's time with the region's freshness fields, in the
-# same atomic step, so that everything published before it precedes it on the channel.
-_PING = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local m = redis.call('HMGET', KEYS[1], 'hb_min', 'ready', 'generation')
-redis.call('PUBLISH', ARGV[1], cjson.encode({k = ARGV[2], id = ARGV[3], n = tonumber(ARGV[4]),
-  t = now, hb = tonumber(m[1] or '-1') or -1, r = m[2] == '1' and 1 or 0, g = m[3] or ''}))
-return now
-"""
+# The ping script (fields: ``PingField``); see ``shared/ping.lua``.
+_PING = files("shared").joinpath("ping.lua").read_text()
 
 #: Receipts forget a registration once its last report is older than its own bound plus
 #: this margin: by then the near-cache cannot be answering from anything it held at that
@@ -111,7 +109,7 @@ def sync_near_caches(client: redis.Redis, keys: RedisKeys) -> int:
     """Ask every listening near-cache of the region to report at once; returns the Redis
     time of the request (>= any moment before the call)."""
     script = client.register_script(_PING)
-    return int(script(keys=[keys.meta], args=[keys.invalidations, "sync", "", 0]))
+    return int(script(keys=[keys.meta], args=[keys.invalidations, PingKind.SYNC, "", 0]))
 
 
 def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> list[str]:
@@ -127,8 +125,9 @@ def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> l
         cache_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         try:
             report: dict[str, Any] = orjson.loads(raw)
-            reported, bound = int(report["t"]), int(report["l"])
-            seen = int(report.get("s", reported))
+            reported = int(report[NearCacheField.REPORTED])
+            bound = int(report[NearCacheField.BOUND])
+            seen = int(report.get(NearCacheField.SINCE, reported))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             forget.append(cache_id)
             continue
@@ -186,6 +185,10 @@ class NearCache:
         self._threads: list[threading.Thread] = []
         self._ping = client.register_script(_PING)
         self._own_channel = f"{keys.invalidations}:{self.id}"
+
+    @property
+    def _bound_ms(self) -> int:
+        return int(self.bound_s * 1000)
 
     @property
     def version(self) -> int:
@@ -285,23 +288,23 @@ class NearCache:
         if not isinstance(message, dict):
             self.clear()
             return
-        kind = message.get("k")
-        if kind == "ping":
-            if message.get("id") == self.id:
+        kind = message.get(PingField.KIND)
+        if kind == PingKind.PING:
+            if message.get(PingField.ID) == self.id:
                 self._own_ping(message)
             return
-        if kind == "sync":
-            self._report(int(message.get("t", 0)))
+        if kind == PingKind.SYNC:
+            self._report(int(message.get(PingField.TIME, 0)))
             return
         if kind is not None:
             return  # a kind this version does not know: not an invalidation
         with self._lock:
-            generation = message.get("g")
-            if generation != self._generation or message.get("e"):
+            generation = message.get(InvalidationField.GENERATION)
+            if generation != self._generation or message.get(InvalidationField.EPOCH_MOVED):
                 self._generation = generation
                 self._drop_all()
                 return
-            keys = message.get("h") or ()
+            keys = message.get(InvalidationField.TOKEN_KEYS) or ()
             if keys:
                 for key in keys:
                     for text in list(self._by_key.get(key, ())):
@@ -310,14 +313,14 @@ class NearCache:
 
     def _own_ping(self, message: dict[str, Any]) -> None:
         with self._lock:
-            sent = self._pending.pop(int(message.get("n", 0)), None)
-            generation = message.get("g") or None
+            sent = self._pending.pop(int(message.get(PingField.NUMBER, 0)), None)
+            generation = message.get(PingField.GENERATION) or None
             if generation != self._generation:
                 self._generation = generation
                 self._drop_all()
         if sent is None:
             return
-        processed_t = int(message.get("t", 0))
+        processed_t = int(message.get(PingField.TIME, 0))
         if self._clock() - self._own_reported_at >= _REPORT_EVERY_S:
             self._report(processed_t)
             self._own_reported_at = self._clock()
@@ -328,8 +331,9 @@ class NearCache:
         until = min(sent, self._anchor + _ANSWER_MARGIN_S) + self.bound_s
         if until <= self._clock():
             return
-        heartbeat = int(message.get("hb", -1))
-        window = answerable_window(bool(message.get("r")), heartbeat, self.freshness)
+        heartbeat = int(message.get(PingField.OLDEST_HEARTBEAT, -1))
+        ready = bool(message.get(PingField.READY))
+        window = answerable_window(ready, heartbeat, self.freshness)
         cert = _Certificate(sent, until, heartbeat, window)
         with self._lock:
             if self._certificate is None or cert.sent > self._certificate.sent:
@@ -340,7 +344,9 @@ class NearCache:
         failure ends the subscription like a disconnect)."""
         if processed_t <= self._reported_t:
             return
-        value = orjson.dumps({"t": processed_t, "l": int(self.bound_s * 1000)})
+        value = orjson.dumps(
+            {NearCacheField.REPORTED: processed_t, NearCacheField.BOUND: self._bound_ms}
+        )
         self._client.hset(self._keys.near_caches, self.id, value)
         self._reported_t = processed_t
 
@@ -348,7 +354,13 @@ class NearCache:
         """Before any answer: receipts must know this cache exists."""
         asked = self._clock()
         now_ms = redis_time_ms(self._client)
-        value = orjson.dumps({"t": 0, "s": now_ms, "l": int(self.bound_s * 1000)})
+        value = orjson.dumps(
+            {
+                NearCacheField.REPORTED: 0,
+                NearCacheField.SINCE: now_ms,
+                NearCacheField.BOUND: self._bound_ms,
+            }
+        )
         self._client.hset(self._keys.near_caches, self.id, value)
         self._reported_t = 0
         self._anchor = max(self._anchor, asked)
@@ -364,7 +376,7 @@ class NearCache:
                     self._pending.popitem(last=False)
             try:
                 self._ping(
-                    keys=[self._keys.meta], args=[self._own_channel, "ping", self.id, number]
+                    keys=[self._keys.meta], args=[self._own_channel, PingKind.PING, self.id, number]
                 )
             except redis.RedisError as e:
                 log.warning("near_cache_ping_failed", error=str(e))

@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.errors import ConfigError
-from shared.keys import RedisKeys
+from shared.keys import RedisKeys, TokenState
 from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.rules import (
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _SCRIPT = files("shared").joinpath("validate.lua").read_text()
+_LIVE = TokenState.LIVE.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
         request.parsed.token_id is not None and token_id != request.parsed.token_id
     ):
         return judge(None, 0, now_ms, source="region", freshness_s=freshness)
-    if state != b"l":  # a tombstone: revoked one by one
+    if state != _LIVE:  # a tombstone: revoked one by one
         return ValidationResult(
             Outcome.INVALID, freshness_s=freshness, reason="revoked", source="region"
         )

@@ -28,7 +28,14 @@ from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from shared.events import Keyring
-from shared.keys import SIGNERS_FRESH_S, SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
+from shared.keys import (
+    SIGNERS_FRESH_S,
+    SIGNERS_REFRESH_S,
+    RedisKeys,
+    SignerField,
+    Topics,
+    consumer_group,
+)
 from shared.logs import get_logger
 from shared.metrics import (
     APPLY_BATCH_SECONDS,
@@ -113,12 +120,12 @@ class RegionWorker:
         client, key = self.cache.client, self.cache.keys.signers
         seconds, micros = await client.time()  # the region's clock, as doctor reads it
         now_ms = int(seconds) * 1000 + int(micros) // 1000
-        entry = json.dumps({"kids": self.keyring.ids, "t": now_ms})
+        entry = json.dumps({SignerField.KEY_IDS: self.keyring.ids, SignerField.TIME: now_ms})
         await client.hset(key, self.instance, entry)
         stale = []
         for name, raw in (await client.hgetall(key)).items():
             try:
-                seen = int(json.loads(raw).get("t", 0))
+                seen = int(json.loads(raw).get(SignerField.TIME, 0))
             except (ValueError, TypeError, AttributeError):
                 seen = 0
             if now_ms - seen > SIGNERS_FRESH_S * 1000 * 10:

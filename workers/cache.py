@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from shared.errors import CacheUnavailableError, ConfigError
-from shared.keys import PRESENT_FIELD, RedisKeys
+from shared.keys import PRESENT_FIELD, MetaField, PartitionField, RedisKeys
 from shared.logs import get_logger
 from workers.handlers import DEFAULT_TOMBSTONE_TTL_MS, PreparedBatch
 
@@ -31,42 +31,11 @@ __all__ = ["ApplyResult", "RegionCache", "StreamSource"]
 
 log = get_logger(__name__)
 
+# The scripts (each file says what it takes and returns; fields: ``shared.keys``).
 _SCRIPT = files("workers").joinpath("apply.lua").read_text()
-
-# Claims a new generation atomically, if the one seen is still there (or none is): the
-# region turns not ready and every structure validators and receipts read is dropped first,
-# so an interrupted rebuild never looks ready. KEYS meta, parts, epochs; ARGV seen
-# generation ('' = none), new generation, cluster id, topic, partition count, topic id
-# ('' = unknown).
-_CLAIM = """
-local current = redis.call('HGET', KEYS[1], 'generation') or ''
-if current ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0',
-  'applied', '0', 'cluster', ARGV[3], 'topic', ARGV[4], 'partitions', ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'topic_id', ARGV[6])
-end
-return 1
-"""
-
-# Finishes a claimed generation once the namespace's old keys are gone: bootstrap targets,
-# and the presence markers every later apply and validation checks. KEYS meta, parts,
-# epochs; ARGV generation, then partition/target pairs.
-_OPEN = """
-if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[2], '~present', '1')
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], 't:' .. ARGV[i], ARGV[i + 1])
-end
-redis.call('HSET', KEYS[3], '~present', '1')
-redis.call('HDEL', KEYS[1], 'building')
-return 1
-"""
+_CLAIM = files("workers").joinpath("claim.lua").read_text()  # claim a new generation
+_OPEN = files("workers").joinpath("open.lua").read_text()  # open a claimed one
+_BUILDING = files("workers").joinpath("build_progress.lua").read_text()  # purge progress
 
 # A build in progress counts its progress in meta.building; one that shows none for this
 # long died, and the next worker takes over.
@@ -109,6 +78,7 @@ class RegionCache:
         self._script: AsyncScript = client.register_script(_SCRIPT)
         self._claim: AsyncScript = client.register_script(_CLAIM)
         self._open: AsyncScript = client.register_script(_OPEN)
+        self._building: AsyncScript = client.register_script(_BUILDING)
         self.generation = ""
 
     @classmethod
@@ -144,7 +114,7 @@ class RegionCache:
         heartbeats move within ``watch_s``): two deployments sharing a Redis namespace would
         rebuild each other's cache forever. A cache of another stream that nobody feeds any
         more (a re-created topic, a new Kafka cluster) is rebuilt by ``attach`` instead."""
-        fields = ["cluster", "topic", "hb_min", "applied"]
+        fields = [MetaField.CLUSTER, MetaField.TOPIC, MetaField.OLDEST_HEARTBEAT, MetaField.APPLIED]
         try:
             first = await self.client.hmget(self.keys.meta, fields)
             cluster, topic = (_text(v) if v is not None else None for v in first[:2])
@@ -202,8 +172,8 @@ class RegionCache:
                 if current_ends is not None
                 else []
             )
-            current = meta.get("generation", "")
-            building = meta.get("building")
+            current = meta.get(MetaField.GENERATION, "")
+            building = meta.get(MetaField.BUILDING)
             if current and building is not None:
                 # another worker of this region is clearing the namespace: wait while it
                 # makes progress, and take over once it shows none (it died doing so)
@@ -217,12 +187,14 @@ class RegionCache:
                 refusal = self._refusal(meta, marker and epochs_present, beyond, source)
                 if refusal is None:
                     self.generation = current
-                    if int(meta.get("partitions") or 0) < partition_count:
-                        await self.client.hset(self.keys.meta, "partitions", partition_count)
-                    if source is not None and source.topic_id and not meta.get("topic_id"):
+                    if int(meta.get(MetaField.PARTITIONS) or 0) < partition_count:
+                        await self.client.hset(
+                            self.keys.meta, MetaField.PARTITIONS, partition_count
+                        )
+                    if source is not None and source.topic_id and not meta.get(MetaField.TOPIC_ID):
                         # a cache built before topic ids were recorded (or while the
                         # broker gave none): bound to this incarnation from now on
-                        await self.client.hset(self.keys.meta, "topic_id", source.topic_id)
+                        await self.client.hset(self.keys.meta, MetaField.TOPIC_ID, source.topic_id)
                         log.warning("cache_bound_to_topic_id", topic_id=source.topic_id)
                     return False
                 why = refusal
@@ -257,18 +229,17 @@ class RegionCache:
         meta: dict[str, str], complete: bool, beyond: list[int], source: StreamSource | None
     ) -> str | None:
         """Why the cache described by ``meta`` may not be adopted; None if it may."""
-        if not meta.get("generation"):
+        if not meta.get(MetaField.GENERATION):
             return "no generation"
         if not complete:
             return "a structure of the cache is missing (evicted or deleted)"
-        if source is not None and (
-            meta.get("cluster") != source.cluster_id or meta.get("topic") != source.topic
-        ):
+        cluster, topic = meta.get(MetaField.CLUSTER), meta.get(MetaField.TOPIC)
+        if source is not None and (cluster != source.cluster_id or topic != source.topic):
             return (
-                f"built from cluster {meta.get('cluster')!r} topic {meta.get('topic')!r},"
+                f"built from cluster {cluster!r} topic {topic!r},"
                 f" not cluster {source.cluster_id!r} topic {source.topic!r}"
             )
-        recorded = meta.get("topic_id", "")
+        recorded = meta.get(MetaField.TOPIC_ID, "")
         if source is not None and source.topic_id and recorded and recorded != source.topic_id:
             return f"built from topic id {recorded}, not {source.topic_id} (re-created)"
         if beyond:
@@ -285,9 +256,11 @@ class RegionCache:
         meta = {_text(k): _text(v) for k, v in raw.items()}
         parts = {_text(k): _text(v) for k, v in parts_raw.items()}
         applied = {
-            int(name[2:]): int(value)
+            field[1]: int(value)
             for name, value in parts.items()
-            if name.startswith("o:") and name[2:].isdigit() and value.isdigit()
+            if (field := PartitionField.parse(name)) is not None
+            and field[0] == PartitionField.OFFSET
+            and value.isdigit()
         }
         return meta, PRESENT_FIELD in parts, bool(present), applied
 
@@ -316,19 +289,13 @@ class RegionCache:
             await self.client.unlink(*batch)
 
     async def _progress(self, generation: str, deleted: int) -> None:
-        await self.client.eval(
-            "if redis.call('HGET', KEYS[1], 'generation') == ARGV[1] then "
-            "redis.call('HSET', KEYS[1], 'building', ARGV[2]) end",
-            1,
-            self.keys.meta,
-            generation,
-            deleted,
-        )
+        await self._building(keys=[self.keys.meta], args=[generation, deleted])
 
     async def resume_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The next offset to read per partition, as this cache recorded it (0 if none)."""
         try:
-            values = await self.client.hmget(self.keys.partitions, [f"o:{p}" for p in partitions])
+            fields = [PartitionField.offset(p) for p in partitions]
+            values = await self.client.hmget(self.keys.partitions, fields)
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"region cache unreachable: {e}") from e
         return {p: int(v) if v is not None else 0 for p, v in zip(partitions, values, strict=True)}
@@ -353,6 +320,6 @@ class RegionCache:
     async def set_rate(self, rate: float) -> None:
         """Publish the recent apply rate (records/s) for ``region status``."""
         try:
-            await self.client.hset(self.keys.meta, "rate", f"{rate:.1f}")
+            await self.client.hset(self.keys.meta, MetaField.RATE, f"{rate:.1f}")
         except aioredis.RedisError as e:
             raise CacheUnavailableError(f"region cache unreachable: {e}") from e

@@ -14,7 +14,7 @@ import orjson
 
 from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check
-from shared.keys import RedisKeys
+from shared.keys import RedisKeys, dead_letter_member
 
 __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "denial", "prepare_batch"]
 
@@ -109,7 +109,7 @@ class PreparedBatch:
             for p, o in sorted(self.next_offsets.items())
         ]
         letters = [
-            [f"{d.record.partition}:{d.record.offset}", d.seq]
+            [dead_letter_member(d.record.partition, d.record.offset), d.seq]
             for d in self.dead_letters
             if not d.applied_as_denial
         ]

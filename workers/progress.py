@@ -8,8 +8,8 @@ import sys
 import time
 
 from shared.logs import get_logger
-from shared.region_state import RegionState
-from workers.cache import RegionCache, _text
+from shared.region_state import RegionState, read_region_state_async
+from workers.cache import RegionCache
 
 __all__ = ["BootstrapProgress", "eta_s"]
 
@@ -44,15 +44,7 @@ class BootstrapProgress:
                 await self._task
 
     async def _snapshot(self) -> RegionState:
-        raw = await self.cache.client.hgetall(self.cache.keys.meta)
-        meta = {_text(k): _text(v) for k, v in raw.items()}
-        return RegionState(
-            region=self.region,
-            reachable=True,
-            ready=meta.get("ready") == "1",
-            bootstrap_loaded=int(meta.get("boot_loaded", 0)),
-            bootstrap_total=int(meta.get("boot_total", 0)),
-        )
+        return await read_region_state_async(self.cache.client, self.cache.keys, self.region)
 
     async def _run(self) -> None:
         started = time.monotonic()
