@@ -24,7 +24,7 @@ import structlog
 from gate.metrics import GateMetrics
 from shared.keys import TokenField
 from shared.outcomes import Outcome, ValidationResult
-from shared.tokenformat import checksum
+from shared.tokenformat import bearer_token, checksum
 from shared.validator import AsyncValidator, Mode, Policy
 
 __all__ = ["Gate", "GateRequest", "GateResponse"]
@@ -226,11 +226,9 @@ class Gate:
         return any(m.strip().upper() not in SAFE_METHODS for m in methods)
 
     def _token(self, request: GateRequest) -> tuple[str | None, bool]:
-        header = request.headers.get("authorization")
-        if header:
-            scheme, _, value = header.strip().partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                return value.strip(), False
+        token = bearer_token(request.headers.get("authorization"))
+        if token is not None:
+            return token, False
         raw_cookie = request.headers.get("cookie")
         if raw_cookie:
             cookie = _cookies(raw_cookie).get(self.cookie_name)

@@ -34,6 +34,7 @@ from shared.keys import RedisKeys
 from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
+from shared.tokenformat import bearer_token
 from shared.validator import Policy
 
 Reason = Field(default=None, max_length=2000, description="Why (kept in the audit record).")
@@ -144,12 +145,11 @@ def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
     """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
 
     def check(request: Request, ctx: Ctx) -> TokenInfo:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        token = bearer_token(request.headers.get("authorization"))
         challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
-        if scheme.lower() != "bearer" or not token.strip():
+        if token is None:
             raise ApiError(401, "a bearer token is required", challenge)
-        caller = _authenticate(ctx, token.strip())
+        caller = _authenticate(ctx, token)
         invalid = {"WWW-Authenticate": 'Bearer realm="tokensync", error="invalid_token"'}
         if caller is None:
             raise ApiError(401, "invalid token", invalid)

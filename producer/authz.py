@@ -12,6 +12,8 @@ import datetime as dt
 import enum
 from collections.abc import Collection, Sequence
 
+from shared.abilities import WILDCARD, grants
+
 __all__ = [
     "ADMIN_ABILITIES",
     "Action",
@@ -20,8 +22,6 @@ __all__ = [
     "is_admin_principal",
     "mint_denial",
 ]
-
-WILDCARD = "*"
 
 #: Every ability the admin API knows; ``*`` on an admin principal holds them all.
 ADMIN_ABILITIES: tuple[str, ...] = (
@@ -49,16 +49,16 @@ def is_admin_principal(tokenable_type: str, admin_types: Collection[str]) -> boo
 
 
 def holds(abilities: Sequence[str], ability: str) -> bool:
-    """Whether an ability list grants ``ability`` (literally or through ``*``)."""
-    return WILDCARD in abilities or ability in abilities
+    """Whether an ability list grants ``ability`` (``shared.abilities.grants``)."""
+    return grants(abilities, ability)
 
 
 def grants_admin_power(
     tokenable_type: str, abilities: Sequence[str], admin_types: Collection[str]
 ) -> bool:
     """Whether a token of ``tokenable_type`` with ``abilities`` can drive the admin API."""
-    return is_admin_principal(tokenable_type, admin_types) and (
-        WILDCARD in abilities or any(a in ADMIN_ABILITIES for a in abilities)
+    return is_admin_principal(tokenable_type, admin_types) and any(
+        grants(abilities, a) for a in ADMIN_ABILITIES
     )
 
 
@@ -84,7 +84,8 @@ def mint_denial(  # noqa: PLR0917 (one rule over the caller and the target)
     if not holds(caller_abilities, action.value):
         return f"the token lacks the ability {action.value!r}"
     admin_target = is_admin_principal(target_type, admin_types)
-    if admin_target and WILDCARD in target_abilities and WILDCARD not in caller_abilities:
+    wildcard_target = grants(target_abilities, WILDCARD)
+    if admin_target and wildcard_target and not grants(caller_abilities, WILDCARD):
         return "only a '*' admin token may mint a '*' admin token"
     lacking = [
         a for a in target_abilities if a in ADMIN_ABILITIES and not holds(caller_abilities, a)

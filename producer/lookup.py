@@ -12,7 +12,7 @@ from producer.store import TokenInfo, TokenStore
 from shared.errors import NotFoundError, UsageError
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
-from shared.tokenformat import ParsedToken, parse_presented
+from shared.tokenformat import ParsedToken, bearer_token, parse_presented
 from shared.validator import Policy, Request, Validator, interpret
 
 __all__ = ["find_token", "hash_of", "regions_accepting", "secret_from_text"]
@@ -24,8 +24,7 @@ def secret_from_text(text: str) -> str:
     """What a scanner, a log line or a paste hands over: ``id|secret``, a bare secret, with
     or without ``Bearer`` and surrounding whitespace or quotes."""
     value = text.strip().strip("'\"").strip()
-    if value.lower().startswith("bearer "):
-        value = value[7:].strip()
+    value = bearer_token(value) or value
     if not value or any(c.isspace() for c in value):
         raise UsageError("expected one token or secret on stdin")
     return value

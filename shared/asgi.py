@@ -27,6 +27,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.rules import missing_abilities
+from shared.tokenformat import bearer_token
 from shared.validator import AsyncValidator, Mode, Outcome, Principal, ValidationResult
 
 __all__ = ["RouteRule", "TokenAuthMiddleware", "principal_of", "requires"]
@@ -202,11 +204,9 @@ class TokenAuthMiddleware:
         return bool(host) and parsed.scheme in {"http", "https"} and parsed.netloc == host
 
     def _token(self, scope: Scope) -> tuple[str | None, bool]:
-        header = _header(scope, b"authorization")
-        if header:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                return value.strip(), False
+        token = bearer_token(_header(scope, b"authorization"))
+        if token is not None:
+            return token, False
         cookie = _cookies(scope).get(self.cookie_name)
         return (cookie, True) if cookie else (None, False)
 
@@ -281,10 +281,7 @@ def requires(*abilities: str, mode: Mode = "all") -> Callable[..., Principal]:
         principal = principal_of(request)
         if principal is None:
             raise HTTPException(401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
-        missing = [a for a in abilities if not principal.can(a)]
-        if (mode == "all" and missing) or (
-            mode == "any" and abilities and len(missing) == len(abilities)
-        ):
+        if missing_abilities(principal, abilities, mode):
             raise HTTPException(403, "Invalid ability provided.")
         return principal
 

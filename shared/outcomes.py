@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from shared.abilities import grants
+
 __all__ = ["Outcome", "Principal", "ValidationResult"]
 
 
@@ -40,8 +42,8 @@ class Principal:
     expires_at_ms: int | None
 
     def can(self, ability: str) -> bool:
-        """Sanctum's ``tokenCan``: ``*`` or the exact (case-sensitive) ability."""
-        return "*" in self.abilities or ability in self.abilities
+        """Sanctum's ``tokenCan`` (``shared.abilities.grants``)."""
+        return grants(self.abilities, ability)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.abilities import grants
 from shared.errors import ConfigError
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scopes
 from shared.outcomes import Outcome, Principal, ValidationResult
@@ -23,6 +24,7 @@ __all__ = [
     "answerable_window",
     "epoch_scopes",
     "expired",
+    "grants",
     "judge",
     "missing_abilities",
     "region_unavailable_reason",

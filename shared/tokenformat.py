@@ -16,6 +16,7 @@ __all__ = [
     "MAX_TOKEN_ID",
     "MAX_TOKEN_LENGTH",
     "ParsedToken",
+    "bearer_token",
     "checksum",
     "has_valid_checksum",
     "hash_token",
@@ -47,6 +48,17 @@ def has_valid_checksum(plain: str, prefix: str = "") -> bool:
         return False
     entropy, crc = body[:ENTROPY_LENGTH], body[ENTROPY_LENGTH:]
     return bool(_ALNUM.match(entropy)) and checksum(entropy) == crc
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token an ``Authorization`` header value carries (``Bearer <token>``, the scheme
+    in any case, surrounding whitespace ignored), or None when it carries none. The one
+    reading of a presented bearer value: the middleware, the gate and the admin API."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
 
 
 @dataclass(frozen=True, slots=True)
