@@ -21,6 +21,14 @@ ASGI = Callable[
     [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
 ]
 
+# The gate's /auth statuses (nginx auth_request passes 2xx, 401 and 403 on).
+_STATUS = {
+    Outcome.VALID: 200,
+    Outcome.INVALID: 401,
+    Outcome.FORBIDDEN: 403,
+    Outcome.UNAVAILABLE: 503,
+}
+
 
 def create_app() -> ASGI:
     """An ASGI app answering ``/auth`` like the gate (status and principal headers)."""
@@ -56,7 +64,7 @@ def create_app() -> ASGI:
                 (b"x-tokensync-token-id", str(p.token_id).encode()),
                 (b"x-tokensync-abilities", ",".join(p.abilities).encode()),
             ]
-        status = result.outcome.http_status
+        status = _STATUS[result.outcome]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 

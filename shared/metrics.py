@@ -20,7 +20,6 @@ __all__ = [
     "RELAY_QUARANTINED",
     "RELAY_TRIGGERS_MISSING",
     "USAGE_REPORTS",
-    "VALIDATIONS",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -68,4 +67,3 @@ USAGE_REPORTS = Counter(
     " malformed or out_of_range (no region label: a forged record names any region).",
     ["outcome"],
 )
-VALIDATIONS = Counter("tokensync_validations", "Validation outcomes.", ["region", "outcome"])

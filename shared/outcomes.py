@@ -12,17 +12,13 @@ __all__ = ["Outcome", "Principal", "ValidationResult"]
 
 
 class Outcome(StrEnum):
-    """What a validation says; HTTP status in ``http_status``."""
+    """What a validation says (the middleware and the gate map it to their own HTTP
+    answers: Sanctum's 401/403, 419 or 403 for a CSRF mismatch, 503)."""
 
     VALID = "valid"
     INVALID = "invalid"
     FORBIDDEN = "forbidden"
     UNAVAILABLE = "unavailable"
-
-    @property
-    def http_status(self) -> int:
-        """200, 401, 403 or 503."""
-        return {"valid": 200, "invalid": 401, "forbidden": 403, "unavailable": 503}[self.value]
 
     @property
     def exit_code(self) -> int:
