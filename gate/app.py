@@ -1,9 +1,10 @@
 """What the gate answers: ``/auth`` for proxies, ``/introspect`` (RFC 7662), health, metrics.
 
 Pure request-to-response logic over an ``AsyncValidator`` (the HTTP protocol lives in
-``gate.http``). ``/auth`` speaks RFC 6750 challenges; ``/introspect`` requires HTTP
-Basic client authentication against ``TOKENSYNC_GATE_CLIENTS``. Nothing here logs or
-echoes a token: log lines carry the token id and outcome only.
+``gate.http``; requests, responses and refusals in ``gate.messages``). ``/auth`` speaks
+RFC 6750 challenges; ``/introspect`` requires HTTP Basic client authentication against
+``TOKENSYNC_GATE_CLIENTS``. Nothing here logs or echoes a token: log lines carry the
+token id and outcome only.
 """
 
 from __future__ import annotations
@@ -14,13 +15,26 @@ import hmac
 import secrets
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
-import orjson
 import structlog
 
+from gate.messages import (
+    SAFE_METHODS,
+    BadInputError,
+    GateRequest,
+    GateResponse,
+    abilities_from,
+    bad_request,
+    header_value,
+    invalid_request,
+    json_response,
+    parse_cookies,
+    parse_mode,
+    refusal,
+)
 from gate.metrics import GateMetrics
 from shared.keys import TokenField
 from shared.outcomes import Outcome, ValidationResult
@@ -30,108 +44,6 @@ from shared.validator import AsyncValidator, Mode, Policy
 __all__ = ["Gate", "GateRequest", "GateResponse"]
 
 log = structlog.get_logger("gate")
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-MAX_ABILITIES = 32
-MAX_ABILITY_LENGTH = 128
-# printable ASCII but what would split or break a header: space, comma, quote, backslash
-_ABILITY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset(',"\\')
-_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%")
-
-
-@dataclass(frozen=True, slots=True)
-class GateRequest:
-    """One parsed HTTP request: header names lowercased, values decoded as latin-1."""
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class GateResponse:
-    """What to send back: status, extra headers, and a body (JSON unless said otherwise)."""
-
-    status: int
-    headers: Sequence[tuple[str, str]] = ()
-    body: bytes = b""
-    content_type: str = "application/json"
-    outcome: str = "ok"
-
-
-def _json(
-    status: int, body: object, outcome: str, headers: Sequence[tuple[str, str]] = ()
-) -> GateResponse:
-    return GateResponse(status, headers, orjson.dumps(body), outcome=outcome)
-
-
-def _bad_request(description: str) -> GateResponse:
-    return _json(
-        400,
-        {"error": "invalid_request", "error_description": description},
-        "bad_request",
-        [
-            (
-                "WWW-Authenticate",
-                f'Bearer realm="tokensync", error="invalid_request", '
-                f'error_description="{_quotable(description)}"',
-            )
-        ],
-    )
-
-
-def _quotable(text: str) -> str:
-    """Text that fits in a header's quoted-string."""
-    return "".join(c for c in text if c not in '"\\' and " " <= c <= "~")
-
-
-def _invalid(description: str) -> dict[str, str]:
-    return {"error": "invalid_request", "error_description": description}
-
-
-def _header_value(text: str) -> str:
-    """A value that is safe in a response header (no CR/LF, ASCII): percent-encoded."""
-    if text.isascii() and text.isprintable() and "%" not in text:
-        return text  # the common case, without quote()'s cost
-    return quote(text, safe=_HEADER_SAFE + " ")
-
-
-class _BadInputError(Exception):
-    """Raised inside request parsing; becomes a 400 with this description."""
-
-
-def _abilities_from(values: Sequence[str]) -> tuple[str, ...]:
-    found: list[str] = []
-    for value in values:
-        for item in value.replace(",", " ").split():
-            if len(item) > MAX_ABILITY_LENGTH or not set(item) <= _ABILITY_CHARS:
-                raise _BadInputError(
-                    "an ability must be printable ASCII without comma, quote or backslash"
-                )
-            if item not in found:
-                found.append(item)
-    if len(found) > MAX_ABILITIES:
-        raise _BadInputError(f"more than {MAX_ABILITIES} abilities")
-    return tuple(found)
-
-
-def _mode(value: str | None) -> Mode:
-    if value is None or value == "all":
-        return "all"
-    if value == "any":
-        return "any"
-    raise _BadInputError("mode must be 'all' or 'any'")
-
-
-def _cookies(raw: str) -> dict[str, str]:
-    jar: dict[str, str] = {}
-    for part in raw.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name and name not in jar:
-            jar[name] = value.strip().strip('"')
-    return jar
 
 
 @dataclass
@@ -173,7 +85,7 @@ class Gate:
                 body=self.metrics.render(self.region),
                 content_type="text/plain; version=0.0.4",
             )
-        return _json(
+        return json_response(
             404,
             {"error": "not_found", "routes": ["/auth", "/introspect", "/healthz", "/metrics"]},
             "not_found",
@@ -207,11 +119,11 @@ class Gate:
             params = parse_qs(request.query, keep_blank_values=True)
             if "ability" in params or "mode" in params:
                 mode_values = params.get("mode", [])
-                return _abilities_from(params.get("ability", [])), _mode(
+                return abilities_from(params.get("ability", [])), parse_mode(
                     mode_values[-1] if mode_values else None
                 )
         header = request.headers.get("x-tokensync-abilities")
-        return _abilities_from([header] if header else []), _mode(
+        return abilities_from([header] if header else []), parse_mode(
             request.headers.get("x-tokensync-mode")
         )
 
@@ -231,14 +143,14 @@ class Gate:
             return token, False
         raw_cookie = request.headers.get("cookie")
         if raw_cookie:
-            cookie = _cookies(raw_cookie).get(self.cookie_name)
+            cookie = parse_cookies(raw_cookie).get(self.cookie_name)
             if cookie:
                 return cookie, True
         return None, False
 
     def _csrf_ok(self, request: GateRequest) -> bool:
         sent = request.headers.get("x-xsrf-token", "")
-        expected = _cookies(request.headers.get("cookie", "")).get(self.csrf_cookie, "")
+        expected = parse_cookies(request.headers.get("cookie", "")).get(self.csrf_cookie, "")
         return bool(sent and expected) and hmac.compare_digest(
             sent.encode("latin-1"), expected.encode("latin-1")
         )
@@ -248,11 +160,11 @@ class Gate:
         or 401/403/503 with an RFC 6750 challenge."""
         try:
             required, mode = self._requirements(request)
-        except _BadInputError as e:
-            return _bad_request(str(e))
+        except BadInputError as e:
+            return bad_request(str(e))
         token, from_cookie = self._token(request)
         if token is None:
-            return _json(
+            return json_response(
                 401,
                 {"error": "unauthenticated", "error_description": "no bearer token"},
                 "unauthenticated",
@@ -260,7 +172,7 @@ class Gate:
             )
         if from_cookie and self._unsafe(request) and not self._csrf_ok(request):
             # 403, not Laravel's 419: nginx's auth_request passes only 2xx, 401 and 403 on
-            return _json(
+            return json_response(
                 403,
                 {"error": "csrf_mismatch", "error_description": "X-XSRF-TOKEN must match"},
                 "csrf_mismatch",
@@ -273,15 +185,15 @@ class Gate:
             return GateResponse(
                 200,
                 [
-                    ("X-Tokensync-Principal-Type", _header_value(p.tokenable_type)),
-                    ("X-Tokensync-Principal-Id", _header_value(p.tokenable_id)),
+                    ("X-Tokensync-Principal-Type", header_value(p.tokenable_type)),
+                    ("X-Tokensync-Principal-Id", header_value(p.tokenable_id)),
                     ("X-Tokensync-Token-Id", "" if p.token_id is None else str(p.token_id)),
-                    ("X-Tokensync-Abilities", _header_value(",".join(p.abilities))),
+                    ("X-Tokensync-Abilities", header_value(",".join(p.abilities))),
                     ("Cache-Control", "no-store"),
                 ],
                 outcome="valid",
             )
-        return _refusal(result)
+        return refusal(result)
 
     # --- /introspect --------------------------------------------------------------------
     def _client(self, request: GateRequest) -> str | None:
@@ -306,10 +218,12 @@ class Gate:
         """The client and the ``token`` form field of an authenticated POST, or the refusal
         to send."""
         if request.method != "POST":
-            return _json(405, _invalid("use POST"), "bad_request", [("Allow", "POST")])
+            return json_response(
+                405, invalid_request("use POST"), "bad_request", [("Allow", "POST")]
+            )
         client = self._client(request)
         if client is None:
-            return _json(
+            return json_response(
                 401,
                 {"error": "invalid_client"},
                 "invalid_client",
@@ -317,14 +231,18 @@ class Gate:
             )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
-            return _json(415, _invalid("send application/x-www-form-urlencoded"), "bad_request")
+            return json_response(
+                415, invalid_request("send application/x-www-form-urlencoded"), "bad_request"
+            )
         try:
             form = parse_qs(request.body.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            return _json(400, _invalid("the form is not ASCII"), "bad_request")
+            return json_response(400, invalid_request("the form is not ASCII"), "bad_request")
         tokens = form.get("token", [])
         if len(tokens) != 1 or not tokens[0]:
-            return _json(400, _invalid("send exactly one token field"), "bad_request")
+            return json_response(
+                400, invalid_request("send exactly one token field"), "bad_request"
+            )
         return client, tokens[0]
 
     async def introspect(self, request: GateRequest) -> GateResponse:
@@ -337,10 +255,10 @@ class Gate:
         result = await self.validator.validate(token)
         self._log(result, "introspect", client=client)
         if result.outcome is Outcome.UNAVAILABLE:
-            return _refusal(result)
+            return refusal(result)
         headers = [("Cache-Control", "no-store")]
         if result.outcome is not Outcome.VALID or result.principal is None:
-            return _json(200, {"active": False}, "inactive", headers)
+            return json_response(200, {"active": False}, "inactive", headers)
         p = result.principal
         body: dict[str, object] = {
             "active": True,
@@ -364,7 +282,7 @@ class Gate:
             expiries.append(created_ms + self.expiration_minutes * 60_000)
         if expiries:
             body["exp"] = min(expiries) // 1000
-        return _json(200, body, "active", headers)
+        return json_response(200, body, "active", headers)
 
     async def _created_at_ms(self, token: str) -> int | None:
         """When the token was issued, from the region's record (introspection only)."""
@@ -394,13 +312,13 @@ class Gate:
             "policy": self.validator.policy.on_unavailable,
         }
         if result.outcome is Outcome.UNAVAILABLE:
-            return _json(
+            return json_response(
                 503,
                 {**body, "status": "unavailable", "reason": result.reason},
                 "unavailable",
                 [("Retry-After", "1")],
             )
-        return _json(200, {**body, "status": "ok"}, "ok")
+        return json_response(200, {**body, "status": "ok"}, "ok")
 
     def _log(self, result: ValidationResult, route: str, **extra: object) -> None:
         """One line per refusal; the token id, never the token. Admissions are counted in
@@ -418,52 +336,6 @@ class Gate:
             **extra,
         }
         log.info("gate_refused", **fields)
-
-
-def _refusal(result: ValidationResult) -> GateResponse:
-    if result.outcome is Outcome.FORBIDDEN:
-        scope = " ".join(result.missing)
-        return _json(
-            403,
-            {"error": "insufficient_scope", "missing": list(result.missing)},
-            "forbidden",
-            [
-                (
-                    "WWW-Authenticate",
-                    f'Bearer realm="tokensync", error="insufficient_scope", scope="{scope}"',
-                )
-            ],
-        )
-    if result.outcome is Outcome.UNAVAILABLE:
-        return _json(
-            503,
-            {
-                "error": "temporarily_unavailable",
-                "reason": result.reason,
-                "freshness_s": result.freshness_s,
-            },
-            "unavailable",
-            [
-                ("Retry-After", "1"),
-                (
-                    "WWW-Authenticate",
-                    f'Bearer realm="tokensync", error="temporarily_unavailable", '
-                    f'error_description="region {result.reason}"',
-                ),
-            ],
-        )
-    return _json(
-        401,
-        {"error": "invalid_token", "reason": result.reason},
-        "invalid",
-        [
-            (
-                "WWW-Authenticate",
-                f'Bearer realm="tokensync", error="invalid_token", '
-                f'error_description="token {result.reason}"',
-            )
-        ],
-    )
 
 
 def now() -> float:

@@ -1,26 +1,26 @@
-"""Event types on the token topic, their canonical encoding and their signatures.
+"""Event types on the token topic, their canonical encoding, decoding and verification.
 
 A record's value is the canonical JSON of one event (sorted keys, no spaces,
 integers for times in milliseconds since the epoch, UTC). Its headers carry the
 signing key id (``ts-kid``) and an HMAC-SHA256 (``ts-sig``, hex) over
-``key + b"\\0" + value``. Decoding checks the signature first, then the schema
-version and every field's type; anything else is an ``EventDecodeError``.
+``key + b"\\0" + value`` (``shared.signing``). Decoding checks the signature first,
+then the schema version and every field's type; anything else is an
+``EventDecodeError``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
 import orjson
 
-from shared.errors import ConfigError, EventDecodeError, SignatureError
+from shared.errors import EventDecodeError
 from shared.keys import EpochScope
+from shared.signing import KID_HEADER, SIG_HEADER, Keyring
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-KID_HEADER = "ts-kid"
-SIG_HEADER = "ts-sig"
 MAX_RECORD_BYTES = 64 * 1024
 GLOBAL_SCOPE = EpochScope.GLOBAL
 _HASH = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -194,51 +192,6 @@ class Heartbeat:
 
 
 Event = TokenEvent | EpochEvent | Heartbeat
-
-
-class Keyring:
-    """HMAC-SHA256 signing keys by id: one active for signing, all accepted for verifying."""
-
-    __slots__ = ("_active", "_keys")
-
-    def __init__(self, keys: Mapping[str, bytes], active: str) -> None:
-        if not keys:
-            raise ConfigError("a keyring needs at least one signing key")
-        if active not in keys:
-            raise ConfigError(f"active signing key {active!r} is not among the keys")
-        self._keys = dict(keys)
-        self._active = active
-
-    def __repr__(self) -> str:
-        return f"Keyring(ids={sorted(self._keys)}, active={self._active!r})"
-
-    @property
-    def ids(self) -> list[str]:
-        """Every key id this keyring verifies, sorted (never the secrets)."""
-        return sorted(self._keys)
-
-    def sign(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
-        """Kafka headers carrying the key id and the signature of ``key`` and ``value``."""
-        mac = hmac.new(self._keys[self._active], key + b"\0" + value, hashlib.sha256)
-        return [(KID_HEADER, self._active.encode()), (SIG_HEADER, mac.hexdigest().encode())]
-
-    def verify(self, key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]]) -> str:
-        """Return the key id that signed the record, or raise SignatureError."""
-        kid = sig = None
-        for name, raw in headers:
-            if name == KID_HEADER:
-                kid = raw
-            elif name == SIG_HEADER:
-                sig = raw
-        if kid is None or sig is None:
-            raise SignatureError("record is not signed")
-        secret = self._keys.get(kid.decode("utf-8", "replace"))
-        if secret is None:
-            raise SignatureError(f"unknown signing key id {kid[:32]!r}")
-        expected = hmac.digest(secret, key + b"\0" + value, "sha256").hex().encode()
-        if not hmac.compare_digest(expected, sig):
-            raise SignatureError("signature does not match")
-        return kid.decode()
 
 
 def encode(event: Event) -> bytes:

@@ -14,13 +14,7 @@ so the cache is known to hold nothing older than that ping. The cache answers
 only while its newest processed ping was *sent* less than ``bound_s`` ago and
 only while the region itself, judged by that ping's heartbeat, may answer
 *valid* (``shared.rules``); apply messages, empty or not, never keep it alive.
-
-Receipts (``near_caches_behind``): each near-cache registers in the region's
-``near_caches`` hash and reports there the Redis time of the newest ping it has
-processed (its own, or a ``sync`` ping a receipt publishes). A revocation
-applied in the region before Redis time R is enforced in every near-cache
-once each registered one reported a time >= R, or Redis time passed R + its
-bound (after that, a cache answers only from pings sent after R).
+Each near-cache registers for receipts (``shared.nearcache_registry``).
 """
 
 from __future__ import annotations
@@ -33,21 +27,23 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import orjson
 import redis
 
 from shared.errors import ConfigError
-from shared.keys import (
-    InvalidationField,
-    NearCacheField,
-    PingField,
-    PingKind,
-    RedisKeys,
-)
+from shared.keys import InvalidationField, PingField, PingKind, RedisKeys
 from shared.logs import get_logger
+from shared.nearcache_registry import (
+    FORGET_AFTER_MS,
+    PING_SCRIPT,
+    near_caches_behind,
+    redis_time_ms,
+    registration,
+    report,
+    sync_near_caches,
+)
 from shared.outcomes import Principal
 from shared.rules import Freshness, TokenRecord, answerable_window
 
@@ -61,15 +57,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-# The ping script (fields: ``PingField``); see ``shared/ping.lua``.
-_PING = files("shared").joinpath("ping.lua").read_text()
-
-#: Receipts forget a registration once its last report is older than its own bound plus
-#: this margin: by then the near-cache cannot be answering from anything it held at that
-#: report (it answers only from a ping sent less than ``bound`` ago, and stops answering
-#: once its newest *reported* ping is older than its bound plus a third of this margin,
-#: so the remaining two thirds absorb clock-rate differences).
-FORGET_AFTER_MS = 30_000
 _ANSWER_MARGIN_S = FORGET_AFTER_MS / 3000
 _REPORT_EVERY_S = 1.0
 
@@ -97,47 +84,6 @@ class _Certificate:
     until: float
     heartbeat_ms: int
     window: tuple[int, int] | None
-
-
-def redis_time_ms(client: redis.Redis) -> int:
-    """The Redis server's clock in milliseconds (receipts and near-caches share it)."""
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-def sync_near_caches(client: redis.Redis, keys: RedisKeys) -> int:
-    """Ask every listening near-cache of the region to report at once; returns the Redis
-    time of the request (>= any moment before the call)."""
-    script = client.register_script(_PING)
-    return int(script(keys=[keys.meta], args=[keys.invalidations, PingKind.SYNC, "", 0]))
-
-
-def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> list[str]:
-    """The near-caches that may still answer from state older than Redis time
-    ``since_ms``: registered, reported less than ``since_ms``, and ``since_ms`` + their
-    bound not yet passed. Empty means: whatever the region applied before ``since_ms`` is
-    enforced in every near-cache. Forgets a registration whose last report is older than
-    its own bound plus ``FORGET_AFTER_MS`` (it stalled or stopped; it can no longer be
-    answering from what it held then)."""
-    now = redis_time_ms(client)
-    behind, forget = [], []
-    for raw_id, raw in client.hgetall(keys.near_caches).items():
-        cache_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        try:
-            report: dict[str, Any] = orjson.loads(raw)
-            reported = int(report[NearCacheField.REPORTED])
-            bound = int(report[NearCacheField.BOUND])
-            seen = int(report.get(NearCacheField.SINCE, reported))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            forget.append(cache_id)
-            continue
-        if max(reported, seen) < now - bound - FORGET_AFTER_MS:
-            forget.append(cache_id)
-        elif reported < since_ms and now < since_ms + bound:
-            behind.append(cache_id)
-    if forget:
-        client.hdel(keys.near_caches, *forget)
-    return sorted(behind)
 
 
 class NearCache:
@@ -183,7 +129,7 @@ class NearCache:
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._ping = client.register_script(_PING)
+        self._ping = client.register_script(PING_SCRIPT)
         self._own_channel = f"{keys.invalidations}:{self.id}"
 
     @property
@@ -344,24 +290,14 @@ class NearCache:
         failure ends the subscription like a disconnect)."""
         if processed_t <= self._reported_t:
             return
-        value = orjson.dumps(
-            {NearCacheField.REPORTED: processed_t, NearCacheField.BOUND: self._bound_ms}
-        )
-        self._client.hset(self._keys.near_caches, self.id, value)
+        self._client.hset(self._keys.near_caches, self.id, report(processed_t, self._bound_ms))
         self._reported_t = processed_t
 
     def _register(self) -> None:
         """Before any answer: receipts must know this cache exists."""
         asked = self._clock()
         now_ms = redis_time_ms(self._client)
-        value = orjson.dumps(
-            {
-                NearCacheField.REPORTED: 0,
-                NearCacheField.SINCE: now_ms,
-                NearCacheField.BOUND: self._bound_ms,
-            }
-        )
-        self._client.hset(self._keys.near_caches, self.id, value)
+        self._client.hset(self._keys.near_caches, self.id, registration(now_ms, self._bound_ms))
         self._reported_t = 0
         self._anchor = max(self._anchor, asked)
 

@@ -1,7 +1,8 @@
 """Validating tokens locally against a region's Redis: one round trip, Sanctum's rules.
 
 ``Validator`` (sync) and ``AsyncValidator`` (asyncio) share the rules in
-``interpret``: a malformed token is *invalid* before any Redis call; a region
+``interpret`` (``shared.interpret``; their ``Policy`` in ``shared.policy``, both
+re-exported here): a malformed token is *invalid* before any Redis call; a region
 that is not ready or staler than its budget is *unavailable* (never *valid*);
 then revoked, expired and epoch-revoked tokens are *invalid* and a token that
 lacks a required ability is *forbidden*.
@@ -10,31 +11,23 @@ lacks a required ability is *forbidden*.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Self
 
-import orjson
 import redis
 import redis.asyncio as aioredis
 
-from shared.errors import ConfigError
-from shared.keys import RedisKeys, TokenState
+from shared.interpret import Request, apply_fallback, created_at_ms, interpret
+from shared.keys import RedisKeys
 from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
-from shared.rules import (
-    Freshness,
-    Mode,
-    TokenRecord,
-    judge,
-    missing_abilities,
-    region_unavailable_reason,
-)
+from shared.policy import Fallback, FallbackAnswer, Policy
+from shared.rules import Mode, judge, missing_abilities
 from shared.settings import Settings
-from shared.tokenformat import ParsedToken, parse_presented
+from shared.tokenformat import parse_presented
 from shared.usage import UsageRecorder
 
 __all__ = [
@@ -53,157 +46,12 @@ __all__ = [
 ]
 
 _SCRIPT = files("shared").joinpath("validate.lua").read_text()
-_LIVE = TokenState.LIVE.encode()
-
-
-@dataclass(frozen=True, slots=True)
-class FallbackAnswer:
-    """What the token store says about a token (Sanctum's way): its row, its issue time
-    and the newest epoch that applies to it, or nothing."""
-
-    principal: Principal | None
-    created_at_ms: int | None = None
-    issued_at_ms: int | None = None
-    epoch_ms: int = 0
-    """The newest epoch the store holds for the token's scopes (``shared.rules``)."""
-    now_ms: int | None = None
-    """The store's clock when it answered: the answer is judged with it, since the
-    validator's own clock may be what made the region look unavailable (None: the
-    validator's clock)."""
-
-
-class Fallback(Protocol):
-    """Asks the token store directly (used when the region is unavailable)."""
-
-    def lookup(self, token: str) -> FallbackAnswer:
-        """The token's principal from the store, or ``FallbackAnswer(None)``."""
-        ...
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How a validator decides: staleness budget, what to do when unavailable, lifetimes."""
-
-    staleness_budget_s: float = 5.0
-    on_unavailable: Literal["deny", "fallback"] = "deny"
-    expiration_minutes: int | None = None
-    clock_skew_allowance_s: float = 1.0
-    _freshness: Freshness = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.on_unavailable not in ("deny", "fallback"):
-            raise ConfigError(
-                f"on_unavailable must be deny or fallback, not {self.on_unavailable!r}"
-            )
-        # Built (and so checked: a nan, infinite or negative budget is refused) once.
-        freshness = Freshness(self.staleness_budget_s, self.clock_skew_allowance_s)
-        object.__setattr__(self, "_freshness", freshness)
-
-    @property
-    def freshness(self) -> Freshness:
-        """The budget and skew allowance as the rule set takes them."""
-        return self._freshness
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
-        """The policy the settings describe, with per-call overrides."""
-        base = cls(
-            staleness_budget_s=settings.staleness_budget_s,
-            expiration_minutes=settings.token_expiration_minutes,
-            clock_skew_allowance_s=settings.clock_skew_allowance_s,
-        )
-        return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def check_abilities(principal: Principal, required: Sequence[str], mode: Mode) -> tuple[str, ...]:
     """The required abilities the principal lacks (``all``), or all of them if it has none
     (``any``); empty means allowed (``shared.rules.missing_abilities``)."""
     return missing_abilities(principal, required, mode)
-
-
-def _int(value: bytes | None) -> int | None:
-    return None if value is None or value == b"" else int(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One validation call: the token as parsed, what it must be able to do, and when."""
-
-    token: str
-    parsed: ParsedToken
-    required: tuple[str, ...]
-    mode: Mode
-    now_ms: int
-
-
-def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> ValidationResult:
-    """Apply the freshness policy and Sanctum's rules (``shared.rules``) to the Lua
-    script's reply."""
-    ready, oldest, epoch = int(reply[0]), int(reply[1]), int(reply[2])
-    now_ms = request.now_ms
-    freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
-    why_unavailable = (
-        "incomplete"  # a structure of the cache is missing (evicted or deleted): no answer
-        if ready < 0
-        else region_unavailable_reason(ready > 0, oldest, now_ms, policy.freshness)
-    )
-    if why_unavailable is not None:
-        return ValidationResult(Outcome.UNAVAILABLE, freshness_s=freshness, reason=why_unavailable)
-    state, token_id = reply[3], _int(reply[4])
-    if state is None or (
-        request.parsed.token_id is not None and token_id != request.parsed.token_id
-    ):
-        return judge(None, 0, now_ms, source="region", freshness_s=freshness)
-    if state != _LIVE:  # a tombstone: revoked one by one
-        return ValidationResult(
-            Outcome.INVALID, freshness_s=freshness, reason="revoked", source="region"
-        )
-    try:
-        abilities = tuple(a for a in orjson.loads(reply[8] or b"[]") if isinstance(a, str))
-    except orjson.JSONDecodeError:
-        abilities = ()
-    principal = Principal(
-        tokenable_type=(reply[5] or b"").decode(),
-        tokenable_id=(reply[6] or b"").decode(),
-        token_id=token_id,
-        name=(reply[7] or b"").decode(),
-        abilities=abilities,
-        expires_at_ms=_int(reply[11]),
-    )
-    record = TokenRecord(principal, _int(reply[9]), _int(reply[10]))
-    return judge(
-        record,
-        epoch,
-        now_ms,
-        required=request.required,
-        mode=request.mode,
-        expiration_minutes=policy.expiration_minutes,
-        source="region",
-        freshness_s=freshness,
-    )
-
-
-def _apply_fallback(
-    fallback: Fallback | None, request: Request, policy: Policy, unavailable: ValidationResult
-) -> ValidationResult:
-    """Under the ``fallback`` policy, the token store answers (Sanctum's way)."""
-    if policy.on_unavailable != "fallback" or fallback is None:
-        return unavailable
-    answer = fallback.lookup(request.token)
-    record = (
-        None
-        if answer.principal is None
-        else TokenRecord(answer.principal, answer.created_at_ms, answer.issued_at_ms)
-    )
-    return judge(
-        record,
-        answer.epoch_ms,
-        request.now_ms if answer.now_ms is None else answer.now_ms,
-        required=request.required,
-        mode=request.mode,
-        expiration_minutes=policy.expiration_minutes,
-        source="store",
-    )
 
 
 def _required(abilities: Iterable[str] | str) -> tuple[str, ...]:
@@ -272,12 +120,12 @@ def _after_redis(
                 lookup.request.token,
                 lookup.key,
                 result.principal,
-                _int(reply[9]),
+                created_at_ms(reply),
                 version=lookup.version,
                 now_ms=lookup.request.now_ms,
             )
     if result.outcome is Outcome.UNAVAILABLE:
-        return _apply_fallback(fallback, lookup.request, policy, result)
+        return apply_fallback(fallback, lookup.request, policy, result)
     return result
 
 
