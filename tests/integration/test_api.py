@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from producer.api import create_app
 from producer.store import TokenStore
@@ -80,7 +81,15 @@ def test_an_admin_issues_lists_rotates_and_revokes(client: httpx.Client, store: 
         t["id"] for t in client.get(f"/v1/principals/{USER}/5/tokens", headers=admin).json()
     ]
     revoked = client.delete(f"/v1/tokens/{rotated['id']}", headers=admin)
-    assert 200 == revoked.status_code and revoked.json()["seq"] > rotated["seq"] - 1
+    assert 200 == revoked.status_code
+    # the seq answered is the outbox row of this revocation, the newest one
+    with store.engine.connect() as conn:
+        revocation_seqs = conn.execute(
+            sa.text("SELECT seq FROM tokensync_outbox WHERE token_id = :id AND op = 'revoked'"),
+            {"id": rotated["id"]},
+        ).scalars()
+        assert [revoked.json()["seq"]] == [int(seq) for seq in revocation_seqs]
+    assert revoked.json()["seq"] > rotated["seq"]
     epoch = client.post(
         "/v1/revocations/principal",
         json={"tokenable_type": USER, "tokenable_id": 5, "reason": "test"},
