@@ -8,6 +8,8 @@ import datetime as dt
 import sqlalchemy as sa
 
 from producer.tokens import format_token, generate_token, hash_token
+from shared.validator import Validator
+from tests.harness import Pipeline
 
 USER = "App\\Models\\User"
 
@@ -79,3 +81,15 @@ def eloquent_insert(
         else:
             token_id = conn.execute(sa.text(sql), params).lastrowid
     return format_token(int(token_id), plain)
+
+
+def every_region_running(pipeline: Pipeline) -> list[Validator]:
+    """Start the relay and a worker per region, wait until every region is ready; a
+    validator of each region (the caller closes them)."""
+    pipeline.start_relay()
+    regions = [r.name for r in pipeline.settings.regions]
+    for region in regions:
+        pipeline.start_worker(region)
+    for region in regions:
+        pipeline.wait_ready(region)
+    return [pipeline.validator(r) for r in regions]

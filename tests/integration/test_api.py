@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from producer.api import create_app
 from producer.store import TokenStore
-from shared.settings import Settings
-from tests.http_helpers import serving
+from tests.http_helpers import bearer
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_missing_or_unknown_token_is_401_with_a_bearer_challenge(client: httpx.Client) -> None:
