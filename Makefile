@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint down status clean bench
+.PHONY: demo test unit lint down status clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/tokensync stack fetch
 	$(BIN)/pytest
+
+## unit: the unit tier alone (no servers, seconds)
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

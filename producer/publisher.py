@@ -1,11 +1,13 @@
 """The seam between the relay and Kafka: the ``EventPublisher`` protocol and an in-memory one.
 
 ``KafkaPublisher`` (``producer.kafka_io``) is the real implementation;
-``MemoryPublisher`` serves unit tests, as a stub broker does.
+``MemoryPublisher`` is the unit tier's in-memory topic, as dramatiq's stub broker is
+its users' (``tests/unit/test_relay_memory.py``).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -62,29 +64,61 @@ class EventPublisher(Protocol):
 
 @dataclass
 class MemoryPublisher:
-    """An in-memory topic: keyed partitioning by hash, offsets counted per partition."""
+    """An in-memory topic, the relay's stub broker in the unit tier.
+
+    Records land in ``log`` as ``(partition, offset, record)`` with offsets counted per
+    partition; a record without a partition goes where its key's CRC-32 sends it (as
+    ``producer.relay.partition_for`` does). Faults are set by hand: ``fail`` refuses
+    every publish (a broker that is down), ``fail_next`` refuses the next calls, after
+    ``land_before_failure`` of their records have landed (a broker that stored part of a
+    batch before the connection broke: the relay must publish them again), and
+    ``max_record_bytes`` refuses a call holding a larger record (the broker's
+    ``RecordTooLargeError``).
+    """
 
     partition_count: int = 3
     fail: bool = False
+    fail_next: int = 0
+    land_before_failure: int = 0
+    max_record_bytes: int | None = None
     log: list[tuple[int, int, OutgoingRecord]] = field(default_factory=list)
+    calls: int = 0
+    closed: int = 0
 
     def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
+        self.calls += 1
         if self.fail:
             raise PublishError("memory publisher set to fail")
-        placements = []
-        for record in records:
-            partition = (
-                record.partition
-                if record.partition is not None
-                else sum(record.key) % self.partition_count
-            )
-            offset = sum(1 for p, _, _ in self.log if p == partition)
-            self.log.append((partition, offset, record))
-            placements.append(Placement(partition, offset))
+        limit = self.max_record_bytes
+        if limit is not None and any(len(r.key) + len(r.value) > limit for r in records):
+            raise RecordTooLargeError(f"a record is larger than {limit} bytes")
+        failing = self.fail_next > 0
+        if failing:
+            self.fail_next -= 1
+            records = records[: self.land_before_failure]
+        placements = [self._append(record) for record in records]
+        if failing:
+            raise PublishError("memory publisher set to fail this call")
         return placements
+
+    def _append(self, record: OutgoingRecord) -> Placement:
+        partition = (
+            record.partition
+            if record.partition is not None
+            else zlib.crc32(record.key) % self.partition_count
+        )
+        if not 0 <= partition < self.partition_count:
+            raise PublishError(f"no partition {partition} (the topic has {self.partition_count})")
+        offset = sum(1 for p, _, _ in self.log if p == partition)
+        self.log.append((partition, offset, record))
+        return Placement(partition, offset)
+
+    def records(self, partition: int | None = None) -> list[OutgoingRecord]:
+        """What landed, in order (of one partition, or of all in landing order)."""
+        return [r for p, _, r in self.log if partition is None or p == partition]
 
     def partitions(self) -> int:
         return self.partition_count
 
     def close(self) -> None:
-        return None
+        self.closed += 1

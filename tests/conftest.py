@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -179,15 +180,50 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@contextlib.contextmanager
+def migrated_store(url: str) -> Iterator[TokenStore]:
+    """A token store on ``url`` with every migration applied; its pool closed after."""
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(url)
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def store(database_url: str) -> Iterator[TokenStore]:
     """A migrated token store on this test's database (SQLite, PostgreSQL, MariaDB)."""
-    from producer.schema import create_engine, migrate
+    with migrated_store(database_url) as store:
+        yield store
 
-    engine = create_engine(database_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
+
+@pytest.fixture
+def client(store: TokenStore) -> Iterator[httpx.Client]:
+    """The token store's HTTP API, served for real (uvicorn) on this test's ``store``."""
+    from producer.api import create_app
+    from shared.settings import Settings
+    from tests.http_helpers import serving
+
+    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
+        yield http
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[TokenStore]:
+    """A migrated token store on PostgreSQL only (for what only PostgreSQL has)."""
+    with migrated_store(postgres_url) as store:
+        yield store
+
+
+@pytest.fixture
+def maria_store(mysql_url: str) -> Iterator[TokenStore]:
+    """A migrated token store on MariaDB (or MySQL) only."""
+    with migrated_store(mysql_url) as store:
+        yield store
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -231,6 +267,30 @@ def pipeline(
     """Store (SQLite), relay thread and three regions' settings; workers start on demand."""
     yield from pipeline_context(
         Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, region_urls)
+    )
+
+
+@pytest.fixture
+def one_region(
+    tmp_path: Path, kafka_bootstrap: str, sqlite_url: str, topics: Topics, redis_url: str
+) -> Iterator[Pipeline]:
+    """The ``pipeline`` with a single region, ``eu``, on this test's Redis database."""
+    yield from pipeline_context(
+        Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, {"eu": redis_url})
+    )
+
+
+@pytest.fixture
+def any_pipeline(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    database_url: str,
+    topics: Topics,
+    region_urls: dict[str, str],
+) -> Iterator[Pipeline]:
+    """The ``pipeline`` on each store in turn: SQLite, PostgreSQL and MariaDB."""
+    yield from pipeline_context(
+        Pipeline(tmp_path, kafka_bootstrap, database_url, topics, region_urls)
     )
 
 

@@ -31,3 +31,8 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header that presents ``token``."""
+    return {"Authorization": f"Bearer {token}"}

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from producer.api import create_app
 from producer.store import TokenStore
 from shared.settings import Settings
-from tests.http_helpers import serving
+from tests.http_helpers import bearer, serving
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 ADMIN = "tokensync"
 PUBLIC = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-
-
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_an_end_user_wildcard_token_gets_401_on_every_admin_route(

@@ -10,26 +10,15 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from producer.api import create_app
 from producer.store import TokenStore
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
 from tests.cli_helpers import run_cli
-from tests.http_helpers import serving
+from tests.http_helpers import bearer
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 ADMIN = "tokensync"
-
-
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def published_but_never_applied(store: TokenStore, redis_url: str) -> int:

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from producer.api import create_app
 from producer.store import TokenStore
-from shared.settings import Settings
-from tests.http_helpers import serving
+from tests.http_helpers import bearer
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_missing_or_unknown_token_is_401_with_a_bearer_challenge(client: httpx.Client) -> None:
@@ -80,7 +67,15 @@ def test_an_admin_issues_lists_rotates_and_revokes(client: httpx.Client, store: 
         t["id"] for t in client.get(f"/v1/principals/{USER}/5/tokens", headers=admin).json()
     ]
     revoked = client.delete(f"/v1/tokens/{rotated['id']}", headers=admin)
-    assert 200 == revoked.status_code and revoked.json()["seq"] > rotated["seq"] - 1
+    assert 200 == revoked.status_code
+    # the seq answered is the outbox row of this revocation, the newest one
+    with store.engine.connect() as conn:
+        revocation_seqs = conn.execute(
+            sa.text("SELECT seq FROM tokensync_outbox WHERE token_id = :id AND op = 'revoked'"),
+            {"id": rotated["id"]},
+        ).scalars()
+        assert [revoked.json()["seq"]] == [int(seq) for seq in revocation_seqs]
+    assert revoked.json()["seq"] > rotated["seq"]
     epoch = client.post(
         "/v1/revocations/principal",
         json={"tokenable_type": USER, "tokenable_id": 5, "reason": "test"},

@@ -8,8 +8,6 @@ import json
 import os
 import pwd
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,10 +17,8 @@ from producer.api import create_app
 from producer.audit import AuditContext, read
 from producer.store import TokenStore, utcnow
 from shared.errors import NotFoundError
-from shared.keys import Topics
-from shared.settings import Settings
 from tests.cli_helpers import run_cli
-from tests.harness import Pipeline, pipeline_context
+from tests.harness import Pipeline
 from tests.http_helpers import serving
 
 pytestmark = pytest.mark.integration
@@ -148,12 +144,6 @@ def test_every_cli_mutation_is_audited_with_user_host_and_reason_and_prune_keeps
     assert (2, "usage") == (bad.code, json.loads(bad.out)["code"])
 
 
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
 def test_api_mutations_record_the_callers_token_and_the_request_id_and_audit_needs_audit_read(
     client: httpx.Client, store: TokenStore
 ) -> None:
@@ -192,15 +182,6 @@ def test_api_mutations_record_the_callers_token_and_the_request_id_and_audit_nee
     assert 401 == no_audit.status_code
     issuer = store.issue(ADMIN, 2, "issuer", ["tokens:issue"]).plain_text_token
     assert 403 == client.get("/v1/audit", headers={"Authorization": f"Bearer {issuer}"}).status_code
-
-
-@pytest.fixture
-def one_region(
-    tmp_path: Path, kafka_bootstrap: str, sqlite_url: str, topics: Topics, redis_url: str
-) -> Iterator[Pipeline]:
-    yield from pipeline_context(
-        Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, {"eu": redis_url})
-    )
 
 
 def test_the_receipt_of_a_revocation_is_attached_to_its_audit_record_once_complete(

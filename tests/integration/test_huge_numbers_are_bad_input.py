@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from producer.api import create_app
 from producer.store import TokenStore
-from shared.settings import Settings
 from tests.cli_helpers import run_cli
-from tests.http_helpers import serving
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -51,12 +46,6 @@ def test_a_huge_number_on_the_command_line_is_one_line_and_exit_2(
     except Exception as e:  # the finding is that it escapes
         pytest.fail(f"traceback: {type(e).__name__}: {e}")
     assert 2 == run.code, (run.out, run.err)
-
-
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
 
 
 HTTP_CASES = {

@@ -4,64 +4,16 @@ PostgreSQL and MariaDB: every change is enforced in every region."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from producer.tokens import format_token, generate_token, hash_token
-from shared.keys import Topics
 from shared.outcomes import Outcome
-from tests.harness import Pipeline, pipeline_context
+from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
+from tests.laravel_helpers import USER, eloquent_insert, every_region_running, quote
 
 pytestmark = pytest.mark.integration
-USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def laravel_pipeline(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    database_url: str,
-    topics: Topics,
-    region_urls: dict[str, str],
-) -> Iterator[Pipeline]:
-    yield from pipeline_context(
-        Pipeline(tmp_path, kafka_bootstrap, database_url, topics, region_urls)
-    )
-
-
-def quote(dialect: str, name: str) -> str:
-    return f"`{name}`" if dialect in {"mysql", "mariadb"} else f'"{name}"'
-
-
-def create_token(engine: sa.Engine, user_id: int, abilities: str) -> str:
-    """``$user->createToken('api', [...])``: Eloquent's insert, column order and all."""
-    q = lambda n: quote(engine.dialect.name, n)  # noqa: E731
-    plain = generate_token()
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    columns = ["name", "token", "abilities", "expires_at", "tokenable_id", "tokenable_type"]
-    columns += ["updated_at", "created_at"]
-    sql = (
-        f"insert into {q('personal_access_tokens')} ({', '.join(q(c) for c in columns)})"  # noqa: S608
-        " values (:name, :token, :abilities, NULL, :uid, :type, :now, :now)"
-    )
-    params = {
-        "name": "api",
-        "token": hash_token(plain),
-        "abilities": abilities,
-        "uid": user_id,
-        "type": USER,
-        "now": now,
-    }
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            token_id = conn.execute(sa.text(sql + ' returning "id"'), params).scalar_one()
-        else:
-            token_id = conn.execute(sa.text(sql), params).lastrowid
-    return format_token(int(token_id), plain)
 
 
 def token_id(token: str) -> int:
@@ -74,18 +26,12 @@ def run(engine: sa.Engine, sql: str, **params: object) -> None:
 
 
 def test_eloquent_creates_updates_and_deletes_are_enforced_in_every_region(
-    laravel_pipeline: Pipeline,
+    any_pipeline: Pipeline,
 ) -> None:
-    pipeline = laravel_pipeline
+    pipeline = any_pipeline
     engine = pipeline.store.engine
     q = lambda n: quote(engine.dialect.name, n)  # noqa: E731
-    pipeline.start_relay()
-    regions = [r.name for r in pipeline.settings.regions]
-    for region in regions:
-        pipeline.start_worker(region)
-    for region in regions:
-        pipeline.wait_ready(region)
-    validators = [pipeline.validator(r) for r in regions]
+    validators = every_region_running(pipeline)
 
     def everywhere(token: str, outcome: Outcome, abilities: tuple[str, ...] = ()) -> None:
         wait_for(
@@ -95,9 +41,9 @@ def test_eloquent_creates_updates_and_deletes_are_enforced_in_every_region(
         )
 
     try:
-        single = create_token(engine, 1, '["orders:read"]')
-        other = create_token(engine, 2, '["*"]')
-        second = create_token(engine, 2, '["*"]')
+        single = eloquent_insert(engine, user_id=1, abilities='["orders:read"]')
+        other = eloquent_insert(engine, user_id=2)
+        second = eloquent_insert(engine, user_id=2)
         everywhere(single, Outcome.VALID, ("orders:read",))
         everywhere(single, Outcome.FORBIDDEN, ("orders:write",))
         everywhere(other, Outcome.VALID)

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from producer.api import create_app
 from producer.audit import read
 from producer.store import TokenStore
-from shared.keys import Topics
-from shared.settings import Settings
 from tests.cli_helpers import run_cli
-from tests.harness import Pipeline, pipeline_context
-from tests.http_helpers import serving
+from tests.harness import Pipeline
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -122,12 +116,6 @@ def test_revoke_takes_a_bare_secret_on_stdin_or_a_hash(
     assert [keep.id] == [t.id for t in store.list_tokens(USER, 1)]
 
 
-@pytest.fixture
-def client(store: TokenStore) -> Iterator[httpx.Client]:
-    with serving(create_app(Settings(), store)) as url, httpx.Client(base_url=url) as http:
-        yield http
-
-
 def test_the_api_looks_up_and_revokes_by_secret_in_the_body(
     client: httpx.Client, store: TokenStore
 ) -> None:
@@ -160,15 +148,6 @@ def test_the_api_looks_up_and_revokes_by_secret_in_the_body(
     )
     assert (200, victim.id) == (revoked.status_code, revoked.json()["token_id"])
     assert [] == store.list_tokens(USER, 3)
-
-
-@pytest.fixture
-def one_region(
-    tmp_path: Path, kafka_bootstrap: str, sqlite_url: str, topics: Topics, redis_url: str
-) -> Iterator[Pipeline]:
-    yield from pipeline_context(
-        Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, {"eu": redis_url})
-    )
 
 
 def test_find_says_which_regions_accept_the_token_before_and_after_a_revoke_with_receipt(

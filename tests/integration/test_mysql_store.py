@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from producer.wakeup import waker_for
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def maria_store(mysql_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(mysql_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 def test_the_relay_wakes_within_milliseconds_of_a_commit_on_mariadb(

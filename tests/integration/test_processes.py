@@ -12,11 +12,6 @@ from shared.stack import RedisServer, free_port, stop_pid
 pytestmark = pytest.mark.integration
 
 
-def test_free_ports_are_never_handed_out_twice() -> None:
-    ports = [free_port() for _ in range(200)]
-    assert len(set(ports)) == len(ports)
-
-
 def test_a_redis_that_rewrites_its_title_after_binding_is_never_taken_for_dead(
     tmp_path: Path,
 ) -> None:

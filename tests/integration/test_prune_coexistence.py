@@ -6,55 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
 from producer.store import OUTBOX
-from producer.tokens import format_token, generate_token, hash_token
-from shared.keys import Topics
 from shared.outcomes import Outcome
-from tests.harness import Pipeline, pipeline_context
-from tests.integration.test_laravel_eloquent import USER, quote
+from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
+from tests.laravel_helpers import eloquent_insert, every_region_running, quote
 
 pytestmark = pytest.mark.integration
 EXPIRED = 12  # tokens that expired two days ago: both prunes may delete each
-
-
-@pytest.fixture
-def laravel_pipeline(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    database_url: str,
-    topics: Topics,
-    region_urls: dict[str, str],
-) -> Iterator[Pipeline]:
-    yield from pipeline_context(
-        Pipeline(tmp_path, kafka_bootstrap, database_url, topics, region_urls)
-    )
-
-
-def insert_token(engine: sa.Engine, expires_at: dt.datetime | None) -> str:
-    """``$user->createToken('api', ['*'], $expiresAt)`` as Eloquent inserts it."""
-    q = lambda n: quote(engine.dialect.name, n)  # noqa: E731
-    plain = generate_token()
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    columns = ["name", "token", "abilities", "expires_at", "tokenable_id", "tokenable_type"]
-    columns += ["updated_at", "created_at"]
-    sql = (
-        f"insert into {q('personal_access_tokens')} ({', '.join(q(c) for c in columns)})"  # noqa: S608
-        " values ('api', :token, '[\"*\"]', :expires, 7, :type, :now, :now)"
-    )
-    params = {"token": hash_token(plain), "expires": expires_at, "type": USER, "now": now}
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            token_id = conn.execute(sa.text(sql + ' returning "id"'), params).scalar_one()
-        else:
-            token_id = conn.execute(sa.text(sql), params).lastrowid
-    return format_token(int(token_id), plain)
 
 
 def sanctum_prune_expired(engine: sa.Engine, hours: int) -> int:
@@ -73,20 +37,14 @@ def sanctum_prune_expired(engine: sa.Engine, hours: int) -> int:
 
 
 def test_sanctums_prune_and_tokensyncs_prune_run_together_and_every_pruned_token_is_revoked(
-    laravel_pipeline: Pipeline,
+    any_pipeline: Pipeline,
 ) -> None:
-    pipeline = laravel_pipeline
+    pipeline = any_pipeline
     engine = pipeline.store.engine
-    pipeline.start_relay()
-    regions = [r.name for r in pipeline.settings.regions]
-    for region in regions:
-        pipeline.start_worker(region)
-    for region in regions:
-        pipeline.wait_ready(region)
-    validators = [pipeline.validator(r) for r in regions]
+    validators = every_region_running(pipeline)
     long_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(days=2)
-    expired = [insert_token(engine, long_ago) for _ in range(EXPIRED)]
-    live = insert_token(engine, None)
+    expired = [eloquent_insert(engine, expires_at=long_ago) for _ in range(EXPIRED)]
+    live = eloquent_insert(engine)
 
     def everywhere(token: str, check: Callable[[Outcome, str | None], bool], what: str) -> None:
         def holds() -> bool:

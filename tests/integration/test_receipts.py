@@ -7,8 +7,6 @@ import dataclasses
 import math
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,35 +15,21 @@ import sqlalchemy as sa
 
 from producer.api import create_app
 from producer.kafka_io import KafkaAdmin
-from producer.receipts import RegionOutcome, wait_for_receipt
+from producer.receipts import Receipt, RegionOutcome, wait_for_receipt
 from producer.relay import partition_for
-from producer.store import TokenStore
+from producer.store import Mutation, TokenStore
 from shared.errors import UsageError
 from shared.events import ability_scope
-from shared.keys import RedisKeys, Topics
+from shared.keys import RedisKeys
 from shared.settings import Region, Settings
 from shared.stack.process import free_port
 from shared.validator import Outcome
-from tests.harness import Pipeline, pipeline_context
+from tests.harness import Pipeline
 from tests.http_helpers import serving
 from tests.kafka_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def any_pipeline(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    database_url: str,
-    topics: Topics,
-    region_urls: dict[str, str],
-) -> Iterator[Pipeline]:
-    """A pipeline on SQLite, then on PostgreSQL (relay thread; no workers: tests play them)."""
-    yield from pipeline_context(
-        Pipeline(tmp_path, kafka_bootstrap, database_url, topics, region_urls)
-    )
 
 
 def published(pipeline: Pipeline, seq: int) -> dict[int, int]:
@@ -56,6 +40,24 @@ def published(pipeline: Pipeline, seq: int) -> dict[int, int]:
         return admin.end_offsets(pipeline.topics.tokens)
     finally:
         admin.close()
+
+
+def revoked_and_published(pipeline: Pipeline) -> tuple[Mutation, dict[int, int]]:
+    """Start the relay, revoke a fresh token, and wait until the revocation is published:
+    the revocation and the token topic's end offsets then."""
+    pipeline.start_relay()
+    issued = pipeline.store.issue(USER, 1, "t")
+    revocation = pipeline.store.revoke_token(issued.id)
+    return revocation, published(pipeline, revocation.seq)
+
+
+def receipt_of(
+    pipeline: Pipeline, seq: int, regions: list[Region] | None, timeout_s: float
+) -> Receipt:
+    """``wait_for_receipt`` for ``seq`` in ``regions`` (None: every region of the settings)."""
+    return wait_for_receipt(
+        pipeline.settings, pipeline.store, seq, regions=regions, timeout_s=timeout_s
+    )
 
 
 def play_region(
@@ -115,26 +117,14 @@ def test_an_ability_revocation_is_not_enforced_while_the_tokens_partition_lags(
     validator = pipeline.validator("eu", staleness_budget_s=3600.0)
     try:
         assert Outcome.VALID == validator.validate(token.plain_text_token).outcome
-        receipt = wait_for_receipt(
-            pipeline.settings,
-            pipeline.store,
-            revocation.seq,
-            regions=[pipeline.settings.region("eu")],
-            timeout_s=1.0,
-        )
+        receipt = receipt_of(pipeline, revocation.seq, [pipeline.settings.region("eu")], 1.0)
         assert not receipt.complete, receipt.summary()
         [eu_receipt] = receipt.regions
         assert RegionOutcome.PENDING == eu_receipt.state
         assert f"partition {token_partition}" in (eu_receipt.detail or "")
 
         pipeline.start_worker("eu")  # it catches up: the token's update, then heartbeats
-        receipt = wait_for_receipt(
-            pipeline.settings,
-            pipeline.store,
-            revocation.seq,
-            regions=[pipeline.settings.region("eu")],
-            timeout_s=60.0,
-        )
+        receipt = receipt_of(pipeline, revocation.seq, [pipeline.settings.region("eu")], 60.0)
         assert receipt.complete, receipt.summary()
         assert Outcome.INVALID == validator.validate(token.plain_text_token).outcome
     finally:
@@ -145,26 +135,19 @@ def test_a_token_revocation_needs_only_its_own_record_not_the_other_partitions_h
     any_pipeline: Pipeline,
 ) -> None:
     pipeline = any_pipeline
-    pipeline.start_relay()
-    issued = pipeline.store.issue(USER, 1, "t")
-    revocation = pipeline.store.revoke_token(issued.id)
-    ends = published(pipeline, revocation.seq)
+    revocation, ends = revoked_and_published(pipeline)
     position = pipeline.store.position(revocation.seq)
     assert position.partition is not None
     eu = pipeline.settings.region("eu")
     old_beat = position.recorded_at_ms - 10_000  # no partition certified past the commit
     play_region(eu.redis_url, pipeline.keys, ends, old_beat)
-    receipt = wait_for_receipt(
-        pipeline.settings, pipeline.store, revocation.seq, regions=[eu], timeout_s=5
-    )
+    receipt = receipt_of(pipeline, revocation.seq, [eu], 5)
     assert receipt.complete, receipt.summary()
 
     epoch = pipeline.store.revoke_principal(USER, 1)
     ends = published(pipeline, epoch.seq)
     play_region(eu.redis_url, pipeline.keys, ends, old_beat)
-    receipt = wait_for_receipt(
-        pipeline.settings, pipeline.store, epoch.seq, regions=[eu], timeout_s=0.5
-    )
+    receipt = receipt_of(pipeline, epoch.seq, [eu], 0.5)
     assert [RegionOutcome.PENDING] == [r.state for r in receipt.regions]  # an epoch waits
 
 
@@ -172,10 +155,7 @@ def test_a_receipt_never_counts_a_region_whose_dead_letters_hold_the_seq(
     any_pipeline: Pipeline,
 ) -> None:
     pipeline = any_pipeline
-    pipeline.start_relay()
-    issued = pipeline.store.issue(USER, 1, "t")
-    revocation = pipeline.store.revoke_token(issued.id)
-    ends = published(pipeline, revocation.seq)
+    revocation, ends = revoked_and_published(pipeline)
     position = pipeline.store.position(revocation.seq)
     assert position.partition is not None and position.offset is not None
     other = (position.partition + 1) % pipeline.settings.partitions
@@ -196,7 +176,7 @@ def test_a_receipt_never_counts_a_region_whose_dead_letters_hold_the_seq(
         client.close()
 
     started = time.monotonic()
-    receipt = wait_for_receipt(pipeline.settings, pipeline.store, revocation.seq, timeout_s=10)
+    receipt = receipt_of(pipeline, revocation.seq, None, 10)
     assert time.monotonic() - started < 5, "dead-lettered is final: no waiting for the deadline"
     states = {r.region: r.state for r in receipt.regions}
     assert {
@@ -215,10 +195,7 @@ def test_a_wait_with_hung_and_refusing_regions_ends_at_its_deadline_and_names_th
     any_pipeline: Pipeline,
 ) -> None:
     pipeline = any_pipeline
-    pipeline.start_relay()
-    issued = pipeline.store.issue(USER, 1, "t")
-    revocation = pipeline.store.revoke_token(issued.id)
-    ends = published(pipeline, revocation.seq)
+    revocation, ends = revoked_and_published(pipeline)
     eu = pipeline.settings.region("eu")
     play_region(eu.redis_url, pipeline.keys, ends, int(time.time() * 1000) + 1)
     hung = []  # listening sockets nobody answers on: a Redis that hangs
@@ -237,9 +214,7 @@ def test_a_wait_with_hung_and_refusing_regions_ends_at_its_deadline_and_names_th
     ]
     try:
         started = time.monotonic()
-        receipt = wait_for_receipt(
-            pipeline.settings, pipeline.store, revocation.seq, regions=regions, timeout_s=1.0
-        )
+        receipt = receipt_of(pipeline, revocation.seq, regions, 1.0)
         elapsed = time.monotonic() - started
     finally:
         for listener in hung:
@@ -260,27 +235,20 @@ def test_a_receipt_timeout_is_clamped_and_nan_or_infinity_is_refused(
     any_pipeline: Pipeline,
 ) -> None:
     pipeline = any_pipeline
-    pipeline.start_relay()
-    issued = pipeline.store.issue(USER, 1, "t")
-    revocation = pipeline.store.revoke_token(issued.id)
-    ends = published(pipeline, revocation.seq)
+    revocation, ends = revoked_and_published(pipeline)
     eu = pipeline.settings.region("eu")
     for bad in (math.nan, math.inf, -math.inf):
         with pytest.raises(UsageError, match="finite"):
-            wait_for_receipt(pipeline.settings, pipeline.store, revocation.seq, timeout_s=bad)
+            receipt_of(pipeline, revocation.seq, None, bad)
 
     started = time.monotonic()
-    receipt = wait_for_receipt(
-        pipeline.settings, pipeline.store, revocation.seq, regions=[eu], timeout_s=-5
-    )
+    receipt = receipt_of(pipeline, revocation.seq, [eu], -5)
     assert time.monotonic() - started < 1.5
     assert 0.0 == receipt.timeout_s and not receipt.complete
     assert [RegionOutcome.PENDING] == [r.state for r in receipt.regions]
 
     play_region(eu.redis_url, pipeline.keys, ends, int(time.time() * 1000) + 1)
-    receipt = wait_for_receipt(
-        pipeline.settings, pipeline.store, revocation.seq, regions=[eu], timeout_s=1e9
-    )
+    receipt = receipt_of(pipeline, revocation.seq, [eu], 1e9)
     assert receipt.complete and 60.0 == receipt.timeout_s
 
 
@@ -341,12 +309,7 @@ def test_a_receipt_waits_for_a_lagging_near_cache_so_no_validator_answers_valid_
             validator.validate(token.plain_text_token)
             assert "near-cache" == validator.validate(token.plain_text_token).source
             revocation = pipeline.store.revoke_token(token.id)
-            receipt = wait_for_receipt(
-                pipeline.settings,
-                pipeline.store,
-                revocation.seq,
-                regions=[pipeline.settings.region("eu")],
-            )
+            receipt = receipt_of(pipeline, revocation.seq, [pipeline.settings.region("eu")], 10.0)
             after = validator.validate(token.plain_text_token)
         finally:
             validator.close()
@@ -366,11 +329,5 @@ def test_a_mass_revocation_receipt_completes_without_waiting_for_the_next_heartb
     token = pipeline.store.issue(USER, 9, "mass", ["orders:read"])
     pipeline.wait_applied(token.seq)
     revocation = pipeline.store.revoke_principal(USER, 9)
-    receipt = wait_for_receipt(
-        pipeline.settings,
-        pipeline.store,
-        revocation.seq,
-        regions=[pipeline.settings.region("eu")],
-        timeout_s=5.0,
-    )
+    receipt = receipt_of(pipeline, revocation.seq, [pipeline.settings.region("eu")], 5.0)
     assert receipt.complete, receipt.summary()

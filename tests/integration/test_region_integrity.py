@@ -275,31 +275,16 @@ def test_a_revocation_in_a_partition_added_to_the_topic_is_applied_and_counted_f
         int(time.time() * 1000),
     )
     producer = KafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
-    value = encode(revoked)
-    producer.send(
-        pipeline.topics.tokens,
-        key=revoked.key,
-        value=value,
-        headers=KEYRING.sign(revoked.key, value),
-        partition=3,
-    )
-    producer.flush()
+    _send_signed(producer, pipeline.topics.tokens, revoked, partition=3)
     validator = pipeline.validator("eu")
     try:
         wait_for(lambda: outcome(validator, victim) is not Outcome.VALID, 30, "victim not valid")
         wait_for(lambda: pipeline.state("eu").partition_count == 4, 10, "four partitions")
         assert pipeline.state("eu").freshness_s() is None  # partition 3 has no heartbeat yet
         for _ in range(3):
-            beat = Heartbeat(3, int(time.time() * 1000), 0)
-            value = encode(beat)
-            producer.send(
-                pipeline.topics.tokens,
-                key=beat.key,
-                value=value,
-                headers=KEYRING.sign(beat.key, value),
-                partition=3,
+            _send_signed(
+                producer, pipeline.topics.tokens, Heartbeat(3, int(time.time() * 1000), 0), 3
             )
-            producer.flush()
             time.sleep(0.3)
         wait_for(lambda: pipeline.state("eu").freshness_s() is not None, 10, "fresh again")
         assert Outcome.INVALID == outcome(validator, victim)
@@ -330,18 +315,47 @@ def test_a_running_relay_heartbeats_a_partition_added_to_the_topic_so_the_region
         validator.close()
 
 
+def _send_signed(
+    producer: KafkaProducer, topic: str, event: TokenEvent | Heartbeat, partition: int
+) -> None:
+    """Publish ``event`` signed, into ``partition``, as a relay does, and flush."""
+    value = encode(event)
+    producer.send(
+        topic,
+        key=event.key,
+        value=value,
+        headers=KEYRING.sign(event.key, value),
+        partition=partition,
+    )
+    producer.flush()
+
+
+def _own_stream(directory: Path, kafka_bootstrap: str, topics: Topics, redis_url: str) -> Pipeline:
+    """A pipeline with a store (SQLite in ``directory``) and topics of its own, whose region
+    ``eu`` is ``redis_url``: several of them make several streams aimed at one Redis."""
+    directory.mkdir()
+    return Pipeline(
+        directory, kafka_bootstrap, f"sqlite:///{directory / 's.db'}", topics, {"eu": redis_url}
+    )
+
+
+def _wait_for_a_new_generation(
+    client: redis.Redis, keys: RedisKeys, old_generation: bytes | None
+) -> None:
+    wait_for(
+        lambda: client.hget(keys.meta, "generation") not in (None, old_generation),
+        60,
+        "a new generation",
+    )
+
+
 def test_a_cache_built_from_another_topic_is_rebuilt_not_adopted(
     tmp_path: Path,
     kafka_bootstrap: str,
     topics: Topics,
     redis_url: str,
 ) -> None:
-    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
-    first_dir.mkdir()
-    second_dir.mkdir()
-    first = Pipeline(
-        first_dir, kafka_bootstrap, f"sqlite:///{first_dir / 's.db'}", topics, {"eu": redis_url}
-    )
+    first = _own_stream(tmp_path / "a", kafka_bootstrap, topics, redis_url)
     try:
         first.start_relay()
         first.start_worker("eu")
@@ -352,20 +366,14 @@ def test_a_cache_built_from_another_topic_is_rebuilt_not_adopted(
     finally:
         first.close()
     other = Topics(prefix=topics.prefix + "b")
-    second = Pipeline(
-        second_dir, kafka_bootstrap, f"sqlite:///{second_dir / 's.db'}", other, {"eu": redis_url}
-    )
+    second = _own_stream(tmp_path / "b", kafka_bootstrap, other, redis_url)
     try:
         second.start_relay()
         ours = [second.store.issue(USER, i, f"b{i}") for i in range(5)]
         wait_for(lambda: second.store.position(ours[-1].seq).offset is not None, 30, "published")
         second.start_worker("eu")
         client = second.redis("eu")
-        wait_for(
-            lambda: client.hget(second.keys.meta, "generation") not in (None, old_generation),
-            60,
-            "a new generation",
-        )
+        _wait_for_a_new_generation(client, second.keys, old_generation)
         client.close()
         second.wait_ready("eu")
         second.wait_applied(ours[-1].seq)
@@ -420,11 +428,7 @@ def test_a_cache_that_applied_more_than_the_topic_holds_is_rebuilt_as_of_a_recre
         # what a cache built from an earlier, longer incarnation of the topic records
         client.hset(pipeline.keys.partitions, "o:0", 10**6)
         pipeline.start_worker("eu")
-        wait_for(
-            lambda: client.hget(pipeline.keys.meta, "generation") not in (None, old_generation),
-            60,
-            "a new generation",
-        )
+        _wait_for_a_new_generation(client, pipeline.keys, old_generation)
         pipeline.wait_ready("eu")
         assert int(client.hget(pipeline.keys.partitions, "o:0") or 0) < 10**6
     finally:
@@ -440,18 +444,9 @@ def test_a_worker_refuses_a_namespace_that_a_worker_of_another_stream_is_applyin
     topics: Topics,
     redis_url: str,
 ) -> None:
-    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
-    first_dir.mkdir()
-    second_dir.mkdir()
-    first = Pipeline(
-        first_dir, kafka_bootstrap, f"sqlite:///{first_dir / 's.db'}", topics, {"eu": redis_url}
-    )
-    second = Pipeline(
-        second_dir,
-        kafka_bootstrap,
-        f"sqlite:///{second_dir / 's.db'}",
-        Topics(prefix=topics.prefix + "b"),
-        {"eu": redis_url},
+    first = _own_stream(tmp_path / "a", kafka_bootstrap, topics, redis_url)
+    second = _own_stream(
+        tmp_path / "b", kafka_bootstrap, Topics(prefix=topics.prefix + "b"), redis_url
     )
     try:
         first.start_relay()

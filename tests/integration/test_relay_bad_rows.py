@@ -12,6 +12,7 @@ from shared.errors import UsageError
 from shared.events import Heartbeat, TokenEvent, TokenOp
 from shared.keys import Topics
 from tests.kafka_helpers import kafka_connector, read_topic, running_relay, wait_for
+from tests.laravel_helpers import insert_raw
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -20,27 +21,6 @@ USER = "App\\Models\\User"
 def backlog(store: TokenStore) -> int:
     with store.engine.connect() as conn:
         return unpublished_count(conn)
-
-
-def insert_raw(store: TokenStore, token: str, **columns: object) -> None:
-    """A row written the way a Laravel app (or an operator's psql) would: plain SQL."""
-    values = {
-        "tokenable_type": USER,
-        "tokenable_id": 7,
-        "name": "laravel",
-        "token": token,
-        "abilities": '["read"]',
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
-        **columns,
-    }
-    names = ", ".join(values)
-    params = ", ".join(f":{n}" for n in values)
-    with store.engine.begin() as conn:
-        conn.execute(
-            sa.text(f"INSERT INTO personal_access_tokens ({names}) VALUES ({params})"),  # noqa: S608
-            values,
-        )
 
 
 def bad_expiries(dialect: str) -> list[object]:
@@ -56,7 +36,7 @@ def test_rows_that_cannot_be_grants_are_published_as_denials_and_the_rest_flows_
 ) -> None:
     dialect = store.engine.dialect.name
     denied: list[str] = []
-    insert_raw(store, "1" * 64, abilities='["\\ud800"]')  # a lone surrogate, JSON-escaped
+    insert_raw(store.engine, "1" * 64, abilities='["\\ud800"]')  # a lone surrogate, JSON-escaped
     denied.append("1" * 64)
     for i, expires in enumerate(bad_expiries(dialect)):
         token = f"{i + 2}" * 64
@@ -71,12 +51,14 @@ def test_rows_that_cannot_be_grants_are_published_as_denials_and_the_rest_flows_
                     {"t": USER, "h": token, "e": expires},
                 )
         else:
-            insert_raw(store, token, expires_at=expires)
+            insert_raw(store.engine, token, expires_at=expires)
         denied.append(token)
     # over the record size limit (MySQL's TEXT holds at most 65,535 bytes)
-    insert_raw(store, "8" * 64, name="n" * (65_500 if dialect in {"mysql", "mariadb"} else 100_000))
+    insert_raw(
+        store.engine, "8" * 64, name="n" * (65_500 if dialect in {"mysql", "mariadb"} else 100_000)
+    )
     denied.append("8" * 64)
-    insert_raw(store, "not a sha-256 hash")  # cannot even be denied: quarantined
+    insert_raw(store.engine, "not a sha-256 hash")  # cannot even be denied: quarantined
     good = store.issue(USER, 7, "good", ["read"])
 
     options = RelayOptions(heartbeat_interval_s=0.2)

@@ -14,7 +14,7 @@ from producer.dryrun import count_ability, count_all, count_principal
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from shared.errors import UsageError
-from tests.cli_helpers import run_cli, run_in_pty
+from tests.cli_helpers import run_at_terminal, run_cli
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -84,6 +84,10 @@ def test_revoke_all_needs_yes_off_a_terminal_and_with_json(
     assert (1, ["global"]) == (json.loads(done.out)["removed"], epochs(store))
 
 
+def _database(url: str) -> dict[str, str]:
+    return {"TOKENSYNC_DATABASE_URL": url}
+
+
 def test_revoke_all_asks_on_a_terminal_and_does_nothing_unless_confirmed(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -93,12 +97,12 @@ def test_revoke_all_asks_on_a_terminal_and_does_nothing_unless_confirmed(
     store.issue(USER, 1, "t")
     store.issue(ADMIN, 0, "root", ["*"])
     args = ["revoke", "all", "--before", "now", "--reason", "drill"]
-    declined = run_in_pty(tmp_path, sqlite_url, args, "n")
+    declined = run_at_terminal(tmp_path, args, answer="n", env_extra=_database(sqlite_url))
     assert 1 == declined.code, declined.out
     assert "2 stored token(s)" in declined.out and f"{ADMIN}: 1" in declined.out
     assert "nothing was revoked" in declined.out and "Traceback" not in declined.out
     assert [] == epochs(store)
-    confirmed = run_in_pty(tmp_path, sqlite_url, args, "y")
+    confirmed = run_at_terminal(tmp_path, args, answer="y", env_extra=_database(sqlite_url))
     assert 0 == confirmed.code, confirmed.out
     assert "2 row(s) removed" in confirmed.out
     assert ["global"] == epochs(store)
@@ -214,13 +218,13 @@ def test_revoke_ability_include_wildcard_needs_yes_off_a_terminal_and_asks_on_on
     assert [] == epochs(store), "nothing revoked without --yes"
     if not database_url.startswith("sqlite"):
         return  # the terminal half needs a child process; one backend is enough
-    declined = run_in_pty(tmp_path, database_url, args, "n")
+    declined = run_at_terminal(tmp_path, args, answer="n", env_extra=_database(database_url))
     assert 1 == declined.code, declined.out
     assert "2 token(s)" in declined.out and f"{ADMIN}: 1" in declined.out
     assert {wildcard.id, admin.id} == {t.id for t in store.list_tokens(USER, 1)} | {
         t.id for t in store.list_tokens(ADMIN, 0)
     }
-    confirmed = run_in_pty(tmp_path, database_url, args, "y")
+    confirmed = run_at_terminal(tmp_path, args, answer="y", env_extra=_database(database_url))
     assert 0 == confirmed.code, confirmed.out
     assert [] == store.list_tokens(USER, 1) + store.list_tokens(ADMIN, 0)
 

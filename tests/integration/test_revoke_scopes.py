@@ -5,30 +5,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
+from tests.laravel_helpers import insert_raw
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-def insert_raw(store: TokenStore, token: str, abilities: str | None, **columns: object) -> None:
-    values: dict[str, object] = {
-        "tokenable_type": USER,
-        "tokenable_id": 7,
-        "name": "laravel",
-        "token": token,
-        "abilities": abilities,
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
-        **columns,
-    }
-    names = ", ".join(values)
-    params = ", ".join(f":{n}" for n in values)
-    with store.engine.begin() as conn:
-        conn.execute(
-            sa.text(f"INSERT INTO personal_access_tokens ({names}) VALUES ({params})"),  # noqa: S608
-            values,
-        )
 
 
 def tokens(store: TokenStore) -> set[str]:
@@ -37,13 +18,13 @@ def tokens(store: TokenStore) -> set[str]:
 
 
 def test_revoke_ability_removes_rows_whatever_the_json_spelling(store: TokenStore) -> None:
-    insert_raw(store, "1" * 64, '["files/read"]')  # not PHP's "files\/read"
-    insert_raw(store, "2" * 64, '["files\\/read"]')  # PHP's spelling
-    insert_raw(store, "3" * 64, '[ "other", "files\\u002fread" ]')  # spaces, \u escape
-    insert_raw(store, "4" * 64, '["files/reader", "read"]')  # a different ability
-    insert_raw(store, "5" * 64, '["café:read"]')  # JSON_UNESCAPED_UNICODE
-    insert_raw(store, "6" * 64, '["caf\\u00e9:read"]')  # PHP's default
-    insert_raw(store, "7" * 64, '["files_read"]')  # LIKE's _ must not match '/'
+    insert_raw(store.engine, "1" * 64, '["files/read"]')  # not PHP's "files\/read"
+    insert_raw(store.engine, "2" * 64, '["files\\/read"]')  # PHP's spelling
+    insert_raw(store.engine, "3" * 64, '[ "other", "files\\u002fread" ]')  # spaces, \u escape
+    insert_raw(store.engine, "4" * 64, '["files/reader", "read"]')  # a different ability
+    insert_raw(store.engine, "5" * 64, '["café:read"]')  # JSON_UNESCAPED_UNICODE
+    insert_raw(store.engine, "6" * 64, '["caf\\u00e9:read"]')  # PHP's default
+    insert_raw(store.engine, "7" * 64, '["files_read"]')  # LIKE's _ must not match '/'
 
     files = store.revoke_ability("files/read")
     cafe = store.revoke_ability("café:read")
@@ -57,9 +38,9 @@ def test_rows_without_created_at_or_issue_time_fall_to_every_revocation_scope(
 ) -> None:
     with store.engine.begin() as conn:  # rows from before tokensync: no trigger-written meta
         conn.execute(sa.text("DELETE FROM tokensync_token_meta"))
-    insert_raw(store, "a" * 64, '["deploy"]', created_at=None)
-    insert_raw(store, "b" * 64, '["read"]', created_at=None, tokenable_id=8)
-    insert_raw(store, "c" * 64, '["read"]', created_at=None, tokenable_id=9)
+    insert_raw(store.engine, "a" * 64, '["deploy"]', created_at=None)
+    insert_raw(store.engine, "b" * 64, '["read"]', created_at=None, tokenable_id=8)
+    insert_raw(store.engine, "c" * 64, '["read"]', created_at=None, tokenable_id=9)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM tokensync_token_meta"))
 

@@ -17,9 +17,7 @@ from producer.store import TokenStore
 from producer.store_zone import zone_of
 from producer.token_check import read_stored_token
 from producer.tokens import format_token, generate_token, hash_token
-from shared.errors import ConfigError
 from shared.events import TokenEvent
-from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -97,12 +95,3 @@ def test_tokens_written_in_berlin_time_expire_when_laravel_says_they_do(
         ).scalar_one()
     berlin_now = dt.datetime.now(BERLIN).replace(tzinfo=None)
     assert abs((dt.datetime.fromisoformat(str(raw)) - berlin_now).total_seconds()) < 5
-
-
-def test_an_unknown_store_time_zone_is_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match="STORE_TIMEZONE"):
-        Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Mars/Olympus"})
-    assert (
-        "Europe/Berlin"
-        == Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Europe/Berlin"}).store_timezone
-    )

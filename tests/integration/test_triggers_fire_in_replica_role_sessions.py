@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -13,15 +11,6 @@ from producer.store import TokenStore
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(postgres_url)
-    migrate(engine)
-    store = TokenStore(engine)
-    yield store
-    store.close()
 
 
 def test_a_delete_in_a_replica_role_session_still_publishes_the_revocation(

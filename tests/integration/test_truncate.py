@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from shared.events import GLOBAL_SCOPE
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(postgres_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 def epochs(store: TokenStore) -> list[tuple[str, int]]:

@@ -217,16 +217,6 @@ def test_a_region_not_ready_or_stale_is_unavailable_never_valid(redis_url: str) 
     validator.close()
 
 
-def test_an_unreachable_redis_is_unavailable() -> None:
-    from shared.stack.process import free_port
-
-    validator = Validator.from_url(f"redis://127.0.0.1:{free_port()}/0")
-    assert ("unavailable", "redis_unreachable") == (
-        validator.validate(A).outcome,
-        validator.validate(A).reason,
-    )
-
-
 def test_the_fallback_policy_asks_the_store_and_applies_the_same_rules(redis_url: str) -> None:
     class Store:
         def lookup(self, token: str) -> FallbackAnswer:

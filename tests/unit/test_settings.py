@@ -87,3 +87,12 @@ def test_allow_eviction_is_false_by_default_true_when_asked_and_refused_when_unc
         Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "maybe"})
     on = Settings.from_env({"TOKENSYNC_ALLOW_EVICTION": "1"})
     assert on == Settings.from_env(on.to_env())
+
+
+def test_an_unknown_store_time_zone_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="STORE_TIMEZONE"):
+        Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Mars/Olympus"})
+    assert (
+        "Europe/Berlin"
+        == Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Europe/Berlin"}).store_timezone
+    )

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.cli_helpers import run_at_terminal
-
-pytestmark = pytest.mark.integration
 
 
 def test_an_unexpected_exception_prints_one_line_at_a_terminal_and_logs_the_traceback(

@@ -11,8 +11,6 @@ import pytest
 from shared.stack.delayproxy import DelayProxy, parse_delays
 from shared.stack.process import free_port
 
-pytestmark = pytest.mark.integration
-
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     while data := await reader.read(65536):
