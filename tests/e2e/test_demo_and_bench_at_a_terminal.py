@@ -1,5 +1,6 @@
 """``tokensync demo`` and ``tokensync bench`` as a person runs them: at a (pseudo-)terminal
-and piped, each shows its progress and its final state, exits 0, never a traceback."""
+and piped, each shows its progress and its final state, exits 0, never a traceback; and
+``stack up --json`` / ``demo --json`` as scripts read them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.cli_helpers import run_at_terminal
 from tests.e2e.test_stack import tokensync
+from tests.json_contract import assert_shape, document
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +23,8 @@ ESCAPE = "\x1b["
 
 def test_demo_at_a_terminal_and_piped_shows_each_step_and_the_verdict(tmp_path: Path) -> None:
     try:
-        tokensync(tmp_path, "stack", "up", "--regions", "eu")
+        up = tokensync(tmp_path, "stack", "up", "--regions", "eu", "--json")
+        assert_shape("stack up", document(up.stdout))  # progress went to stderr
 
         screen = run_at_terminal(tmp_path, ["demo"], timeout_s=240)
         assert 0 == screen.code, screen.out[-2000:]
@@ -35,6 +38,10 @@ def test_demo_at_a_terminal_and_piped_shows_each_step_and_the_verdict(tmp_path: 
         assert "Traceback" not in text and ESCAPE not in text, text[-2000:]
         assert "waiting for regions eu" in piped.stdout
         assert "all steps behaved" == piped.stdout.strip().splitlines()[-1]
+
+        scripted = document(tokensync(tmp_path, "demo", "--json").stdout)
+        assert_shape("demo", scripted)
+        assert scripted["ok"] is True and ["eu"] == scripted["regions"]
     finally:
         tokensync(tmp_path, "stack", "down", check=False)
 
