@@ -8,7 +8,7 @@
 # Everything present: silent, exit 0. Something missing: as root on Debian/Ubuntu it says
 # what it installs and runs apt-get; otherwise it prints the one command to run and exits 1.
 # For its own tests it honours TOKENSYNC_PREREQ_EUID (the user id to act as),
-# TOKENSYNC_PREREQ_OS (debian|macos|other) and TOKENSYNC_PREREQ_DIRS (the system folders
+# TOKENSYNC_PREREQ_OS (debian|ubuntu|macos|other) and TOKENSYNC_PREREQ_DIRS (the system folders
 # searched besides PATH, default "/usr/sbin /usr/local/sbin /usr/lib/postgresql/*/bin").
 set -euo pipefail
 
@@ -23,7 +23,9 @@ dirs=${TOKENSYNC_PREREQ_DIRS-/usr/sbin /usr/local/sbin /usr/lib/postgresql/*/bin
 os=${TOKENSYNC_PREREQ_OS:-}
 if [ -z "$os" ]; then
   if [ "$(uname -s)" = Darwin ]; then os=macos
-  elif command -v apt-get >/dev/null 2>&1; then os=debian
+  elif command -v apt-get >/dev/null 2>&1; then
+    os=$( (. /etc/os-release 2>/dev/null && echo "${ID:-}") || true)
+    [ "$os" = ubuntu ] || os=debian
   else os=other
   fi
 fi
@@ -59,14 +61,17 @@ if [ "$profile" = test ]; then
   has initdb || need "PostgreSQL" postgresql postgresql
   { has mariadbd || has mysqld; } && has mariadb-install-db || need MariaDB mariadb-server mariadb
   has nginx || need nginx nginx nginx
-  { has chromium || has chromium-browser || has google-chrome; } || need Chromium chromium chromium
-  [ "$os" != debian ] || has runuser || need runuser util-linux ""
+  # Ubuntu ships Chromium as chromium-browser (a snap behind an apt package)
+  chromium=chromium
+  [ "$os" != ubuntu ] || chromium=chromium-browser
+  { has chromium || has chromium-browser || has google-chrome; } || need Chromium "$chromium" chromium
+  [ "$os" = macos ] || has runuser || need runuser util-linux ""
 fi
 
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 list=$(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')
-if [ "$os" = debian ] && [ "$euid" = 0 ]; then
+if { [ "$os" = debian ] || [ "$os" = ubuntu ]; } && [ "$euid" = 0 ]; then
   echo "tokensync ($profile) installs with apt-get: ${apt[*]} (missing: $list)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -74,7 +79,9 @@ if [ "$os" = debian ] && [ "$euid" = 0 ]; then
   exit 0
 fi
 case "$os" in
-  debian) echo "tokensync ($profile) needs $list; run: sudo apt-get install -y ${apt[*]}" >&2 ;;
+  debian | ubuntu)
+    echo "tokensync ($profile) needs $list; run: sudo apt-get install -y ${apt[*]}" >&2
+    ;;
   macos)
     if [ "${#brew[@]}" -gt 0 ]; then
       echo "tokensync ($profile) needs $list; run: brew install ${brew[*]}" >&2

@@ -142,3 +142,9 @@ def _as_nobody(folder: Path) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def test_on_ubuntu_chromium_is_the_chromium_browser_package(tmp_path: Path) -> None:
+    result = _run(_bin(tmp_path, hide=("chromium",)), "test", euid=1000, os_name="ubuntu")
+    expected = "tokensync (test) needs Chromium; run: sudo apt-get install -y chromium-browser\n"
+    assert (1, expected) == (result.returncode, result.stderr)
