@@ -5,7 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit lint down status clean bench
+.PHONY: demo test unit lint down status clean bench prerequisites-demo prerequisites-test
+
+# The system packages (JDK, Maven, redis-server; for the tests also PostgreSQL, MariaDB,
+# nginx, Chromium): installed with apt as root, else the one command to run is printed.
+prerequisites-demo prerequisites-test: prerequisites-%:
+	@PYTHON=$(PYTHON) bash scripts/prerequisites.sh $*
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -16,12 +21,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## demo: start the local stack (Kafka, a Redis per region, relay, workers) and run the demo
-demo: $(STAMP)
+demo: prerequisites-demo $(STAMP)
 	$(BIN)/tokensync stack up
 	$(BIN)/tokensync demo
 
 ## test: the whole test suite against real Kafka, Redis and PostgreSQL
-test: $(STAMP)
+test: prerequisites-test $(STAMP)
 	$(BIN)/tokensync stack fetch
 	$(BIN)/pytest
 

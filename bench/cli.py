@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 import click
 
 __all__ = ["bench"]
+
+
+@contextlib.contextmanager
+def _announced(name: str, what: str) -> Iterator[None]:
+    """Progress on stderr (at a terminal and piped alike): what starts, then how long it
+    took and where its results went; the table itself goes to stdout."""
+    from bench.report import RESULTS
+
+    click.echo(f"bench {name}: starting ({what}; a throwaway deployment of its own)", err=True)
+    started = time.monotonic()
+    yield
+    click.echo(
+        f"bench {name}: done in {time.monotonic() - started:.1f} s; results in {RESULTS.resolve()}",
+        err=True,
+    )
 
 
 @click.group()
@@ -21,7 +40,8 @@ def validate(seconds: float) -> None:
     """Validation latency and throughput vs a bare GET and the Sanctum way (PostgreSQL)."""
     from bench import validate as scenario
 
-    scenario.run(seconds)
+    with _announced("validate", "validation latency and throughput"):
+        scenario.run(seconds)
 
 
 @bench.command("propagation")
@@ -37,7 +57,8 @@ def propagation(samples: int, epochs: int, store: str) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""
     from bench import propagation as scenario
 
-    scenario.run(samples, epochs, store)
+    with _announced("propagation", "revoke -> denied in every region"):
+        scenario.run(samples, epochs, store)
 
 
 @bench.command("apply")
@@ -46,7 +67,8 @@ def apply(records: int) -> None:
     """Records/s of one region worker loading the topic."""
     from bench import bootstrap as scenario
 
-    scenario.run(records, "apply")
+    with _announced("apply", "records/s of one region worker"):
+        scenario.run(records, "apply")
 
 
 @bench.command("bootstrap")
@@ -55,7 +77,8 @@ def bootstrap(tokens: int) -> None:
     """A new region, from empty to ready, with 1M live tokens in the topic."""
     from bench import bootstrap as scenario
 
-    scenario.run(tokens, "bootstrap")
+    with _announced("bootstrap", "a new region from empty to ready"):
+        scenario.run(tokens, "bootstrap")
 
 
 @bench.command("bulk")
@@ -64,7 +87,8 @@ def bulk(tokens: int) -> None:
     """100k per-token revocations until enforced in every region."""
     from bench import bulk as scenario
 
-    scenario.run(tokens)
+    with _announced("bulk", "per-token revocations until enforced"):
+        scenario.run(tokens)
 
 
 @bench.command("gate")
@@ -81,7 +105,8 @@ def gate(seconds: float, workers: int) -> None:
     validator and the Sanctum way."""
     from bench import gate as scenario
 
-    scenario.run(seconds, workers)
+    with _announced("gate", "/auth through the gate"):
+        scenario.run(seconds, workers)
 
 
 @bench.command("all")
@@ -104,7 +129,8 @@ def wan(samples: int) -> None:
     """Regions 0, 40 and 90 ms away: validation vs the distant store, revoke -> denied."""
     from bench import wan as scenario
 
-    scenario.run(samples)
+    with _announced("wan", "regions 0, 40 and 90 ms away"):
+        scenario.run(samples)
 
 
 @bench.command("docs")

@@ -17,8 +17,12 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -141,6 +145,10 @@ def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
     return authenticated_token(ctx.store, Policy.from_settings(ctx.settings), token)
 
 
+#: Each ``require`` dependency and the abilities it admits (the OpenAPI names them).
+_REQUIRED: dict[Callable[..., TokenInfo], tuple[str, ...]] = {}
+
+
 def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
     """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
 
@@ -161,6 +169,7 @@ def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
             raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")
         return caller
 
+    _REQUIRED[check] = abilities
     return check
 
 
@@ -470,13 +479,75 @@ def _status_of(exc: TokenSyncError) -> int:
     return 503 if isinstance(exc, StoreError) else 500
 
 
+#: The OpenAPI security scheme every admin route names (``/docs``: the Authorize button).
+_SCHEME = "adminToken"
+
+_DESCRIPTION = """Sanctum-compatible tokens, revoked in every region in milliseconds.
+
+**Authentication.** Every route but `/healthz` and `/metrics` needs
+`Authorization: Bearer <token>`, the token of an *admin principal* (a `tokenable_type`
+listed in `TOKENSYNC_ADMIN_TYPES`, default `tokensync`) holding the route's ability
+(each operation names it; `*` holds them all). Make the first one with the CLI:
+`tokensync token issue --type tokensync --id 1 --name root --ability '*'`; on `/docs` press
+**Authorize** and paste it. An end user's token gets 401 whatever its abilities."""
+
+
+def _abilities_of(dependant: Dependant) -> tuple[str, ...]:
+    """The abilities a route's ``require`` dependency admits (empty: an open route)."""
+    for dependency in dependant.dependencies:
+        found = _REQUIRED.get(dependency.call) if dependency.call else None
+        if found:
+            return found
+        if nested := _abilities_of(dependency):
+            return nested
+    return ()
+
+
+def _openapi_with_auth(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the bearer scheme, named by every admin route, and each admin
+    route's required ability at the end of its description."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schema.setdefault("components", {})["securitySchemes"] = {
+        _SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token of an admin principal (`TOKENSYNC_ADMIN_TYPES`).",
+        }
+    }
+    for route in router.routes:  # the API's own routes (FastAPI may nest them in app.routes)
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        abilities = _abilities_of(route.dependant)
+        if not abilities:
+            continue
+        needed = " or ".join(f"`{a}`" for a in abilities)
+        for method in route.methods or ():
+            operation = schema["paths"][route.path_format][method.lower()]
+            operation["security"] = [{_SCHEME: []}]
+            described = operation.get("description", "").rstrip()
+            operation["description"] = (
+                f"{described}\n\nRequired ability: {needed} (or `*`) on an admin token."
+            ).lstrip()
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(settings: Settings, store: TokenStore) -> FastAPI:
-    """The API over ``store``; ``settings`` name the regions receipts ask."""
-    app = FastAPI(
+    """The API over ``store``; ``settings`` name the regions receipts ask. ``/docs`` and
+    ``/redoc`` serve Swagger UI and ReDoc from the installed package (no CDN)."""
+    app = FastAPIOffline(
         title="tokensync token store",
         version="1",
-        description="Sanctum-compatible tokens, revoked in every region in milliseconds.",
+        description=_DESCRIPTION,
+        static_url="/docs-static",
+        # no badge from the public validator: the page reaches this API only
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
     )
+    app.openapi = lambda: _openapi_with_auth(app)  # type: ignore[method-assign]
     app.state.tokensync = _Context(settings, store)
 
     @app.middleware("http")

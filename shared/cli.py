@@ -148,7 +148,18 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+def _failed(argv: Sequence[str], message: str, code: str, exit_code: int) -> int:
+    """A failure: one line on stderr, or with ``--json`` one ``{error, code, exit_code}``
+    document on stdout (the shape every command's JSON failures share)."""
+    if "--json" in argv:
+        click.echo(json.dumps({"error": message, "code": code, "exit_code": exit_code}))
+    else:
+        click.echo(f"tokensync: {message}", err=True)
+    return exit_code
+
+
 def _run(argv: Sequence[str] | None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = root.main(
             args=list(argv) if argv is not None else None,
@@ -161,12 +172,12 @@ def _run(argv: Sequence[str] | None) -> int:
         click.echo("tokensync: aborted", err=True)
         return 130
     except click.ClickException as e:
-        click.echo(f"tokensync: {e.format_message()}", err=True)
-        return e.exit_code
+        code = "usage" if isinstance(e, click.UsageError) else "error"
+        return _failed(args, e.format_message(), code, e.exit_code)
     except TokenSyncError as e:
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        click.echo(f"tokensync: error: {message}", err=True)
-        return 1
+        kind = type(e).__name__.removesuffix("Error").lower() or "error"
+        return _failed(args, f"error: {message}" if "--json" not in args else message, kind, 1)
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else 0
