@@ -154,7 +154,11 @@ WILDCARD_ELSEWHERE = {
 def _own_rules(path: Path) -> list[str]:
     """Where a module decides the ability rule or reads a bearer scheme itself."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # a dict value (e.g. the OpenAPI security scheme {"scheme": "bearer"}) names the scheme,
+    # it reads no header
+    named = {id(v) for d in ast.walk(tree) if isinstance(d, ast.Dict) for v in d.values}
+    for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(
             isinstance(op, ast.In | ast.NotIn) for op in node.ops
         ):
@@ -163,7 +167,11 @@ def _own_rules(path: Path) -> list[str]:
                 isinstance(left, ast.Name) and left.id == "WILDCARD"
             ):
                 found.append(f"{node.lineno}: a wildcard test of its own")
-        if isinstance(node, ast.Constant) and node.value in ("bearer", "bearer "):
+        if (
+            isinstance(node, ast.Constant)
+            and node.value in ("bearer", "bearer ")
+            and id(node) not in named
+        ):
             found.append(f"{node.lineno}: reads the bearer scheme itself")
     return found
 
