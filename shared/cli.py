@@ -160,7 +160,13 @@ class _EntryPointGroup(click.Group):
         return items
 
 
-@click.group(cls=_EntryPointGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_EntryPointGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n"
+    "  tokensync token issue --type 'App\\Models\\User' --id 42 --name ci --ability orders:read\n"
+    "  tokensync validate - --region eu --ability orders:read < token.txt",
+)
 @click.version_option(package_name="tokensync", prog_name="tokensync")
 @click.pass_context
 def root(ctx: click.Context) -> None:

@@ -15,11 +15,9 @@ SHELLS = ("bash", "zsh", "fish")
 
 
 @click.command(
-    epilog="""\b
-Examples:
-  eval "$(tokensync completion bash)"      # in ~/.bashrc
-  tokensync completion fish > ~/.config/fish/completions/tokensync.fish
-"""
+    epilog="\b\nExamples:\n"
+    '  eval "$(tokensync completion bash)"   # in ~/.bashrc; zsh: the same in ~/.zshrc\n'
+    "  tokensync completion fish > ~/.config/fish/completions/tokensync.fish",
 )
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
