@@ -21,7 +21,7 @@ import click
 from click.utils import make_default_short_help
 
 from shared.errors import TokenSyncError
-from shared.extras import COMMANDS, MissingExtraError, missing_extra
+from shared.extras import COMMANDS, MissingExtraError, check_extra, missing_extra
 from shared.logs import configure_logging
 from shared.settings import Settings
 
@@ -119,6 +119,7 @@ class _EntryPointGroup(click.Group):
         ep = _entry_points().get(cmd_name)
         if ep is None:
             return None
+        check_extra(cmd_name)
         try:
             command = ep.load()
         except ModuleNotFoundError as e:

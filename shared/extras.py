@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.util import find_spec
 
 import click
 
-__all__ = ["COMMANDS", "CommandInfo", "MissingExtraError", "missing_extra"]
+__all__ = [
+    "COMMANDS",
+    "MODULES_OF_EXTRA",
+    "CommandInfo",
+    "MissingExtraError",
+    "check_extra",
+    "missing_extra",
+]
 
 
 @dataclass(frozen=True)
@@ -84,43 +92,69 @@ COMMANDS: Mapping[str, CommandInfo] = {
     ),
 }
 
-# Which extra installs a third-party module that a command imports while it runs.
-_EXTRA_OF_MODULE = {
-    "alembic": "producer",
-    "fastapi": "producer",
-    "httpx": "producer",
-    "kafka": "producer",
-    "psycopg": "producer",
-    "pydantic": "producer",
-    "pymysql": "producer",
-    "sqlalchemy": "producer",
-    "starlette": "producer",
-    "uvicorn": "producer",
-    "aiokafka": "worker",
-    "faust": "worker",
-    "mode": "worker",
-    "httptools": "gate",
-    "uvloop": "gate",
-    "matplotlib": "bench",
+# The modules (top-level import names) each extra installs, probed before a command runs.
+_PRODUCER = (
+    "sqlalchemy",
+    "alembic",
+    "kafka",
+    "psycopg",
+    "pymysql",
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "uvicorn",
+    "prometheus_client",
+    "rich",
+    "httpx",
+)
+_WORKER = ("faust", "mode", "aiokafka", "prometheus_client", "rich")
+_GATE = ("httptools",)  # uvloop is optional (not on Windows)
+MODULES_OF_EXTRA: Mapping[str, tuple[str, ...]] = {
+    "producer": _PRODUCER,
+    "worker": _WORKER,
+    "gate": _GATE,
+    "stack": (*_PRODUCER, *_WORKER, *_GATE),
+    "bench": (*_PRODUCER, *_WORKER, *_GATE, "matplotlib"),
 }
+# The first (smallest) extra that installs a module, for a module a command imports lazily.
+_EXTRA_OF_MODULE = {
+    module: extra
+    for extra in reversed(("producer", "worker", "gate", "bench"))
+    for module in MODULES_OF_EXTRA[extra]
+} | {"uvloop": "gate"}
 _OUR_PACKAGES = frozenset({"shared", "producer", "workers", "gate", "stack", "bench"})
 
 
-def missing_extra(error: ModuleNotFoundError, command: str | None = None) -> str | None:
-    """The one line that names the extra to install for ``error`` (None when the missing
-    module is part of tokensync itself or unknown to every extra)."""
-    module = (error.name or "").split(".", 1)[0]
-    if not module or module in _OUR_PACKAGES:
-        return None
-    info = COMMANDS.get(command or "")
-    extra = _EXTRA_OF_MODULE.get(module) or (info.extra if info else None)
-    if extra is None:
-        return None
+def _line(command: str | None, extra: str, module: str) -> str:
     what = f"`tokensync {command}`" if command else "this command"
     return (
         f"{what} needs the [{extra}] extra (module {module!r} is not installed):"
         f" pip install 'tokensync[{extra}]'"
     )
+
+
+def missing_extra(error: ModuleNotFoundError, command: str | None = None) -> str | None:
+    """The one line that names the extra to install for ``error`` (None when the missing
+    module is part of tokensync itself or unknown to every extra): the command's own extra
+    when it installs the module, else the smallest extra that does."""
+    module = (error.name or "").split(".", 1)[0]
+    if not module or module in _OUR_PACKAGES:
+        return None
+    info = COMMANDS.get(command or "")
+    own = info.extra if info else None
+    extra = own if own and module in MODULES_OF_EXTRA[own] else _EXTRA_OF_MODULE.get(module)
+    return _line(command, extra, module) if extra else None
+
+
+def check_extra(command: str) -> None:
+    """Raise MissingExtraError unless the modules of ``command``'s extra are installed (found,
+    not imported), so ``tokensync stack up`` says so before it starts a server."""
+    info = COMMANDS.get(command)
+    if info is None or info.extra is None:
+        return
+    for module in MODULES_OF_EXTRA[info.extra]:
+        if find_spec(module) is None:
+            raise MissingExtraError(_line(command, info.extra, module))
 
 
 class MissingExtraError(click.ClickException):

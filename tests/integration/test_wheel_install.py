@@ -107,6 +107,9 @@ def test_the_base_install_validates_a_token_against_a_real_redis(
         (["relay", "--help"], "producer"),
         (["worker", "--region", "eu"], "worker"),
         (["gate", "--help"], "gate"),
+        (["stack", "up"], "stack"),
+        (["demo"], "stack"),
+        (["bench", "all"], "bench"),
     ],
 )
 def test_a_command_whose_extra_is_missing_names_the_extra_in_one_line(
