@@ -65,6 +65,49 @@ def test_the_base_install_pulls_none_of_the_heavy_packages(base_bin: Path) -> No
     assert set() == {normalise(n) for n in HEAVY} & present
 
 
+def test_the_base_install_imports_what_a_validating_service_uses_and_nothing_heavy(
+    base_bin: Path,
+) -> None:
+    modules = (
+        "shared",
+        "shared.validator",
+        "shared.asgi",
+        "shared.nearcache",
+        "shared.usage",
+        "shared.events",
+        "shared.keys",
+        "shared.settings",
+        "shared.commands",
+    )
+    heavy = (
+        "faust",
+        "aiokafka",
+        "kafka",
+        "sqlalchemy",
+        "alembic",
+        "psycopg",
+        "pymysql",
+        "fastapi",
+        "uvicorn",
+        "matplotlib",
+        "producer",
+        "workers",
+    )
+    script = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    done = subprocess.run(
+        [str(base_bin / "python"), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
+    assert (0, "[]") == (done.returncode, done.stdout.strip()), done.stderr
+
+
 def test_the_base_install_validates_a_token_against_a_real_redis(
     base_bin: Path, redis_url: str, tmp_path: Path
 ) -> None:
