@@ -100,6 +100,24 @@ def image_context(dest: Path) -> Path:
     return dest
 
 
+def project_copy(dest: Path) -> Path:
+    """The project's files (tracked, and new ones not ignored) copied to ``dest``: a wheel
+    built there holds no stale module from the worktree's ``build/`` directory."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file() and not name.startswith("tests/"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """An environment without the caller's TOKENSYNC_* settings or virtualenv."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENSYNC_", "VIRTUAL_ENV"))}

@@ -22,6 +22,7 @@ from tests.wheel_helpers import (
     installed,
     make_venv,
     normalise,
+    project_copy,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -33,7 +34,7 @@ TOKEN = f"{'w' * 40}{checksum('w' * 40)}"
 def base_bin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv with the project's wheel and no extras (built once per session)."""
     where = tmp_path_factory.mktemp("base-install")
-    yield make_venv(where / "venv", build_wheel(ROOT, where / "dist"))
+    yield make_venv(where / "venv", build_wheel(project_copy(where / "src"), where / "dist"))
 
 
 @pytest.fixture(scope="session")
