@@ -9,6 +9,7 @@ line which extra to install.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -153,8 +154,17 @@ def check_extra(command: str) -> None:
     if info is None or info.extra is None:
         return
     for module in MODULES_OF_EXTRA[info.extra]:
-        if find_spec(module) is None:
+        if not _installed(module):
             raise MissingExtraError(_line(command, info.extra, module))
+
+
+def _installed(module: str) -> bool:
+    if module in sys.modules:  # imported already (find_spec raises if its __spec__ is None)
+        return True
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class MissingExtraError(click.ClickException):

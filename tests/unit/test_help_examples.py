@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import click
 import pytest
+import structlog
 
 from shared.cli import main, root
 
@@ -60,6 +61,15 @@ def _parse(line: str) -> tuple[str, ...]:
         command = sub
     command.make_context("tokensync", list(args), resilient_parsing=False)
     return tuple(path)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A group's callback runs before its subcommand's --help (``bench`` configures logging
+    there, onto this test's captured stderr): put structlog back for the tests after."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "tokensync")
