@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	  || { echo "tokensync needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,lint,bench]'
+	$(BIN)/pip install -q -e '.[all,test,lint]'
 	@touch $(STAMP)
 
 ## demo: start the local stack (Kafka, a Redis per region, relay, workers) and run the demo

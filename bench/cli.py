@@ -26,7 +26,9 @@ def _announced(name: str, what: str) -> Iterator[None]:
     )
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExamples:\n  tokensync bench validate --seconds 10\n  tokensync bench all",
+)
 def bench() -> None:
     """Benchmarks: each prints a table, writes bench/results/<scenario>.json and .png."""
     from shared.logs import configure_logging
@@ -34,7 +36,10 @@ def bench() -> None:
     configure_logging("warning")
 
 
-@bench.command("validate")
+@bench.command(
+    "validate",
+    epilog="\b\nExamples:\n  tokensync bench validate --seconds 10",
+)
 @click.option("--seconds", type=float, default=6.0, show_default=True, help="Per method.")
 def validate(seconds: float) -> None:
     """Validation latency and throughput vs a bare GET and the Sanctum way (PostgreSQL)."""
@@ -44,7 +49,10 @@ def validate(seconds: float) -> None:
         scenario.run(seconds)
 
 
-@bench.command("propagation")
+@bench.command(
+    "propagation",
+    epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql",
+)
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
 @click.option(
@@ -61,7 +69,10 @@ def propagation(samples: int, epochs: int, store: str) -> None:
         scenario.run(samples, epochs, store)
 
 
-@bench.command("apply")
+@bench.command(
+    "apply",
+    epilog="\b\nExamples:\n  tokensync bench apply --records 100000",
+)
 @click.option("--records", type=click.IntRange(1000), default=200_000, show_default=True)
 def apply(records: int) -> None:
     """Records/s of one region worker loading the topic."""
@@ -71,7 +82,10 @@ def apply(records: int) -> None:
         scenario.run(records, "apply")
 
 
-@bench.command("bootstrap")
+@bench.command(
+    "bootstrap",
+    epilog="\b\nExamples:\n  tokensync bench bootstrap --tokens 100000",
+)
 @click.option("--tokens", type=click.IntRange(1000), default=1_000_000, show_default=True)
 def bootstrap(tokens: int) -> None:
     """A new region, from empty to ready, with 1M live tokens in the topic."""
@@ -81,7 +95,10 @@ def bootstrap(tokens: int) -> None:
         scenario.run(tokens, "bootstrap")
 
 
-@bench.command("bulk")
+@bench.command(
+    "bulk",
+    epilog="\b\nExamples:\n  tokensync bench bulk --tokens 100000",
+)
 @click.option("--tokens", type=click.IntRange(1000), default=100_000, show_default=True)
 def bulk(tokens: int) -> None:
     """100k per-token revocations until enforced in every region."""
@@ -91,7 +108,10 @@ def bulk(tokens: int) -> None:
         scenario.run(tokens)
 
 
-@bench.command("gate")
+@bench.command(
+    "gate",
+    epilog="\b\nExamples:\n  tokensync bench gate --seconds 10 --workers 2",
+)
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="Per method and N.")
 @click.option(
     "--workers",
@@ -109,7 +129,10 @@ def gate(seconds: float, workers: int) -> None:
         scenario.run(seconds, workers)
 
 
-@bench.command("all")
+@bench.command(
+    "all",
+    epilog="\b\nExamples:\n  tokensync bench all",
+)
 @click.pass_context
 def all_scenarios(ctx: click.Context) -> None:
     """Every scenario, one after the other (several minutes)."""
@@ -123,7 +146,10 @@ def all_scenarios(ctx: click.Context) -> None:
     ctx.invoke(docs)
 
 
-@bench.command("wan")
+@bench.command(
+    "wan",
+    epilog="\b\nExamples:\n  tokensync bench wan --samples 100",
+)
 @click.option("--samples", type=click.IntRange(10), default=200, show_default=True)
 def wan(samples: int) -> None:
     """Regions 0, 40 and 90 ms away: validation vs the distant store, revoke -> denied."""
@@ -133,7 +159,10 @@ def wan(samples: int) -> None:
         scenario.run(samples)
 
 
-@bench.command("docs")
+@bench.command(
+    "docs",
+    epilog="\b\nExamples:\n  tokensync bench docs",
+)
 def docs() -> None:
     """Refresh the figures in docs/benchmarks.md from bench/results/*.json."""
     from bench.docs import render

@@ -9,7 +9,11 @@ from shared.cli import CliContext, pass_cli
 __all__ = ["gate"]
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  tokensync gate --region eu --host 0.0.0.0 --port 8181\n"
+    "  tokensync gate --region eu --on-unavailable fallback --workers 4",
+)
 @click.option("--region", required=True, help="Region whose Redis answers.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8181, show_default=True)

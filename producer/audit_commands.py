@@ -12,7 +12,12 @@ from shared.cli import CliContext, emit, json_option, pass_cli
 __all__ = ["audit"]
 
 
-@click.command(cls=Command)
+@click.command(
+    cls=Command,
+    epilog="\b\nExamples:\n"
+    "  tokensync audit --since 1h\n"
+    "  tokensync audit --actor alice --limit 20 --json",
+)
 @click.option("--since", default=None, help="Only records this recent: 90s/15m/1h/7d, or a time.")
 @click.option(
     "--actor",

@@ -34,12 +34,22 @@ __all__ = ["api", "backfill", "demo", "relay", "token"]
 MAX_PRUNE_HOURS = 100 * 366 * 24  # a hundred years (the store's own limit)
 
 
-@click.group(cls=Group)
+@click.group(
+    cls=Group,
+    epilog="\b\nExamples:\n"
+    "  tokensync token issue --type 'App\\Models\\User' --id 42 --name ci --ability orders:read\n"
+    "  tokensync token list --type 'App\\Models\\User' --id 42",
+)
 def token() -> None:
     """Issue, find, list, rotate, revoke and prune tokens in the token store."""
 
 
-@token.command("issue")
+@token.command(
+    "issue",
+    epilog="\b\nExamples:\n"
+    "  tokensync token issue --type 'App\\Models\\User' --id 42 --name ci --ability orders:read\n"
+    "  tokensync token issue --type 'App\\Models\\User' --id 7 --name cd --expires-in 7d --json",
+)
 @click.option(
     "--type",
     "tokenable_type",
@@ -128,7 +138,10 @@ def _resolve(
     return find_token(store, text=secret, token_hash=token_hash, token_id=token_id)
 
 
-@token.command("find")
+@token.command(
+    "find",
+    epilog="\b\nExamples:\n  tokensync token find 7\n  tokensync token find 7 --json",
+)
 @_with_token_ref
 @json_option
 @pass_cli
@@ -176,7 +189,10 @@ def find(
     emit(as_json, data, lines)
 
 
-@token.command("revoke")
+@token.command(
+    "revoke",
+    epilog='\b\nExamples:\n  tokensync token revoke 7 --reason "laptop stolen" --wait',
+)
 @_with_token_ref
 @reason_option
 @wait_option
@@ -206,7 +222,10 @@ def revoke_token(
     )
 
 
-@token.command("list")
+@token.command(
+    "list",
+    epilog="\b\nExamples:\n  tokensync token list --type 'App\\Models\\User' --id 42 --json",
+)
 @click.option("--type", "tokenable_type", required=True, callback=nonempty)
 @click.option("--id", "tokenable_id", required=True)
 @json_option
@@ -223,7 +242,10 @@ def list_tokens(cli: CliContext, *, tokenable_type: str, tokenable_id: str, as_j
     emit(as_json, [t.to_json() for t in tokens], lines if tokens else "no tokens")
 
 
-@token.command("rotate")
+@token.command(
+    "rotate",
+    epilog="\b\nExamples:\n  tokensync token rotate 7 --grace 5m",
+)
 @click.argument("token_id", type=TokenId())
 @click.option("--grace", default="0", help="Keep the old token valid this long (e.g. 5m).")
 @reason_option
@@ -239,7 +261,10 @@ def rotate(
     emit(as_json, issued.to_json(), issued.plain_text_token)
 
 
-@token.command("prune")
+@token.command(
+    "prune",
+    epilog="\b\nExamples:\n  tokensync token prune --hours 24",
+)
 @click.option(
     "--hours",
     type=click.IntRange(0, MAX_PRUNE_HOURS),
@@ -256,7 +281,9 @@ def prune(cli: CliContext, *, hours: int, reason: str | None, as_json: bool) -> 
     emit(as_json, mutation.to_json(), f"pruned {mutation.removed} expired token(s)")
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  tokensync relay\n  tokensync relay --metrics-port 9101",
+)
 @metrics_option
 @json_option
 @pass_cli
@@ -321,7 +348,9 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
         store.close()
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  tokensync api --host 0.0.0.0 --port 8080",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @json_option
@@ -346,7 +375,9 @@ def api(cli: CliContext, *, host: str, port: int, as_json: bool) -> None:
         store.close()
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  tokensync demo\n  tokensync demo --json",
+)
 @json_option
 @pass_cli
 def demo(cli: CliContext, *, as_json: bool) -> None:
@@ -375,7 +406,9 @@ def demo(cli: CliContext, *, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  tokensync backfill\n  tokensync backfill --batch-size 5000",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 100_000),

@@ -10,7 +10,10 @@ from shared.cli import CliContext, emit, json_option, pass_cli
 __all__ = ["doctor"]
 
 
-@click.command(cls=Command)
+@click.command(
+    cls=Command,
+    epilog="\b\nExamples:\n  tokensync doctor\n  tokensync doctor --json",
+)
 @json_option
 @pass_cli
 def doctor(cli: CliContext, *, as_json: bool) -> None:

@@ -146,12 +146,21 @@ def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: b
             time.sleep(0.1)
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExamples:\n"
+    "  tokensync region add ap --redis redis://redis-ap:6379/0\n"
+    "  tokensync region status",
+)
 def region() -> None:
     """Add, list, inspect and remove regions."""
 
 
-@region.command("add")
+@region.command(
+    "add",
+    epilog="\b\nExamples:\n"
+    "  tokensync region add ap --redis redis://:PASSWORD@redis-ap:6379/0\n"
+    "  tokensync region add ap --redis redis://redis-ap:6379/0 --no-wait --json",
+)
 @click.argument("name")
 @click.option("--redis", "redis_url", required=True, help="The region's Redis URL.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for the region to become ready.")
@@ -234,7 +243,10 @@ def add(
         store.close()
 
 
-@region.command("list")
+@region.command(
+    "list",
+    epilog="\b\nExamples:\n  tokensync region list\n  tokensync region list --json",
+)
 @json_option
 @pass_cli
 def list_regions(cli: CliContext, *, as_json: bool) -> None:
@@ -251,7 +263,10 @@ def list_regions(cli: CliContext, *, as_json: bool) -> None:
     )
 
 
-@region.command("status")
+@region.command(
+    "status",
+    epilog="\b\nExamples:\n  tokensync region status\n  tokensync region status --no-count --json",
+)
 @click.option("--no-count", is_flag=True, help="Skip counting cached tokens (a SCAN).")
 @json_option
 @pass_cli
@@ -297,7 +312,10 @@ def status(cli: CliContext, *, no_count: bool, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-@region.command("remove")
+@region.command(
+    "remove",
+    epilog="\b\nExamples:\n  tokensync region remove ap\n  tokensync region remove ap --purge",
+)
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete the region's cached keys.")
 @json_option

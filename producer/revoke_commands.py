@@ -31,7 +31,12 @@ from shared.timeparse import parse_instant
 __all__ = ["revoke"]
 
 
-@click.group(cls=Group)
+@click.group(
+    cls=Group,
+    epilog="\b\nExamples:\n"
+    "  tokensync revoke principal --type 'App\\Models\\User' --id 42 --reason \"account closed\"\n"
+    '  tokensync revoke all --before now --reason "signing key leaked" --dry-run',
+)
 def revoke() -> None:
     """Mass revocation: one epoch event per scope, whatever the number of tokens."""
 
@@ -50,7 +55,11 @@ def _confirm(what: str, *, yes: bool, as_json: bool, text: str, question: str) -
         fail(False, "not confirmed: nothing was revoked", "declined", EXIT_FAILED)
 
 
-@revoke.command("principal")
+@revoke.command(
+    "principal",
+    epilog="\b\nExamples:\n"
+    "  tokensync revoke principal --type 'App\\Models\\User' --id 42 --reason gone --wait",
+)
 @click.option("--type", "tokenable_type", required=True, callback=nonempty)
 @click.option("--id", "tokenable_id", required=True, help="A whole number, UUID or ULID.")
 @reason_option
@@ -97,7 +106,12 @@ def revoke_principal(
     )
 
 
-@revoke.command("ability")
+@revoke.command(
+    "ability",
+    epilog="\b\nExamples:\n"
+    '  tokensync revoke ability orders:write --reason "scope retired" --dry-run\n'
+    "  tokensync revoke ability orders:write --include-wildcard --yes --wait",
+)
 @click.argument("ability", callback=nonempty)
 @click.option(
     "--include-wildcard",
@@ -170,7 +184,12 @@ def revoke_ability(
     )
 
 
-@revoke.command("all")
+@revoke.command(
+    "all",
+    epilog="\b\nExamples:\n"
+    '  tokensync revoke all --before now --reason "signing key leaked" --dry-run\n'
+    "  tokensync revoke all --before 2026-11-29T12:00:00Z --yes --wait",
+)
 @click.option("--before", required=True, help="'now', ISO 8601, or Unix seconds (not later).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (required off a terminal).")
 @reason_option

@@ -14,12 +14,20 @@ from shared.errors import UsageError
 __all__ = ["store"]
 
 
-@click.group(cls=Group)
+@click.group(
+    cls=Group,
+    epilog='\b\nExamples:\n  tokensync store repair --reason "restored from backup"',
+)
 def store() -> None:
     """The token store: check and repair what tokensync installs in it."""
 
 
-@store.command("repair")
+@store.command(
+    "repair",
+    epilog="\b\nExamples:\n"
+    '  tokensync store repair --reason "restored from backup"\n'
+    "  tokensync store repair --yes --json",
+)
 @click.option(
     "--skip-epoch",
     is_flag=True,

@@ -12,16 +12,21 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from importlib.metadata import entry_points
+from functools import cache, cached_property
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.utils import make_default_short_help
 
 from shared.errors import TokenSyncError
+from shared.extras import COMMANDS, MissingExtraError, check_extra, missing_extra
 from shared.logs import configure_logging
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 __all__ = [
     "CliContext",
@@ -96,26 +101,73 @@ def emit(as_json: bool, data: Any, text: str | Sequence[str]) -> None:
             click.echo(line)
 
 
-class _EntryPointGroup(click.Group):
-    """A group whose subcommands are the ``tokensync.commands`` entry points."""
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group="tokensync.commands")}
 
-    def _loaded(self) -> dict[str, click.Command]:
-        commands = dict(self.commands)
-        for ep in entry_points(group="tokensync.commands"):
-            if ep.name not in commands:
-                command = ep.load()
-                if isinstance(command, click.Command):
-                    commands[ep.name] = command
-        return commands
+
+class _EntryPointGroup(click.Group):
+    """A group whose subcommands are the ``tokensync.commands`` entry points, each imported
+    only when it runs: listing, help and completion of names read ``shared.extras.COMMANDS``."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(self._loaded())
+        return sorted(set(self.commands) | set(_entry_points()))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self._loaded().get(cmd_name)
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        ep = _entry_points().get(cmd_name)
+        if ep is None:
+            return None
+        check_extra(cmd_name)
+        try:
+            command = ep.load()
+        except ModuleNotFoundError as e:
+            line = missing_extra(e, cmd_name)
+            if line is None:
+                raise
+            raise MissingExtraError(line) from e
+        if not isinstance(command, click.Command):
+            return None
+        self.commands[cmd_name] = command
+        return command
+
+    def _short_help(self, name: str, limit: int) -> str:
+        loaded = self.commands.get(name)
+        if loaded is not None:
+            return loaded.get_short_help_str(limit)
+        info = COMMANDS.get(name)
+        return make_default_short_help(info.help, limit) if info else ""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = [
+            n for n in self.list_commands(ctx) if not getattr(self.commands.get(n), "hidden", False)
+        ]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, self._short_help(n, limit)) for n in names])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        items = [
+            CompletionItem(n, help=self._short_help(n, 45))
+            for n in self.list_commands(ctx)
+            if n.startswith(incomplete)
+        ]
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
 
 
-@click.group(cls=_EntryPointGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_EntryPointGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n"
+    "  tokensync token issue --type 'App\\Models\\User' --id 42 --name ci --ability orders:read\n"
+    "  tokensync validate - --region eu --ability orders:read < token.txt",
+)
 @click.version_option(package_name="tokensync", prog_name="tokensync")
 @click.pass_context
 def root(ctx: click.Context) -> None:
@@ -135,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except Exception as e:  # a bug or an unforeseen failure: one line here, the rest logged
+        if isinstance(e, ModuleNotFoundError):  # a lazy import of an extra not installed
+            path = _command_path(argv)
+            line = missing_extra(e, path[0] if path else None)
+            if line is not None:
+                click.echo(f"tokensync: {line}", err=True)
+                return 1
         log = _log_crash(e, argv)
         what = " ".join(_command_path(argv)) or "the command"
         where = f"traceback in {log}" if log else "the traceback could not be saved"
@@ -195,7 +253,11 @@ def _command_path(argv: Sequence[str] | None) -> list[str]:
             continue
         if not isinstance(command, click.Group):
             break
-        sub = command.get_command(ctx, word)
+        try:
+            sub = command.get_command(ctx, word)
+        except click.ClickException:  # its extra is missing: the word is still a command
+            path.append(word)
+            break
         if sub is None:
             break
         path.append(word)

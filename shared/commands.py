@@ -12,7 +12,11 @@ from shared.validator import Outcome, Validator
 __all__ = ["validate"]
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  tokensync validate - --region eu --ability orders:read < token.txt\n"
+    '  tokensync validate "$TOKEN" --region eu --json',
+)
 @click.argument("token")
 @click.option("--region", required=True, help="Region whose Redis answers.")
 @click.option("--ability", "abilities", multiple=True, help="Required ability (repeatable).")

@@ -57,7 +57,11 @@ async def run_worker(
     return worker.rebuild
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  tokensync worker --region eu\n"
+    "  tokensync worker --region eu --metrics-port 9102",
+)
 @click.option(
     "--region", "region_name", required=True, help="Region name (consumer group tokensync-NAME)."
 )

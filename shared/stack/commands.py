@@ -41,12 +41,18 @@ def _redis_ports(pairs: tuple[str, ...]) -> dict[str, int]:
     return ports
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExamples:\n  tokensync stack up\n  tokensync stack status",
+)
 def stack() -> None:
     """Run a real local stack: Kafka (KRaft, from its jars), a Redis per region, the processes."""
 
 
-@stack.command()
+@stack.command(
+    epilog="\b\nExamples:\n"
+    "  tokensync stack up\n"
+    "  tokensync stack up --regions eu,us,ap --link-delay us=40ms,ap=90ms",
+)
 @click.option(
     "--regions",
     default=",".join(DEFAULT_REGIONS),
@@ -104,7 +110,9 @@ def up(
     emit(as_json, [r.to_json() for r in rows], _table(rows))
 
 
-@stack.command()
+@stack.command(
+    epilog="\b\nExamples:\n  tokensync stack down",
+)
 @json_option
 @pass_cli
 def down(cli: CliContext, as_json: bool) -> None:
@@ -117,7 +125,9 @@ def down(cli: CliContext, as_json: bool) -> None:
     )
 
 
-@stack.command()
+@stack.command(
+    epilog="\b\nExamples:\n  tokensync stack status\n  tokensync stack status --json",
+)
 @json_option
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
@@ -128,7 +138,9 @@ def status(cli: CliContext, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-@stack.command()
+@stack.command(
+    epilog="\b\nExamples:\n  tokensync stack fetch",
+)
 @json_option
 def fetch(as_json: bool) -> None:
     """Fetch the pinned Kafka jars into the cache folder (once; later runs reuse them)."""

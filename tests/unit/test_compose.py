@@ -1,7 +1,9 @@
-"""compose.yaml only names tokensync commands and settings that exist."""
+"""compose.yaml only names tokensync commands and settings that exist, its Redis requires a
+password and never evicts, and the image it builds leaves the benchmarks out."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from shared.cli import root
 from shared.settings import PREFIX, Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
+DOCKERFILE = COMPOSE.parent / "Dockerfile"
+PASSWORD = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
 def _services() -> dict[str, dict[str, Any]]:
@@ -64,3 +68,79 @@ def test_compose_runs_one_worker_per_region_it_configures() -> None:
         if s.get("command", [""])[:2] == ["tokensync", "worker"]
     }
     assert names == workers
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}``, as compose would."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, rest = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"compose refuses to start without {name}: {rest}"
+        return rest if op == ":-" else ""
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def _redis_services() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in _services().items() if s.get("image", "").startswith("redis:")}
+
+
+def test_every_region_redis_requires_a_password_and_never_evicts() -> None:
+    redis_services = _redis_services()
+    assert {"redis-eu", "redis-us", "redis-ap"} == set(redis_services)
+    for name, service in redis_services.items():
+        args = [_interpolate(a, {"TOKENSYNC_REDIS_PASSWORD": PASSWORD}) for a in service["command"]]
+        options = dict(zip(args[1::2], args[2::2], strict=False))
+        assert PASSWORD == options.get("--requirepass"), name
+        assert "noeviction" == options.get("--maxmemory-policy"), name
+        assert options.get("--maxmemory"), f"{name}: noeviction needs a memory limit to act on"
+
+
+def test_compose_refuses_to_start_redis_without_a_password() -> None:
+    for service in _redis_services().values():
+        password = service["command"][service["command"].index("--requirepass") + 1]
+        try:
+            _interpolate(password, {})
+        except AssertionError:
+            continue
+        raise AssertionError("an empty TOKENSYNC_REDIS_PASSWORD would start Redis unprotected")
+
+
+def test_the_tokensync_services_reach_each_region_with_the_redis_password() -> None:
+    for name, service in _services().items():
+        environment = service.get("environment") or {}
+        if "TOKENSYNC_REGIONS" not in environment:
+            continue
+        env = {
+            k: _interpolate(
+                str(v),
+                {"TOKENSYNC_REDIS_PASSWORD": PASSWORD, "TOKENSYNC_SIGNING_KEYS": "k1:" + "A" * 44},
+            )
+            for k, v in environment.items()
+        }
+        regions = Settings.from_env(env).regions
+        assert ["eu", "us", "ap"] == [r.name for r in regions], name
+        for region in regions:
+            assert region.redis_url == f"redis://:{PASSWORD}@redis-{region.name}:6379/0", name
+
+
+def test_the_image_installs_the_services_extras_and_leaves_the_benchmarks_out() -> None:
+    text = DOCKERFILE.read_text()
+    match = re.search(r"^ARG EXTRAS=(\S+)$", text, re.MULTILINE)
+    assert match, "the Dockerfile names its extras in an ARG EXTRAS=... line"
+    assert {"producer", "worker", "gate"} == set(match.group(1).split(","))
+    copied = {
+        w for line in text.splitlines() if line.startswith("COPY ") for w in line.split()[1:-1]
+    }
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "shared",
+        "producer",
+        "workers",
+        "gate",
+    } <= copied
+    assert "bench" not in copied
