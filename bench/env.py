@@ -32,7 +32,7 @@ from shared.events import Keyring
 from shared.keys import RedisKeys, Topics
 from shared.region_state import RegionState, read_region_state
 from shared.settings import Region, Settings
-from shared.stack import (
+from stack import (
     KafkaBroker,
     KafkaJars,
     PostgresServer,
@@ -42,8 +42,8 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
-from shared.stack.mariadb import MariadbServer
-from shared.stack.process import wait_until
+from stack.mariadb import MariadbServer
+from stack.process import wait_until
 
 __all__ = ["BenchEnv", "bench_env"]
 

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
-from shared.stack.process import free_port, port_open, stop_pid, wait_until
 from shared.validator import AsyncValidator, Outcome, Policy
+from stack.process import free_port, port_open, stop_pid, wait_until
 
 __all__ = ["run"]
 

@@ -17,7 +17,7 @@ from shared.errors import NotFoundError, PublishError
 from shared.keys import RedisKeys, Topics, consumer_group
 from shared.region_state import RegionState, count_tokens, read_region_state
 from shared.settings import Region, Settings
-from shared.stack.launcher import LocalStack
+from stack.launcher import LocalStack
 
 __all__ = ["region"]
 

@@ -23,8 +23,8 @@ from producer.store import TokenStore
 from shared.keys import RedisKeys, Topics
 from shared.region_state import RegionState, read_region_state
 from shared.settings import Region, Settings
-from shared.stack.process import stop_pid
 from shared.validator import Policy, Validator
+from stack.process import stop_pid
 from tests.kafka_helpers import SIGNING_KEYS, kafka_connector, running_relay, wait_for
 
 

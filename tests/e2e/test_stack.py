@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from shared.settings import Settings, read_settings_file
-from shared.stack.process import pid_alive
+from stack.process import pid_alive
 
 pytestmark = pytest.mark.e2e
 

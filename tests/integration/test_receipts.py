@@ -24,8 +24,8 @@ from shared.errors import UsageError
 from shared.events import ability_scope
 from shared.keys import RedisKeys, Topics
 from shared.settings import Region, Settings
-from shared.stack.process import free_port
 from shared.validator import Outcome
+from stack.process import free_port
 from tests.harness import Pipeline, pipeline_context
 from tests.http_helpers import serving
 from tests.kafka_helpers import wait_for

@@ -218,7 +218,7 @@ def test_a_region_not_ready_or_stale_is_unavailable_never_valid(redis_url: str) 
 
 
 def test_an_unreachable_redis_is_unavailable() -> None:
-    from shared.stack.process import free_port
+    from stack.process import free_port
 
     validator = Validator.from_url(f"redis://127.0.0.1:{free_port()}/0")
     assert ("unavailable", "redis_unreachable") == (

@@ -6,8 +6,8 @@ import click
 
 from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import UsageError
-from shared.stack.kafka import KafkaJars, default_cache_dir
-from shared.stack.launcher import DEFAULT_REGIONS, ComponentStatus, LocalStack, StackOptions
+from stack.kafka import KafkaJars, default_cache_dir
+from stack.launcher import DEFAULT_REGIONS, ComponentStatus, LocalStack, StackOptions
 
 __all__ = ["stack"]
 
@@ -84,7 +84,7 @@ def up(
     as_json: bool,
 ) -> None:
     """Start whatever of the stack is not running yet, and write its settings."""
-    from shared.stack.delayproxy import parse_delays
+    from stack.delayproxy import parse_delays
 
     names = _regions(regions)
     delays = parse_delays(link_delay or cli.settings.link_delays)  # flag, else settings
@@ -148,7 +148,7 @@ def fetch(as_json: bool) -> None:
 @click.option("--delay", default="0ms", help="One-way delay in each direction, e.g. 40ms.")
 def proxy(listen_port: int, target: str, delay: str) -> None:
     """A delaying TCP proxy (the stack starts one per delayed region link)."""
-    from shared.stack.delayproxy import run_proxy
     from shared.timeparse import parse_duration
+    from stack.delayproxy import run_proxy
 
     run_proxy(listen_port, target, parse_duration(delay))

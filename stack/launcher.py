@@ -32,8 +32,8 @@ from shared.settings import (
     settings_file_path,
     write_settings_file,
 )
-from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
-from shared.stack.process import (
+from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from stack.process import (
     ProcessRecord,
     free_port,
     log_hint,
@@ -43,7 +43,7 @@ from shared.stack.process import (
     stop_pid,
     wait_until,
 )
-from shared.stack.redis import RedisServer
+from stack.redis import RedisServer
 
 __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
