@@ -5,7 +5,17 @@ port, argv, log) in ``<state_dir>/stack.json``; ``down`` stops exactly those
 pids; ``status`` probes them. The endpoints go into the settings file that
 later ``tokensync`` commands in the same directory read. The relay, the API,
 the region workers and the regions' gates are started as ``tokensync`` commands (never imported),
-and only when an installed package provides them.
+and only when an installed package provides them, through ``stack.pipeline``.
+
+Settings follow the one rule (environment, then the settings file, then defaults): every
+``TOKENSYNC_*`` value of ``up``'s environment is honoured and recorded in the settings file.
+The endpoints the stack runs itself (Kafka, the regions' Redis, the API, the gates) take
+their ports from the environment when those are free; a host other than this machine there
+is an error, since the stack cannot run a server elsewhere.
+
+Over 350 lines: one class for one concept (the stack's processes and its settings file);
+the servers (``kafka``, ``redis``), processes (``process``) and wiring (``pipeline``) are
+modules of their own already.
 """
 
 from __future__ import annotations
@@ -14,7 +24,6 @@ import functools
 import json
 import os
 import secrets
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,22 +33,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import StackError
+from shared.errors import ConfigError, StackError
 from shared.settings import (
+    PREFIX,
     Region,
     Settings,
+    parse_regions,
     read_settings_file,
+    redact_url,
     settings_file_path,
+    state_dir_path,
     write_settings_file,
 )
 from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from stack.pipeline import Pipeline
 from stack.process import (
     ProcessRecord,
     free_port,
     log_hint,
     pid_alive,
     port_open,
-    start_process,
     stop_pid,
     wait_until,
 )
@@ -48,6 +61,9 @@ from stack.redis import RedisServer
 __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
 DEFAULT_REGIONS = ("eu", "us", "ap")
+# Settings about where the settings live: never recorded in the settings file.
+_NOT_RECORDED = (PREFIX + "STATE_DIR", PREFIX + "SETTINGS_FILE")
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Order in which ``down`` stops processes: consumers of a server before the server.
 _STOP_ORDER = {"api": 0, "gate": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
 
@@ -106,7 +122,7 @@ class LocalStack:
     ) -> None:
         self.cwd = cwd.resolve()
         self.environ = dict(environ)
-        self.state_dir = self.cwd / environ.get("TOKENSYNC_STATE_DIR", ".tokensync")
+        self.state_dir = state_dir_path(self.cwd, environ)
         self.cache_dir = cache_dir or default_cache_dir()
         self.echo = echo
 
@@ -143,9 +159,10 @@ class LocalStack:
     def up(self, options: StackOptions) -> list[ComponentStatus]:
         """Start every missing component; running ones are kept, never started twice."""
         running = {r.name: r for r in self.records() if r.alive}
-        previous = read_settings_file(self.settings_file)
+        chosen = self.environment_settings()
+        _check_local(chosen)
+        previous = {**read_settings_file(self.settings_file), **chosen}
         old_settings = Settings.from_env(previous) if previous else Settings()
-        old_ports = {r.name: _port_of(r.redis_url) for r in old_settings.regions}
 
         jars = KafkaJars(self.cache_dir)
         if "kafka" not in running and not jars.present:
@@ -163,19 +180,7 @@ class LocalStack:
             links = [(r, free_port(), free_port()) for r in options.link_delays]
             started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
 
-        regions: list[Region] = []
-        for name in options.regions:
-            proc_name = f"redis-{name}"
-            wanted = (options.redis_ports or {}).get(name)
-            if proc_name in running:
-                port = running[proc_name].port or 0
-            else:
-                port = _pick_port(wanted, old_ports.get(name))
-                server = RedisServer(proc_name, self.state_dir / proc_name, port)
-                record = server.start()
-                started.append((record, functools.partial(server.wait_ready, record)))
-            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
-
+        regions = self._start_redis(options, running, old_settings, started)
         records = {**running, **{r.name: r for r, _ in started}}
         self._save(list(records.values()))
         with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
@@ -197,11 +202,59 @@ class LocalStack:
         settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
         if gates:
             settings = self._write_gates(settings, gates)
+        self._note_overridden(chosen, settings)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
         _wait_for_ports(records.values())
         return self.status()
+
+    def _start_redis(
+        self,
+        options: StackOptions,
+        running: Mapping[str, ProcessRecord],
+        old: Settings,
+        started: list[tuple[ProcessRecord, Callable[[], None]]],
+    ) -> list[Region]:
+        """Start each region's Redis that is not running (appended to ``started``)."""
+        old_ports = {r.name: _port_of(r.redis_url) for r in old.regions}
+        regions: list[Region] = []
+        for name in options.regions:
+            proc_name = f"redis-{name}"
+            wanted = (options.redis_ports or {}).get(name)
+            if proc_name in running:
+                port = running[proc_name].port or 0
+            else:
+                port = _pick_port(wanted, old_ports.get(name))
+                server = RedisServer(proc_name, self.state_dir / proc_name, port)
+                record = server.start()
+                started.append((record, functools.partial(server.wait_ready, record)))
+            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
+        return regions
+
+    def environment_settings(self) -> dict[str, str]:
+        """The ``TOKENSYNC_*`` values of the environment that the settings file records."""
+        return {
+            k: v for k, v in self.environ.items() if k.startswith(PREFIX) and k not in _NOT_RECORDED
+        }
+
+    def _note_overridden(self, chosen: Mapping[str, str], settings: Settings) -> None:
+        """One line if an endpoint the environment names could not be used (port taken)."""
+        runs = settings.to_env()
+        differ = [
+            f"{key}={chosen[key]} (the stack runs {runs.get(key, '-')})"
+            for key in (PREFIX + "KAFKA_BOOTSTRAP", PREFIX + "REGIONS", PREFIX + "API_URL")
+            if key in chosen and chosen[key] != runs.get(key)
+        ]
+        if differ:
+            self.echo(f"tokensync: warning: the environment sets {'; '.join(differ)}")
+
+    def _pipeline(self, settings: Settings) -> Pipeline:
+        """The builder of this stack's children: logs under ``<state_dir>/logs``, JSON."""
+        extra = {"TOKENSYNC_LOG_FORMAT": "json"}
+        if PREFIX + "SETTINGS_FILE" in self.environ:
+            extra[PREFIX + "SETTINGS_FILE"] = str(self.settings_file)
+        return Pipeline(settings, self.state_dir / "logs", cwd=self.cwd, env_extra=extra)
 
     def _start_kafka(
         self, jars: KafkaJars, port: int, heap: str, links: Sequence[tuple[str, int, int]]
@@ -236,7 +289,8 @@ class LocalStack:
                 "--delay",
                 f"{delays[region] * 1000:g}ms",
             ]
-            started[name] = self._start_command(name, args, dict(os.environ), proxy)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+            started[name] = self._pipeline(Settings()).start(name, args, env=env, port=proxy)
         return started
 
     def _write_settings(
@@ -248,7 +302,7 @@ class LocalStack:
         api_port: int,
     ) -> Settings:
         keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
-        database_url = previous.get("TOKENSYNC_DATABASE_URL") or (
+        database_url = previous.get(PREFIX + "DATABASE_URL") or (
             f"sqlite:///{self.state_dir / 'store.db'}"
         )
         settings = old.with_overrides(
@@ -261,7 +315,8 @@ class LocalStack:
             api_url=f"http://127.0.0.1:{api_port}",
         )
         values = {**previous, **settings.to_env()}
-        values.pop("TOKENSYNC_STATE_DIR", None)
+        for key in _NOT_RECORDED:
+            values.pop(key, None)
         write_settings_file(self.settings_file, values)
         self.echo(f"settings written to {self.settings_file}")
         return settings
@@ -310,7 +365,7 @@ class LocalStack:
                 (f"gate-{r}", ["gate", "--region", r, "--port", str(_port_of(url))])
                 for r, url in settings.gate_urls.items()
             )
-        env = {**os.environ, **settings.to_env(), "TOKENSYNC_LOG_FORMAT": "json"}
+        pipeline = self._pipeline(settings)
         proxies = {
             r.name.removeprefix("link-"): r.port for r in self.records() if _kind(r.name) == "link"
         }
@@ -318,27 +373,21 @@ class LocalStack:
         for name, args in wanted:
             if name in running:
                 continue
+            if name.startswith("worker-"):
+                # a delayed region reaches Kafka only through its link
+                region = name.removeprefix("worker-")
+                link = f"127.0.0.1:{proxies[region]}" if proxies.get(region) else None
+                started[name] = pipeline.start_worker(region, kafka_bootstrap=link)
+                continue
             port = _port_of(settings.api_url) if name == "api" else None
             if name.startswith("gate-"):
                 port = _port_of(settings.gate_urls[name.removeprefix("gate-")])
-            region = name.removeprefix("worker-")
-            own_env = env
-            if name.startswith("worker-") and proxies.get(region):
-                # this region reaches Kafka only through its delayed link
-                own_env = {**env, "TOKENSYNC_KAFKA_BOOTSTRAP": f"127.0.0.1:{proxies[region]}"}
-            started[name] = self._start_command(name, args, own_env, port)
+            started[name] = pipeline.start(name, args, port=port)
         time.sleep(0.5 if started else 0)
         dead = [n for n, r in started.items() if not r.alive]
         if dead:
             raise StackError(f"{dead[0]} exited at start{log_hint(started[dead[0]].log)}")
         return started
-
-    def _start_command(
-        self, name: str, args: Sequence[str], env: Mapping[str, str], port: int | None = None
-    ) -> ProcessRecord:
-        argv = [sys.executable, "-m", "shared", *args]
-        log = self.state_dir / "logs" / f"{name}.log"
-        return start_process(name, argv, log, env=env, cwd=self.cwd, port=port)
 
     def running(self) -> bool:
         """Whether this directory's stack has a live broker."""
@@ -355,10 +404,11 @@ class LocalStack:
         regions = [r for r in settings.regions if r.name != region.name] + [region]
         values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
         write_settings_file(self.settings_file, values)
-        env = {**os.environ, **values, "TOKENSYNC_LOG_FORMAT": "json"}
+        # the stack's worker runs with the stack's settings, whatever this command's are
+        settings = Settings.from_env(values).with_overrides(state_dir=self.state_dir)
         name = f"worker-{region.name}"
         records = [r for r in self.records() if r.name != name]
-        record = self._start_command(name, ["worker", "--region", region.name], env)
+        record = self._pipeline(settings).start_worker(region.name)
         self._save([*records, record])
         return record
 
@@ -382,6 +432,22 @@ class LocalStack:
         return stopped
 
     # --- status and down --------------------------------------------------------------
+    def described(self) -> dict[str, Any]:
+        """What the settings file says the stack runs with: store (no password), Kafka,
+        regions; None where it says nothing."""
+        values = read_settings_file(self.settings_file)
+        store = values.get(PREFIX + "DATABASE_URL")
+        try:
+            regions = parse_regions(values.get(PREFIX + "REGIONS", ""))
+        except ConfigError:
+            regions = ()
+        return {
+            "settings_file": str(self.settings_file) if values else None,
+            "store": redact_url(store) if store else None,
+            "kafka": values.get(PREFIX + "KAFKA_BOOTSTRAP"),
+            "regions": [{"name": r.name, "redis_url": redact_url(r.redis_url)} for r in regions],
+        }
+
     def status(self) -> list[ComponentStatus]:
         """Every recorded process, with whether it is up (pid alive and port open)."""
         result = []
@@ -414,6 +480,30 @@ def _wait_for_ports(records: Iterable[ProcessRecord]) -> None:
 
 def _listening(record: ProcessRecord, port: int) -> bool:
     return port_open(port) or not pid_alive(record.pid)
+
+
+def _check_local(chosen: Mapping[str, str]) -> None:
+    """The stack runs Kafka, Redis and the API on this machine: an environment that points
+    them at another host cannot be honoured."""
+    hosts = {
+        "KAFKA_BOOTSTRAP": [
+            h.rpartition(":")[0].strip("[]")
+            for h in chosen.get(PREFIX + "KAFKA_BOOTSTRAP", "").split(",")
+            if h
+        ],
+        "REGIONS": [
+            urlsplit(r.redis_url).hostname or "localhost"
+            for r in parse_regions(chosen.get(PREFIX + "REGIONS", ""))
+        ],
+        "API_URL": [urlsplit(u).hostname or "" for u in [chosen.get(PREFIX + "API_URL", "")] if u],
+    }
+    for key, names in hosts.items():
+        remote = [h for h in names if h not in _LOCAL_HOSTS]
+        if remote:
+            raise StackError(
+                f"{PREFIX}{key} in the environment names {remote[0]}, but the local stack runs "
+                f"its own servers on this machine: unset it for `tokensync stack up`"
+            )
 
 
 def _listener(region: str) -> str:
