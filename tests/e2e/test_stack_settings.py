@@ -118,3 +118,13 @@ def test_a_command_whose_store_or_kafka_differs_from_the_running_stack_says_so_i
         json.loads(elsewhere.stdout)  # the note never mixes into the JSON on stdout
     finally:
         run(tmp_path, {}, "stack", "down")
+
+
+def test_stack_up_refuses_a_kafka_on_another_host_named_in_the_environment_in_one_line(
+    tmp_path: Path,
+) -> None:
+    done = run(tmp_path, {"TOKENSYNC_KAFKA_BOOTSTRAP": "kafka.prod.example:9092"}, "stack", "up")
+    assert 0 != done.returncode
+    assert 1 == len(done.stderr.strip().splitlines()), done.stderr
+    assert "TOKENSYNC_KAFKA_BOOTSTRAP" in done.stderr and "kafka.prod.example" in done.stderr
+    assert not (tmp_path / ".tokensync" / "stack.json").exists()  # nothing was started
