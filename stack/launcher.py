@@ -13,9 +13,10 @@ The endpoints the stack runs itself (Kafka, the regions' Redis, the API, the gat
 their ports from the environment when those are free; a host other than this machine there
 is an error, since the stack cannot run a server elsewhere.
 
-Over 350 lines: one class for one concept (the stack's processes and its settings file);
-the servers (``kafka``, ``redis``), processes (``process``) and wiring (``pipeline``) are
-modules of their own already.
+Over 350 lines: one class for one concept, the processes this directory's stack runs and
+the order ``up`` starts, records and stops them in; what it builds on is split out already:
+the settings file (``stackfile``), the children's wiring (``pipeline``), processes and ports
+(``process``), and the servers (``kafka``, ``redis``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,17 +33,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigError, StackError
+from shared.errors import StackError
 from shared.settings import (
     PREFIX,
     Region,
     Settings,
-    parse_regions,
     read_settings_file,
-    redact_url,
     settings_file_path,
     state_dir_path,
-    write_settings_file,
 )
 from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
 from stack.pipeline import Pipeline
@@ -57,13 +54,19 @@ from stack.process import (
     wait_until,
 )
 from stack.redis import RedisServer
+from stack.stackfile import (
+    check_local,
+    describe,
+    environment_settings,
+    overridden_note,
+    record_gates,
+    record_settings,
+    set_regions,
+)
 
 __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
 DEFAULT_REGIONS = ("eu", "us", "ap")
-# Settings about where the settings live: never recorded in the settings file.
-_NOT_RECORDED = (PREFIX + "STATE_DIR", PREFIX + "SETTINGS_FILE")
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Order in which ``down`` stops processes: consumers of a server before the server.
 _STOP_ORDER = {"api": 0, "gate": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
 
@@ -159,8 +162,8 @@ class LocalStack:
     def up(self, options: StackOptions) -> list[ComponentStatus]:
         """Start every missing component; running ones are kept, never started twice."""
         running = {r.name: r for r in self.records() if r.alive}
-        chosen = self.environment_settings()
-        _check_local(chosen)
+        chosen = environment_settings(self.environ)
+        check_local(chosen)
         previous = {**read_settings_file(self.settings_file), **chosen}
         old_settings = Settings.from_env(previous) if previous else Settings()
 
@@ -199,10 +202,20 @@ class LocalStack:
                 )
             )
         gates = self._gate_urls(regions, running, old_settings) if options.with_apps else {}
-        settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
+        settings = record_settings(
+            self.settings_file,
+            previous,
+            old_settings,
+            state_dir=self.state_dir,
+            kafka_port=kafka_port,
+            regions=regions,
+            api_port=api_port,
+        )
+        self.echo(f"settings written to {self.settings_file}")
         if gates:
-            settings = self._write_gates(settings, gates)
-        self._note_overridden(chosen, settings)
+            settings = record_gates(self.settings_file, settings, gates)
+        if note := overridden_note(chosen, settings):
+            self.echo(note)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
@@ -231,23 +244,6 @@ class LocalStack:
                 started.append((record, functools.partial(server.wait_ready, record)))
             regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
         return regions
-
-    def environment_settings(self) -> dict[str, str]:
-        """The ``TOKENSYNC_*`` values of the environment that the settings file records."""
-        return {
-            k: v for k, v in self.environ.items() if k.startswith(PREFIX) and k not in _NOT_RECORDED
-        }
-
-    def _note_overridden(self, chosen: Mapping[str, str], settings: Settings) -> None:
-        """One line if an endpoint the environment names could not be used (port taken)."""
-        runs = settings.to_env()
-        differ = [
-            f"{key}={chosen[key]} (the stack runs {runs.get(key, '-')})"
-            for key in (PREFIX + "KAFKA_BOOTSTRAP", PREFIX + "REGIONS", PREFIX + "API_URL")
-            if key in chosen and chosen[key] != runs.get(key)
-        ]
-        if differ:
-            self.echo(f"tokensync: warning: the environment sets {'; '.join(differ)}")
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The builder of this stack's children: logs under ``<state_dir>/logs``, JSON."""
@@ -293,34 +289,6 @@ class LocalStack:
             started[name] = self._pipeline(Settings()).start(name, args, env=env, port=proxy)
         return started
 
-    def _write_settings(
-        self,
-        previous: Mapping[str, str],
-        old: Settings,
-        kafka_port: int,
-        regions: Sequence[Region],
-        api_port: int,
-    ) -> Settings:
-        keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
-        database_url = previous.get(PREFIX + "DATABASE_URL") or (
-            f"sqlite:///{self.state_dir / 'store.db'}"
-        )
-        settings = old.with_overrides(
-            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-            regions=tuple(regions),
-            database_url=database_url,
-            signing_keys=keys,
-            signing_key_id=old.signing_key_id or next(iter(keys)),
-            state_dir=self.state_dir,
-            api_url=f"http://127.0.0.1:{api_port}",
-        )
-        values = {**previous, **settings.to_env()}
-        for key in _NOT_RECORDED:
-            values.pop(key, None)
-        write_settings_file(self.settings_file, values)
-        self.echo(f"settings written to {self.settings_file}")
-        return settings
-
     @staticmethod
     def _gate_urls(
         regions: Sequence[Region], running: Mapping[str, ProcessRecord], old: Settings
@@ -335,17 +303,6 @@ class LocalStack:
             port = port or _pick_port(None, _port_of(old.gate_urls.get(r.name, "")))
             urls[r.name] = f"http://127.0.0.1:{port}"
         return urls
-
-    def _write_gates(self, settings: Settings, gates: Mapping[str, str]) -> Settings:
-        """Record the gates' URLs, and a local introspection client unless one exists."""
-        clients = dict(settings.gate_clients) or {"local": secrets.token_urlsafe(24)}
-        settings = settings.with_overrides(gate_urls=dict(gates), gate_clients=clients)
-        values = read_settings_file(self.settings_file)
-        values.update(
-            {k: v for k, v in settings.to_env().items() if k.startswith("TOKENSYNC_GATE")}
-        )
-        write_settings_file(self.settings_file, values)
-        return settings
 
     def _start_apps(
         self, settings: Settings, running: Mapping[str, ProcessRecord]
@@ -399,13 +356,9 @@ class LocalStack:
 
     def add_worker(self, region: Region) -> ProcessRecord:
         """Start the worker of a newly added region and record it (and the region's settings)."""
-        values = read_settings_file(self.settings_file)
-        settings = Settings.from_env(values)
-        regions = [r for r in settings.regions if r.name != region.name] + [region]
-        values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
-        write_settings_file(self.settings_file, values)
         # the stack's worker runs with the stack's settings, whatever this command's are
-        settings = Settings.from_env(values).with_overrides(state_dir=self.state_dir)
+        settings = set_regions(self.settings_file, add=region)
+        settings = settings.with_overrides(state_dir=self.state_dir)
         name = f"worker-{region.name}"
         records = [r for r in self.records() if r.name != name]
         record = self._pipeline(settings).start_worker(region.name)
@@ -423,31 +376,15 @@ class LocalStack:
             else:
                 kept.append(record)
         self._save(kept)
-        values = read_settings_file(self.settings_file)
-        if values:
-            settings = Settings.from_env(values)
-            regions = [r for r in settings.regions if r.name != region]
-            values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
-            write_settings_file(self.settings_file, values)
+        if read_settings_file(self.settings_file):
+            set_regions(self.settings_file, drop=region)
         return stopped
 
-    # --- status and down --------------------------------------------------------------
     def described(self) -> dict[str, Any]:
-        """What the settings file says the stack runs with: store (no password), Kafka,
-        regions; None where it says nothing."""
-        values = read_settings_file(self.settings_file)
-        store = values.get(PREFIX + "DATABASE_URL")
-        try:
-            regions = parse_regions(values.get(PREFIX + "REGIONS", ""))
-        except ConfigError:
-            regions = ()
-        return {
-            "settings_file": str(self.settings_file) if values else None,
-            "store": redact_url(store) if store else None,
-            "kafka": values.get(PREFIX + "KAFKA_BOOTSTRAP"),
-            "regions": [{"name": r.name, "redis_url": redact_url(r.redis_url)} for r in regions],
-        }
+        """Store (no password), Kafka and regions this stack runs with (its settings file)."""
+        return describe(self.settings_file)
 
+    # --- status and down --------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
         """Every recorded process, with whether it is up (pid alive and port open)."""
         result = []
@@ -480,30 +417,6 @@ def _wait_for_ports(records: Iterable[ProcessRecord]) -> None:
 
 def _listening(record: ProcessRecord, port: int) -> bool:
     return port_open(port) or not pid_alive(record.pid)
-
-
-def _check_local(chosen: Mapping[str, str]) -> None:
-    """The stack runs Kafka, Redis and the API on this machine: an environment that points
-    them at another host cannot be honoured."""
-    hosts = {
-        "KAFKA_BOOTSTRAP": [
-            h.rpartition(":")[0].strip("[]")
-            for h in chosen.get(PREFIX + "KAFKA_BOOTSTRAP", "").split(",")
-            if h
-        ],
-        "REGIONS": [
-            urlsplit(r.redis_url).hostname or "localhost"
-            for r in parse_regions(chosen.get(PREFIX + "REGIONS", ""))
-        ],
-        "API_URL": [urlsplit(u).hostname or "" for u in [chosen.get(PREFIX + "API_URL", "")] if u],
-    }
-    for key, names in hosts.items():
-        remote = [h for h in names if h not in _LOCAL_HOSTS]
-        if remote:
-            raise StackError(
-                f"{PREFIX}{key} in the environment names {remote[0]}, but the local stack runs "
-                f"its own servers on this machine: unset it for `tokensync stack up`"
-            )
 
 
 def _listener(region: str) -> str:
