@@ -7,32 +7,17 @@ up``) under a temporary folder and stopped, by pid, at the end.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 import sqlalchemy as sa
 
-from producer.kafka_io import KafkaAdmin, KafkaPublisher
-from producer.publisher import EventPublisher
-from producer.relay import Relay, RelayOptions
-from producer.schema import create_engine, migrate
-from producer.store import TokenStore
-from producer.wakeup import waker_for
 from shared.errors import StackError
-from shared.events import Keyring
-from shared.keys import RedisKeys, Topics
-from shared.region_state import RegionState, read_region_state
 from shared.settings import Region, Settings
-from shared.stack import (
+from stack import (
     KafkaBroker,
     KafkaJars,
     PostgresServer,
@@ -42,35 +27,25 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
-from shared.stack.mariadb import MariadbServer
-from shared.stack.process import wait_until
+from stack.mariadb import MariadbServer
+from stack.pipeline import Pipeline
+from stack.process import wait_until
 
 __all__ = ["BenchEnv", "bench_env"]
 
 
-@dataclass
-class BenchEnv:
-    """Servers, settings, store, relay and workers of one benchmark."""
+class BenchEnv(Pipeline):
+    """Servers, settings, store, relay and workers of one benchmark (the pipeline is
+    ``stack.pipeline``'s; this adds the servers and the figures benchmarks read)."""
 
-    root: Path
-    settings: Settings
-    store: TokenStore | None = None
-    processes: list[ProcessRecord] = field(default_factory=list)
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _relay_stop: threading.Event = field(default_factory=threading.Event)
-    _relay_thread: threading.Thread | None = None
-
-    @property
-    def keys(self) -> RedisKeys:
-        return RedisKeys(self.settings.redis_namespace)
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.settings.topic_prefix)
-
-    @property
-    def keyring(self) -> Keyring:
-        return Keyring(self.settings.signing_keys, self.settings.signing_key_id)
+    def __init__(self, root: Path, settings: Settings) -> None:
+        super().__init__(
+            settings,
+            root,
+            env_extra={"TOKENSYNC_LOG_LEVEL": "warning", "TOKENSYNC_STATE_DIR": str(root)},
+        )
+        self.root = root
+        self.processes: list[ProcessRecord] = []  # servers, stopped last
 
     def add_region(self, name: str) -> Region:
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
@@ -87,77 +62,13 @@ class BenchEnv:
         self.settings = self.settings.with_overrides(regions=(*self.settings.regions, region))
         return region
 
-    def open_store(self, database_url: str) -> TokenStore:
-        engine = create_engine(database_url)
-        migrate(engine)
-        self.store = TokenStore(engine)
-        return self.store
-
-    def ensure_topics(self) -> None:
-        admin = KafkaAdmin(self.settings.kafka_bootstrap)
-        try:
-            admin.ensure_topics(self.topics, self.settings.partitions)
-        finally:
-            admin.close()
-
     def start_relay(self) -> None:
-        assert self.store is not None
+        """The relay in a thread of this process (the topic is created first)."""
         self.ensure_topics()
-
-        def connect() -> EventPublisher:
-            return KafkaPublisher(self.settings.kafka_bootstrap, self.topics.tokens)
-
-        relay = Relay(
-            self.store.engine,
-            connect,
-            self.keyring,
-            waker_for(self.store.engine),
-            options=RelayOptions(heartbeat_interval_s=self.settings.heartbeat_interval_s),
-        )
-        self._relay_thread = threading.Thread(
-            target=relay.run, args=(self._relay_stop,), daemon=True
-        )
-        self._relay_thread.start()
-
-    def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
-        return {
-            **base,
-            **self.settings.to_env(),
-            "TOKENSYNC_LOG_LEVEL": "warning",
-            "TOKENSYNC_STATE_DIR": str(self.root),
-        }
-
-    def start_worker(self, region: str, kafka_bootstrap: str | None = None) -> None:
-        log = (self.root / f"worker-{region}.log").open("ab")
-        env = self.env()
-        if kafka_bootstrap:
-            env["TOKENSYNC_KAFKA_BOOTSTRAP"] = kafka_bootstrap
-        self.workers[region] = subprocess.Popen(
-            [sys.executable, "-m", "shared", "worker", "--region", region],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def state(self, region: str) -> RegionState:
-        client = redis.Redis.from_url(self.settings.region(region).redis_url)
-        try:
-            return read_region_state(client, self.keys, region)
-        finally:
-            client.close()
+        self.start_relay_thread()
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         wait_until(predicate, timeout_s, what, interval_s=0.01)
-
-    def end_offsets(self) -> dict[int, int]:
-        admin = KafkaAdmin(self.settings.kafka_bootstrap)
-        try:
-            return admin.end_offsets(self.topics.tokens)
-        finally:
-            admin.close()
 
     def relay_lag_ms(self, *, revocations_only: bool = False) -> list[float]:
         """Commit -> acknowledged by Kafka (ms) of every published outbox row."""
@@ -171,20 +82,8 @@ class BenchEnv:
         with self.store.engine.connect() as conn:
             return [float(r[0]) for r in conn.execute(sa.text(query))]
 
-    def caught_up(self, region: str, ends: dict[int, int]) -> bool:
-        state = self.state(region)
-        return all(state.has_applied(p, end - 1) for p, end in ends.items() if end)
-
-    def close(self) -> None:
-        self._relay_stop.set()
-        if self._relay_thread is not None:
-            self._relay_thread.join(timeout=30)
-        for proc in self.workers.values():
-            stop_pid(proc.pid, sys.executable, grace_s=20)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        if self.store is not None:
-            self.store.close()
+    def close(self, grace_s: float = 20.0) -> None:
+        super().close(grace_s)
         for record in reversed(self.processes):
             stop_pid(record.pid, record.argv[0] if record.argv else None)
 

@@ -16,16 +16,17 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from bench.env import BenchEnv, bench_env
+from bench.load import http_load, run_async, task_load
 from bench.report import save, summary, table
-from shared.stack.process import free_port, port_open, stop_pid, wait_until
 from shared.validator import AsyncValidator, Outcome, Policy
+from stack.process import free_port, port_open, stop_pid, wait_until
 
 __all__ = ["run"]
 
@@ -72,136 +73,6 @@ class _AsyncSanctum:
 
     async def close(self) -> None:
         await self.conn.close()
-
-
-def _event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-def _run_async(factory: Callable[[], Awaitable[Any]]) -> Any:
-    loop = _event_loop()
-    try:
-        return loop.run_until_complete(factory())
-    finally:
-        loop.close()
-
-
-class _KeepAlive(asyncio.Protocol):
-    """One keep-alive connection that sends the next request as soon as an answer is
-    complete (callbacks only: the client should cost far less than the server)."""
-
-    def __init__(
-        self, requests: Sequence[bytes], seed: int, end: float, done: asyncio.Future[None]
-    ) -> None:
-        self.requests = requests
-        self.rng = random.Random(seed)
-        self.end = end
-        self.done = done
-        self.samples: list[float] = []
-        self.errors = 0
-        self.warm = 20
-        self.buffer = b""
-        self.sent_at = 0.0
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._send()
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.sent_at = time.perf_counter()
-        self.transport.write(self.requests[self.rng.randrange(len(self.requests))])
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        head_end = self.buffer.find(b"\r\n\r\n")
-        if head_end < 0:
-            return
-        head = self.buffer[:head_end]
-        at = head.lower().find(b"content-length:")
-        length = 0
-        if at >= 0:
-            line_end = head.find(b"\r\n", at)
-            length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
-        if len(self.buffer) < head_end + 4 + length:
-            return
-        now = time.perf_counter()
-        self.buffer = self.buffer[head_end + 4 + length :]
-        if self.warm:
-            self.warm -= 1
-        else:
-            self.samples.append((now - self.sent_at) * 1000)
-            if head[9:12] != b"200":
-                self.errors += 1
-        if now < self.end:
-            self._send()
-        elif not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(exc or ConnectionError("the server closed the connection"))
-
-
-async def _http_load(
-    port: int, requests: Sequence[bytes], connections: int, seconds: float
-) -> tuple[list[float], float, int]:
-    """Latencies (ms), wall seconds, and answers that were not 200."""
-    loop = asyncio.get_running_loop()
-    end = time.perf_counter() + seconds
-    began = time.perf_counter()
-    clients: list[_KeepAlive] = []
-    for seed in range(connections):
-        done: asyncio.Future[None] = loop.create_future()
-        _, client = await loop.create_connection(
-            functools.partial(_KeepAlive, requests, seed, end, done), "127.0.0.1", port
-        )
-        clients.append(client)
-    await asyncio.gather(*(c.done for c in clients))
-    wall = time.perf_counter() - began
-    for c in clients:
-        if c.transport is not None:
-            c.transport.close()
-    samples = [x for c in clients for x in c.samples]
-    return samples, wall, sum(c.errors for c in clients)
-
-
-def _http_load_on(
-    port: int, requests: Sequence[bytes], connections: int, seconds: float
-) -> Awaitable[tuple[list[float], float, int]]:
-    return _http_load(port, requests, connections, seconds)
-
-
-async def _task_load(
-    call: Callable[[random.Random], Awaitable[bool]], concurrency: int, seconds: float
-) -> tuple[list[float], float, int]:
-    samples: list[float] = []
-    errors = 0
-
-    async def warm(seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(20):
-            await call(rng)
-
-    async def one_task(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            ok = await call(rng)
-            samples.append((time.perf_counter() - t) * 1000)
-            errors += not ok
-
-    await asyncio.gather(*(warm(i) for i in range(concurrency)))
-    end = time.perf_counter() + seconds
-    began = time.perf_counter()
-    await asyncio.gather(*(one_task(i) for i in range(concurrency)))
-    return samples, time.perf_counter() - began, errors
 
 
 def _start(env: BenchEnv, name: str, argv: list[str], extra: dict[str, str]) -> Any:
@@ -337,7 +208,7 @@ def _measure_all(
             return bool(result.outcome is Outcome.VALID)
 
         try:
-            return await _task_load(call, c, secs)
+            return await task_load(call, c, secs)
         finally:
             await validator.close()
 
@@ -355,13 +226,13 @@ def _measure_all(
                 pool.put_nowait(check)
 
         try:
-            return await _task_load(call, c, secs)
+            return await task_load(call, c, secs)
         finally:
             for check in checks:
                 await check.close()
 
     methods: dict[str, Callable[[int, float], Awaitable[tuple[list[float], float, int]]]] = {
-        name: functools.partial(_http_load_on, port, requests) for name, port in ports.items()
+        name: functools.partial(http_load, port, requests) for name, port in ports.items()
     }
     methods[IN_PROCESS] = in_process
     methods[SANCTUM] = sanctum
@@ -373,7 +244,7 @@ def _measure_all(
         }
         for _ in range(rounds):  # interleaved: drift on a shared machine hits all alike
             for name, method in methods.items():
-                samples, wall, errors = _run_async(
+                samples, wall, errors = run_async(
                     functools.partial(method, concurrency, seconds / rounds)
                 )
                 before = gathered[name]

@@ -20,9 +20,9 @@ from bench.env import BenchEnv, bench_env
 from bench.propagation import USER, _Pollers
 from bench.report import save, summary, table
 from bench.validate import _measure, _sanctum
-from shared.stack import KafkaBroker, KafkaJars, default_cache_dir, free_port
-from shared.stack.delayproxy import DelayProxy
 from shared.validator import Policy, Validator
+from stack import KafkaBroker, KafkaJars, default_cache_dir, free_port
+from stack.delayproxy import DelayProxy
 
 __all__ = ["run"]
 

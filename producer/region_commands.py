@@ -11,13 +11,13 @@ import redis
 
 from producer.audit import AuditContext
 from producer.receipts import all_regions
+from producer.region_hosts import WorkerHost, worker_host
 from producer.store import TokenStore
 from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import NotFoundError, PublishError
 from shared.keys import RedisKeys, Topics, consumer_group
 from shared.region_state import RegionState, count_tokens, read_region_state
 from shared.settings import Region, Settings
-from shared.stack.launcher import LocalStack
 
 __all__ = ["region"]
 
@@ -146,6 +146,26 @@ def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: b
             time.sleep(0.1)
 
 
+def _start_worker(
+    host: WorkerHost | None, new: Region, store: TokenStore, *, registered_now: bool
+) -> bool:
+    """Start the region's worker if a host runs here (True then); a failure or Ctrl-C
+    unregisters a region this command just registered (not loading: not registered)."""
+    try:
+        started = host is not None and host.running()
+        if host is not None and started and not host.worker_alive(new.name):
+            host.add_worker(new)
+        return started
+    except BaseException:
+        if registered_now:
+            if host is not None:
+                with contextlib.suppress(Exception):
+                    host.remove_worker(new.name)
+            with contextlib.suppress(Exception):
+                store.remove_region(new.name, audit=AuditContext.cli())
+        raise
+
+
 @click.group(
     epilog="\b\nExamples:\n"
     "  tokensync region add ap --redis redis://redis-ap:6379/0\n"
@@ -181,7 +201,7 @@ def add(
     store = TokenStore.from_settings(settings)
     try:
         known = {r.name: r for r in all_regions(settings, store)}
-        local = LocalStack(cli.cwd, cli.environ)
+        host = worker_host(cli.cwd, cli.environ)
         registered_now = False
         if name in known:
             if known[name].redis_url != redis_url:
@@ -195,24 +215,17 @@ def add(
                 click.echo(f"tokensync: warning: {redis_url} does not answer", err=True)
             store.add_region(new, audit=AuditContext.cli())
             registered_now = True
-        try:
-            started = local.running()
-            if started and not local.worker_alive(name):
-                local.add_worker(new)
-        except BaseException:
-            if registered_now:  # not loading: the region is not registered either
-                with contextlib.suppress(Exception):
-                    local.remove_worker(name)
-                with contextlib.suppress(Exception):
-                    store.remove_region(name, audit=AuditContext.cli())
-            raise
+        started = _start_worker(host, new, store, registered_now=registered_now)
         data: dict[str, Any] = {
             "region": name,
             "redis_url": redis_url,
             "worker_started": started,
             "already_registered": not registered_now,
+            "local_stack": "not installed" if host is None else ("up" if started else "down"),
         }
         lines = [f"region {name} registered" if registered_now else f"region {name} exists"]
+        if host is None:
+            lines.append("the local stack is not installed here, so no worker was started")
         if not started:
             lines.append(f"start its worker: tokensync worker --region {name} --redis {redis_url}")
         if not no_wait and started:
@@ -330,7 +343,8 @@ def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
         known = {r.name: r for r in all_regions(settings, store)}
         if name not in known:
             raise NotFoundError(f"no region named {name!r}")
-        stopped = LocalStack(cli.cwd, cli.environ).remove_worker(name)
+        host = worker_host(cli.cwd, cli.environ)
+        stopped = host.remove_worker(name) if host is not None else False
         group_deleted = True
         try:
             admin = KafkaAdmin(settings.kafka_bootstrap)

@@ -23,7 +23,7 @@ from click.utils import make_default_short_help
 from shared.errors import TokenSyncError
 from shared.extras import COMMANDS, MissingExtraError, check_extra, missing_extra
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import Settings, local_stack_difference
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -54,6 +54,8 @@ class CliContext:
     def settings(self) -> Settings:
         """Settings from the settings file and the environment, parsed once."""
         settings = Settings.load(self.environ, self.cwd)
+        if note := local_stack_difference(settings, self.environ, self.cwd):
+            click.echo(note, err=True)
         return settings.with_overrides(**self.overrides) if self.overrides else settings
 
     def configure_logging(self, force_json: bool = False) -> None:

@@ -1,30 +1,37 @@
 """Settings: parsed once per entry point from ``TOKENSYNC_*`` variables and a settings file.
 
-The settings file (``.tokensync/settings.env`` in the working directory, or the
-path in ``TOKENSYNC_SETTINGS_FILE``) holds ``KEY=VALUE`` lines that
-``tokensync stack up`` writes; real environment variables take precedence.
+One precedence rule in every process: the environment, then the settings file, then the
+defaults. The settings file (``.tokensync/settings.env`` in the working directory, or the
+path in ``TOKENSYNC_SETTINGS_FILE``) holds ``KEY=VALUE`` lines that ``tokensync stack up``
+writes (with every ``TOKENSYNC_*`` value of its environment); a command whose store or
+Kafka differs from the running local stack's says so (``local_stack_difference``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import ConfigError
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "PREFIX",
     "Region",
     "Settings",
+    "local_stack_difference",
     "parse_regions",
     "read_settings_file",
+    "redact_url",
     "settings_file_path",
+    "state_dir_path",
     "write_settings_file",
 ]
 
@@ -256,9 +263,7 @@ class Settings:
     @classmethod
     def load(cls, environ: Mapping[str, str], cwd: Path | None = None) -> Settings:
         """Settings from the settings file (if any) overlaid with ``environ``."""
-        base = cwd or Path.cwd()
-        explicit = environ.get(PREFIX + "SETTINGS_FILE", "")
-        path = settings_file_path(base, environ) if not explicit else base / explicit
+        path = settings_file_path(cwd or Path.cwd(), environ)
         merged = {**read_settings_file(path), **dict(environ)}
         return cls.from_env(merged)
 
@@ -339,10 +344,73 @@ def _bool(environ: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{PREFIX}{name} must be true or false, not {raw[:32]!r}")
 
 
+def state_dir_path(cwd: Path, environ: Mapping[str, str]) -> Path:
+    """The local state folder: ``TOKENSYNC_STATE_DIR`` (relative to ``cwd``) or ``.tokensync``."""
+    return cwd / environ.get(PREFIX + "STATE_DIR", DEFAULT_STATE_DIR)
+
+
 def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:
-    """Where ``tokensync stack up`` writes, and later commands read, the settings file."""
-    state_dir = Path(environ.get(PREFIX + "STATE_DIR", DEFAULT_STATE_DIR))
-    return cwd / state_dir / SETTINGS_FILE_NAME
+    """Where ``tokensync stack up`` writes, and later commands read, the settings file:
+    ``TOKENSYNC_SETTINGS_FILE`` (relative to ``cwd``) or ``settings.env`` in the state folder."""
+    explicit = environ.get(PREFIX + "SETTINGS_FILE", "")
+    return cwd / explicit if explicit else state_dir_path(cwd, environ) / SETTINGS_FILE_NAME
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: fit for screens and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+
+
+def _stack_running(state_dir: Path) -> bool:
+    """Whether the local stack recorded in ``state_dir/stack.json`` has a live broker
+    (the file the ``stack`` package writes: ``{"processes": [{"name", "pid", ...}]}``)."""
+    try:
+        data = json.loads((state_dir / "stack.json").read_text())
+        pids = [int(p["pid"]) for p in data.get("processes", []) if p.get("name") == "kafka"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            return True
+        return True
+    return False
+
+
+def local_stack_difference(settings: Settings, environ: Mapping[str, str], cwd: Path) -> str:
+    """One line if ``settings`` use another store or Kafka than the local stack running in
+    ``cwd`` (the environment overrides its settings file), else ``""``."""
+    stack = read_settings_file(settings_file_path(cwd, environ))
+    if not stack or not _stack_running(state_dir_path(cwd, environ)):
+        return ""
+    differs = []
+    for key, label, ours in (
+        ("DATABASE_URL", "store", settings.database_url),
+        ("KAFKA_BOOTSTRAP", "Kafka", settings.kafka_bootstrap),
+    ):
+        theirs = stack.get(PREFIX + key)
+        if theirs is not None and theirs != ours:
+            differs.append(
+                f"{label} {redact_url(ours)} (the local stack's is {redact_url(theirs)})"
+            )
+    if not differs:
+        return ""
+    return (
+        f"tokensync: note: this command uses {' and '.join(differs)}; "
+        f"the environment overrides {settings_file_path(cwd, environ)}"
+    )
 
 
 def read_settings_file(path: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.stack.process import free_port
+from stack.process import free_port
 
 CLIENT_ID = "laravel-app"
 CLIENT_SECRET = "s3cret-of-the-laravel-app"

@@ -6,30 +6,24 @@ Every name (topics, consumer groups) is unique to the test.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import redis
 
-from producer.kafka_io import KafkaAdmin
 from producer.relay import RelayOptions
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from shared.keys import RedisKeys, Topics
-from shared.region_state import RegionState, read_region_state
+from shared.region_state import RegionState
 from shared.settings import Region, Settings
-from shared.stack.process import stop_pid
 from shared.validator import Policy, Validator
-from tests.kafka_helpers import SIGNING_KEYS, kafka_connector, running_relay, wait_for
+from stack.pipeline import Pipeline as PipelineBuilder
+from tests.kafka_helpers import SIGNING_KEYS, wait_for
 
 
 class Pipeline:
-    """Store + relay + workers wired with one test's settings."""
+    """Store + relay + workers wired with one test's settings (by ``stack.pipeline``)."""
 
     def __init__(
         self,
@@ -41,7 +35,7 @@ class Pipeline:
         partitions: int = 3,
     ) -> None:
         self.tmp_path = tmp_path
-        self.settings = Settings(
+        settings = Settings(
             kafka_bootstrap=kafka,
             database_url=database_url,
             regions=tuple(Region(n, u) for n, u in regions.items()),
@@ -54,47 +48,44 @@ class Pipeline:
             log_level="info",
         )
         self.topics = topics
-        engine = create_engine(database_url)
-        migrate(engine)
-        self.store = TokenStore(engine)
+        self.built = PipelineBuilder(
+            settings, tmp_path, env_extra={"TOKENSYNC_STATE_DIR": str(tmp_path)}
+        )
+        self.store: TokenStore = self.built.open_store()
         self.workers: dict[str, subprocess.Popen[bytes]] = {}  # by worker name
         self.worker_regions: dict[str, str] = {}  # worker name -> region
         self.relay_process: subprocess.Popen[bytes] | None = None
-        self._stack = ExitStack()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the children get (tests may replace them before starting one)."""
+        return self.built.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.built.settings = settings
 
     @property
     def keys(self) -> RedisKeys:
-        return RedisKeys(self.settings.redis_namespace)
+        return self.built.keys
 
     def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
-        return {**base, **self.settings.to_env(), "TOKENSYNC_STATE_DIR": str(self.tmp_path)}
+        return self.built.env()
 
     def start_relay(self) -> None:
-        connect = kafka_connector(
-            self.settings.kafka_bootstrap, self.topics, self.settings.partitions
-        )
         options = RelayOptions(
             heartbeat_interval_s=self.settings.heartbeat_interval_s, backoff_max_s=0.5
         )
-        self._stack.enter_context(running_relay(self.store.engine, connect, options=options))
+        self.built.start_relay_thread(options, publisher_timeout_s=10)
 
     def start_relay_process(self) -> None:
         """The relay as a ``tokensync relay`` process (tests may SIGKILL it)."""
-        log = (self.tmp_path / "relay.log").open("ab")
-        self.relay_process = subprocess.Popen(
-            [sys.executable, "-m", "shared", "relay"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.built.start_relay_process()
+        self.relay_process = self.built.popen("relay")
 
     def kill_relay_process(self) -> None:
         if self.relay_process is not None:
-            self.relay_process.send_signal(signal.SIGKILL)
-            self.relay_process.wait(timeout=10)
+            self.built.kill("relay")
             self.relay_process = None
 
     def start_worker(
@@ -103,37 +94,26 @@ class Pipeline:
         """A ``tokensync worker`` process; ``name`` (default: the region) tells several
         workers of one region apart, in this harness and in their log files."""
         name = name or region
-        log = (self.tmp_path / f"worker-{name}.log").open("ab")
-        args = [sys.executable, "-m", "shared", "worker", "--region", region, *extra]
-        if redis_url:
-            args += ["--redis", redis_url]
-        self.workers[name] = subprocess.Popen(
-            args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.built.start_worker(region, *extra, name=f"worker-{name}", redis_url=redis_url)
+        self.workers[name] = self.built.popen(f"worker-{name}")
         self.worker_regions[name] = region
-        log.close()
 
     def kill_worker(self, name: str) -> None:
-        proc = self.workers.pop(name)
+        self.workers.pop(name)
         self.worker_regions.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        self.built.kill(f"worker-{name}")
 
     def stop_worker(self, name: str) -> None:
         proc = self.workers.pop(name)
         self.worker_regions.pop(name)
-        stop_pid(proc.pid, sys.executable, grace_s=30)
+        self.built.stop(f"worker-{name}", grace_s=30)
         proc.wait(timeout=10)
 
     def redis(self, region: str) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.region(region).redis_url)
+        return self.built.redis(region)
 
     def state(self, region: str) -> RegionState:
-        client = self.redis(region)
-        try:
-            return read_region_state(client, self.keys, region)
-        finally:
-            client.close()
+        return self.built.state(region)
 
     def wait_ready(self, region: str, timeout_s: float = 90) -> None:
         try:
@@ -149,18 +129,10 @@ class Pipeline:
         wait_for(
             lambda: self.store.position(seq).offset is not None, timeout_s, f"seq {seq} published"
         )
-        admin = KafkaAdmin(self.settings.kafka_bootstrap)
-        try:
-            ends = admin.end_offsets(self.topics.tokens)
-        finally:
-            admin.close()
+        ends = self.built.end_offsets()
 
         def caught_up() -> bool:
-            for region in set(self.worker_regions.values()):
-                state = self.state(region)
-                if not all(state.has_applied(p, end - 1) for p, end in ends.items() if end):
-                    return False
-            return True
+            return all(self.built.caught_up(r, ends) for r in set(self.worker_regions.values()))
 
         wait_for(caught_up, timeout_s, f"every region caught up with seq {seq}")
 
@@ -178,11 +150,7 @@ class Pipeline:
     def close(self) -> None:
         for name in list(self.workers):
             self.stop_worker(name)
-        if self.relay_process is not None:
-            stop_pid(self.relay_process.pid, sys.executable, grace_s=20)
-            self.relay_process.wait(timeout=10)
-        self._stack.close()
-        self.store.close()
+        self.built.close()
 
 
 def pipeline_context(pipeline: Pipeline) -> Iterator[Pipeline]:

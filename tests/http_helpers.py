@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from shared.stack.process import free_port
+from stack.process import free_port
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import StackError
-from shared.stack import (
+from stack import (
     KafkaBroker,
     KafkaJars,
     PostgresServer,
@@ -30,7 +30,7 @@ from shared.stack import (
     free_port,
     stop_pid,
 )
-from shared.stack.mariadb import MariadbServer
+from stack.mariadb import MariadbServer
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 REDIS_IMAGE = "redis:7-alpine"

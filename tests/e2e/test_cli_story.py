@@ -17,7 +17,7 @@ USER = "App\\Models\\User"
 def test_stack_demo_validate_and_region_lifecycle(tmp_path: Path, own_redis_url: str) -> None:
     try:
         tokensync(tmp_path, "stack", "up", "--regions", "eu,us")
-        status = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
+        status = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)["processes"]
         assert {
             "kafka",
             "redis-eu",

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.stack.process import free_port
+from stack.process import free_port
 from tests.conftest import IN_CI
 from tests.gate_helpers import running_gate
 from tests.harness import Pipeline

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.stack import RedisServer, free_port, stop_pid
+from stack import RedisServer, free_port, stop_pid
 from tests.cli_helpers import run_at_terminal
 from tests.e2e.test_stack import tokensync
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from shared.settings import Settings, read_settings_file
-from shared.stack.process import pid_alive
+from stack.process import pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: P
         tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
         rows: list[dict[str, Any]] = json.loads(
             tokensync(tmp_path, "stack", "status", "--json").stdout
-        )
+        )["processes"]
         assert {"kafka", "redis-eu", "redis-us"} == {r["name"] for r in rows}
         assert all(r["up"] for r in rows)
 
@@ -61,7 +61,7 @@ def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: P
         assert settings.signing_keys, "stack up generates a signing key"
 
         tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
-        again = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
+        again = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)["processes"]
         assert {r["name"]: r["pid"] for r in rows} == {r["name"]: r["pid"] for r in again}
     finally:
         down = tokensync(tmp_path, "stack", "down", "--json", check=False)
@@ -80,7 +80,7 @@ def test_a_wrong_argument_prints_one_line_and_exits_non_zero(tmp_path: Path) -> 
 def test_a_delayed_link_slows_exactly_its_region(tmp_path: Path) -> None:
     try:
         tokensync(tmp_path, "stack", "up", "--regions", "eu,us", "--link-delay", "us=60ms")
-        rows = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)
+        rows = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)["processes"]
         assert {"link-us"} == {r["name"] for r in rows if r["name"].startswith("link-")}
         assert all(r["up"] for r in rows)
         demo = tokensync(tmp_path, "demo", "--json", check=False)

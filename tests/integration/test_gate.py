@@ -358,7 +358,7 @@ def test_worker_processes_exit_when_their_supervisor_is_killed(
     import subprocess
     import sys
 
-    from shared.stack.process import free_port, pid_alive
+    from stack.process import free_port, pid_alive
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}

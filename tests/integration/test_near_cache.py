@@ -18,10 +18,10 @@ from producer.receipts import wait_for_receipt
 from shared.events import TokenOp, principal_scope
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, redis_time_ms, sync_near_caches
-from shared.stack.delayproxy import DelayProxy
-from shared.stack.process import free_port
 from shared.tokenformat import checksum
 from shared.validator import AsyncValidator, Outcome, Policy, Validator
+from stack.delayproxy import DelayProxy
+from stack.process import free_port
 from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
 from tests.region_helpers import USER, RegionFixture, now_ms

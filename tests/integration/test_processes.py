@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.stack import RedisServer, free_port, stop_pid
+from stack import RedisServer, free_port, stop_pid
 
 pytestmark = pytest.mark.integration
 

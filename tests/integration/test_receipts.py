@@ -22,7 +22,6 @@ from shared.errors import UsageError
 from shared.events import ability_scope
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
-from shared.stack.process import free_port
 from shared.validator import Outcome
 from tests.harness import Pipeline
 from tests.http_helpers import serving

@@ -23,8 +23,8 @@ from shared.cli import root
 from shared.events import Heartbeat, TokenEvent, TokenOp, encode
 from shared.keys import RedisKeys, Topics
 from shared.region_state import read_region_state
-from shared.stack.process import free_port
 from shared.validator import Outcome, Validator
+from stack.process import free_port
 from tests.harness import Pipeline
 from tests.kafka_helpers import KEYRING, wait_for
 from workers.app import stream_source

@@ -221,7 +221,7 @@ def epoch_hidden(pipeline: Pipeline) -> int:
 def test_forged_records_change_nothing_and_land_in_the_dead_letter_topic(
     pipeline: Pipeline,
 ) -> None:
-    from shared.stack.process import free_port
+    from stack.process import free_port
 
     metrics_port = free_port()
     pipeline.start_relay()

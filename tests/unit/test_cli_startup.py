@@ -23,7 +23,6 @@ NOT_FOR_HELP = (
     "producer",
     "workers",
     "stack",
-    "shared.stack",
     "bench",
     "gate",
     "faust",

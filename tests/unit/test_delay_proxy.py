@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from shared.stack.delayproxy import DelayProxy, parse_delays
-from shared.stack.process import free_port
+from stack.delayproxy import DelayProxy, parse_delays
+from stack.process import free_port
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

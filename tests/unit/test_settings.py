@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import Settings, read_settings_file, write_settings_file
+from shared.settings import (
+    Settings,
+    local_stack_difference,
+    read_settings_file,
+    redact_url,
+    settings_file_path,
+    write_settings_file,
+)
 
 KEY = base64.b64encode(b"s" * 32).decode()
 
@@ -96,3 +103,39 @@ def test_an_unknown_store_time_zone_is_one_clear_error() -> None:
         "Europe/Berlin"
         == Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Europe/Berlin"}).store_timezone
     )
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:pw@db:5432/tokens?sslmode=require",
+            "postgresql+psycopg://app:***@db:5432/tokens?sslmode=require",
+        ),
+        ("redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("mysql+pymysql://u:p%40ss@h/db", "mysql+pymysql://u:***@h/db"),
+        ("sqlite:////var/lib/tokensync/store.db", "sqlite:////var/lib/tokensync/store.db"),
+        ("postgresql://app@db/tokens", "postgresql://app@db/tokens"),
+    ],
+)
+def test_a_url_shown_to_people_never_carries_its_password(url: str, shown: str) -> None:
+    assert shown == redact_url(url)
+
+
+def test_the_settings_file_named_by_tokensync_settings_file_is_the_one_read_and_written(
+    tmp_path: Path,
+) -> None:
+    environ = {"TOKENSYNC_SETTINGS_FILE": "conf/stack.env"}
+    assert tmp_path / "conf" / "stack.env" == settings_file_path(tmp_path, environ)
+    assert tmp_path / ".tokensync" / "settings.env" == settings_file_path(tmp_path, {})
+    assert tmp_path / "s" / "settings.env" == settings_file_path(
+        tmp_path, {"TOKENSYNC_STATE_DIR": "s"}
+    )
+
+
+def test_no_note_about_the_local_stack_when_none_runs_here(tmp_path: Path) -> None:
+    write_settings_file(
+        tmp_path / ".tokensync" / "settings.env", {"TOKENSYNC_DATABASE_URL": "sqlite:///a.db"}
+    )
+    other = Settings(database_url="sqlite:///b.db")
+    assert "" == local_stack_difference(other, {}, tmp_path)  # no stack.json
+    (tmp_path / ".tokensync" / "stack.json").write_text('{"processes": [{"name": "kafka"}]}')
+    assert "" == local_stack_difference(other, {}, tmp_path)  # unreadable record: no note

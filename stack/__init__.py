@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaJars, default_cache_dir
-from shared.stack.launcher import LocalStack, StackOptions
-from shared.stack.postgres import PostgresServer
-from shared.stack.process import ProcessRecord, free_port, stop_pid
-from shared.stack.redis import RedisServer
+from stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaJars, default_cache_dir
+from stack.launcher import LocalStack, StackOptions
+from stack.postgres import PostgresServer
+from stack.process import ProcessRecord, free_port, stop_pid
+from stack.redis import RedisServer
 
 __all__ = [
     "KAFKA_VERSION",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from shared.stack.process import ProcessRecord, log_hint, port_open, start_process
+from stack.process import ProcessRecord, log_hint, port_open, start_process
 
 __all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaJars", "default_cache_dir"]
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
 
 from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import UsageError
-from shared.stack.kafka import KafkaJars, default_cache_dir
-from shared.stack.launcher import DEFAULT_REGIONS, ComponentStatus, LocalStack, StackOptions
+from shared.settings import Settings, parse_regions
+from stack.kafka import KafkaJars, default_cache_dir
+from stack.launcher import DEFAULT_REGIONS, ComponentStatus, LocalStack, StackOptions
 
 __all__ = ["stack"]
 
@@ -15,11 +19,38 @@ __all__ = ["stack"]
 def _table(rows: list[ComponentStatus]) -> list[str]:
     if not rows:
         return ["no stack processes are recorded here (tokensync stack up starts them)"]
-    lines = [f"{'name':<14} {'pid':>8} {'port':>6}  state"]
+    lines = [f"{'process':<14} {'pid':>8} {'port':>6}  state"]
     for r in rows:
         port = str(r.port) if r.port else "-"
         lines.append(f"{r.name:<14} {r.pid:>8} {port:>6}  {'up' if r.up else 'DOWN'}")
     return lines
+
+
+def _described(described: dict[str, Any]) -> list[str]:
+    """The settings the stack runs with, one per line, above its processes."""
+    if described["settings_file"] is None:
+        return ["no settings file here yet (tokensync stack up writes one)", ""]
+    lines = [
+        f"{'store':<14} {described['store'] or '-'}",
+        f"{'kafka':<14} {described['kafka'] or '-'}",
+    ]
+    lines += [f"{'region ' + r['name']:<14} {r['redis_url']}" for r in described["regions"]]
+    return [*lines, f"{'settings':<14} {described['settings_file']}", ""]
+
+
+def _status(local: LocalStack, rows: list[ComponentStatus], as_json: bool) -> None:
+    described = local.described()
+    emit(
+        as_json,
+        {**described, "processes": [r.to_json() for r in rows]},
+        [*_described(described), *_table(rows)],
+    )
+
+
+def _default_regions(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The regions of ``TOKENSYNC_REGIONS`` in the environment, else eu, us and ap."""
+    from_env = parse_regions(environ.get("TOKENSYNC_REGIONS", ""))
+    return tuple(r.name for r in from_env) or DEFAULT_REGIONS
 
 
 def _regions(text: str) -> tuple[str, ...]:
@@ -55,9 +86,9 @@ def stack() -> None:
 )
 @click.option(
     "--regions",
-    default=",".join(DEFAULT_REGIONS),
-    show_default=True,
-    help="Comma-separated region names, one Redis each.",
+    default=None,
+    help="Comma-separated region names, one Redis each"
+    f" [default: those of TOKENSYNC_REGIONS, else {','.join(DEFAULT_REGIONS)}].",
 )
 @click.option("--kafka-port", type=int, default=None, help="Broker port (default: free port).")
 @click.option(
@@ -81,7 +112,7 @@ def stack() -> None:
 def up(
     cli: CliContext,
     *,
-    regions: str,
+    regions: str | None,
     kafka_port: int | None,
     redis_ports: tuple[str, ...],
     kafka_heap: str,
@@ -89,11 +120,17 @@ def up(
     link_delay: str,
     as_json: bool,
 ) -> None:
-    """Start whatever of the stack is not running yet, and write its settings."""
-    from shared.stack.delayproxy import parse_delays
+    """Start whatever of the stack is not running yet, and write its settings.
 
-    names = _regions(regions)
-    delays = parse_delays(link_delay or cli.settings.link_delays)  # flag, else settings
+    Every TOKENSYNC_* setting of the environment is honoured and recorded in the settings
+    file (environment, then the settings file, then defaults).
+    """
+    from stack.delayproxy import parse_delays
+
+    names = _default_regions(cli.environ) if regions is None else _regions(regions)
+    # not cli.settings: its note about a store differing from the stack's is moot here
+    settings = Settings.load(cli.environ, cli.cwd)
+    delays = parse_delays(link_delay or settings.link_delays)  # flag, else settings
     unknown = sorted(set(delays) - set(names))
     if unknown:
         raise UsageError(f"--link-delay names regions not in --regions: {', '.join(unknown)}")
@@ -106,8 +143,7 @@ def up(
         not no_apps,
         {r: d for r, d in delays.items() if d > 0},
     )
-    rows = local.up(options)
-    emit(as_json, [r.to_json() for r in rows], _table(rows))
+    _status(local, local.up(options), as_json)
 
 
 @stack.command(
@@ -131,9 +167,11 @@ def down(cli: CliContext, as_json: bool) -> None:
 @json_option
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
-    """List each stack process: name, pid, port, up or down. Exits 1 if any is down."""
-    rows = LocalStack(cli.cwd, cli.environ).status()
-    emit(as_json, [r.to_json() for r in rows], _table(rows))
+    """The store (no password), Kafka and regions the stack runs with, then each stack
+    process: name, pid, port, up or down. Exits 1 if any is down."""
+    local = LocalStack(cli.cwd, cli.environ)
+    rows = local.status()
+    _status(local, rows, as_json)
     if any(not r.up for r in rows):
         raise click.exceptions.Exit(1)
 
@@ -160,7 +198,7 @@ def fetch(as_json: bool) -> None:
 @click.option("--delay", default="0ms", help="One-way delay in each direction, e.g. 40ms.")
 def proxy(listen_port: int, target: str, delay: str) -> None:
     """A delaying TCP proxy (the stack starts one per delayed region link)."""
-    from shared.stack.delayproxy import run_proxy
     from shared.timeparse import parse_duration
+    from stack.delayproxy import run_proxy
 
     run_proxy(listen_port, target, parse_duration(delay))

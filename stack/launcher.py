@@ -5,7 +5,18 @@ port, argv, log) in ``<state_dir>/stack.json``; ``down`` stops exactly those
 pids; ``status`` probes them. The endpoints go into the settings file that
 later ``tokensync`` commands in the same directory read. The relay, the API,
 the region workers and the regions' gates are started as ``tokensync`` commands (never imported),
-and only when an installed package provides them.
+and only when an installed package provides them, through ``stack.pipeline``.
+
+Settings follow the one rule (environment, then the settings file, then defaults): every
+``TOKENSYNC_*`` value of ``up``'s environment is honoured and recorded in the settings file.
+The endpoints the stack runs itself (Kafka, the regions' Redis, the API, the gates) take
+their ports from the environment when those are free; a host other than this machine there
+is an error, since the stack cannot run a server elsewhere.
+
+Over 350 lines: one class for one concept, the processes this directory's stack runs and
+the order ``up`` starts, records and stops them in; what it builds on is split out already:
+the settings file (``stackfile``), the children's wiring (``pipeline``), processes and ports
+(``process``), and the servers (``kafka``, ``redis``).
 """
 
 from __future__ import annotations
@@ -13,8 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,24 +35,34 @@ from urllib.parse import urlsplit
 
 from shared.errors import StackError
 from shared.settings import (
+    PREFIX,
     Region,
     Settings,
     read_settings_file,
     settings_file_path,
-    write_settings_file,
+    state_dir_path,
 )
-from shared.stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
-from shared.stack.process import (
+from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from stack.pipeline import Pipeline
+from stack.process import (
     ProcessRecord,
     free_port,
     log_hint,
     pid_alive,
     port_open,
-    start_process,
     stop_pid,
     wait_until,
 )
-from shared.stack.redis import RedisServer
+from stack.redis import RedisServer
+from stack.stackfile import (
+    check_local,
+    describe,
+    environment_settings,
+    overridden_note,
+    record_gates,
+    record_settings,
+    set_regions,
+)
 
 __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
@@ -106,7 +125,7 @@ class LocalStack:
     ) -> None:
         self.cwd = cwd.resolve()
         self.environ = dict(environ)
-        self.state_dir = self.cwd / environ.get("TOKENSYNC_STATE_DIR", ".tokensync")
+        self.state_dir = state_dir_path(self.cwd, environ)
         self.cache_dir = cache_dir or default_cache_dir()
         self.echo = echo
 
@@ -143,9 +162,10 @@ class LocalStack:
     def up(self, options: StackOptions) -> list[ComponentStatus]:
         """Start every missing component; running ones are kept, never started twice."""
         running = {r.name: r for r in self.records() if r.alive}
-        previous = read_settings_file(self.settings_file)
+        chosen = environment_settings(self.environ)
+        check_local(chosen)
+        previous = {**read_settings_file(self.settings_file), **chosen}
         old_settings = Settings.from_env(previous) if previous else Settings()
-        old_ports = {r.name: _port_of(r.redis_url) for r in old_settings.regions}
 
         jars = KafkaJars(self.cache_dir)
         if "kafka" not in running and not jars.present:
@@ -163,19 +183,7 @@ class LocalStack:
             links = [(r, free_port(), free_port()) for r in options.link_delays]
             started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
 
-        regions: list[Region] = []
-        for name in options.regions:
-            proc_name = f"redis-{name}"
-            wanted = (options.redis_ports or {}).get(name)
-            if proc_name in running:
-                port = running[proc_name].port or 0
-            else:
-                port = _pick_port(wanted, old_ports.get(name))
-                server = RedisServer(proc_name, self.state_dir / proc_name, port)
-                record = server.start()
-                started.append((record, functools.partial(server.wait_ready, record)))
-            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
-
+        regions = self._start_redis(options, running, old_settings, started)
         records = {**running, **{r.name: r for r, _ in started}}
         self._save(list(records.values()))
         with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
@@ -194,14 +202,55 @@ class LocalStack:
                 )
             )
         gates = self._gate_urls(regions, running, old_settings) if options.with_apps else {}
-        settings = self._write_settings(previous, old_settings, kafka_port, regions, api_port)
+        settings = record_settings(
+            self.settings_file,
+            previous,
+            old_settings,
+            state_dir=self.state_dir,
+            kafka_port=kafka_port,
+            regions=regions,
+            api_port=api_port,
+        )
+        self.echo(f"settings written to {self.settings_file}")
         if gates:
-            settings = self._write_gates(settings, gates)
+            settings = record_gates(self.settings_file, settings, gates)
+        if note := overridden_note(chosen, settings):
+            self.echo(note)
         if options.with_apps:
             records.update(self._start_apps(settings, running))
             self._save(list(records.values()))
         _wait_for_ports(records.values())
         return self.status()
+
+    def _start_redis(
+        self,
+        options: StackOptions,
+        running: Mapping[str, ProcessRecord],
+        old: Settings,
+        started: list[tuple[ProcessRecord, Callable[[], None]]],
+    ) -> list[Region]:
+        """Start each region's Redis that is not running (appended to ``started``)."""
+        old_ports = {r.name: _port_of(r.redis_url) for r in old.regions}
+        regions: list[Region] = []
+        for name in options.regions:
+            proc_name = f"redis-{name}"
+            wanted = (options.redis_ports or {}).get(name)
+            if proc_name in running:
+                port = running[proc_name].port or 0
+            else:
+                port = _pick_port(wanted, old_ports.get(name))
+                server = RedisServer(proc_name, self.state_dir / proc_name, port)
+                record = server.start()
+                started.append((record, functools.partial(server.wait_ready, record)))
+            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
+        return regions
+
+    def _pipeline(self, settings: Settings) -> Pipeline:
+        """The builder of this stack's children: logs under ``<state_dir>/logs``, JSON."""
+        extra = {"TOKENSYNC_LOG_FORMAT": "json"}
+        if PREFIX + "SETTINGS_FILE" in self.environ:
+            extra[PREFIX + "SETTINGS_FILE"] = str(self.settings_file)
+        return Pipeline(settings, self.state_dir / "logs", cwd=self.cwd, env_extra=extra)
 
     def _start_kafka(
         self, jars: KafkaJars, port: int, heap: str, links: Sequence[tuple[str, int, int]]
@@ -236,35 +285,9 @@ class LocalStack:
                 "--delay",
                 f"{delays[region] * 1000:g}ms",
             ]
-            started[name] = self._start_command(name, args, dict(os.environ), proxy)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+            started[name] = self._pipeline(Settings()).start(name, args, env=env, port=proxy)
         return started
-
-    def _write_settings(
-        self,
-        previous: Mapping[str, str],
-        old: Settings,
-        kafka_port: int,
-        regions: Sequence[Region],
-        api_port: int,
-    ) -> Settings:
-        keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
-        database_url = previous.get("TOKENSYNC_DATABASE_URL") or (
-            f"sqlite:///{self.state_dir / 'store.db'}"
-        )
-        settings = old.with_overrides(
-            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-            regions=tuple(regions),
-            database_url=database_url,
-            signing_keys=keys,
-            signing_key_id=old.signing_key_id or next(iter(keys)),
-            state_dir=self.state_dir,
-            api_url=f"http://127.0.0.1:{api_port}",
-        )
-        values = {**previous, **settings.to_env()}
-        values.pop("TOKENSYNC_STATE_DIR", None)
-        write_settings_file(self.settings_file, values)
-        self.echo(f"settings written to {self.settings_file}")
-        return settings
 
     @staticmethod
     def _gate_urls(
@@ -280,17 +303,6 @@ class LocalStack:
             port = port or _pick_port(None, _port_of(old.gate_urls.get(r.name, "")))
             urls[r.name] = f"http://127.0.0.1:{port}"
         return urls
-
-    def _write_gates(self, settings: Settings, gates: Mapping[str, str]) -> Settings:
-        """Record the gates' URLs, and a local introspection client unless one exists."""
-        clients = dict(settings.gate_clients) or {"local": secrets.token_urlsafe(24)}
-        settings = settings.with_overrides(gate_urls=dict(gates), gate_clients=clients)
-        values = read_settings_file(self.settings_file)
-        values.update(
-            {k: v for k, v in settings.to_env().items() if k.startswith("TOKENSYNC_GATE")}
-        )
-        write_settings_file(self.settings_file, values)
-        return settings
 
     def _start_apps(
         self, settings: Settings, running: Mapping[str, ProcessRecord]
@@ -310,7 +322,7 @@ class LocalStack:
                 (f"gate-{r}", ["gate", "--region", r, "--port", str(_port_of(url))])
                 for r, url in settings.gate_urls.items()
             )
-        env = {**os.environ, **settings.to_env(), "TOKENSYNC_LOG_FORMAT": "json"}
+        pipeline = self._pipeline(settings)
         proxies = {
             r.name.removeprefix("link-"): r.port for r in self.records() if _kind(r.name) == "link"
         }
@@ -318,27 +330,21 @@ class LocalStack:
         for name, args in wanted:
             if name in running:
                 continue
+            if name.startswith("worker-"):
+                # a delayed region reaches Kafka only through its link
+                region = name.removeprefix("worker-")
+                link = f"127.0.0.1:{proxies[region]}" if proxies.get(region) else None
+                started[name] = pipeline.start_worker(region, kafka_bootstrap=link)
+                continue
             port = _port_of(settings.api_url) if name == "api" else None
             if name.startswith("gate-"):
                 port = _port_of(settings.gate_urls[name.removeprefix("gate-")])
-            region = name.removeprefix("worker-")
-            own_env = env
-            if name.startswith("worker-") and proxies.get(region):
-                # this region reaches Kafka only through its delayed link
-                own_env = {**env, "TOKENSYNC_KAFKA_BOOTSTRAP": f"127.0.0.1:{proxies[region]}"}
-            started[name] = self._start_command(name, args, own_env, port)
+            started[name] = pipeline.start(name, args, port=port)
         time.sleep(0.5 if started else 0)
         dead = [n for n, r in started.items() if not r.alive]
         if dead:
             raise StackError(f"{dead[0]} exited at start{log_hint(started[dead[0]].log)}")
         return started
-
-    def _start_command(
-        self, name: str, args: Sequence[str], env: Mapping[str, str], port: int | None = None
-    ) -> ProcessRecord:
-        argv = [sys.executable, "-m", "shared", *args]
-        log = self.state_dir / "logs" / f"{name}.log"
-        return start_process(name, argv, log, env=env, cwd=self.cwd, port=port)
 
     def running(self) -> bool:
         """Whether this directory's stack has a live broker."""
@@ -350,15 +356,12 @@ class LocalStack:
 
     def add_worker(self, region: Region) -> ProcessRecord:
         """Start the worker of a newly added region and record it (and the region's settings)."""
-        values = read_settings_file(self.settings_file)
-        settings = Settings.from_env(values)
-        regions = [r for r in settings.regions if r.name != region.name] + [region]
-        values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
-        write_settings_file(self.settings_file, values)
-        env = {**os.environ, **values, "TOKENSYNC_LOG_FORMAT": "json"}
+        # the stack's worker runs with the stack's settings, whatever this command's are
+        settings = set_regions(self.settings_file, add=region)
+        settings = settings.with_overrides(state_dir=self.state_dir)
         name = f"worker-{region.name}"
         records = [r for r in self.records() if r.name != name]
-        record = self._start_command(name, ["worker", "--region", region.name], env)
+        record = self._pipeline(settings).start_worker(region.name)
         self._save([*records, record])
         return record
 
@@ -373,13 +376,13 @@ class LocalStack:
             else:
                 kept.append(record)
         self._save(kept)
-        values = read_settings_file(self.settings_file)
-        if values:
-            settings = Settings.from_env(values)
-            regions = [r for r in settings.regions if r.name != region]
-            values["TOKENSYNC_REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
-            write_settings_file(self.settings_file, values)
+        if read_settings_file(self.settings_file):
+            set_regions(self.settings_file, drop=region)
         return stopped
+
+    def described(self) -> dict[str, Any]:
+        """Store (no password), Kafka and regions this stack runs with (its settings file)."""
+        return describe(self.settings_file)
 
     # --- status and down --------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from shared.stack.process import ProcessRecord, log_hint, port_open, start_process, wait_until
+from stack.process import ProcessRecord, log_hint, port_open, start_process, wait_until
 
 __all__ = ["RedisServer"]
 

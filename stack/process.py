@@ -21,6 +21,7 @@ from shared.errors import StackError
 
 __all__ = [
     "ProcessRecord",
+    "child_process",
     "free_port",
     "log_hint",
     "pid_alive",
@@ -159,6 +160,11 @@ def start_process(
             raise StackError(f"cannot start {name} ({argv[0]}): {e.strerror}") from e
     _CHILDREN[proc.pid] = proc
     return ProcessRecord(name=name, pid=proc.pid, port=port, argv=tuple(argv), log=str(log))
+
+
+def child_process(pid: int) -> subprocess.Popen[bytes] | None:
+    """The ``Popen`` handle of a child this process started and has not seen exit."""
+    return _CHILDREN.get(pid)
 
 
 def _child_alive(pid: int, child: subprocess.Popen[bytes]) -> bool:

@@ -1,0 +1,152 @@
+"""The local stack's settings file: what ``stack up`` takes from the environment, what it
+records for later commands, and what ``stack status`` shows of it.
+
+One precedence rule: the environment, then the settings file, then the defaults. Every
+``TOKENSYNC_*`` value of ``stack up``'s environment is recorded (except where the settings
+live: ``STATE_DIR``, ``SETTINGS_FILE``); the endpoints the stack runs itself must be on this
+machine.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError, StackError
+from shared.settings import (
+    PREFIX,
+    Region,
+    Settings,
+    parse_regions,
+    read_settings_file,
+    redact_url,
+    write_settings_file,
+)
+
+__all__ = [
+    "check_local",
+    "describe",
+    "environment_settings",
+    "overridden_note",
+    "record_gates",
+    "record_settings",
+    "set_regions",
+]
+
+# Settings about where the settings live: never recorded in the settings file.
+_NOT_RECORDED = (PREFIX + "STATE_DIR", PREFIX + "SETTINGS_FILE")
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Endpoints the stack runs itself: the environment may choose their ports, not their hosts.
+_OWNED = (PREFIX + "KAFKA_BOOTSTRAP", PREFIX + "REGIONS", PREFIX + "API_URL")
+
+
+def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``TOKENSYNC_*`` values of ``environ`` that the settings file records."""
+    return {k: v for k, v in environ.items() if k.startswith(PREFIX) and k not in _NOT_RECORDED}
+
+
+def check_local(chosen: Mapping[str, str]) -> None:
+    """Raise StackError if ``chosen`` points an endpoint the stack runs at another host."""
+    bootstrap = chosen.get(PREFIX + "KAFKA_BOOTSTRAP", "")
+    api_url = chosen.get(PREFIX + "API_URL", "")
+    hosts = {
+        "KAFKA_BOOTSTRAP": [h.rpartition(":")[0].strip("[]") for h in bootstrap.split(",") if h],
+        "REGIONS": [
+            urlsplit(r.redis_url).hostname or "localhost"
+            for r in parse_regions(chosen.get(PREFIX + "REGIONS", ""))
+        ],
+        "API_URL": [urlsplit(api_url).hostname or ""] if api_url else [],
+    }
+    for key, names in hosts.items():
+        remote = [h for h in names if h not in _LOCAL_HOSTS]
+        if remote:
+            raise StackError(
+                f"{PREFIX}{key} in the environment names {remote[0]}, but the local stack runs "
+                f"its own servers on this machine: unset it for `tokensync stack up`"
+            )
+
+
+def overridden_note(chosen: Mapping[str, str], settings: Settings) -> str:
+    """One line if an endpoint the environment names is not the one the stack runs (its
+    port was taken), else ``""``."""
+    runs = settings.to_env()
+    differ = [
+        f"{key}={chosen[key]} (the stack runs {runs.get(key, '-')})"
+        for key in _OWNED
+        if key in chosen and chosen[key] != runs.get(key)
+    ]
+    return f"tokensync: warning: the environment sets {'; '.join(differ)}" if differ else ""
+
+
+def record_settings(
+    path: Path,
+    previous: Mapping[str, str],
+    old: Settings,
+    *,
+    state_dir: Path,
+    kafka_port: int,
+    regions: Sequence[Region],
+    api_port: int,
+) -> Settings:
+    """Write the stack's settings: ``previous`` (the file under the environment) with the
+    endpoints the stack runs, a signing key and a SQLite store unless chosen."""
+    keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
+    database_url = previous.get(PREFIX + "DATABASE_URL") or f"sqlite:///{state_dir / 'store.db'}"
+    settings = old.with_overrides(
+        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+        regions=tuple(regions),
+        database_url=database_url,
+        signing_keys=keys,
+        signing_key_id=old.signing_key_id or next(iter(keys)),
+        state_dir=state_dir,
+        api_url=f"http://127.0.0.1:{api_port}",
+    )
+    values = {**previous, **settings.to_env()}
+    for key in _NOT_RECORDED:
+        values.pop(key, None)
+    write_settings_file(path, values)
+    return settings
+
+
+def record_gates(path: Path, settings: Settings, gates: Mapping[str, str]) -> Settings:
+    """Record the gates' URLs, and a local introspection client unless one exists."""
+    clients = dict(settings.gate_clients) or {"local": secrets.token_urlsafe(24)}
+    settings = settings.with_overrides(gate_urls=dict(gates), gate_clients=clients)
+    values = read_settings_file(path)
+    values.update({k: v for k, v in settings.to_env().items() if k.startswith(PREFIX + "GATE")})
+    write_settings_file(path, values)
+    return settings
+
+
+def set_regions(path: Path, add: Region | None = None, drop: str | None = None) -> Settings:
+    """Add (or replace) and drop a region in the settings file; the settings it now holds."""
+    values = read_settings_file(path)
+    regions = [
+        r
+        for r in Settings.from_env(values).regions
+        if r.name not in {drop, add.name if add else None}
+    ]
+    regions += [add] if add else []
+    values[PREFIX + "REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
+    write_settings_file(path, values)
+    return Settings.from_env(values)
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What the settings file says the stack runs with: store (no password), Kafka,
+    regions; None where it says nothing."""
+    values = read_settings_file(path)
+    store = values.get(PREFIX + "DATABASE_URL")
+    try:
+        regions = parse_regions(values.get(PREFIX + "REGIONS", ""))
+    except ConfigError:
+        regions = ()
+    return {
+        "settings_file": str(path) if values else None,
+        "store": redact_url(store) if store else None,
+        "kafka": values.get(PREFIX + "KAFKA_BOOTSTRAP"),
+        "regions": [{"name": r.name, "redis_url": redact_url(r.redis_url)} for r in regions],
+    }
