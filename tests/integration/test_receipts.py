@@ -23,6 +23,7 @@ from shared.events import ability_scope
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings
 from shared.validator import Outcome
+from stack.process import free_port
 from tests.harness import Pipeline
 from tests.http_helpers import serving
 from tests.kafka_helpers import wait_for

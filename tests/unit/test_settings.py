@@ -103,6 +103,8 @@ def test_an_unknown_store_time_zone_is_one_clear_error() -> None:
         "Europe/Berlin"
         == Settings.from_env({"TOKENSYNC_STORE_TIMEZONE": "Europe/Berlin"}).store_timezone
     )
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
