@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -39,11 +39,11 @@ from shared.metrics import (
 )
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
+from workers import internals
 from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
-from workers.topic_id import TopicIdRequest, topic_id_of
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
@@ -172,7 +172,7 @@ class RegionWorker:
         """Install the batch drain and the resume-from-cache seek; call once the app is
         bound to the running loop, before it starts."""
         if self.drain is not None:
-            self.drain.install(self.app)
+            internals.FaustFetches(self.app, self.topics.tokens).install_drain(self.drain.run)
         self._install_resume_from_cache()
 
     def _install_resume_from_cache(self) -> None:
@@ -182,10 +182,11 @@ class RegionWorker:
         instead be rebuilt from 0, so the seek is redirected to what Redis says was applied.
         Call once the app is bound to the running loop.
         """
-        consumer: Any = self.app.consumer  # faust's typed facade hides seek_to_committed
-        seek_to_committed = consumer.seek_to_committed
+        consumer = self.app.consumer
 
-        async def seek_to_cache() -> dict[TP, int]:
+        async def seek_to_cache(
+            seek_to_committed: Callable[[], Awaitable[Mapping[TP, int]]],
+        ) -> dict[TP, int]:
             committed: dict[TP, int] = dict(await seek_to_committed())
             mine = sorted(
                 (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
@@ -195,7 +196,7 @@ class RegionWorker:
                 await self._ensure_attached()
                 offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
                 positions = {tp: offsets[tp.partition] for tp in mine}
-                await consumer.seek_wait(positions)
+                await internals.seek_wait(self.app, positions)
                 if self.drain is not None:
                     self.drain.expect(offsets)
                 committed.update(positions)
@@ -206,7 +207,7 @@ class RegionWorker:
                 )
             return committed
 
-        consumer.seek_to_committed = seek_to_cache
+        internals.redirect_seek(self.app, seek_to_cache)
 
     async def on_assigned(self, assigned: set[TP]) -> None:
         """Attach to the cache and record its offsets as the group's committed ones."""
@@ -215,8 +216,7 @@ class RegionWorker:
         if not mine:
             return
         offsets = await self.cache.resume_offsets(mine)
-        consumer: Any = self.app.consumer  # faust's typed facade hides _commit(offsets)
-        await consumer._commit({TP(self.topics.tokens, p): o for p, o in offsets.items()})
+        await internals.commit(self.app, {TP(self.topics.tokens, p): o for p, o in offsets.items()})
         log.info(
             "partitions_assigned",
             partitions=mine,
@@ -259,13 +259,12 @@ class RegionWorker:
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
         in time) and return them."""
-        consumer: Any = self.app.consumer
         mine = sorted(
-            (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
+            (tp for tp in self.app.consumer.assignment() if tp.topic == self.topics.tokens),
             key=lambda tp: tp.partition,
         )
         offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
-        await consumer.seek_wait({tp: offsets[tp.partition] for tp in mine})
+        await internals.seek_wait(self.app, {tp: offsets[tp.partition] for tp in mine})
         log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
         return offsets
 
@@ -359,31 +358,15 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) ->
     """The Kafka cluster id and the topic a region's cache is of, with the topic's id
     (its incarnation: a topic deleted and re-created gets a new one) when the broker
     speaks metadata version 12 and the topic exists."""
-    from aiokafka.client import AIOKafkaClient
-    from aiokafka.errors import IncompatibleBrokerVersion
-    from aiokafka.protocol.metadata import MetadataRequest
-
     last: Exception | None = None
     for attempt in range(attempts):
-        client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
         try:
-            await client.bootstrap()
-            node = client.get_random_node()
-            response: Any
-            try:
-                response = await client.send(node, TopicIdRequest(topic))
-                topic_id = topic_id_of(response, topic)
-            except (IncompatibleBrokerVersion, NotImplementedError):
-                response = await client.send(node, MetadataRequest([topic], False))
-                topic_id = ""
-            found = str(getattr(response, "cluster_id", "") or "")
+            found, topic_id = await internals.read_cluster_and_topic_id(kafka_bootstrap, topic)
             if found:
                 return StreamSource(found, topic, topic_id)
             last = None
         except Exception as e:  # any broker error: ask again, then give up with one line
             last = e
-        finally:
-            await client.close()
         if attempt + 1 < attempts:
             log.warning("kafka_metadata_retry", attempt=attempt + 1, error=str(last or ""))
             await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # about a minute in all
@@ -409,7 +392,12 @@ def build_app(
     keyring: Keyring,
     options: WorkerOptions = WorkerOptions(),
 ) -> RegionWorker:
-    """The faust app and agent of ``region``; consumer group ``tokensync-<region>``."""
+    """The faust app and agent of ``region``; consumer group ``tokensync-<region>``.
+
+    Only settings faust still reads are passed: records bypass faust's streams (the batch
+    drain reads fetches itself), so the commit cadence (``broker_commit_every``/
+    ``_interval``) and stream buffers are not set; the drain commits what Redis applied.
+    """
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         consumer_group(region.name, settings.topic_prefix),
@@ -420,14 +408,11 @@ def build_app(
         topic_disable_leader=True,
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=options.batch_size,
-        broker_commit_interval=1.0,
         broker_session_timeout=options.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        broker_max_poll_records=options.batch_size,
+        broker_max_poll_records=options.batch_size,  # the largest batch the drain reads
         consumer_metadata_max_age_ms=options.metadata_max_age_ms,
         consumer_max_fetch_size=8 << 20,
-        stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
         stream_wait_empty=False,
     )
@@ -478,7 +463,5 @@ def build_app(
             raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
     app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
-    worker.drain = BatchDrain(
-        topics.tokens, worker.prepare, worker.apply, worker.done, rewind=worker.rewind
-    )
+    worker.drain = BatchDrain(worker.prepare, worker.apply, worker.done, rewind=worker.rewind)
     return worker

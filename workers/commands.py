@@ -15,6 +15,7 @@ from shared.logs import get_logger
 from shared.runtime import keyring_from
 from shared.settings import Region
 from workers.app import RegionWorker, WorkerOptions, build_app
+from workers.internals import check_internals
 
 __all__ = ["worker"]
 
@@ -79,6 +80,7 @@ def worker(
 ) -> None:
     """Apply the token stream to one region's Redis (faust-streaming)."""
     cli.configure_logging(force_json=as_json)
+    check_internals()  # before anything starts: a faust release that moved what we rely on
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)
