@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -125,6 +127,10 @@ class RegionWorker:
                 stale.append(name)
         if stale:
             await client.hdel(key, *stale)
+
+    def remove_data_dir(self) -> None:
+        """Remove faust's (temporary) data directory; call once the app stopped."""
+        shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
 
     async def forget_signers(self) -> None:
         """Remove this worker's entry (a clean stop); errors are only logged."""
@@ -317,8 +323,11 @@ class RegionWorker:
         APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
         total = batch.records + batch.heartbeats + len(batch.dead_letters)
         await self._track_rate(total)
-        log.debug(
+        # the worker's canonical line: one per batch (at debug when it held only heartbeats)
+        emit = log.info if batch.records or batch.dead_letters else log.debug
+        emit(
             "batch_applied",
+            offsets={p: [batch.starts.get(p), o] for p, o in sorted(batch.next_offsets.items())},
             records=total,
             applied=result.applied,
             stale=result.stale,
@@ -399,8 +408,12 @@ def build_app(
     ``_interval``) and stream buffers are not set; the drain commits what Redis applied.
     """
     topics = Topics(settings.topic_prefix)
+    group = consumer_group(region.name, settings.topic_prefix)
     app = faust.App(
-        consumer_group(region.name, settings.topic_prefix),
+        group,
+        # faust creates a data directory on start ("<id>-data" in the working directory
+        # by default); tables are in memory, so a temporary one, removed at exit (cleanup)
+        datadir=tempfile.mkdtemp(prefix=f"{group}-faust-"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         autodiscover=False,
         web_enabled=False,

@@ -29,32 +29,35 @@ async def run_worker(
     from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
     try:
-        # before joining the group: a refusal changes nothing
-        await worker.check_cache(kafka_bootstrap)
-    except BaseException:
-        await worker.cache.close()
-        raise
-    loop = bind_to_running_loop(worker.app)
-    worker.install_hooks()
-    structlog.contextvars.bind_contextvars(region=worker.region.name)
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.done.set)
-    try:
-        async with faust_app_running(worker.app, stop_timeout=30):
-            while not worker.done.is_set():
-                if worker.app.should_stop:
-                    log.error("worker_app_stopped")
-                    break
-                try:
-                    await asyncio.wait_for(worker.done.wait(), timeout=1.0)
-                except TimeoutError:
-                    continue
+        try:
+            # before joining the group: a refusal changes nothing
+            await worker.check_cache(kafka_bootstrap)
+        except BaseException:
+            await worker.cache.close()
+            raise
+        loop = bind_to_running_loop(worker.app)
+        worker.install_hooks()
+        structlog.contextvars.bind_contextvars(region=worker.region.name)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.done.set)
+        try:
+            async with faust_app_running(worker.app, stop_timeout=30):
+                while not worker.done.is_set():
+                    if worker.app.should_stop:
+                        log.error("worker_app_stopped")
+                        break
+                    try:
+                        await asyncio.wait_for(worker.done.wait(), timeout=1.0)
+                    except TimeoutError:
+                        continue
+        finally:
+            if worker.progress is not None:
+                await worker.progress.stop()
+            await worker.forget_signers()
+            await worker.cache.close()
     finally:
-        if worker.progress is not None:
-            await worker.progress.stop()
-        await worker.forget_signers()
-        await worker.cache.close()
+        worker.remove_data_dir()  # faust's, temporary: nothing is left behind
     return worker.rebuild
 
 
