@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from shared.errors import TokenSyncError
-from shared.logs import configure_logging
+from shared.logs import configure_default_logging, configure_logging
 from shared.settings import Settings
 
 __all__ = [
@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; errors become one line on stderr and a non-zero exit. An
     unexpected exception's traceback goes to the crash log (``crash_log_path``), never to
     the screen."""
+    configure_default_logging()  # stdout carries results: log lines never go there
     try:
         return _run(argv)
     except Exception as e:  # a bug or an unforeseen failure: one line here, the rest logged

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import structlog
 
-__all__ = ["LOGGER_NAME", "configure_logging", "get_logger"]
+__all__ = ["LOGGER_NAME", "configure_default_logging", "configure_logging", "get_logger"]
 
 LOGGER_NAME = "tokensync"  # the stdlib logger every tokensync line goes through
 
@@ -93,6 +93,14 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     ours = logging.getLogger(LOGGER_NAME)
     ours.setLevel(numeric)
     ours.propagate = True
+
+
+def configure_default_logging() -> None:
+    """For commands that do not configure logging (the short ones): warnings and errors on
+    stderr, nothing on stdout (which carries their result). A no-op once structlog was
+    configured in this process (a long-running command, a test session)."""
+    if not structlog.is_configured():
+        configure_logging("warning", "auto")
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -82,8 +82,8 @@ def worker(
     as_json: bool,
 ) -> None:
     """Apply the token stream to one region's Redis (faust-streaming)."""
-    cli.configure_logging(force_json=as_json)
     check_internals()  # before anything starts: a faust release that moved what we rely on
+    cli.configure_logging(force_json=as_json)
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -70,3 +73,28 @@ def test_python_warnings_are_json_lines_too() -> None:
     )
     [line] = [json.loads(text) for text in done.stderr.splitlines()]
     assert line["logger"] == "py.warnings" and "old api" in str(line["event"])
+
+
+def test_a_short_command_prints_only_its_result_on_stdout_and_no_info_line(
+    tmp_path: Path,
+) -> None:
+    """``token issue --json`` logs ``token_issued`` in the store: not on stdout (scripts
+    parse it), and not at info on stderr (only long-running commands log at info)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env.update(
+        TOKENSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}",
+        TOKENSYNC_SIGNING_KEYS="k1:" + base64.b64encode(bytes(range(32))).decode(),
+        TOKENSYNC_SIGNING_KEY_ID="k1",
+    )
+    args = ["token", "issue", "--type", "App\\Models\\User", "--id", "7", "--name", "ci"]
+    done = subprocess.run(
+        [sys.executable, "-m", "shared", *args, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert json.loads(done.stdout)["id"] == 1
+    assert "token_issued" not in done.stderr
