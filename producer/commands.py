@@ -370,6 +370,7 @@ def api(cli: CliContext, *, host: str, port: int, as_json: bool) -> None:
             port=port,
             log_level="warning",
             access_log=False,
+            log_config=None,  # uvicorn's loggers go through ours (shared.logs): one format
         )
     finally:
         store.close()

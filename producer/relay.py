@@ -119,6 +119,7 @@ class Relay:
 
     def publish_batch(self) -> int:
         """Publish up to one batch of unpublished rows; return how many were published."""
+        started = time.perf_counter()
         try:
             with self._engine.connect() as conn:
                 rows = fetch_unpublished(conn, self._options.batch_size)
@@ -167,12 +168,19 @@ class Relay:
         RELAY_PUBLISHED.inc(len(encoded))
         for item in encoded:
             RELAY_LATENCY.observe(max(0, at_ms - item.event.at_ms) / 1000)
-        log.debug(
+        offsets: dict[int, list[int]] = {}  # partition -> [first, last] offset written
+        for placed in published:
+            if placed.partition is not None and placed.offset is not None:
+                span = offsets.setdefault(placed.partition, [placed.offset, placed.offset])
+                span[0], span[1] = min(span[0], placed.offset), max(span[1], placed.offset)
+        log.info(  # the relay's canonical line: one per published batch
             "batch_published",
             records=len(encoded),
             quarantined=len(quarantined),
             first_seq=int(rows[0]._mapping["seq"]),
             last_seq=last_seq,
+            partitions=offsets,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return len(rows)
 

@@ -41,6 +41,7 @@ from shared.events import (
     canonical_principal_id,
     principal_scope,
 )
+from shared.logs import get_logger
 from shared.settings import Region, Settings
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "live_condition",
     "wildcard_token_ids",
 ]
+
+log = get_logger(__name__)
 
 PAT = cast(sa.Table, PersonalAccessToken.__table__)
 OUTBOX = cast(sa.Table, OutboxRow.__table__)
@@ -411,6 +414,7 @@ class TokenStore:
                 principal=(tokenable_type, owner),
                 detail={"name": name, "abilities": list(granted)},
             )
+        log.info("token_issued", token_id=issued.id, seq=issued.seq, abilities=len(granted))
         return issued
 
     def _check_abilities_fit(self, granted: tuple[str, ...]) -> None:
@@ -556,6 +560,7 @@ class TokenStore:
                 principal=(str(row.tokenable_type), _owner_value(row.tokenable_id)),
                 removed=deleted,
             )
+        log.info("token_revoked", token_id=token_id, seq=seq, audit_id=audit_id)
         return Mutation(seq=seq, removed=deleted, audit_id=audit_id)
 
     def revoke_token_text(self, token: str, *, audit: AuditContext | None = None) -> Mutation:

@@ -22,7 +22,7 @@ from click.utils import make_default_short_help
 
 from shared.errors import TokenSyncError
 from shared.extras import COMMANDS, MissingExtraError, check_extra, missing_extra
-from shared.logs import configure_logging
+from shared.logs import configure_default_logging, configure_logging
 from shared.settings import Settings, local_stack_difference
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; errors become one line on stderr and a non-zero exit. An
     unexpected exception's traceback goes to the crash log (``crash_log_path``), never to
     the screen."""
+    configure_default_logging()  # stdout carries results: log lines never go there
     try:
         return _run(argv)
     except Exception as e:  # a bug or an unforeseen failure: one line here, the rest logged

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CacheUnavailableError",
     "ConfigError",
+    "DependencyError",
     "EventDecodeError",
     "NotFoundError",
     "PrerequisiteError",
@@ -35,6 +36,10 @@ class UsageError(TokenSyncError):
 
 class NotFoundError(TokenSyncError):
     """Raised when a named thing (token id, region) does not exist."""
+
+
+class DependencyError(TokenSyncError):
+    """Raised when an installed library lacks an internal tokensync relies on (faust, aiokafka)."""
 
 
 class PrerequisiteError(TokenSyncError):

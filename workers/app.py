@@ -1,25 +1,15 @@
 """The faust-streaming app of one region, built by ``build_app`` (no module-level app).
 
-Records reach the worker a whole fetch at a time (``workers.drain``, which bypasses
-faust's record-at-a-time path); each fetch is verified and decoded
-(``workers.handlers``), refused records go to the dead-letter topic, the rest are
-applied with one Lua call (``workers.cache``). Where to read from comes from Redis,
-not from Kafka: on every assignment the worker seeks to the offsets its cache
-recorded, so a lost cache rewinds to 0, and a cache that went back in time (it refuses
-a batch that starts past its offsets) is read again from its offsets. A cache lost
-while running stops the app and asks for a restart (``rebuild``).
+faust keeps the group membership, rebalances, timers and producing; records reach the
+worker a whole fetch at a time (``workers.drain``, installed through
+``workers.internals``, the only module that touches faust's internals) and are handled
+by the ``RegionWorker`` (``workers.worker``); the stream source is ``workers.source``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import socket
+import tempfile
 import time
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -28,374 +18,18 @@ from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from shared.events import Keyring
-from shared.keys import (
-    SIGNERS_FRESH_S,
-    SIGNERS_REFRESH_S,
-    RedisKeys,
-    SignerField,
-    Topics,
-    consumer_group,
-)
+from shared.keys import SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
-from shared.metrics import (
-    APPLY_BATCH_SECONDS,
-    APPLY_RECORDS,
-    DEAD_LETTERS,
-    REGION_FRESHNESS,
-    REGION_LAG,
-)
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
-from workers.cache import RegionCache, StreamSource
-from workers.drain import Applied, BatchDrain
-from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
-from workers.progress import BootstrapProgress
-from workers.topic_id import TopicIdRequest, topic_id_of
+from workers.cache import RegionCache
+from workers.drain import BatchDrain
+from workers.source import stream_source
+from workers.worker import RegionWorker, WorkerOptions
 
 __all__ = ["RegionWorker", "WorkerOptions", "build_app", "stream_source"]
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """Tuning of one region worker."""
-
-    batch_size: int = 5000
-    session_timeout_s: float = 6.0
-    tombstone_ttl_s: float = 30 * 24 * 3600
-    usage_interval_s: float = 15.0
-    progress: bool = True
-    allow_eviction: bool = False
-    metadata_max_age_ms: int = 5000  # how soon partitions added to the topic are noticed
-    shared_watch_s: float = 2.0  # how long to watch a cache of another stream for activity
-    # heartbeats stamped further ahead of this worker's clock are not applied
-    clock_skew_allowance_s: float = 1.0
-
-
-@dataclass
-class RegionWorker:
-    """One region's app and the state its agent shares with the command that runs it."""
-
-    app: faust.App
-    region: Region
-    topics: Topics
-    cache: RegionCache
-    keyring: Keyring
-    partitions: int
-    options: WorkerOptions
-    dead_letter_topic: Any = None
-    drain: BatchDrain | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    rebuild: bool = False
-    progress: BootstrapProgress | None = None
-    _attach_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _rate_window: list[tuple[float, int]] = field(default_factory=list)
-    _partitions_seen: int = 0
-    source: StreamSource | None = None  # set by check_cache, before the app starts
-    instance: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    )
-    kafka_bootstrap: str = ""  # set by check_cache
-
-    def _tps(self, count: int) -> list[TP]:
-        return [TP(self.topics.tokens, p) for p in range(count)]
-
-    async def check_cache(self, kafka_bootstrap: str) -> None:
-        """Before joining the group: learn the stream (Kafka cluster id + topic) the cache
-        must belong to, and refuse (ConfigError) a Redis that may evict keys, unless the
-        settings allow it, or a namespace that another stream's worker is applying to."""
-        if self.options.allow_eviction:
-            log.warning("eviction_allowed", region=self.region.name)
-        else:
-            await self.cache.check_eviction_policy()
-        self.kafka_bootstrap = kafka_bootstrap
-        await self.record_signers()
-        self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
-        await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
-
-    async def record_signers(self) -> None:
-        """Record the key ids this worker verifies with in the region's Redis (for
-        ``tokensync doctor``), and drop the entries of workers that stopped refreshing."""
-        client, key = self.cache.client, self.cache.keys.signers
-        seconds, micros = await client.time()  # the region's clock, as doctor reads it
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        entry = json.dumps({SignerField.KEY_IDS: self.keyring.ids, SignerField.TIME: now_ms})
-        await client.hset(key, self.instance, entry)
-        stale = []
-        for name, raw in (await client.hgetall(key)).items():
-            try:
-                seen = int(json.loads(raw).get(SignerField.TIME, 0))
-            except (ValueError, TypeError, AttributeError):
-                seen = 0
-            if now_ms - seen > SIGNERS_FRESH_S * 1000 * 10:
-                stale.append(name)
-        if stale:
-            await client.hdel(key, *stale)
-
-    async def forget_signers(self) -> None:
-        """Remove this worker's entry (a clean stop); errors are only logged."""
-        try:
-            await self.cache.client.hdel(self.cache.keys.signers, self.instance)
-        except aioredis.RedisError as e:
-            log.warning("signers_forget_failed", error=str(e))
-
-    async def _ensure_attached(self) -> None:
-        """Adopt the cache's generation or start a new one (bootstrap), once per process."""
-        async with self._attach_lock:
-            if self.cache.generation:
-                return
-            count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
-
-            async def current_ends() -> dict[int, int]:
-                ends = await self.app.consumer.highwaters(*self._tps(count))
-                return {tp.partition: int(o) for tp, o in ends.items()}
-
-            source = self.source
-            if source is not None and not source.topic_id and self.kafka_bootstrap:
-                # the topic may not have existed before the app created it: its id now
-                source = self.source = await stream_source(self.kafka_bootstrap, source.topic)
-                if not source.topic_id:
-                    log.warning(
-                        "kafka_topic_id_unknown",
-                        topic=source.topic,
-                        note="the broker gives no topic id (metadata v12): a re-created "
-                        "topic is noticed only once a region applied more than it holds",
-                    )
-            end_offsets = await current_ends()
-            if await self.cache.attach(count, end_offsets, source, current_ends):
-                log.info(
-                    "bootstrap_started",
-                    partitions=count,
-                    records=sum(end_offsets.values()),
-                    cluster=source.cluster_id if source else None,
-                    topic=self.topics.tokens,
-                )
-            if self.options.progress and self.progress is None:
-                self.progress = BootstrapProgress(self.region.name, self.cache)
-                self.progress.start()
-
-    def install_hooks(self) -> None:
-        """Install the batch drain and the resume-from-cache seek; call once the app is
-        bound to the running loop, before it starts."""
-        if self.drain is not None:
-            self.drain.install(self.app)
-        self._install_resume_from_cache()
-
-    def _install_resume_from_cache(self) -> None:
-        """Make faust position assigned partitions at the offsets the cache recorded.
-
-        faust seeks to Kafka's committed offsets after every rebalance; a lost cache must
-        instead be rebuilt from 0, so the seek is redirected to what Redis says was applied.
-        Call once the app is bound to the running loop.
-        """
-        consumer: Any = self.app.consumer  # faust's typed facade hides seek_to_committed
-        seek_to_committed = consumer.seek_to_committed
-
-        async def seek_to_cache() -> dict[TP, int]:
-            committed: dict[TP, int] = dict(await seek_to_committed())
-            mine = sorted(
-                (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
-                key=lambda tp: tp.partition,
-            )
-            if mine:
-                await self._ensure_attached()
-                offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
-                positions = {tp: offsets[tp.partition] for tp in mine}
-                await consumer.seek_wait(positions)
-                if self.drain is not None:
-                    self.drain.expect(offsets)
-                committed.update(positions)
-                log.info(
-                    "partitions_positioned",
-                    generation=self.cache.generation,
-                    offsets={tp.partition: o for tp, o in positions.items()},
-                )
-            return committed
-
-        consumer.seek_to_committed = seek_to_cache
-
-    async def on_assigned(self, assigned: set[TP]) -> None:
-        """Attach to the cache and record its offsets as the group's committed ones."""
-        await self._ensure_attached()
-        mine = sorted(tp.partition for tp in assigned if tp.topic == self.topics.tokens)
-        if not mine:
-            return
-        offsets = await self.cache.resume_offsets(mine)
-        consumer: Any = self.app.consumer  # faust's typed facade hides _commit(offsets)
-        await consumer._commit({TP(self.topics.tokens, p): o for p, o in offsets.items()})
-        log.info(
-            "partitions_assigned",
-            partitions=mine,
-            resume_offsets=offsets,
-            generation=self.cache.generation,
-        )
-
-    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """Publish refused records (with the reason) and wait for the broker's ack."""
-        for letter in letters:
-            record = letter.record
-            headers = [
-                *[(k, v) for k, v in record.headers],
-                ("ts-dlq-reason", letter.reason.encode()),
-                ("ts-dlq-detail", letter.detail[:500].encode()),
-                ("ts-dlq-region", self.region.name.encode()),
-                (
-                    "ts-dlq-source",
-                    f"{self.topics.tokens}:{record.partition}:{record.offset}".encode(),
-                ),
-            ]
-            pending = await self.dead_letter_topic.send(
-                key=record.key, value=record.value or b"", headers=headers
-            )
-            await pending
-            DEAD_LETTERS.labels(self.region.name, letter.reason).inc()
-            log.warning(
-                "event_denied" if letter.applied_as_denial else "event_dead_lettered",
-                reason=letter.reason,
-                detail=letter.detail,
-                partition=record.partition,
-                offset=record.offset,
-            )
-
-    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Verify and decode one fetch (no I/O)."""
-        until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
-        return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
-
-    async def rewind(self) -> dict[int, int]:
-        """Position the assigned partitions at the offsets the cache recorded (it went back
-        in time) and return them."""
-        consumer: Any = self.app.consumer
-        mine = sorted(
-            (tp for tp in consumer.assignment() if tp.topic == self.topics.tokens),
-            key=lambda tp: tp.partition,
-        )
-        offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
-        await consumer.seek_wait({tp: offsets[tp.partition] for tp in mine})
-        log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
-        return offsets
-
-    async def apply(self, batch: PreparedBatch, now_ms: int) -> Applied:
-        """Dead-letter the refused records, apply the rest; STOP once the cache was lost,
-        REWIND when it no longer holds what this worker applied (nothing was applied).
-
-        Raises CacheUnavailableError when Redis does not answer (nothing was applied).
-        """
-        started = time.perf_counter()
-        if batch.dead_letters:  # on the topic (for people) before the offsets move on
-            await self.send_dead_letters(batch.dead_letters)
-        result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
-        if result.lost:
-            # The rebuilt worker resumes from the offsets its new cache records (0).
-            log.warning("cache_lost", generation=self.cache.generation)
-            self.rebuild = True
-            self.done.set()
-            return Applied.STOP
-        if batch.partition_count > self._partitions_seen:
-            if self._partitions_seen:
-                log.warning(
-                    "partitions_added",
-                    before=self._partitions_seen,
-                    after=batch.partition_count,
-                    note="the region is unavailable until every partition has a heartbeat",
-                )
-            self._partitions_seen = batch.partition_count
-        if result.rewind is not None:
-            log.warning(
-                "cache_behind_worker",
-                generation=self.cache.generation,
-                batch_starts=batch.starts,
-                cache_offsets=result.rewind,
-            )
-            return Applied.REWIND
-        elapsed = time.perf_counter() - started
-        if batch.ahead:
-            APPLY_RECORDS.labels(self.region.name, "heartbeat_ahead").inc(len(batch.ahead))
-            log.warning(
-                "heartbeat_ahead_ignored",
-                count=len(batch.ahead),
-                partitions=sorted({p for p, _ in batch.ahead}),
-                ahead_ms=max(at for _, at in batch.ahead) - now_ms,
-                note="stamped ahead of this worker's clock beyond the skew allowance",
-            )
-        self._observe(batch, now_ms)
-        APPLY_BATCH_SECONDS.labels(self.region.name).observe(elapsed)
-        APPLY_RECORDS.labels(self.region.name, "applied").inc(result.applied)
-        APPLY_RECORDS.labels(self.region.name, "stale").inc(result.stale)
-        total = batch.records + batch.heartbeats + len(batch.dead_letters)
-        await self._track_rate(total)
-        log.debug(
-            "batch_applied",
-            records=total,
-            applied=result.applied,
-            stale=result.stale,
-            heartbeats=batch.heartbeats,
-            dead_letters=len(batch.dead_letters),
-            ready=result.ready,
-            duration_ms=round(elapsed * 1000, 2),
-        )
-        return Applied.APPLIED
-
-    def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
-        """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""
-        assigned = self.app.consumer.assignment()
-        lag = 0
-        for partition, next_offset in batch.next_offsets.items():
-            tp = TP(self.topics.tokens, partition)
-            highwater = self.app.consumer.highwater(tp) if tp in assigned else None
-            if highwater is not None:  # unknown until the first fetch returned
-                lag += max(0, int(highwater) - next_offset)
-        REGION_LAG.labels(self.region.name).set(lag)
-        if batch.beats:
-            REGION_FRESHNESS.labels(self.region.name).set(
-                max(0, now_ms - min(batch.beats.values())) / 1000
-            )
-
-    async def _track_rate(self, count: int) -> None:
-        now = time.monotonic()
-        self._rate_window.append((now, count))
-        while self._rate_window and now - self._rate_window[0][0] > 5:
-            self._rate_window.pop(0)
-        if len(self._rate_window) > 1 and int(now) != int(self._rate_window[-2][0]):
-            span = max(now - self._rate_window[0][0], 1e-3)
-            await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
-
-
-async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
-    """The Kafka cluster id and the topic a region's cache is of, with the topic's id
-    (its incarnation: a topic deleted and re-created gets a new one) when the broker
-    speaks metadata version 12 and the topic exists."""
-    from aiokafka.client import AIOKafkaClient
-    from aiokafka.errors import IncompatibleBrokerVersion
-    from aiokafka.protocol.metadata import MetadataRequest
-
-    last: Exception | None = None
-    for attempt in range(attempts):
-        client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
-        try:
-            await client.bootstrap()
-            node = client.get_random_node()
-            response: Any
-            try:
-                response = await client.send(node, TopicIdRequest(topic))
-                topic_id = topic_id_of(response, topic)
-            except (IncompatibleBrokerVersion, NotImplementedError):
-                response = await client.send(node, MetadataRequest([topic], False))
-                topic_id = ""
-            found = str(getattr(response, "cluster_id", "") or "")
-            if found:
-                return StreamSource(found, topic, topic_id)
-            last = None
-        except Exception as e:  # any broker error: ask again, then give up with one line
-            last = e
-        finally:
-            await client.close()
-        if attempt + 1 < attempts:
-            log.warning("kafka_metadata_retry", attempt=attempt + 1, error=str(last or ""))
-            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # about a minute in all
-    why = f": {last}" if last else " (the broker does not report one)"
-    raise CacheUnavailableError(f"the Kafka cluster id at {kafka_bootstrap} could not be read{why}")
 
 
 def _raw_topic(app: faust.App, name: str, **options: Any) -> Any:
@@ -414,12 +48,22 @@ def build_app(
     settings: Settings,
     region: Region,
     keyring: Keyring,
-    options: WorkerOptions = WorkerOptions(),
+    options: WorkerOptions | None = None,
 ) -> RegionWorker:
-    """The faust app and agent of ``region``; consumer group ``tokensync-<region>``."""
+    """The faust app and agent of ``region``; consumer group ``tokensync-<region>``.
+
+    Only settings faust still reads are passed: records bypass faust's streams (the batch
+    drain reads fetches itself), so the commit cadence (``broker_commit_every``/
+    ``_interval``) and stream buffers are not set; the drain commits what Redis applied.
+    """
+    options = options or WorkerOptions()
     topics = Topics(settings.topic_prefix)
+    group = consumer_group(region.name, settings.topic_prefix)
     app = faust.App(
-        consumer_group(region.name, settings.topic_prefix),
+        group,
+        # faust creates a data directory on start ("<id>-data" in the working directory
+        # by default); tables are in memory, so a temporary one, removed at exit (cleanup)
+        datadir=tempfile.mkdtemp(prefix=f"{group}-faust-"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         autodiscover=False,
         web_enabled=False,
@@ -427,14 +71,11 @@ def build_app(
         topic_disable_leader=True,
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=options.batch_size,
-        broker_commit_interval=1.0,
         broker_session_timeout=options.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        broker_max_poll_records=options.batch_size,
+        broker_max_poll_records=options.batch_size,  # the largest batch the drain reads
         consumer_metadata_max_age_ms=options.metadata_max_age_ms,
         consumer_max_fetch_size=8 << 20,
-        stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
         stream_wait_empty=False,
     )
@@ -485,7 +126,5 @@ def build_app(
             raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
     app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
-    worker.drain = BatchDrain(
-        topics.tokens, worker.prepare, worker.apply, worker.done, rewind=worker.rewind
-    )
+    worker.drain = BatchDrain(worker.prepare, worker.apply, worker.done, rewind=worker.rewind)
     return worker

@@ -15,6 +15,7 @@ from shared.logs import get_logger
 from shared.runtime import keyring_from
 from shared.settings import Region
 from workers.app import RegionWorker, WorkerOptions, build_app
+from workers.internals import check_internals
 
 __all__ = ["worker"]
 
@@ -28,32 +29,35 @@ async def run_worker(
     from faust.contrib.asgi import bind_to_running_loop, faust_app_running
 
     try:
-        # before joining the group: a refusal changes nothing
-        await worker.check_cache(kafka_bootstrap)
-    except BaseException:
-        await worker.cache.close()
-        raise
-    loop = bind_to_running_loop(worker.app)
-    worker.install_hooks()
-    structlog.contextvars.bind_contextvars(region=worker.region.name)
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.done.set)
-    try:
-        async with faust_app_running(worker.app, stop_timeout=30):
-            while not worker.done.is_set():
-                if worker.app.should_stop:
-                    log.error("worker_app_stopped")
-                    break
-                try:
-                    await asyncio.wait_for(worker.done.wait(), timeout=1.0)
-                except TimeoutError:
-                    continue
+        try:
+            # before joining the group: a refusal changes nothing
+            await worker.check_cache(kafka_bootstrap)
+        except BaseException:
+            await worker.cache.close()
+            raise
+        loop = bind_to_running_loop(worker.app)
+        worker.install_hooks()
+        structlog.contextvars.bind_contextvars(region=worker.region.name)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.done.set)
+        try:
+            async with faust_app_running(worker.app, stop_timeout=30):
+                while not worker.done.is_set():
+                    if worker.app.should_stop:
+                        log.error("worker_app_stopped")
+                        break
+                    try:
+                        await asyncio.wait_for(worker.done.wait(), timeout=1.0)
+                    except TimeoutError:
+                        continue
+        finally:
+            if worker.progress is not None:
+                await worker.progress.stop()
+            await worker.forget_signers()
+            await worker.cache.close()
     finally:
-        if worker.progress is not None:
-            await worker.progress.stop()
-        await worker.forget_signers()
-        await worker.cache.close()
+        worker.remove_data_dir()  # faust's, temporary: nothing is left behind
     return worker.rebuild
 
 
@@ -82,6 +86,7 @@ def worker(
     as_json: bool,
 ) -> None:
     """Apply the token stream to one region's Redis (faust-streaming)."""
+    check_internals()  # before anything starts: a faust release that moved what we rely on
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)

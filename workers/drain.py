@@ -4,7 +4,8 @@ faust hands every record to its conductor, a channel queue and a stream before a
 agent sees it: about 100 µs a record, so a region could not load more than ~8k
 records/s. The worker keeps faust for what it does well (group membership and
 rebalances, the seek hook, timers, producing) and replaces the consumer's drain loop
-(``Consumer._drain_messages``, run by faust's Fetcher service) with this one:
+with this one (``workers.internals`` installs it and is its only way to faust's consumer,
+through the small ``Fetches`` protocol):
 
 - each fetch (up to ``broker_max_poll_records`` records) becomes one verified batch
   and one Lua call;
@@ -25,17 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from enum import Enum
-from typing import Any
-
-from faust.types import TP
+from typing import Protocol
 
 from shared.errors import CacheUnavailableError
 from shared.logs import get_logger
 from workers.handlers import PreparedBatch, Record
 
-__all__ = ["Applied", "BatchDrain"]
+__all__ = ["Applied", "BatchDrain", "Fetches"]
 
 log = get_logger(__name__)
 
@@ -51,12 +50,39 @@ class Applied(Enum):
     REWIND = "rewind"  # the cache went back in time: nothing applied, read again from it
 
 
+class Fetches(Protocol):
+    """The token topic as the drain reads it from the consumer (``internals.FaustFetches``)."""
+
+    def stopped(self) -> bool:
+        """The consumer is stopping: the drain returns."""
+        ...
+
+    async def next_records(self, timeout: float) -> Mapping[int, Sequence[Record]]:
+        """The next fetch of the topic, by partition (empty after ``timeout`` seconds)."""
+        ...
+
+    def assigned(self) -> Set[int]:
+        """The topic's partitions assigned to this consumer."""
+        ...
+
+    def partition_count(self) -> int:
+        """The topic's partition count (0: not known yet)."""
+        ...
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Commit these next offsets for the group."""
+        ...
+
+    def mark_inbound(self, partitions: Sequence[int]) -> None:
+        """Records of these partitions were just processed (faust's stall detector)."""
+        ...
+
+
 class BatchDrain:
-    """The drain loop of one worker; install with ``install(app)`` before the app starts."""
+    """The drain loop of one worker: ``run(fetches)`` until the consumer stops."""
 
     def __init__(
         self,
-        topic: str,
         prepare: Callable[[Sequence[Record]], PreparedBatch],
         apply: Callable[[PreparedBatch, int], Awaitable[Applied]],
         stopped: asyncio.Event,
@@ -64,7 +90,6 @@ class BatchDrain:
     ) -> None:
         """``prepare`` verifies a fetch; ``apply`` writes it; ``rewind`` positions the
         consumer at the cache's offsets and returns them."""
-        self._topic = topic
         self._prepare = prepare
         self._apply = apply
         self._stopped = stopped
@@ -72,20 +97,14 @@ class BatchDrain:
         self._next_offsets: dict[int, int] = {}
         self._positions: dict[int, int] = {}  # where the consumer reads each partition next
         self._committed_at = 0.0
-        self._app: Any = None  # the faust app, once installed
         self.batches = 0
-
-    def install(self, app: Any) -> None:
-        """Replace the drain loop of ``app``'s consumer (faust's API has no hook for it)."""
-        app.consumer._drain_messages = self._drain  # faust's Fetcher looks it up per start
-        self._app = app
 
     def expect(self, positions: Mapping[int, int]) -> None:
         """Where the consumer was positioned (by the worker's seek): the next batch of each
         partition states it as its start."""
         self._positions.update(positions)
 
-    def _stamp(self, batch: PreparedBatch, consumer: Any) -> None:
+    def _stamp(self, batch: PreparedBatch, fetches: Fetches) -> None:
         """State where each partition of ``batch`` was read from, and the partition count."""
         positions = self._positions
         for partition, next_offset in batch.next_offsets.items():
@@ -94,7 +113,7 @@ class BatchDrain:
                 batch.starts[partition] = start
             if start is None or next_offset > start:
                 positions[partition] = next_offset
-        batch.partition_count = consumer.topic_partitions(self._topic) or 0
+        batch.partition_count = fetches.partition_count()
 
     async def _settle(self, pending: asyncio.Task[Applied] | None) -> Applied:
         """Wait for the batch in flight; on a rewind, reposition before going on."""
@@ -122,51 +141,43 @@ class BatchDrain:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _drain(self, fetcher: Any) -> None:
-        consumer = self._app.consumer
-        monitor = getattr(self._app, "monitor", None)
+    async def run(self, fetches: Fetches) -> None:
+        """Read, verify and apply fetches until the consumer or the worker stops."""
         pending: asyncio.Task[Applied] | None = None
         try:
-            while not (
-                consumer._stopped.is_set() or fetcher._stopped.is_set() or self._stopped.is_set()
-            ):
-                records, _ = await consumer._wait_next_records(1.0)
-                if consumer.should_stop:
+            while not (fetches.stopped() or self._stopped.is_set()):
+                records = await fetches.next_records(1.0)
+                if fetches.stopped():
                     break
-                raw = self._raw(records or {})
+                raw = [r for partition in sorted(records) for r in records[partition]]
                 if not raw:
                     outcome, pending = await self._settle(pending), None
                     if outcome is Applied.STOP:
                         return
-                    await self._commit(consumer, force=False)
+                    await self._commit(fetches, force=False)
                     continue
                 batch = self._prepare(raw)  # CPU work, while Redis applies the previous batch
-                self._stamp(batch, consumer)
+                self._stamp(batch, fetches)
                 outcome, pending = await self._settle(pending), None
                 if outcome is Applied.STOP:
                     return
                 if outcome is Applied.REWIND:
                     continue  # read after the previous one's refused start: dropped
-                pending = asyncio.ensure_future(self._apply_with_retry(batch, monitor))
+                pending = asyncio.ensure_future(self._apply_with_retry(batch, fetches))
                 # let the task send its command before this loop goes back to CPU work
                 for _ in range(3):
                     await asyncio.sleep(0)
-                await self._commit(consumer, force=False)
+                await self._commit(fetches, force=False)
             if await self._settle(pending) is Applied.STOP:
                 pending = None
                 return
             pending = None
-            await self._commit(consumer, force=True)  # what was applied, before leaving
+            await self._commit(fetches, force=True)  # what was applied, before leaving
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
 
-    def _raw(self, records: Mapping[Any, Sequence[Record]]) -> list[Record]:
-        """The fetched records of the token topic, as aiokafka returned them."""
-        topic = self._topic
-        return [r for tp, batch in records.items() if tp.topic == topic for r in batch]
-
-    async def _apply_with_retry(self, batch: PreparedBatch, monitor: Any) -> Applied:
+    async def _apply_with_retry(self, batch: PreparedBatch, fetches: Fetches) -> Applied:
         backoff = 0.05
         while not self._stopped.is_set():
             try:
@@ -179,29 +190,25 @@ class BatchDrain:
                 continue
             self.batches += 1
             if outcome is Applied.APPLIED:  # acknowledged (committed) only once applied
-                self._track(batch.next_offsets, monitor)
+                self._track(batch.next_offsets, fetches)
             return outcome
         return Applied.STOP
 
-    def _track(self, next_offsets: Mapping[int, int], monitor: Any) -> None:
-        now = time.monotonic()
+    def _track(self, next_offsets: Mapping[int, int], fetches: Fetches) -> None:
         for partition, offset in next_offsets.items():
             self._next_offsets[partition] = max(self._next_offsets.get(partition, 0), offset)
-            if monitor is not None:
-                monitor.stream_inbound_time[TP(self._topic, partition)] = now
+        fetches.mark_inbound(list(next_offsets))
 
-    async def _commit(self, consumer: Any, *, force: bool) -> None:
+    async def _commit(self, fetches: Fetches, *, force: bool) -> None:
         """Commit, about once a second, the offsets of the batches Redis applied."""
         now = time.monotonic()
         if not self._next_offsets or (not force and now - self._committed_at < COMMIT_INTERVAL_S):
             return
         self._committed_at = now
-        assigned = consumer.assignment()
-        offsets = {
-            tp: o for p, o in self._next_offsets.items() if (tp := TP(self._topic, p)) in assigned
-        }
+        assigned = fetches.assigned()
+        offsets = {p: o for p, o in self._next_offsets.items() if p in assigned}
         if offsets:
             try:
-                await consumer._commit(offsets)
+                await fetches.commit(offsets)
             except Exception as e:  # a failed commit only delays the lag the group shows
                 log.warning("offset_commit_failed", error=str(e))

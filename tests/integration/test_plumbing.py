@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import faust
 import pytest
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_kafka_python_produces_and_a_faust_agent_consumes_every_record(
-    kafka_bootstrap: str, topics: Topics
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topics.tokens, num_partitions=3, replication_factor=1)])
@@ -41,6 +42,7 @@ def test_kafka_python_produces_and_a_faust_agent_consumes_every_record(
             store="memory://",
             consumer_auto_offset_reset="earliest",
             topic_disable_leader=True,
+            datadir=tmp_path / "faust",  # not "<id>-data" in the working directory
         )
         topic = app.topic(topics.tokens, value_type=bytes, value_serializer="raw")
 

@@ -4,50 +4,46 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from workers.drain import Applied, BatchDrain
 from workers.handlers import PreparedBatch, RawRecord, Record
 
-TOPIC = "t.tokens.v1"
-
 
 @dataclass
-class FakeConsumer:
-    """faust's consumer as the drain uses it: fetches served from a queue of record maps."""
+class ScriptedFetches:
+    """The drain's view of the consumer (``workers.drain.Fetches``, a protocol of ours; the
+    faust side of it is tested against faust's real classes in test_faust_internals.py):
+    fetches served from a queue, then the consumer stops."""
 
-    fetches: deque[dict[TP, list[RawRecord]]]
-    commits: list[dict[TP, int]] = field(default_factory=list)
-    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    should_stop: bool = False
+    fetches: deque[dict[int, list[RawRecord]]]
+    commits: list[dict[int, int]] = field(default_factory=list)
+    inbound: list[int] = field(default_factory=list)
+    _stopped: bool = False
 
-    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[RawRecord]], None]:
+    def stopped(self) -> bool:
+        return self._stopped
+
+    async def next_records(self, timeout: float) -> dict[int, list[RawRecord]]:
         await asyncio.sleep(0)
         if not self.fetches:
-            self._stopped.set()
-            return {}, None
-        return self.fetches.popleft(), None
+            self._stopped = True
+            return {}
+        return self.fetches.popleft()
 
-    def assignment(self) -> set[TP]:
-        return {TP(TOPIC, 0), TP(TOPIC, 1)}
+    def assigned(self) -> set[int]:
+        return {0, 1}
 
-    def topic_partitions(self, topic: str) -> int | None:
-        return 2 if topic == TOPIC else None
+    def partition_count(self) -> int:
+        return 2
 
-    async def _commit(self, offsets: dict[TP, int]) -> bool:
+    async def commit(self, offsets: Mapping[int, int]) -> None:
         self.commits.append(dict(offsets))
-        return True
 
-
-@dataclass
-class FakeApp:
-    consumer: FakeConsumer
-    monitor: Any = None
+    def mark_inbound(self, partitions: Sequence[int]) -> None:
+        self.inbound.extend(partitions)
 
 
 def records(partition: int, *offsets: int) -> list[RawRecord]:
@@ -64,20 +60,8 @@ def prepare(batch: Sequence[Record]) -> PreparedBatch:
     return prepared
 
 
-@dataclass
-class FakeFetcher:
-    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def run(drain: BatchDrain, consumer: FakeConsumer) -> None:
-    """Install the drain as faust would find it, then run it as faust's Fetcher does."""
-
-    async def go() -> None:
-        app = FakeApp(consumer)
-        drain.install(app)
-        await app.consumer._drain_messages(FakeFetcher())  # type: ignore[attr-defined]
-
-    asyncio.run(go())
+def run(drain: BatchDrain, fetches: ScriptedFetches) -> None:
+    asyncio.run(drain.run(fetches))
 
 
 def test_fetches_are_applied_in_order_and_committed_only_once_applied() -> None:
@@ -88,21 +72,22 @@ def test_fetches_are_applied_in_order_and_committed_only_once_applied() -> None:
         applied.append(dict(batch.next_offsets))
         return Applied.APPLIED
 
-    consumer = FakeConsumer(
+    fetches = ScriptedFetches(
         deque(
             [
-                {TP(TOPIC, 0): records(0, 0, 1), TP("other", 0): records(0, 9)},
-                {TP(TOPIC, 1): records(1, 0), TP(TOPIC, 0): records(0, 2)},
-                {TP(TOPIC, 0): records(0, 3, 4)},
+                {0: records(0, 0, 1)},
+                {1: records(1, 0), 0: records(0, 2)},
+                {0: records(0, 3, 4)},
             ]
         )
     )
-    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event())
-    run(drain, consumer)
+    drain = BatchDrain(prepare, apply, asyncio.Event())
+    run(drain, fetches)
     assert applied == [{0: 2}, {1: 1, 0: 3}, {0: 5}]
     assert drain.batches == 3
+    assert sorted(set(fetches.inbound)) == [0, 1]  # faust's stall detector fed per batch
     # the last commit (at the end of the loop) holds exactly what Redis applied
-    assert consumer.commits[-1] == {TP(TOPIC, 0): 5, TP(TOPIC, 1): 1}
+    assert fetches.commits[-1] == {0: 5, 1: 1}
 
 
 def test_an_unavailable_cache_is_retried_and_a_lost_one_stops_the_drain() -> None:
@@ -116,11 +101,11 @@ def test_an_unavailable_cache_is_retried_and_a_lost_one_stops_the_drain() -> Non
         stopped.set()
         return Applied.STOP  # the cache was lost: the worker rebuilds
 
-    consumer = FakeConsumer(deque([{TP(TOPIC, 0): records(0, 0)}, {TP(TOPIC, 0): records(0, 1)}]))
-    drain = BatchDrain(TOPIC, prepare, apply, stopped)
-    run(drain, consumer)
+    fetches = ScriptedFetches(deque([{0: records(0, 0)}, {0: records(0, 1)}]))
+    drain = BatchDrain(prepare, apply, stopped)
+    run(drain, fetches)
     assert calls == ["try", "try"]
-    assert consumer.commits == []  # nothing acknowledged from a lost cache
+    assert fetches.commits == []  # nothing acknowledged from a lost cache
 
 
 def test_each_batch_states_where_it_was_read_from_and_a_refused_one_rewinds_to_the_cache() -> None:
@@ -137,22 +122,22 @@ def test_each_batch_states_where_it_was_read_from_and_a_refused_one_rewinds_to_t
         rewinds.append("rewind")
         return {0: 1}
 
-    consumer = FakeConsumer(
+    fetches = ScriptedFetches(
         deque(
             [
-                {TP(TOPIC, 0): records(0, 0)},
-                {TP(TOPIC, 0): records(0, 5, 6)},
-                {TP(TOPIC, 0): records(0, 7)},  # prefetched behind the refused batch: dropped
-                {TP(TOPIC, 0): records(0, 1, 2)},  # read again from the cache's offset
+                {0: records(0, 0)},
+                {0: records(0, 5, 6)},
+                {0: records(0, 7)},  # prefetched behind the refused batch: dropped
+                {0: records(0, 1, 2)},  # read again from the cache's offset
             ]
         )
     )
-    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event(), rewind=rewind)
+    drain = BatchDrain(prepare, apply, asyncio.Event(), rewind=rewind)
     drain.expect({0: 0})
-    run(drain, consumer)
+    run(drain, fetches)
     assert [({0: 0}, 2), ({0: 1}, 2), ({0: 1}, 2)] == seen
     assert ["rewind"] == rewinds
-    assert consumer.commits[-1] == {TP(TOPIC, 0): 3}
+    assert fetches.commits[-1] == {0: 3}
 
 
 def test_a_rewind_that_fails_is_retried_before_anything_else_is_applied() -> None:
@@ -169,17 +154,17 @@ def test_a_rewind_that_fails_is_retried_before_anything_else_is_applied() -> Non
             raise CacheUnavailableError("redis restarting")
         return {0: 0}
 
-    consumer = FakeConsumer(
+    fetches = ScriptedFetches(
         deque(
             [
-                {TP(TOPIC, 0): records(0, 4)},
-                {TP(TOPIC, 0): records(0, 5)},  # prefetched: dropped
-                {TP(TOPIC, 0): records(0, 0, 1)},
+                {0: records(0, 4)},
+                {0: records(0, 5)},  # prefetched: dropped
+                {0: records(0, 0, 1)},
             ]
         )
     )
-    drain = BatchDrain(TOPIC, prepare, apply, asyncio.Event(), rewind=rewind)
+    drain = BatchDrain(prepare, apply, asyncio.Event(), rewind=rewind)
     drain.expect({0: 4})
-    run(drain, consumer)
+    run(drain, fetches)
     assert ["try", "try"] == rewinds
     assert [{0: 4}, {0: 0}] == seen
