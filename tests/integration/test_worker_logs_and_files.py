@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.stack.process import stop_pid
 from structlog.testing import capture_logs
 
+from stack.process import stop_pid
 from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
 
