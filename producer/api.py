@@ -26,8 +26,11 @@ from producer import audit as audit_log
 from producer.audit import AuditContext, attach_complete_receipt
 from producer.authz import Action, holds, is_admin_principal, mint_denial
 from producer.body_limit import BodyLimit
+from producer.clock import utcnow
+from producer.inputs import MAX_ID
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
-from producer.store import MAX_ID, Mutation, TokenInfo, TokenStore, utcnow
+from producer.records import Mutation, TokenInfo
+from producer.store import TokenStore
 from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys

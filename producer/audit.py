@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from producer import triggers_mysql, txmarks
-from producer.models import AuditReceipt, AuditRecord
+from producer.models import AUDIT, RECEIPTS
 from shared.errors import UsageError
 from shared.timeparse import parse_duration, parse_instant
 
@@ -45,8 +45,6 @@ __all__ = [
     "record",
 ]
 
-AUDIT = cast(sa.Table, AuditRecord.__table__)
-RECEIPTS = cast(sa.Table, AuditReceipt.__table__)
 
 _MAX_REASON = 2000
 _MAX_ACTOR = 255

@@ -24,7 +24,9 @@ from producer.cli_support import (
     report,
     wait_option,
 )
-from producer.store import TokenInfo, TokenStore, iso, utcnow
+from producer.clock import iso, utcnow
+from producer.records import TokenInfo
+from producer.store import TokenStore
 from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, serve_metrics
 from shared.errors import NotFoundError, UsageError
 from shared.timeparse import parse_duration

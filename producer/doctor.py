@@ -23,7 +23,8 @@ import redis
 import sqlalchemy as sa
 
 from producer import triggers_mysql
-from producer.outbox import db_now_ms, oldest_unpublished_ms, unpublished_count
+from producer.clock import db_now_ms
+from producer.outbox import oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from producer.backfill import pending_since_ms
+from producer.clock import db_now_ms
 from producer.outbox import (
     BadRowError,
     Encoded,
     Published,
-    db_now_ms,
     deny,
     encode_row,
     fetch_unpublished,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from producer.store import OUTBOX
+from producer.models import OUTBOX
 from producer.tokens import format_token, generate_token, hash_token
 from shared.keys import Topics
 from shared.outcomes import Outcome

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from producer.store import TokenStore, utcnow
+from producer.clock import utcnow
+from producer.store import TokenStore
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
