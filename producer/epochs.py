@@ -113,7 +113,7 @@ class Epochs(StoreCore):
                 self.now_ms(conn) + 1,
                 (PAT.c.tokenable_type == tokenable_type) & self.owner_match(owner),
             )
-            return self._audited(
+            return self._audited_mutation(
                 conn, marker, audit, "revoke.principal", mutation, (tokenable_type, owner)
             )
 
@@ -152,7 +152,7 @@ class Epochs(StoreCore):
                     removed=mutation.removed + per_token,
                     per_token=per_token,
                 )
-            return self._audited(
+            return self._audited_mutation(
                 conn,
                 marker,
                 audit,
@@ -180,4 +180,4 @@ class Epochs(StoreCore):
                 )
             marker = audit_log.begin(conn)
             mutation = self._epoch(conn, GLOBAL_SCOPE, before_ms, sa.true())
-            return self._audited(conn, marker, audit, "revoke.all", mutation)
+            return self._audited_mutation(conn, marker, audit, "revoke.all", mutation)

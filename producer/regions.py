@@ -32,13 +32,8 @@ class Regions(StoreCore):
                     name=region.name, redis_url=region.redis_url, added_at_ms=self.now_ms(conn)
                 )
             )
-            audit_log.record(
-                conn,
-                marker,
-                audit or AuditContext.python(),
-                action="region.add",
-                seq=None,
-                scope=f"region:{region.name}",
+            self._audited(
+                conn, marker, audit, "region.add", seq=None, scope=f"region:{region.name}"
             )
 
     def remove_region(self, name: str, *, audit: AuditContext | None = None) -> None:
@@ -47,14 +42,7 @@ class Regions(StoreCore):
             marker = audit_log.begin(conn)
             if not conn.execute(REGIONS.delete().where(REGIONS.c.name == name)).rowcount:
                 raise NotFoundError(f"no region named {name!r}")
-            audit_log.record(
-                conn,
-                marker,
-                audit or AuditContext.python(),
-                action="region.remove",
-                seq=None,
-                scope=f"region:{name}",
-            )
+            self._audited(conn, marker, audit, "region.remove", seq=None, scope=f"region:{name}")
 
     def regions(self) -> list[Region]:
         """The registered regions, by name."""

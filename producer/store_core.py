@@ -72,7 +72,36 @@ class StoreCore:
         seq = conn.execute(sa.select(sa.func.max(OUTBOX.c.seq)).where(where)).scalar_one()
         return int(seq or 0)
 
-    def _audited(  # noqa: PLR0917 (private: one call per mutation)
+    @staticmethod
+    def _audited(
+        conn: sa.Connection,
+        marker: int,
+        audit: AuditContext | None,
+        action: str,
+        *,
+        seq: int | None,
+        scope: str | None,
+        token_id: int | None = None,
+        principal: tuple[str, int | str] | None = None,
+        removed: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """The audit record of this transaction's change (the one path every mutation of
+        the store takes; calls without a context are the Python API's); its id."""
+        return audit_log.record(
+            conn,
+            marker,
+            audit or AuditContext.python(),
+            action=action,
+            seq=seq,
+            scope=scope,
+            token_id=token_id,
+            principal=principal,
+            removed=removed,
+            detail=detail,
+        )
+
+    def _audited_mutation(  # noqa: PLR0917 (private: one call per mutation)
         self,
         conn: sa.Connection,
         marker: int,
@@ -82,17 +111,18 @@ class StoreCore:
         principal: tuple[str, int | str] | None = None,
         detail: dict[str, Any] | None = None,
     ) -> Mutation:
-        audit_id = audit_log.record(
+        """``_audited`` for a revocation's outcome: its seq, scope, rows and epoch time."""
+        if mutation.before_ms is not None:
+            detail = {**(detail or {}), "before_ms": mutation.before_ms}
+        audit_id = self._audited(
             conn,
             marker,
-            audit or AuditContext.python(),
-            action=action,
+            audit,
+            action,
             seq=mutation.seq,
             scope=mutation.scope,
             principal=principal,
             removed=mutation.removed,
-            detail={**(detail or {}), "before_ms": mutation.before_ms}
-            if mutation.before_ms is not None
-            else detail,
+            detail=detail,
         )
         return replace(mutation, audit_id=audit_id)

@@ -66,11 +66,11 @@ class TokenRows(StoreCore):
         with self._tx() as conn:
             marker = audit_log.begin(conn)
             issued = self._insert(conn, tokenable_type, owner, name, granted, expires_at)
-            audit_log.record(
+            self._audited(
                 conn,
                 marker,
-                audit or AuditContext.python(),
-                action="token.issue",
+                audit,
+                "token.issue",
                 seq=issued.seq,
                 scope=f"token:{issued.id}",
                 token_id=issued.id,
@@ -199,11 +199,11 @@ class TokenRows(StoreCore):
             if not deleted or row is None:
                 raise NotFoundError(f"no token with id {token_id}")
             seq = self._last_seq(conn, (OUTBOX.c.token_id == token_id) & (OUTBOX.c.op == "revoked"))
-            audit_id = audit_log.record(
+            audit_id = self._audited(
                 conn,
                 marker,
-                audit or AuditContext.python(),
-                action="token.revoke",
+                audit,
+                "token.revoke",
                 seq=seq,
                 scope=f"token:{token_id}",
                 token_id=token_id,
@@ -244,11 +244,11 @@ class TokenRows(StoreCore):
                     .values(expires_at=until, updated_at=utcnow())
                 )
             seq = max(new.seq, self._last_seq(conn, OUTBOX.c.token_id == token_id))
-            audit_log.record(
+            self._audited(
                 conn,
                 marker,
-                audit or AuditContext.python(),
-                action="token.rotate",
+                audit,
+                "token.rotate",
                 seq=seq,
                 scope=f"token:{token_id}",
                 token_id=token_id,
@@ -272,7 +272,7 @@ class TokenRows(StoreCore):
             removed = conn.execute(PAT.delete().where(condition)).rowcount
             seq = self._last_seq(conn, sa.true()) if removed else before
             mutation = Mutation(seq=seq if removed else 0, removed=removed)
-            mutation = self._audited(
+            mutation = self._audited_mutation(
                 conn, marker, audit, "token.prune", mutation, detail={"hours": hours}
             )
         return replace(mutation, seq=seq)
