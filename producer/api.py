@@ -170,7 +170,6 @@ def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
 Issuer = Annotated[TokenInfo, Depends(require("tokens:issue"))]
 Rotator = Annotated[TokenInfo, Depends(require("tokens:rotate"))]
 Revoker = Annotated[TokenInfo, Depends(require("tokens:revoke"))]
-MassRevoker = Annotated[TokenInfo, Depends(require("revocations:mass"))]
 Reader = Annotated[TokenInfo, Depends(require("tokens:read"))]
 ReceiptReader = Annotated[
     TokenInfo, Depends(require("tokens:read", "tokens:revoke", "revocations:mass"))
@@ -234,6 +233,47 @@ def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditCont
     )
 
 
+@dataclass(frozen=True)
+class _Revocation:
+    """What every revocation route takes besides its body: the context, the caller, the
+    request, and whether to wait (``wait``, ``timeout`` in the query) for the receipt."""
+
+    ctx: _Context
+    caller: TokenInfo
+    request: Request
+    wait: bool
+    timeout: float
+
+    def audit(self, reason: str | None) -> AuditContext:
+        """The audit context of this call."""
+        return _audit(self.request, self.caller, reason)
+
+    def answer(self, mutation: Mutation) -> dict[str, Any]:
+        """The mutation as JSON, with its receipt if the caller waits for it."""
+        return _mutation(self.ctx, mutation, self.wait, self.timeout)
+
+
+def _revocation(ability: str) -> Callable[..., _Revocation]:
+    """A dependency: a ``_Revocation`` by a caller holding ``ability``."""
+    check = require(ability)
+
+    def revocation(
+        request: Request,
+        ctx: Ctx,
+        *,
+        caller: TokenInfo = Depends(check),  # noqa: B008 (a closure: no annotation can name it)
+        timeout: ReceiptTimeout,
+        wait: bool = False,
+    ) -> _Revocation:
+        return _Revocation(ctx, caller, request, wait, timeout)
+
+    return revocation
+
+
+Revocation = Annotated[_Revocation, Depends(_revocation("tokens:revoke"))]
+MassRevocation = Annotated[_Revocation, Depends(_revocation("revocations:mass"))]
+
+
 def _mass_reason(reason: str | None, dry_run: bool) -> None:
     if not dry_run and not audit_log.has_reason(reason):
         raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
@@ -281,18 +321,12 @@ def list_tokens(
 
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
-def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
-    token_id: TokenIdPath,
-    request: Request,
-    ctx: Ctx,
-    caller: Revoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-    reason: str | None = None,
+def revoke_token(
+    token_id: TokenIdPath, revocation: Revocation, reason: str | None = None
 ) -> dict[str, Any]:
     """Revoke one token; ``wait=true`` returns the per-region receipt."""
-    mutation = ctx.store.revoke_token(token_id, audit=_audit(request, caller, reason))
-    return _mutation(ctx, mutation, wait, timeout)
+    store = revocation.ctx.store
+    return revocation.answer(store.revoke_token(token_id, audit=revocation.audit(reason)))
 
 
 @router.post("/v1/tokens/lookup", tags=["tokens"])
@@ -307,20 +341,14 @@ def lookup(body: TokenRef, ctx: Ctx, _caller: Reader) -> dict[str, Any]:
 
 
 @router.post("/v1/tokens/revoke", tags=["revocation"])
-def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: RevokeRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: Revoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_by_ref(body: RevokeRequest, revocation: Revocation) -> dict[str, Any]:
     """Revoke the token named by its text or bare secret, its SHA-256 or its id."""
     from producer.lookup import find_token
 
-    info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
-    mutation = ctx.store.revoke_token(info.id, audit=_audit(request, caller, body.reason))
-    return {**_mutation(ctx, mutation, wait, timeout), "token_id": info.id}
+    store = revocation.ctx.store
+    info = find_token(store, text=body.token, token_hash=body.hash, token_id=body.id)
+    mutation = store.revoke_token(info.id, audit=revocation.audit(body.reason))
+    return {**revocation.answer(mutation), "token_id": info.id}
 
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
@@ -352,72 +380,53 @@ def prune(
 
 
 @router.post("/v1/revocations/principal", tags=["revocation"])
-def revoke_principal(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: PrincipalRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_principal(body: PrincipalRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token of a principal (one epoch event); ``dry_run`` only counts."""
     from producer.dryrun import count_principal
 
+    store = revocation.ctx.store
     if body.dry_run:
-        return count_principal(ctx.store, body.tokenable_type, body.tokenable_id).to_json()
+        return count_principal(store, body.tokenable_type, body.tokenable_id).to_json()
     _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_principal(
-        body.tokenable_type, body.tokenable_id, audit=_audit(request, caller, body.reason)
+    mutation = store.revoke_principal(
+        body.tokenable_type, body.tokenable_id, audit=revocation.audit(body.reason)
     )
-    return _mutation(ctx, mutation, wait, timeout)
+    return revocation.answer(mutation)
 
 
 @router.post("/v1/revocations/ability", tags=["revocation"])
-def revoke_ability(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: AbilityRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_ability(body: AbilityRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token listing an ability (one epoch event); ``include_wildcard`` also
     revokes live ``*`` tokens one by one; ``dry_run`` only counts."""
     from producer.dryrun import count_ability
 
-    count = count_ability(ctx.store, body.ability)
+    store = revocation.ctx.store
+    count = count_ability(store, body.ability)
     if body.dry_run:
         return count.to_json()
     _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_ability(
+    mutation = store.revoke_ability(
         body.ability,
         include_wildcard=body.include_wildcard,
-        audit=_audit(request, caller, body.reason),
+        audit=revocation.audit(body.reason),
     )
-    result = _mutation(ctx, mutation, wait, timeout)
+    result = revocation.answer(mutation)
     result["wildcard_still_live"] = 0 if body.include_wildcard else count.wildcard_total
     result["wildcard_by_type"] = count.wildcard_by_type
     return result
 
 
 @router.post("/v1/revocations/all", tags=["revocation"])
-def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: AllRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_all(body: AllRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token issued before a time, never a future one (one epoch event)."""
     from producer.dryrun import count_all
 
     instant = parse_instant(body.before)
+    store = revocation.ctx.store
     if body.dry_run:
-        return count_all(ctx.store, instant).to_json()
+        return count_all(store, instant).to_json()
     _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_all(instant, audit=_audit(request, caller, body.reason))
-    return _mutation(ctx, mutation, wait, timeout)
+    return revocation.answer(store.revoke_all(instant, audit=revocation.audit(body.reason)))
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
