@@ -212,13 +212,6 @@ class TokenRows(StoreCore):
             )
         return Mutation(seq=seq, removed=deleted, audit_id=audit_id)
 
-    def revoke_token_text(self, token: str, *, audit: AuditContext | None = None) -> Mutation:
-        """Revoke the token a caller presents (with or without ``id|``)."""
-        info = self.find(token)
-        if info is None:
-            raise NotFoundError("no such token")
-        return self.revoke_token(info.id, audit=audit)
-
     def rotate(
         self, token_id: int, grace_seconds: int = 0, *, audit: AuditContext | None = None
     ) -> IssuedToken:
