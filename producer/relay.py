@@ -6,7 +6,8 @@ Heartbeats go into every partition at least every ``heartbeat_interval_s``, stam
 with the store's clock held back by the oldest unpublished row (``certified_ms``):
 a heartbeat stamped T certifies that every change committed before T was published,
 so a region never looks fresher than what it holds, during a backlog or a backfill.
-While Kafka is down the outbox grows and the relay retries with backoff.
+While Kafka is down the outbox grows and the relay retries with backoff; every second it
+sets the ``tokensync_relay_backlog_records`` gauge to the outbox rows not yet published.
 Every second the relay checks that the outbox triggers are in place; while one is
 missing it logs ``store_triggers_missing`` and certifies nothing newer than the last
 check that found them (``tokensync store repair`` reinstalls them).
@@ -71,6 +72,7 @@ class RelayOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
     trigger_check_interval_s: float = 1.0
+    backlog_interval_s: float = 1.0
 
 
 class Relay:
@@ -305,9 +307,28 @@ class Relay:
         """Close the Kafka client (``run`` does this when it stops)."""
         self._drop_publisher()
 
+    def _count_backlog(self, stop: threading.Event) -> None:
+        """Set the backlog gauge every ``backlog_interval_s`` until ``stop``: in a thread of
+        its own, as a connection attempt to a Kafka that is down blocks the loop for long."""
+        failing = False
+        while True:
+            try:
+                self.backlog()
+                failing = False
+            except StoreError as e:
+                if not failing:
+                    log.warning("relay_backlog_unknown", error=str(e))
+                failing = True
+            if stop.wait(self._options.backlog_interval_s):
+                return
+
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
         backoff = self._options.backoff_initial_s
+        counter = threading.Thread(
+            target=self._count_backlog, args=(stop,), name="relay-backlog", daemon=True
+        )
+        counter.start()
         log.info(
             "relay_started",
             batch_size=self._options.batch_size,
@@ -345,11 +366,16 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
+        counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)
 
     def backlog(self) -> int:
-        """Unpublished outbox rows (also exported as a gauge)."""
-        with self._engine.connect() as conn:
-            count = unpublished_count(conn)
+        """Unpublished outbox rows, also set as the ``tokensync_relay_backlog_records``
+        gauge (``run`` counts every ``backlog_interval_s``, whether Kafka answers or not)."""
+        try:
+            with self._engine.connect() as conn:
+                count = unpublished_count(conn)
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"counting the outbox backlog failed: {e}") from e
         RELAY_BACKLOG.set(count)
         return count
