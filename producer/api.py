@@ -12,37 +12,55 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 
 from producer import audit as audit_log
-from producer.audit import AuditContext, attach_complete_receipt
-from producer.authz import Action, holds, is_admin_principal, mint_denial
+from producer.api_bodies import (
+    AbilityRequest,
+    AllRequest,
+    IssueRequest,
+    PrincipalRequest,
+    RevokeRequest,
+    RotateRequest,
+    TokenRef,
+)
+from producer.api_deps import (
+    ApiContext,
+    ApiError,
+    Ctx,
+    Issuer,
+    MassRevocation,
+    Reader,
+    ReceiptReader,
+    RegionReader,
+    Revocation,
+    Revoker,
+    Rotator,
+    SeqPath,
+    TokenIdPath,
+    audit_context,
+    may_mint,
+    require,
+    require_mass_reason,
+)
+from producer.audit import attach_complete_receipt
+from producer.authz import Action
 from producer.body_limit import BodyLimit
 from producer.clock import utcnow
-from producer.inputs import MAX_ID
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
-from producer.records import Mutation, TokenInfo
+from producer.records import TokenInfo
 from producer.store import TokenStore
-from producer.token_check import authenticated_token
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
 from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
-from shared.validator import Policy
-
-Reason = Field(default=None, max_length=2000, description="Why (kept in the audit record).")
-MassReason = Field(
-    default=None, max_length=2000, description="Why (required: kept in the audit record)."
-)
 
 __all__ = ["create_app"]
 
@@ -50,233 +68,10 @@ __all__ = ["create_app"]
 #: name and 256 abilities of 255 characters) fits, with room for JSON escapes.
 MAX_BODY_BYTES = 128 * 1024
 
-#: A token id or outbox seq in a path: a BIGINT (anything larger is a 422, not a 500).
-TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
-SeqPath = Annotated[int, Path(ge=0, le=MAX_ID)]
-
-
-class IssueRequest(BaseModel):
-    """Body of ``POST /v1/tokens``."""
-
-    tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int | str = Field(description="a whole number, or a UUID/ULID on morph tables")
-    name: str = Field(min_length=1, max_length=4096)
-    abilities: list[str] = Field(default_factory=lambda: ["*"])
-    expires_in: str | None = Field(default=None, description="seconds, or 90s/15m/2h/7d")
-    reason: str | None = Reason
-
-
-class RotateRequest(BaseModel):
-    """Body of ``POST /v1/tokens/{id}/rotate``."""
-
-    grace: str = "0"
-    reason: str | None = Reason
-
-
-class PrincipalRequest(BaseModel):
-    """Body of ``POST /v1/revocations/principal``."""
-
-    tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int | str
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class AbilityRequest(BaseModel):
-    """Body of ``POST /v1/revocations/ability``."""
-
-    ability: str = Field(min_length=1, max_length=255)
-    include_wildcard: bool = False
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class AllRequest(BaseModel):
-    """Body of ``POST /v1/revocations/all``."""
-
-    before: str = "now"
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class TokenRef(BaseModel):
-    """Exactly one of: the token or its bare secret, its SHA-256 (hex), its id."""
-
-    token: str | None = Field(default=None, max_length=512)
-    hash: str | None = Field(default=None, max_length=64)
-    id: int | None = Field(default=None, ge=1, le=MAX_ID)
-
-
-class RevokeRequest(TokenRef):
-    """Body of ``POST /v1/tokens/revoke``."""
-
-    reason: str | None = Reason
-
-
-class ApiError(Exception):
-    """An HTTP error with a JSON body."""
-
-    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.headers = headers or {}
-
-
-@dataclass(frozen=True)
-class _Context:
-    settings: Settings
-    store: TokenStore
-
-
-def _context(request: Request) -> _Context:
-    context: _Context = request.app.state.tokensync
-    return context
-
-
-Ctx = Annotated[_Context, Depends(_context)]
-
-
-def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
-    """The caller's token if the store accepts it now by the one rule set (regions' expiry
-    and epoch rules, ``producer.token_check``), else None."""
-    return authenticated_token(ctx.store, Policy.from_settings(ctx.settings), token)
-
-
-def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
-    """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
-
-    def check(request: Request, ctx: Ctx) -> TokenInfo:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "a bearer token is required", challenge)
-        caller = _authenticate(ctx, token.strip())
-        invalid = {"WWW-Authenticate": 'Bearer realm="tokensync", error="invalid_token"'}
-        if caller is None:
-            raise ApiError(401, "invalid token", invalid)
-        if not is_admin_principal(caller.tokenable_type, ctx.settings.admin_types):
-            raise ApiError(
-                401, "not an admin token: the admin API admits admin principals only", invalid
-            )
-        if not any(holds(caller.abilities, a) for a in abilities):
-            raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")
-        return caller
-
-    return check
-
-
-Issuer = Annotated[TokenInfo, Depends(require("tokens:issue"))]
-Rotator = Annotated[TokenInfo, Depends(require("tokens:rotate"))]
-Revoker = Annotated[TokenInfo, Depends(require("tokens:revoke"))]
-Reader = Annotated[TokenInfo, Depends(require("tokens:read"))]
-ReceiptReader = Annotated[
-    TokenInfo, Depends(require("tokens:read", "tokens:revoke", "revocations:mass"))
-]
-RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
-
-
-def _may_mint(  # noqa: PLR0917 (the caller and the token it would produce)
-    ctx: _Context,
-    caller: TokenInfo,
-    action: Action,
-    target_type: str,
-    abilities: list[str],
-    expires_at: dt.datetime | None,
-) -> None:
-    denial = mint_denial(
-        caller.abilities,
-        action,
-        target_type,
-        abilities,
-        ctx.settings.admin_types,
-        caller.expires_at,
-        expires_at,
-    )
-    if denial is not None:
-        raise ApiError(403, denial)
-
-
 router = APIRouter()
 
 
-def _receipt_timeout(timeout: float = 10.0) -> float:
-    """The ``timeout`` query of a waiting mutation, checked before anything is committed
-    (NaN or an infinity is a 422; the rest is clamped to what a receipt wait allows)."""
-    return receipt_timeout(timeout)
-
-
-ReceiptTimeout = Annotated[float, Depends(_receipt_timeout)]
-
-
-def _mutation(ctx: _Context, mutation: Mutation, wait: bool, timeout: float) -> dict[str, Any]:
-    body: dict[str, Any] = mutation.to_json()
-    if wait:
-        receipt = wait_for_receipt(ctx.settings, ctx.store, mutation.seq, timeout_s=timeout)
-        body["receipt"] = receipt.to_json()
-        attach_complete_receipt(ctx.store.engine, mutation.audit_id, receipt)
-    return body
-
-
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
-
-
-def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditContext:
-    """The audit context of an API call: the caller's token and principal, the request id."""
-    return AuditContext.api(
-        caller.id,
-        caller.tokenable_type,
-        caller.tokenable_id,
-        reason=reason,
-        request_id=str(request.state.request_id),
-    )
-
-
-@dataclass(frozen=True)
-class _Revocation:
-    """What every revocation route takes besides its body: the context, the caller, the
-    request, and whether to wait (``wait``, ``timeout`` in the query) for the receipt."""
-
-    ctx: _Context
-    caller: TokenInfo
-    request: Request
-    wait: bool
-    timeout: float
-
-    def audit(self, reason: str | None) -> AuditContext:
-        """The audit context of this call."""
-        return _audit(self.request, self.caller, reason)
-
-    def answer(self, mutation: Mutation) -> dict[str, Any]:
-        """The mutation as JSON, with its receipt if the caller waits for it."""
-        return _mutation(self.ctx, mutation, self.wait, self.timeout)
-
-
-def _revocation(ability: str) -> Callable[..., _Revocation]:
-    """A dependency: a ``_Revocation`` by a caller holding ``ability``."""
-    check = require(ability)
-
-    def revocation(
-        request: Request,
-        ctx: Ctx,
-        *,
-        caller: TokenInfo = Depends(check),  # noqa: B008 (a closure: no annotation can name it)
-        timeout: ReceiptTimeout,
-        wait: bool = False,
-    ) -> _Revocation:
-        return _Revocation(ctx, caller, request, wait, timeout)
-
-    return revocation
-
-
-Revocation = Annotated[_Revocation, Depends(_revocation("tokens:revoke"))]
-MassRevocation = Annotated[_Revocation, Depends(_revocation("revocations:mass"))]
-
-
-def _mass_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not audit_log.has_reason(reason):
-        raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
 
 
 @router.get("/healthz", tags=["ops"])
@@ -300,14 +95,14 @@ def issue(body: IssueRequest, request: Request, ctx: Ctx, caller: Issuer) -> dic
         if seconds <= 0:
             raise UsageError("expires_in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
-    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
+    may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
     issued = ctx.store.issue(
         body.tokenable_type,
         body.tokenable_id,
         body.name,
         body.abilities,
         expires_at,
-        audit=_audit(request, caller, body.reason),
+        audit=audit_context(request, caller, body.reason),
     )
     return issued.to_json()
 
@@ -357,7 +152,7 @@ def rotate(
 ) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
     target = ctx.store.get(token_id)
-    _may_mint(
+    may_mint(
         ctx,
         caller,
         Action.ROTATE,
@@ -366,7 +161,7 @@ def rotate(
         target.expires_at,  # the replacement keeps the old token's expiry
     )
     grace = int(parse_duration(body.grace))
-    audit = _audit(request, caller, body.reason)
+    audit = audit_context(request, caller, body.reason)
     return ctx.store.rotate(token_id, grace, audit=audit).to_json()
 
 
@@ -375,7 +170,7 @@ def prune(
     request: Request, ctx: Ctx, caller: Revoker, hours: Annotated[int, Query(ge=0)] = 24
 ) -> dict[str, Any]:
     """Delete tokens expired at least ``hours`` ago (Sanctum's prune-expired)."""
-    mutation = ctx.store.prune_expired(hours, audit=_audit(request, caller, None))
+    mutation = ctx.store.prune_expired(hours, audit=audit_context(request, caller, None))
     return {"seq": mutation.seq, "removed": mutation.removed}
 
 
@@ -387,7 +182,7 @@ def revoke_principal(body: PrincipalRequest, revocation: MassRevocation) -> dict
     store = revocation.ctx.store
     if body.dry_run:
         return count_principal(store, body.tokenable_type, body.tokenable_id).to_json()
-    _mass_reason(body.reason, body.dry_run)
+    require_mass_reason(body.reason, body.dry_run)
     mutation = store.revoke_principal(
         body.tokenable_type, body.tokenable_id, audit=revocation.audit(body.reason)
     )
@@ -404,7 +199,7 @@ def revoke_ability(body: AbilityRequest, revocation: MassRevocation) -> dict[str
     count = count_ability(store, body.ability)
     if body.dry_run:
         return count.to_json()
-    _mass_reason(body.reason, body.dry_run)
+    require_mass_reason(body.reason, body.dry_run)
     mutation = store.revoke_ability(
         body.ability,
         include_wildcard=body.include_wildcard,
@@ -425,7 +220,7 @@ def revoke_all(body: AllRequest, revocation: MassRevocation) -> dict[str, Any]:
     store = revocation.ctx.store
     if body.dry_run:
         return count_all(store, instant).to_json()
-    _mass_reason(body.reason, body.dry_run)
+    require_mass_reason(body.reason, body.dry_run)
     return revocation.answer(store.revoke_all(instant, audit=revocation.audit(body.reason)))
 
 
@@ -489,7 +284,7 @@ def create_app(settings: Settings, store: TokenStore) -> FastAPI:
         version="1",
         description="Sanctum-compatible tokens, revoked in every region in milliseconds.",
     )
-    app.state.tokensync = _Context(settings, store)
+    app.state.tokensync = ApiContext(settings, store)
 
     @app.middleware("http")
     async def _request_id(
