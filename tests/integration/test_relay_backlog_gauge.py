@@ -8,7 +8,6 @@ gauge, and a Kafka that is down costs kafka-python 30 s per connection attempt."
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,7 +15,6 @@ from prometheus_client import REGISTRY
 from producer.outbox import unpublished_count
 from producer.publisher import EventPublisher
 from producer.relay import RelayOptions
-from producer.schema import create_engine, migrate
 from producer.store import TokenStore
 from shared.keys import Topics
 from shared.metrics import RELAY_BACKLOG
@@ -24,14 +22,6 @@ from tests.kafka_helpers import kafka_connector, running_relay, wait_for
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
-
-
-@pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[TokenStore]:
-    engine = create_engine(postgres_url)
-    migrate(engine)
-    yield TokenStore(engine)
-    engine.dispose()
 
 
 def _gauge() -> float | None:
@@ -51,10 +41,10 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_backlog_gauge_counts_unpublished_rows_while_kafka_is_down_and_drops_to_zero_once_published(  # noqa: E501
-    pg_store: TokenStore, kafka_bootstrap: str, topics: Topics
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    store = pg_store
     RELAY_BACKLOG.set(-1)  # no count is negative: whatever follows, the relay set
     bootstrap = [f"127.0.0.1:{_closed_port()}"]  # Kafka down until the test says otherwise
 
