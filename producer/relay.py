@@ -34,9 +34,9 @@ from producer.outbox import (
     fetch_unpublished,
     mark_published,
     oldest_unpublished_ms,
-    unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
+from producer.relay_backlog import count_backlog, count_backlog_until
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
@@ -44,7 +44,6 @@ from shared.errors import PublishError, StoreError
 from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
 from shared.metrics import (
-    RELAY_BACKLOG,
     RELAY_DENIED,
     RELAY_LATENCY,
     RELAY_PUBLISHED,
@@ -307,26 +306,14 @@ class Relay:
         """Close the Kafka client (``run`` does this when it stops)."""
         self._drop_publisher()
 
-    def _count_backlog(self, stop: threading.Event) -> None:
-        """Set the backlog gauge every ``backlog_interval_s`` until ``stop``: in a thread of
-        its own, as a connection attempt to a Kafka that is down blocks the loop for long."""
-        failing = False
-        while True:
-            try:
-                self.backlog()
-                failing = False
-            except StoreError as e:
-                if not failing:
-                    log.warning("relay_backlog_unknown", error=str(e))
-                failing = True
-            if stop.wait(self._options.backlog_interval_s):
-                return
-
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
         backoff = self._options.backoff_initial_s
-        counter = threading.Thread(
-            target=self._count_backlog, args=(stop,), name="relay-backlog", daemon=True
+        counter = threading.Thread(  # a thread of its own: see producer.relay_backlog
+            target=count_backlog_until,
+            args=(self._engine, stop, self._options.backlog_interval_s),
+            name="relay-backlog",
+            daemon=True,
         )
         counter.start()
         log.info(
@@ -372,10 +359,4 @@ class Relay:
     def backlog(self) -> int:
         """Unpublished outbox rows, also set as the ``tokensync_relay_backlog_records``
         gauge (``run`` counts every ``backlog_interval_s``, whether Kafka answers or not)."""
-        try:
-            with self._engine.connect() as conn:
-                count = unpublished_count(conn)
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreError(f"counting the outbox backlog failed: {e}") from e
-        RELAY_BACKLOG.set(count)
-        return count
+        return count_backlog(self._engine)
