@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
-from producer.store import utcnow
+from producer.clock import utcnow
 from producer.tokens import hash_token
 
 __all__ = ["run"]

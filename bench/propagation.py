@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
-from producer.store import IssuedToken
+from producer.records import IssuedToken
 from shared.validator import Outcome, Policy, Validator
 
 __all__ = ["run"]

@@ -12,39 +12,57 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.dependencies.models import Dependant
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 
 from producer import audit as audit_log
-from producer.audit import AuditContext, attach_complete_receipt
-from producer.authz import Action, holds, is_admin_principal, mint_denial
+from producer.api_bodies import (
+    AbilityRequest,
+    AllRequest,
+    IssueRequest,
+    PrincipalRequest,
+    RevokeRequest,
+    RotateRequest,
+    TokenRef,
+)
+from producer.api_deps import (
+    ApiContext,
+    ApiError,
+    Ctx,
+    Issuer,
+    MassRevocation,
+    Reader,
+    ReceiptReader,
+    RegionReader,
+    Revocation,
+    Revoker,
+    Rotator,
+    SeqPath,
+    TokenIdPath,
+    audit_context,
+    may_mint,
+    require,
+    require_mass_reason,
+)
+from producer.api_docs import DESCRIPTION, openapi_with_auth
+from producer.audit import attach_complete_receipt
+from producer.authz import Action
 from producer.body_limit import BodyLimit
+from producer.clock import utcnow
 from producer.receipts import all_regions, receipt_timeout, wait_for_receipt
-from producer.store import MAX_ID, Mutation, TokenInfo, TokenStore, utcnow
-from producer.token_check import authenticated_token
+from producer.records import TokenInfo
+from producer.store import TokenStore
 from shared.errors import NotFoundError, StoreError, TokenSyncError, UsageError
 from shared.keys import RedisKeys
 from shared.region_state import read_region_state
 from shared.settings import Settings
 from shared.timeparse import parse_duration, parse_instant
-from shared.tokenformat import bearer_token
-from shared.validator import Policy
-
-Reason = Field(default=None, max_length=2000, description="Why (kept in the audit record).")
-MassReason = Field(
-    default=None, max_length=2000, description="Why (required: kept in the audit record)."
-)
 
 __all__ = ["create_app"]
 
@@ -52,197 +70,10 @@ __all__ = ["create_app"]
 #: name and 256 abilities of 255 characters) fits, with room for JSON escapes.
 MAX_BODY_BYTES = 128 * 1024
 
-#: A token id or outbox seq in a path: a BIGINT (anything larger is a 422, not a 500).
-TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
-SeqPath = Annotated[int, Path(ge=0, le=MAX_ID)]
-
-
-class IssueRequest(BaseModel):
-    """Body of ``POST /v1/tokens``."""
-
-    tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int | str = Field(description="a whole number, or a UUID/ULID on morph tables")
-    name: str = Field(min_length=1, max_length=4096)
-    abilities: list[str] = Field(default_factory=lambda: ["*"])
-    expires_in: str | None = Field(default=None, description="seconds, or 90s/15m/2h/7d")
-    reason: str | None = Reason
-
-
-class RotateRequest(BaseModel):
-    """Body of ``POST /v1/tokens/{id}/rotate``."""
-
-    grace: str = "0"
-    reason: str | None = Reason
-
-
-class PrincipalRequest(BaseModel):
-    """Body of ``POST /v1/revocations/principal``."""
-
-    tokenable_type: str = Field(min_length=1, max_length=255)
-    tokenable_id: int | str
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class AbilityRequest(BaseModel):
-    """Body of ``POST /v1/revocations/ability``."""
-
-    ability: str = Field(min_length=1, max_length=255)
-    include_wildcard: bool = False
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class AllRequest(BaseModel):
-    """Body of ``POST /v1/revocations/all``."""
-
-    before: str = "now"
-    reason: str | None = MassReason
-    dry_run: bool = False
-
-
-class TokenRef(BaseModel):
-    """Exactly one of: the token or its bare secret, its SHA-256 (hex), its id."""
-
-    token: str | None = Field(default=None, max_length=512)
-    hash: str | None = Field(default=None, max_length=64)
-    id: int | None = Field(default=None, ge=1, le=MAX_ID)
-
-
-class RevokeRequest(TokenRef):
-    """Body of ``POST /v1/tokens/revoke``."""
-
-    reason: str | None = Reason
-
-
-class ApiError(Exception):
-    """An HTTP error with a JSON body."""
-
-    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.headers = headers or {}
-
-
-@dataclass(frozen=True)
-class _Context:
-    settings: Settings
-    store: TokenStore
-
-
-def _context(request: Request) -> _Context:
-    context: _Context = request.app.state.tokensync
-    return context
-
-
-Ctx = Annotated[_Context, Depends(_context)]
-
-
-def _authenticate(ctx: _Context, token: str) -> TokenInfo | None:
-    """The caller's token if the store accepts it now by the one rule set (regions' expiry
-    and epoch rules, ``producer.token_check``), else None."""
-    return authenticated_token(ctx.store, Policy.from_settings(ctx.settings), token)
-
-
-#: Each ``require`` dependency and the abilities it admits (the OpenAPI names them).
-_REQUIRED: dict[Callable[..., TokenInfo], tuple[str, ...]] = {}
-
-
-def require(*abilities: str) -> Callable[[Request, _Context], TokenInfo]:
-    """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
-
-    def check(request: Request, ctx: Ctx) -> TokenInfo:
-        token = bearer_token(request.headers.get("authorization"))
-        challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
-        if token is None:
-            raise ApiError(401, "a bearer token is required", challenge)
-        caller = _authenticate(ctx, token)
-        invalid = {"WWW-Authenticate": 'Bearer realm="tokensync", error="invalid_token"'}
-        if caller is None:
-            raise ApiError(401, "invalid token", invalid)
-        if not is_admin_principal(caller.tokenable_type, ctx.settings.admin_types):
-            raise ApiError(
-                401, "not an admin token: the admin API admits admin principals only", invalid
-            )
-        if not any(holds(caller.abilities, a) for a in abilities):
-            raise ApiError(403, f"the token lacks the ability {' or '.join(map(repr, abilities))}")
-        return caller
-
-    _REQUIRED[check] = abilities
-    return check
-
-
-Issuer = Annotated[TokenInfo, Depends(require("tokens:issue"))]
-Rotator = Annotated[TokenInfo, Depends(require("tokens:rotate"))]
-Revoker = Annotated[TokenInfo, Depends(require("tokens:revoke"))]
-MassRevoker = Annotated[TokenInfo, Depends(require("revocations:mass"))]
-Reader = Annotated[TokenInfo, Depends(require("tokens:read"))]
-ReceiptReader = Annotated[
-    TokenInfo, Depends(require("tokens:read", "tokens:revoke", "revocations:mass"))
-]
-RegionReader = Annotated[TokenInfo, Depends(require("regions:read"))]
-
-
-def _may_mint(  # noqa: PLR0917 (the caller and the token it would produce)
-    ctx: _Context,
-    caller: TokenInfo,
-    action: Action,
-    target_type: str,
-    abilities: list[str],
-    expires_at: dt.datetime | None,
-) -> None:
-    denial = mint_denial(
-        caller.abilities,
-        action,
-        target_type,
-        abilities,
-        ctx.settings.admin_types,
-        caller.expires_at,
-        expires_at,
-    )
-    if denial is not None:
-        raise ApiError(403, denial)
-
-
 router = APIRouter()
 
 
-def _receipt_timeout(timeout: float = 10.0) -> float:
-    """The ``timeout`` query of a waiting mutation, checked before anything is committed
-    (NaN or an infinity is a 422; the rest is clamped to what a receipt wait allows)."""
-    return receipt_timeout(timeout)
-
-
-ReceiptTimeout = Annotated[float, Depends(_receipt_timeout)]
-
-
-def _mutation(ctx: _Context, mutation: Mutation, wait: bool, timeout: float) -> dict[str, Any]:
-    body: dict[str, Any] = mutation.to_json()
-    if wait:
-        receipt = wait_for_receipt(ctx.settings, ctx.store, mutation.seq, timeout_s=timeout)
-        body["receipt"] = receipt.to_json()
-        attach_complete_receipt(ctx.store.engine, mutation.audit_id, receipt)
-    return body
-
-
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
-
-
-def _audit(request: Request, caller: TokenInfo, reason: str | None) -> AuditContext:
-    """The audit context of an API call: the caller's token and principal, the request id."""
-    return AuditContext.api(
-        caller.id,
-        caller.tokenable_type,
-        caller.tokenable_id,
-        reason=reason,
-        request_id=str(request.state.request_id),
-    )
-
-
-def _mass_reason(reason: str | None, dry_run: bool) -> None:
-    if not dry_run and not audit_log.has_reason(reason):
-        raise UsageError("a mass revocation needs a reason (it is kept in the audit trail)")
 
 
 @router.get("/healthz", tags=["ops"])
@@ -266,14 +97,14 @@ def issue(body: IssueRequest, request: Request, ctx: Ctx, caller: Issuer) -> dic
         if seconds <= 0:
             raise UsageError("expires_in must be positive")
         expires_at = utcnow() + dt.timedelta(seconds=seconds)
-    _may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
+    may_mint(ctx, caller, Action.ISSUE, body.tokenable_type, body.abilities, expires_at)
     issued = ctx.store.issue(
         body.tokenable_type,
         body.tokenable_id,
         body.name,
         body.abilities,
         expires_at,
-        audit=_audit(request, caller, body.reason),
+        audit=audit_context(request, caller, body.reason),
     )
     return issued.to_json()
 
@@ -287,18 +118,12 @@ def list_tokens(
 
 
 @router.delete("/v1/tokens/{token_id}", tags=["revocation"])
-def revoke_token(  # noqa: PLR0917 (FastAPI: path, query and dependencies)
-    token_id: TokenIdPath,
-    request: Request,
-    ctx: Ctx,
-    caller: Revoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-    reason: str | None = None,
+def revoke_token(
+    token_id: TokenIdPath, revocation: Revocation, reason: str | None = None
 ) -> dict[str, Any]:
     """Revoke one token; ``wait=true`` returns the per-region receipt."""
-    mutation = ctx.store.revoke_token(token_id, audit=_audit(request, caller, reason))
-    return _mutation(ctx, mutation, wait, timeout)
+    store = revocation.ctx.store
+    return revocation.answer(store.revoke_token(token_id, audit=revocation.audit(reason)))
 
 
 @router.post("/v1/tokens/lookup", tags=["tokens"])
@@ -313,20 +138,14 @@ def lookup(body: TokenRef, ctx: Ctx, _caller: Reader) -> dict[str, Any]:
 
 
 @router.post("/v1/tokens/revoke", tags=["revocation"])
-def revoke_by_ref(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: RevokeRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: Revoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_by_ref(body: RevokeRequest, revocation: Revocation) -> dict[str, Any]:
     """Revoke the token named by its text or bare secret, its SHA-256 or its id."""
     from producer.lookup import find_token
 
-    info = find_token(ctx.store, text=body.token, token_hash=body.hash, token_id=body.id)
-    mutation = ctx.store.revoke_token(info.id, audit=_audit(request, caller, body.reason))
-    return {**_mutation(ctx, mutation, wait, timeout), "token_id": info.id}
+    store = revocation.ctx.store
+    info = find_token(store, text=body.token, token_hash=body.hash, token_id=body.id)
+    mutation = store.revoke_token(info.id, audit=revocation.audit(body.reason))
+    return {**revocation.answer(mutation), "token_id": info.id}
 
 
 @router.post("/v1/tokens/{token_id}/rotate", status_code=201, tags=["tokens"])
@@ -335,7 +154,7 @@ def rotate(
 ) -> dict[str, Any]:
     """A replacement token; the old one is revoked now or after ``grace``."""
     target = ctx.store.get(token_id)
-    _may_mint(
+    may_mint(
         ctx,
         caller,
         Action.ROTATE,
@@ -344,7 +163,7 @@ def rotate(
         target.expires_at,  # the replacement keeps the old token's expiry
     )
     grace = int(parse_duration(body.grace))
-    audit = _audit(request, caller, body.reason)
+    audit = audit_context(request, caller, body.reason)
     return ctx.store.rotate(token_id, grace, audit=audit).to_json()
 
 
@@ -353,77 +172,58 @@ def prune(
     request: Request, ctx: Ctx, caller: Revoker, hours: Annotated[int, Query(ge=0)] = 24
 ) -> dict[str, Any]:
     """Delete tokens expired at least ``hours`` ago (Sanctum's prune-expired)."""
-    mutation = ctx.store.prune_expired(hours, audit=_audit(request, caller, None))
+    mutation = ctx.store.prune_expired(hours, audit=audit_context(request, caller, None))
     return {"seq": mutation.seq, "removed": mutation.removed}
 
 
 @router.post("/v1/revocations/principal", tags=["revocation"])
-def revoke_principal(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: PrincipalRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_principal(body: PrincipalRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token of a principal (one epoch event); ``dry_run`` only counts."""
     from producer.dryrun import count_principal
 
+    store = revocation.ctx.store
     if body.dry_run:
-        return count_principal(ctx.store, body.tokenable_type, body.tokenable_id).to_json()
-    _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_principal(
-        body.tokenable_type, body.tokenable_id, audit=_audit(request, caller, body.reason)
+        return count_principal(store, body.tokenable_type, body.tokenable_id).to_json()
+    require_mass_reason(body.reason, body.dry_run)
+    mutation = store.revoke_principal(
+        body.tokenable_type, body.tokenable_id, audit=revocation.audit(body.reason)
     )
-    return _mutation(ctx, mutation, wait, timeout)
+    return revocation.answer(mutation)
 
 
 @router.post("/v1/revocations/ability", tags=["revocation"])
-def revoke_ability(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: AbilityRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_ability(body: AbilityRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token listing an ability (one epoch event); ``include_wildcard`` also
     revokes live ``*`` tokens one by one; ``dry_run`` only counts."""
     from producer.dryrun import count_ability
 
-    count = count_ability(ctx.store, body.ability)
+    store = revocation.ctx.store
+    count = count_ability(store, body.ability)
     if body.dry_run:
         return count.to_json()
-    _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_ability(
+    require_mass_reason(body.reason, body.dry_run)
+    mutation = store.revoke_ability(
         body.ability,
         include_wildcard=body.include_wildcard,
-        audit=_audit(request, caller, body.reason),
+        audit=revocation.audit(body.reason),
     )
-    result = _mutation(ctx, mutation, wait, timeout)
+    result = revocation.answer(mutation)
     result["wildcard_still_live"] = 0 if body.include_wildcard else count.wildcard_total
     result["wildcard_by_type"] = count.wildcard_by_type
     return result
 
 
 @router.post("/v1/revocations/all", tags=["revocation"])
-def revoke_all(  # noqa: PLR0917 (FastAPI: body, query and dependencies)
-    body: AllRequest,
-    request: Request,
-    ctx: Ctx,
-    caller: MassRevoker,
-    timeout: ReceiptTimeout,
-    wait: bool = False,
-) -> dict[str, Any]:
+def revoke_all(body: AllRequest, revocation: MassRevocation) -> dict[str, Any]:
     """Revoke every token issued before a time, never a future one (one epoch event)."""
     from producer.dryrun import count_all
 
     instant = parse_instant(body.before)
+    store = revocation.ctx.store
     if body.dry_run:
-        return count_all(ctx.store, instant).to_json()
-    _mass_reason(body.reason, body.dry_run)
-    mutation = ctx.store.revoke_all(instant, audit=_audit(request, caller, body.reason))
-    return _mutation(ctx, mutation, wait, timeout)
+        return count_all(store, instant).to_json()
+    require_mass_reason(body.reason, body.dry_run)
+    return revocation.answer(store.revoke_all(instant, audit=revocation.audit(body.reason)))
 
 
 @router.get("/v1/receipts/{seq}", tags=["revocation"])
@@ -479,76 +279,19 @@ def _status_of(exc: TokenSyncError) -> int:
     return 503 if isinstance(exc, StoreError) else 500
 
 
-#: The OpenAPI security scheme every admin route names (``/docs``: the Authorize button).
-_SCHEME = "adminToken"
-
-_DESCRIPTION = """Sanctum-compatible tokens, revoked in every region in milliseconds.
-
-**Authentication.** Every route but `/healthz` and `/metrics` needs
-`Authorization: Bearer <token>`, the token of an *admin principal* (a `tokenable_type`
-listed in `TOKENSYNC_ADMIN_TYPES`, default `tokensync`) holding the route's ability
-(each operation names it; `*` holds them all). Make the first one with the CLI:
-`tokensync token issue --type tokensync --id 1 --name root --ability '*'`; on `/docs` press
-**Authorize** and paste it. An end user's token gets 401 whatever its abilities."""
-
-
-def _abilities_of(dependant: Dependant) -> tuple[str, ...]:
-    """The abilities a route's ``require`` dependency admits (empty: an open route)."""
-    for dependency in dependant.dependencies:
-        found = _REQUIRED.get(dependency.call) if dependency.call else None
-        if found:
-            return found
-        if nested := _abilities_of(dependency):
-            return nested
-    return ()
-
-
-def _openapi_with_auth(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the bearer scheme, named by every admin route, and each admin
-    route's required ability at the end of its description."""
-    if app.openapi_schema is not None:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    schema.setdefault("components", {})["securitySchemes"] = {
-        _SCHEME: {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "The token of an admin principal (`TOKENSYNC_ADMIN_TYPES`).",
-        }
-    }
-    for route in router.routes:  # the API's own routes (FastAPI may nest them in app.routes)
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        abilities = _abilities_of(route.dependant)
-        if not abilities:
-            continue
-        needed = " or ".join(f"`{a}`" for a in abilities)
-        for method in route.methods or ():
-            operation = schema["paths"][route.path_format][method.lower()]
-            operation["security"] = [{_SCHEME: []}]
-            described = operation.get("description", "").rstrip()
-            operation["description"] = (
-                f"{described}\n\nRequired ability: {needed} (or `*`) on an admin token."
-            ).lstrip()
-    app.openapi_schema = schema
-    return schema
-
-
 def create_app(settings: Settings, store: TokenStore) -> FastAPI:
     """The API over ``store``; ``settings`` name the regions receipts ask. ``/docs`` and
     ``/redoc`` serve Swagger UI and ReDoc from the installed package (no CDN)."""
     app = FastAPIOffline(
         title="tokensync token store",
         version="1",
-        description=_DESCRIPTION,
+        description=DESCRIPTION,
         static_url="/docs-static",
         # no badge from the public validator: the page reaches this API only
         swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
     )
-    app.openapi = lambda: _openapi_with_auth(app)  # type: ignore[method-assign]
-    app.state.tokensync = _Context(settings, store)
+    app.openapi = lambda: openapi_with_auth(app, router)  # type: ignore[method-assign]
+    app.state.tokensync = ApiContext(settings, store)
 
     @app.middleware("http")
     async def _request_id(

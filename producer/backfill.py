@@ -22,24 +22,21 @@ import pwd
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import sqlalchemy as sa
 
 from producer import audit as audit_log
 from producer import triggers_mysql, txmarks
 from producer.audit import AuditContext
-from producer.models import StateRow
-from producer.outbox import db_now_ms
+from producer.clock import db_now_ms
+from producer.models import META, OUTBOX, PAT, STATE
 from producer.schema import write_transaction
-from producer.store import META, OUTBOX, PAT
 from shared.logs import get_logger
 
 __all__ = ["BackfillResult", "backfill", "mark_pending", "pending_rows", "pending_since_ms"]
 
 log = get_logger(__name__)
 
-STATE = cast(sa.Table, StateRow.__table__)
 PENDING = "backfill_pending_since_ms"
 # pg_advisory_xact_lock key of backfill batches: "backfill" as a 63-bit number.
 _PG_LOCK = int.from_bytes(b"backfill", "big") >> 1

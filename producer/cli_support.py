@@ -13,7 +13,9 @@ from typing import Any, NoReturn
 
 import click
 
-from producer.store import MAX_ID, Mutation, TokenStore
+from producer.inputs import MAX_ID
+from producer.records import Mutation
+from producer.store import TokenStore
 from shared.cli import CliContext, emit
 from shared.errors import NotFoundError, TokenSyncError, UsageError
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from producer.receipts import wait_for_receipt
-from producer.store import IssuedToken, TokenStore
+from producer.records import IssuedToken
+from producer.store import TokenStore
 from shared.errors import TokenSyncError
 from shared.keys import RedisKeys
 from shared.settings import Settings

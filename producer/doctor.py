@@ -12,61 +12,29 @@ the token topic's ``cleanup.policy``, replication factor and ``min.insync.replic
 
 from __future__ import annotations
 
-import enum
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-import redis
 import sqlalchemy as sa
 
 from producer import triggers_mysql
-from producer.outbox import db_now_ms, oldest_unpublished_ms, unpublished_count
+from producer.clock import db_now_ms
+from producer.doctor_kafka import kafka_checks
+from producer.doctor_regions import (
+    clock_check,
+    region_checks,
+    region_clock_checks,
+    region_signers_checks,
+    signers_check,
+)
+from producer.doctor_report import CLOCK_WARN_MS, Check, Outcome, exit_code
+from producer.outbox import oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
-from shared.keys import SIGNERS_FRESH_S, RedisKeys, SignerField, Topics
-from shared.region_state import read_region_state
 from shared.settings import Region, Settings
 
 __all__ = ["Check", "Outcome", "clock_check", "exit_code", "run_checks", "signers_check"]
-
-CLOCK_WARN_MS = 250  # skew that eats into the staleness budget
-
-
-class Outcome(enum.StrEnum):
-    """How one check ended."""
-
-    PASS = "pass"  # noqa: S105 - an outcome, not a password
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check's answer."""
-
-    name: str
-    outcome: Outcome
-    detail: str
-    fix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form ``doctor --json`` prints."""
-        return {
-            "check": self.name,
-            "outcome": str(self.outcome),
-            "detail": self.detail,
-            "fix": self.fix,
-        }
-
-
-def exit_code(checks: list[Check]) -> int:
-    """0 when all pass, 1 on a warning, 2 on a failure."""
-    outcomes = {c.outcome for c in checks}
-    return 2 if Outcome.FAIL in outcomes else 1 if Outcome.WARN in outcomes else 0
 
 
 def run_checks(settings: Settings, store: TokenStore) -> list[Check]:
@@ -75,12 +43,14 @@ def run_checks(settings: Settings, store: TokenStore) -> list[Check]:
     checks += _guard("store", lambda: _store_checks(settings, store))
     checks += _guard("signing keys", lambda: _keyring_checks(settings))
     for region in all_regions(settings, store):
-        checks += _guard(f"region {region.name}", _bind(_region_checks, settings, region))
-        checks += _guard(f"region {region.name} clock", _bind(_clock(store), settings, region))
+        checks += _guard(f"region {region.name}", _bind(region_checks, settings, region))
         checks += _guard(
-            f"region {region.name} signing keys", _bind(_signers_checks, settings, region)
+            f"region {region.name} clock", _bind(region_clock_checks(store), settings, region)
         )
-    checks += _guard("kafka", lambda: _kafka_checks(settings))
+        checks += _guard(
+            f"region {region.name} signing keys", _bind(region_signers_checks, settings, region)
+        )
+    checks += _guard("kafka", lambda: kafka_checks(settings))
     return checks
 
 
@@ -102,113 +72,6 @@ def _keyring_checks(settings: Settings) -> list[Check]:
             f"signing with {settings.signing_key_id}",
         )
     ]
-
-
-def _offset_ms(read_ms: Callable[[], float]) -> float:
-    """A remote clock minus this host's, sampled at the middle of the round trip."""
-    before = time.time() * 1000
-    remote = read_ms()
-    after = time.time() * 1000
-    return remote - (before + after) / 2
-
-
-def clock_check(name: str, skew_ms: float, allowance_s: float) -> Check:
-    """The answer for a region clock ``skew_ms`` from the store's (signed: region ahead)."""
-    allowance_ms = allowance_s * 1000
-    side = "ahead of" if skew_ms >= 0 else "behind"
-    detail = (
-        f"region clock {abs(skew_ms):.0f} ms {side} the store's "
-        f"(allowance {allowance_s:g} s, TOKENSYNC_CLOCK_SKEW_ALLOWANCE)"
-    )
-    if abs(skew_ms) > allowance_ms:
-        return Check(
-            f"{name} clock",
-            Outcome.FAIL,
-            detail + ": expiry, epochs and heartbeats are judged on the wrong time",
-            "synchronise the Redis host and the database host with NTP",
-        )
-    if abs(skew_ms) > min(CLOCK_WARN_MS, allowance_ms / 2):
-        return Check(f"{name} clock", Outcome.WARN, detail, "synchronise both with NTP")
-    return Check(f"{name} clock", Outcome.PASS, detail)
-
-
-def _clock(store: TokenStore) -> Callable[[Settings, Region], list[Check]]:
-    def check(settings: Settings, region: Region) -> list[Check]:
-        with store.engine.connect() as conn:
-            store_off = _offset_ms(lambda: float(db_now_ms(conn)))
-        client = redis.Redis.from_url(region.redis_url, socket_timeout=3.0)
-        try:
-
-            def redis_ms() -> float:
-                seconds, micros = client.time()
-                return seconds * 1000 + micros / 1000
-
-            region_off = _offset_ms(redis_ms)
-        finally:
-            client.close()
-        skew = region_off - store_off
-        return [clock_check(f"region {region.name}", skew, settings.clock_skew_allowance_s)]
-
-    return check
-
-
-def signers_check(name: str, keyring: list[str], entries: dict[str, Any], now_ms: int) -> Check:
-    """The answer for a region whose workers recorded ``entries`` (instance -> JSON text
-    ``{"kids": [...], "t": ms}``), given the relay's key ids."""
-    check = f"{name} signing keys"
-    fresh: dict[str, set[str]] = {}
-    for instance, raw in entries.items():
-        try:
-            entry = json.loads(raw)
-            seen = int(entry[SignerField.TIME])
-            kids = {str(k) for k in entry[SignerField.KEY_IDS]}
-        except (ValueError, TypeError, KeyError):
-            continue
-        if now_ms - seen <= SIGNERS_FRESH_S * 1000:
-            fresh[instance] = kids
-    if not fresh:
-        return Check(
-            check,
-            Outcome.FAIL,
-            f"no worker recorded its signing keys in the last {SIGNERS_FRESH_S:g} s",
-            "start its worker (tokensync worker) at this version",
-        )
-    lacking = {
-        instance: sorted(set(keyring) - kids)
-        for instance, kids in sorted(fresh.items())
-        if set(keyring) - kids
-    }
-    if lacking:
-        said = "; ".join(f"{inst} lacks {', '.join(ids)}" for inst, ids in lacking.items())
-        missing = sorted({k for ids in lacking.values() for k in ids})
-        return Check(
-            check,
-            Outcome.FAIL,
-            f"{said}: records signed with {', '.join(missing)} are dead-lettered there",
-            "give the region's workers the relay's TOKENSYNC_SIGNING_KEYS and restart them",
-        )
-    return Check(
-        check,
-        Outcome.PASS,
-        f"{len(fresh)} worker(s) verify every key of the relay ({', '.join(keyring)})",
-    )
-
-
-def _signers_checks(settings: Settings, region: Region) -> list[Check]:
-    client = redis.Redis.from_url(region.redis_url, socket_timeout=3.0)
-    try:
-        raw = client.hgetall(RedisKeys(settings.redis_namespace).signers)
-        seconds, micros = client.time()
-    finally:
-        client.close()
-    entries = {
-        (k.decode() if isinstance(k, bytes) else str(k)): (
-            v.decode() if isinstance(v, bytes) else str(v)
-        )
-        for k, v in raw.items()
-    }
-    now_ms = int(seconds * 1000 + micros // 1000)
-    return [signers_check(f"region {region.name}", sorted(settings.signing_keys), entries, now_ms)]
 
 
 def _bind(
@@ -299,166 +162,3 @@ def _store_checks(settings: Settings, store: TokenStore) -> list[Check]:
 def _mysql_can_drop(conn: sa.Connection) -> bool:
     grants = " ".join(str(row[0]).upper() for row in conn.execute(sa.text("SHOW GRANTS")))
     return "ALL PRIVILEGES" in grants or "DROP" in grants
-
-
-def _region_checks(settings: Settings, region: Region) -> list[Check]:
-    name = f"region {region.name}"
-    client = redis.Redis.from_url(region.redis_url, socket_timeout=3.0)
-    try:
-        state = read_region_state(client, RedisKeys(settings.redis_namespace), region.name)
-        checks = [_eviction(name, client), _persistence(name, client)]
-    finally:
-        client.close()
-    fresh = state.freshness_s()
-    if not state.reachable:
-        checks.append(
-            Check(f"{name} ready", Outcome.FAIL, f"unreachable: {state.error}", "start its Redis")
-        )
-    elif not state.ready:
-        checks.append(
-            Check(f"{name} ready", Outcome.FAIL, "not ready", "start its worker (tokensync worker)")
-        )
-    elif fresh is None or fresh > settings.staleness_budget_s:
-        seen = "no heartbeat" if fresh is None else f"last heartbeat {fresh:.1f} s old"
-        checks.append(
-            Check(
-                f"{name} fresh",
-                Outcome.FAIL,
-                f"{seen} (budget {settings.staleness_budget_s:g} s)",
-                "check the relay, its store triggers (tokensync doctor) and the worker",
-            )
-        )
-    else:
-        checks.append(Check(f"{name} ready", Outcome.PASS, f"ready, heartbeat {fresh:.1f} s old"))
-    return checks
-
-
-def _config(client: redis.Redis, key: str) -> str | None:
-    try:
-        raw = client.config_get(key)
-    except redis.ResponseError:
-        return None  # CONFIG is disabled (managed Redis)
-    value = raw.get(key)
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _eviction(name: str, client: redis.Redis) -> Check:
-    policy = _config(client, "maxmemory-policy")
-    if policy is None:
-        return Check(
-            f"{name} eviction",
-            Outcome.WARN,
-            "CONFIG GET is refused: maxmemory-policy unknown",
-            "make sure maxmemory-policy is noeviction",
-        )
-    if policy != "noeviction":
-        return Check(
-            f"{name} eviction",
-            Outcome.FAIL,
-            f"maxmemory-policy {policy}: Redis may evict revocations and un-revoke tokens",
-            "CONFIG SET maxmemory-policy noeviction (and in redis.conf)",
-        )
-    return Check(f"{name} eviction", Outcome.PASS, "maxmemory-policy noeviction")
-
-
-def _persistence(name: str, client: redis.Redis) -> Check:
-    aof, save = _config(client, "appendonly"), _config(client, "save")
-    if aof is None and save is None:
-        return Check(f"{name} persistence", Outcome.WARN, "CONFIG GET is refused", "")
-    if aof == "yes" or save:
-        return Check(f"{name} persistence", Outcome.PASS, f"appendonly {aof}, save '{save}'")
-    # Safe either way (an emptied cache is not ready, never "nothing revoked"): only
-    # availability after a restart depends on it.
-    return Check(
-        f"{name} persistence",
-        Outcome.PASS,
-        "no AOF, no RDB snapshots: after a restart the region answers unavailable until "
-        "its worker rebuilds it from the topic",
-        "CONFIG SET appendonly yes, for availability after restarts",
-    )
-
-
-def _kafka_checks(settings: Settings) -> list[Check]:
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-
-    topic = Topics(settings.topic_prefix).tokens
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="tokensync-doctor",
-        request_timeout_ms=5000,
-    )
-    try:
-        described = admin.describe_topics([topic])
-        brokers = len(admin.describe_cluster().get("brokers", []))
-        configs = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
-        )
-    finally:
-        admin.close()
-    partitions = [p for t in described for p in t.get("partitions") or []]
-    if not partitions:
-        return [Check("kafka topic", Outcome.FAIL, f"{topic} does not exist", "start the relay")]
-    values = _topic_values(configs)
-    checks = []
-    policy = values.get("cleanup.policy", "")
-    checks.append(
-        Check("kafka cleanup.policy", Outcome.PASS, f"{topic}: {policy}")
-        if "compact" in policy.split(",")
-        else Check(
-            "kafka cleanup.policy",
-            Outcome.FAIL,
-            f"{topic}: cleanup.policy {policy or 'unknown'}: deleted segments lose grants, "
-            "revocations and epochs a new region needs",
-            f"kafka-configs --alter --topic {topic} --add-config cleanup.policy=compact",
-        )
-    )
-    replicas = min(len(p.get("replicas") or []) for p in partitions)
-    isr = int(values.get("min.insync.replicas", "1") or 1)
-    if brokers <= 1:
-        checks.append(
-            Check(
-                "kafka replication", Outcome.PASS, f"single broker: replication factor {replicas}"
-            )
-        )
-    elif replicas < 3 or isr < 2:
-        checks.append(
-            Check(
-                "kafka replication",
-                Outcome.WARN,
-                f"replication factor {replicas}, min.insync.replicas {isr} on {brokers} brokers",
-                "replication factor 3 and min.insync.replicas 2",
-            )
-        )
-    else:
-        checks.append(
-            Check(
-                "kafka replication", Outcome.PASS, f"replication factor {replicas}, min ISR {isr}"
-            )
-        )
-    return checks
-
-
-def _topic_values(configs: Any) -> dict[str, str]:
-    """``{key: value}`` from describe_configs' nested answer (shapes differ by version)."""
-    found: dict[str, str] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if (
-                    isinstance(key, str)
-                    and "." in key
-                    and isinstance(value, dict)
-                    and "value" in value
-                ):
-                    found[key] = str(value["value"] or "")
-                elif isinstance(key, str) and "." in key and isinstance(value, str):
-                    found[key] = value
-                else:
-                    walk(value)
-        elif isinstance(node, list | tuple):
-            for item in node:
-                walk(item)
-
-    walk(configs)
-    return found

@@ -14,15 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from producer.store import (
-    FUTURE_SKEW_MS,
-    PAT,
-    TokenStore,
-    ability_candidates,
-    live_condition,
-    to_ms,
-    utcnow,
-)
+from producer.clock import to_ms, utcnow
+from producer.epochs import FUTURE_SKEW_MS, ability_candidates, live_condition
+from producer.models import PAT
+from producer.store import TokenStore
 from producer.tokens import decode_abilities
 from shared.errors import UsageError
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope

@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from producer.store import TokenInfo, TokenStore
+from producer.records import TokenInfo
+from producer.store import TokenStore
 from shared.errors import NotFoundError, UsageError
 from shared.keys import RedisKeys
 from shared.settings import Region, Settings

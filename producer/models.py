@@ -9,7 +9,7 @@ per-token issue times and the registered regions.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -19,6 +19,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from producer.store_zone import from_store, to_store, zone_of
 
 __all__ = [
+    "AUDIT",
+    "EPOCHS",
+    "META",
+    "OUTBOX",
+    "PAT",
+    "RECEIPTS",
+    "REGIONS",
+    "STATE",
     "AuditMarker",
     "AuditReceipt",
     "AuditRecord",
@@ -242,3 +250,14 @@ class AuditMarker(Base):
     __tablename__ = "tokensync_audit_marker"
 
     id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+
+
+# The tables as SQLAlchemy Core sees them: what queries are written against.
+PAT = cast(sa.Table, PersonalAccessToken.__table__)
+OUTBOX = cast(sa.Table, OutboxRow.__table__)
+EPOCHS = cast(sa.Table, Epoch.__table__)
+META = cast(sa.Table, TokenMeta.__table__)
+REGIONS = cast(sa.Table, RegionRow.__table__)
+STATE = cast(sa.Table, StateRow.__table__)
+AUDIT = cast(sa.Table, AuditRecord.__table__)
+RECEIPTS = cast(sa.Table, AuditReceipt.__table__)

@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 
 from producer import triggers_mysql
-from producer.store import OUTBOX
+from producer.models import OUTBOX
 from producer.tokens import decode_abilities
 from shared.events import MAX_RECORD_BYTES, EpochEvent, TokenEvent, TokenOp, encode
 
@@ -28,7 +28,6 @@ __all__ = [
     "BadRowError",
     "Encoded",
     "Published",
-    "db_now_ms",
     "deny",
     "encode_row",
     "fetch_unpublished",
@@ -79,20 +78,6 @@ _COLUMNS = [
     c if c.name not in ("expires_at", "row_created_at") else sa.cast(c, sa.Text).label(c.name)
     for c in OUTBOX.c
 ]
-
-
-def db_now_ms(conn: sa.Connection) -> int:
-    """The database's clock in milliseconds: the clock the triggers stamp rows with."""
-    if conn.dialect.name == "postgresql":
-        expr = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-    elif conn.dialect.name in triggers_mysql.DIALECTS:
-        expr = f"SELECT {triggers_mysql.NOW_MS}"
-    else:
-        expr = (
-            "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000"
-            " + CAST(substr(strftime('%f','now'), 4) AS INTEGER)"
-        )
-    return int(conn.execute(sa.text(expr)).scalar_one())
 
 
 def fetch_unpublished(conn: sa.Connection, limit: int) -> list[sa.Row[tuple[object, ...]]]:

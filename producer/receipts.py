@@ -24,7 +24,8 @@ from typing import Any
 
 import redis
 
-from producer.store import OutboxPosition, TokenStore
+from producer.records import OutboxPosition
+from producer.store import TokenStore
 from shared.errors import UsageError
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, sync_near_caches

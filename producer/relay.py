@@ -6,7 +6,8 @@ Heartbeats go into every partition at least every ``heartbeat_interval_s``, stam
 with the store's clock held back by the oldest unpublished row (``certified_ms``):
 a heartbeat stamped T certifies that every change committed before T was published,
 so a region never looks fresher than what it holds, during a backlog or a backfill.
-While Kafka is down the outbox grows and the relay retries with backoff.
+While Kafka is down the outbox grows and the relay retries with backoff; every second it
+sets the ``tokensync_relay_backlog_records`` gauge to the outbox rows not yet published.
 Every second the relay checks that the outbox triggers are in place; while one is
 missing it logs ``store_triggers_missing`` and certifies nothing newer than the last
 check that found them (``tokensync store repair`` reinstalls them).
@@ -23,19 +24,19 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from producer.backfill import pending_since_ms
+from producer.clock import db_now_ms
 from producer.outbox import (
     BadRowError,
     Encoded,
     Published,
-    db_now_ms,
     deny,
     encode_row,
     fetch_unpublished,
     mark_published,
     oldest_unpublished_ms,
-    unpublished_count,
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
+from producer.relay_backlog import count_backlog, count_backlog_until
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
@@ -43,7 +44,6 @@ from shared.errors import PublishError, StoreError
 from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
 from shared.metrics import (
-    RELAY_BACKLOG,
     RELAY_DENIED,
     RELAY_LATENCY,
     RELAY_PUBLISHED,
@@ -71,6 +71,7 @@ class RelayOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
     trigger_check_interval_s: float = 1.0
+    backlog_interval_s: float = 1.0
 
 
 class Relay:
@@ -316,6 +317,13 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
         backoff = self._options.backoff_initial_s
+        counter = threading.Thread(  # a thread of its own: see producer.relay_backlog
+            target=count_backlog_until,
+            args=(self._engine, stop, self._options.backlog_interval_s),
+            name="relay-backlog",
+            daemon=True,
+        )
+        counter.start()
         log.info(
             "relay_started",
             batch_size=self._options.batch_size,
@@ -353,11 +361,10 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
+        counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)
 
     def backlog(self) -> int:
-        """Unpublished outbox rows (also exported as a gauge)."""
-        with self._engine.connect() as conn:
-            count = unpublished_count(conn)
-        RELAY_BACKLOG.set(count)
-        return count
+        """Unpublished outbox rows, also set as the ``tokensync_relay_backlog_records``
+        gauge (``run`` counts every ``backlog_interval_s``, whether Kafka answers or not)."""
+        return count_backlog(self._engine)

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from producer import audit_triggers, triggers
 from producer.audit import AuditContext
 from producer.backfill import backfill, mark_pending
-from producer.store import Mutation, TokenStore
+from producer.records import Mutation
+from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
 from shared.errors import StoreError
 

@@ -15,13 +15,13 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import sqlalchemy as sa
 
-from producer.models import Epoch, PersonalAccessToken, TokenMeta
-from producer.outbox import db_now_ms
-from producer.store import TokenInfo, TokenStore, to_ms
+from producer.clock import db_now_ms, to_ms
+from producer.models import EPOCHS, META, PAT
+from producer.records import TokenInfo
+from producer.store import TokenStore
 from producer.tokens import decode_abilities
 from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.rules import Mode, TokenRecord, epoch_scopes, judge
@@ -29,10 +29,6 @@ from shared.tokenformat import parse_presented
 from shared.validator import Policy
 
 __all__ = ["StoredToken", "authenticated_token", "check_stored_token", "read_stored_token"]
-
-_PAT = cast(sa.Table, PersonalAccessToken.__table__)
-_META = cast(sa.Table, TokenMeta.__table__)
-_EPOCHS = cast(sa.Table, Epoch.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +49,13 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
     parsed = parse_presented(token)
     if parsed is None:
         return None
-    query = sa.select(_PAT, _META.c.issued_at_ms).select_from(
-        _PAT.outerjoin(_META, _META.c.token_id == _PAT.c.id)
+    query = sa.select(PAT, META.c.issued_at_ms).select_from(
+        PAT.outerjoin(META, META.c.token_id == PAT.c.id)
     )
     if parsed.token_id is None:
-        query = query.where(_PAT.c.token == parsed.token_hash)
+        query = query.where(PAT.c.token == parsed.token_hash)
     else:
-        query = query.where(_PAT.c.id == parsed.token_id)
+        query = query.where(PAT.c.id == parsed.token_id)
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
         if row is None or not secrets.compare_digest(str(row.token), parsed.token_hash):
@@ -68,7 +64,7 @@ def read_stored_token(store: TokenStore, token: str) -> StoredToken | None:
         owner = row.tokenable_id if isinstance(row.tokenable_id, int) else str(row.tokenable_id)
         scopes = epoch_scopes(str(row.tokenable_type), owner, abilities)
         epoch = conn.execute(
-            sa.select(sa.func.max(_EPOCHS.c.before_ms)).where(_EPOCHS.c.scope.in_(scopes))
+            sa.select(sa.func.max(EPOCHS.c.before_ms)).where(EPOCHS.c.scope.in_(scopes))
         ).scalar_one()
         store_now_ms = db_now_ms(conn)
     created_ms = None if row.created_at is None else to_ms(row.created_at)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from producer.store import PAT
+from producer.models import PAT
 from shared.errors import EventDecodeError, PublishError, SignatureError
 from shared.events import Keyring
 from shared.logs import get_logger

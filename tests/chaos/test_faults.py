@@ -12,7 +12,7 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from producer.store import IssuedToken
+from producer.records import IssuedToken
 from shared.events import Keyring, TokenEvent, TokenOp, encode
 from shared.keys import Topics
 from shared.validator import Outcome, Policy, Validator
@@ -245,7 +245,7 @@ def test_a_broker_outage_during_5000_revocations_then_every_receipt_completes(
 def _bulk_issue(pipeline: Pipeline, count: int) -> list[int]:
     import sqlalchemy as sa
 
-    from producer.store import utcnow
+    from producer.clock import utcnow
     from shared.tokenformat import hash_token
 
     now = utcnow()

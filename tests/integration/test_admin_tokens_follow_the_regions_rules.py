@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from producer.api import create_app
-from producer.store import TokenStore, utcnow
+from producer.clock import utcnow
+from producer.store import TokenStore
 from shared.settings import Settings
 from tests.http_helpers import serving
 

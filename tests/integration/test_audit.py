@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from producer.api import create_app
 from producer.audit import AuditContext, read
-from producer.store import TokenStore, utcnow
+from producer.clock import utcnow
+from producer.store import TokenStore
 from shared.errors import NotFoundError
 from tests.cli_helpers import run_cli
 from tests.harness import Pipeline

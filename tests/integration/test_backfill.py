@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.models import PersonalAccessToken
 from producer.schema import create_engine, migrate
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from shared.events import TokenEvent, TokenOp
 from shared.keys import Topics
 from tests.kafka_helpers import kafka_connector, read_topic, running_relay

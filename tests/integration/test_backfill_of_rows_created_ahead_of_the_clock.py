@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from producer import audit as audit_log
+from producer.clock import utcnow
 from producer.models import PersonalAccessToken
 from producer.schema import create_engine, migrate
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.token_check import read_stored_token
 from shared.tokenformat import checksum, hash_token
 

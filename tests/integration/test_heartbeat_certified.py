@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from producer.outbox import db_now_ms, unpublished_count
+from producer.clock import db_now_ms, utcnow
+from producer.outbox import unpublished_count
 from producer.relay import Relay, RelayOptions
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.wakeup import waker_for
 from shared.events import Heartbeat, TokenEvent, encode
 from shared.keys import Topics

@@ -17,9 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from producer.api import create_app
+from producer.clock import utcnow
 from producer.fallback import StoreFallback
+from producer.models import PAT
 from producer.outbox import fetch_unpublished, row_to_event
-from producer.store import PAT, TokenStore, utcnow
+from producer.store import TokenStore
 from producer.token_check import check_stored_token
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
 from shared.rules import Mode

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from producer.store import OUTBOX
+from producer.models import OUTBOX
 from shared.outcomes import Outcome
 from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for

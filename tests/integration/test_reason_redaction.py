@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from producer import audit as audit_log
 from producer.audit import AuditContext
-from producer.store import TokenStore, utcnow
+from producer.clock import utcnow
+from producer.store import TokenStore
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"

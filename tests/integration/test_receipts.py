@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from producer.api import create_app
 from producer.kafka_io import KafkaAdmin
 from producer.receipts import Receipt, RegionOutcome, wait_for_receipt
+from producer.records import Mutation
 from producer.relay import partition_for
-from producer.store import Mutation, TokenStore
+from producer.store import TokenStore
 from shared.errors import UsageError
 from shared.events import ability_scope
 from shared.keys import RedisKeys

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewPartitions
 
 from producer.kafka_io import KafkaAdmin
-from producer.store import IssuedToken
+from producer.records import IssuedToken
 from shared.cli import root
 from shared.events import Heartbeat, TokenEvent, TokenOp, encode
 from shared.keys import RedisKeys, Topics

@@ -8,9 +8,10 @@ from collections import defaultdict
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.outbox import unpublished_count
 from producer.relay import RelayOptions
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.tokens import parse_token
 from shared.events import EpochEvent, Heartbeat, TokenEvent, TokenOp, principal_scope
 from shared.keys import Topics

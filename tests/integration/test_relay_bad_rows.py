@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.outbox import unpublished_count
 from producer.relay import RelayOptions
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from shared.errors import UsageError
 from shared.events import Heartbeat, TokenEvent, TokenOp
 from shared.keys import Topics

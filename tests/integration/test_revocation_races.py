@@ -10,7 +10,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from producer.store import Mutation, TokenStore, utcnow
+from producer.clock import utcnow
+from producer.records import Mutation
+from producer.store import TokenStore
 from shared.events import principal_scope
 from tests.kafka_helpers import wait_for
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.schema import create_engine, migrate
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from tests.integration.test_revocation_races import assert_deleted_silently_iff_covered
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.schema import create_engine
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.tokens import has_valid_checksum, hash_token, parse_token
 from shared.errors import NotFoundError, UsageError
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope

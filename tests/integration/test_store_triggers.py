@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
+from producer.clock import utcnow
 from producer.publisher import EventPublisher
 from producer.relay import Relay, RelayOptions
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
 from producer.triggers import drop_statements, install_statements
 from producer.wakeup import waker_for

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from producer.clock import utcnow
 from producer.dryrun import count_ability
-from producer.store import TokenStore, utcnow
+from producer.store import TokenStore
 from producer.tokens import decode_abilities
 
 pytestmark = pytest.mark.integration

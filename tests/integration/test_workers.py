@@ -13,7 +13,7 @@ import redis
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from producer.store import utcnow
+from producer.clock import utcnow
 from producer.tokens import hash_token
 from shared.events import (
     EpochEvent,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from gate.app import Gate, GateRequest
 from gate.metrics import GateMetrics
-from producer import api
+from producer import api_deps
 from producer.authz import grants_admin_power, holds
 from shared.abilities import WILDCARD, grants
 from shared.asgi import TokenAuthMiddleware, requires
@@ -79,10 +79,10 @@ def _admin_api_reads(header: str | None) -> str | None:
         seen.append(token)
 
     with (
-        mock.patch.object(api, "_authenticate", authenticate),
-        pytest.raises(api.ApiError) as refused,
+        mock.patch.object(api_deps, "authenticate", authenticate),
+        pytest.raises(api_deps.ApiError) as refused,
     ):
-        api.require("tokens:read")(request, mock.Mock())
+        api_deps.require("tokens:read")(request, mock.Mock())
     assert 401 == refused.value.status
     return seen[0] if seen else None
 
@@ -147,7 +147,7 @@ def _modules() -> list[Path]:
 
 # (module): why it still tests for the wildcard itself
 WILDCARD_ELSEWHERE = {
-    "producer/store.py": "finds wildcard rows for a SQL query (the store is split this round)",
+    "producer/epochs.py": "finds wildcard rows for a SQL query (wildcard_token_ids)",
 }
 
 

@@ -1,0 +1,99 @@
+"""``tokensync doctor``'s checks of the token topic: ``cleanup.policy``, replication
+factor and ``min.insync.replicas``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producer.doctor_report import Check, Outcome
+from shared.keys import Topics
+from shared.settings import Settings
+
+__all__ = ["kafka_checks"]
+
+
+def kafka_checks(settings: Settings) -> list[Check]:
+    """The token topic as the brokers describe it: compacted, replicated, durable."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    topic = Topics(settings.topic_prefix).tokens
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="tokensync-doctor",
+        request_timeout_ms=5000,
+    )
+    try:
+        described = admin.describe_topics([topic])
+        brokers = len(admin.describe_cluster().get("brokers", []))
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+    finally:
+        admin.close()
+    partitions = [p for t in described for p in t.get("partitions") or []]
+    if not partitions:
+        return [Check("kafka topic", Outcome.FAIL, f"{topic} does not exist", "start the relay")]
+    values = _topic_values(configs)
+    checks = []
+    policy = values.get("cleanup.policy", "")
+    checks.append(
+        Check("kafka cleanup.policy", Outcome.PASS, f"{topic}: {policy}")
+        if "compact" in policy.split(",")
+        else Check(
+            "kafka cleanup.policy",
+            Outcome.FAIL,
+            f"{topic}: cleanup.policy {policy or 'unknown'}: deleted segments lose grants, "
+            "revocations and epochs a new region needs",
+            f"kafka-configs --alter --topic {topic} --add-config cleanup.policy=compact",
+        )
+    )
+    replicas = min(len(p.get("replicas") or []) for p in partitions)
+    isr = int(values.get("min.insync.replicas", "1") or 1)
+    if brokers <= 1:
+        checks.append(
+            Check(
+                "kafka replication", Outcome.PASS, f"single broker: replication factor {replicas}"
+            )
+        )
+    elif replicas < 3 or isr < 2:
+        checks.append(
+            Check(
+                "kafka replication",
+                Outcome.WARN,
+                f"replication factor {replicas}, min.insync.replicas {isr} on {brokers} brokers",
+                "replication factor 3 and min.insync.replicas 2",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "kafka replication", Outcome.PASS, f"replication factor {replicas}, min ISR {isr}"
+            )
+        )
+    return checks
+
+
+def _topic_values(configs: Any) -> dict[str, str]:
+    """``{key: value}`` from describe_configs' nested answer (shapes differ by version)."""
+    found: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if (
+                    isinstance(key, str)
+                    and "." in key
+                    and isinstance(value, dict)
+                    and "value" in value
+                ):
+                    found[key] = str(value["value"] or "")
+                elif isinstance(key, str) and "." in key and isinstance(value, str):
+                    found[key] = value
+                else:
+                    walk(value)
+        elif isinstance(node, list | tuple):
+            for item in node:
+                walk(item)
+
+    walk(configs)
+    return found
