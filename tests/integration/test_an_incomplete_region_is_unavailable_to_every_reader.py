@@ -1,0 +1,63 @@
+"""A region whose epochs hash is gone (evicted, flushed, deleted) is *incomplete*: its
+revocation epochs can no longer be told from "none". ``validate.lua`` answers unavailable
+and ``shared.region_state`` says not ready; the near-cache, which learns the region's
+readiness from its own pings (``shared/ping.lua``), must not keep answering *valid* for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from shared.keys import RedisKeys
+from shared.region_state import read_region_state
+from shared.tokenformat import checksum
+from shared.validator import Outcome, Policy, Validator
+from tests.kafka_helpers import wait_for
+from tests.region_helpers import RegionFixture
+
+pytestmark = pytest.mark.integration
+
+A = f"{'a' * 40}{checksum('a' * 40)}"
+
+
+@pytest.fixture
+def near_cached(redis_url: str) -> Iterator[tuple[Validator, redis.Redis]]:
+    region = RegionFixture(redis_url)
+    # a budget far beyond the test's length: only the region's completeness can close
+    # the near-cache's window, never the age of its heartbeats
+    validator = Validator.from_url(
+        redis_url, policy=Policy(staleness_budget_s=60, clock_skew_allowance_s=0)
+    )
+    near = validator.enable_near_cache()
+    time.sleep(0.2)  # the listener subscribes
+    region.beat()
+    wait_for(lambda: near.live, 5, "near-cache listener heard the region")
+    region.token(A, owner="1", abilities=("read",))
+    wait_for(
+        lambda: validator.validate(A).source == "near-cache", 5, "the near-cache holds the token"
+    )
+    client = redis.Redis.from_url(redis_url)
+    yield validator, client
+    client.close()
+    validator.close()
+
+
+def test_a_near_cache_stops_answering_valid_once_its_regions_epochs_hash_is_gone(
+    near_cached: tuple[Validator, redis.Redis],
+) -> None:
+    validator, client = near_cached
+    keys = RedisKeys()
+    client.delete(keys.epochs)  # evicted or deleted; no worker runs to rebuild it
+    assert not read_region_state(client, keys, "eu").ready
+    # the near-cache pings every 50 ms: well within 2 s it must know what the region knows
+    deadline = time.monotonic() + 2
+    answers = []
+    while time.monotonic() < deadline:
+        result = validator.validate(A)
+        answers.append((result.outcome, result.source))
+        time.sleep(0.05)
+    assert (Outcome.UNAVAILABLE, "region") == answers[-1], answers[-5:]
