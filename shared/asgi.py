@@ -104,6 +104,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _combined(scope: Scope, name: bytes) -> str | None:
+    """Every value of a header sent more than once, joined as HTTP combines them (``, ``),
+    as the gate's server reads them: a request naming two bearer tokens carries none."""
+    values = [str(v.decode("latin-1")) for k, v in scope.get("headers", []) if k.lower() == name]
+    return ", ".join(values) if values else None
+
+
 def _cookies(scope: Scope) -> dict[str, str]:
     raw = _header(scope, b"cookie")
     if not raw:
@@ -204,7 +211,7 @@ class TokenAuthMiddleware:
         return bool(host) and parsed.scheme in {"http", "https"} and parsed.netloc == host
 
     def _token(self, scope: Scope) -> tuple[str | None, bool]:
-        token = bearer_token(_header(scope, b"authorization"))
+        token = bearer_token(_combined(scope, b"authorization"))
         if token is not None:
             return token, False
         cookie = _cookies(scope).get(self.cookie_name)
