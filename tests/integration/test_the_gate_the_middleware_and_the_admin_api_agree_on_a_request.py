@@ -140,3 +140,24 @@ def test_one_authorization_header_in_any_spelling_gets_the_same_answer_everywher
     ]
     cases: list[Headers] = [[("Authorization", s)] for s in spellings]
     assert [] == _disagreements(surfaces, cases)
+
+
+def test_a_token_cookie_named_twice_or_sent_in_two_headers_gets_one_answer_from_the_gate_and_the_middleware(  # noqa: E501
+    surfaces: Surfaces,
+) -> None:
+    t = surfaces.token
+    cases: list[Headers] = [
+        [("Cookie", f"tokensync_token={t}; tokensync_token={UNKNOWN}")],
+        [("Cookie", f"tokensync_token={UNKNOWN}; tokensync_token={t}")],
+        [("Cookie", "theme=dark"), ("Cookie", f"tokensync_token={t}")],  # HTTP/2 splits them
+        [("Cookie", f"tokensync_token={t}"), ("Cookie", f"tokensync_token={UNKNOWN}")],
+        [("Cookie", f'tokensync_token="{t}"')],
+        [("Cookie", f"other=1;tokensync_token={t}")],
+    ]
+    found = []
+    for headers in cases:
+        answers = surfaces.answers(headers)
+        del answers["admin_api"]  # bearer tokens only
+        if len(set(answers.values())) != 1:
+            found.append((headers, answers))
+    assert [] == found
