@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from shared.events import TokenOp
 from shared.keys import RedisKeys
+from shared.nearcache import near_caches_behind, sync_near_caches
 from shared.region_state import read_region_state
 from shared.tokenformat import checksum
 from shared.validator import Outcome, Policy, Validator
@@ -61,3 +63,43 @@ def test_a_near_cache_stops_answering_valid_once_its_regions_epochs_hash_is_gone
         answers.append((result.outcome, result.source))
         time.sleep(0.05)
     assert (Outcome.UNAVAILABLE, "region") == answers[-1], answers[-5:]
+
+
+def test_a_rebuild_of_the_region_keeps_receipts_waiting_for_a_near_cache_that_still_answers_valid(
+    redis_url: str,
+) -> None:
+    """A rebuild (here: the epochs hash evicted, so the next apply starts a new generation)
+    purges the namespace; the near-caches' registrations are not cache content. Were they
+    purged, a receipt would stop waiting for a stalled near-cache that still answers *valid*
+    from memory for the revoked token. The stall is played by holding the near-cache's lock
+    (its listener and pinger stop; a hit answers without it)."""
+    region = RegionFixture(redis_url)
+    keys = RedisKeys()
+    client = redis.Redis.from_url(redis_url)
+    validator = Validator.from_url(redis_url, policy=Policy(staleness_budget_s=60))
+    near = validator.enable_near_cache(bound_s=5.0)  # it pings every second
+    stalled = False
+    try:
+        time.sleep(0.2)  # the listener subscribes
+        region.beat()
+        wait_for(lambda: near.live, 5, "the near-cache certified itself")
+        region.token(A, owner="1")
+        wait_for(lambda: validator.validate(A).source == "near-cache", 5, "a near-cache hit")
+        near._lock.acquire()  # its listener and pinger stop here, as a starved thread would
+        stalled = True
+        client.delete(keys.epochs)  # evicted: the next apply rebuilds the region
+        region.token(A, owner="1", op=TokenOp.REVOKED)
+        assert client.hget(keys.meta, "generation") is not None
+        since = sync_near_caches(client, keys)  # what a receipt does once applied
+        behind = near_caches_behind(client, keys, since)
+        hit = near.get(A, int(time.time() * 1000)) is not None
+        answer = validator.validate(A) if hit else None
+        still_valid = answer is not None and answer.outcome is Outcome.VALID
+        assert not (still_valid and not behind), (
+            "the receipt would say enforced while the near-cache answers valid"
+        )
+    finally:
+        if stalled:
+            near._lock.release()
+        validator.close()
+        client.close()
