@@ -223,7 +223,7 @@ class TokenAuthMiddleware:
         return (cookie, True) if cookie else (None, False)
 
     def _csrf_ok(self, scope: Scope) -> bool:
-        sent = _header(scope, self.csrf_header)
+        sent = _combined(scope, self.csrf_header)  # sent twice: joined, so it matches nothing
         expected = _cookies(scope).get(self.csrf_cookie)
         if not sent or not expected:
             return False

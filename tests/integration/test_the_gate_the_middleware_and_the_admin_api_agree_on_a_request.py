@@ -53,12 +53,15 @@ class Surfaces:
         }
 
 
-def _admitted(base_url: str, path: str, headers: Headers) -> bool:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {base_url.removeprefix('http://')}"]
+def _admitted(base_url: str, path: str, headers: Headers, method: str = "GET") -> bool:
+    """Whether a request with exactly ``headers`` got a 2xx (no body)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {base_url.removeprefix('http://')}"]
     lines += [f"{k}: {v}" for k, v in headers]
+    if method != "GET":
+        lines.append("Content-Length: 0")
     data = ("\r\n".join(lines) + "\r\nConnection: close\r\n\r\n").encode("latin-1")
     status, _, _ = raw_request(base_url.rstrip("/"), data)
-    return status == 200
+    return 200 <= status < 300
 
 
 @pytest.fixture
@@ -160,4 +163,28 @@ def test_a_token_cookie_named_twice_or_sent_in_two_headers_gets_one_answer_from_
         del answers["admin_api"]  # bearer tokens only
         if len(set(answers.values())) != 1:
             found.append((headers, answers))
+    assert [] == found
+
+
+def test_a_csrf_header_sent_twice_gets_one_answer_from_the_gate_and_the_middleware(
+    surfaces: Surfaces,
+) -> None:
+    """A cookie-carried token on an unsafe method: the gate asked about a POST (the proxy's
+    ``X-Original-Method``) and the middleware serving that POST read the same headers."""
+    t = surfaces.token
+    cookie = ("Cookie", f"tokensync_token={t}; XSRF-TOKEN=the-csrf-value")
+    cases: list[Headers] = [
+        [cookie, ("X-XSRF-TOKEN", "the-csrf-value")],
+        [cookie, ("X-XSRF-TOKEN", "the-csrf-value"), ("X-XSRF-TOKEN", "the-csrf-value")],
+        [cookie, ("X-XSRF-TOKEN", "the-csrf-value"), ("X-XSRF-TOKEN", "another")],
+        [cookie, ("X-XSRF-TOKEN", "another"), ("X-XSRF-TOKEN", "the-csrf-value")],
+    ]
+    found = []
+    for headers in cases:
+        gate = _admitted(
+            str(surfaces.gate.base_url), "/auth", [*headers, ("X-Original-Method", "POST")]
+        )
+        middleware = _admitted(str(surfaces.middleware.base_url), "/orders", headers, "POST")
+        if gate != middleware:
+            found.append((headers, {"gate": gate, "middleware": middleware}))
     assert [] == found
