@@ -27,6 +27,7 @@ from gate.messages import (
     GateRequest,
     GateResponse,
     abilities_from,
+    abilities_header,
     bad_request,
     header_value,
     invalid_request,
@@ -34,6 +35,7 @@ from gate.messages import (
     parse_cookies,
     parse_mode,
     refusal,
+    scope_of,
 )
 from gate.metrics import GateMetrics
 from shared.keys import TokenField
@@ -188,7 +190,7 @@ class Gate:
                     ("X-Tokensync-Principal-Type", header_value(p.tokenable_type)),
                     ("X-Tokensync-Principal-Id", header_value(p.tokenable_id)),
                     ("X-Tokensync-Token-Id", "" if p.token_id is None else str(p.token_id)),
-                    ("X-Tokensync-Abilities", header_value(",".join(p.abilities))),
+                    ("X-Tokensync-Abilities", abilities_header(p.abilities)),
                     ("Cache-Control", "no-store"),
                 ],
                 outcome="valid",
@@ -262,7 +264,7 @@ class Gate:
         p = result.principal
         body: dict[str, object] = {
             "active": True,
-            "scope": " ".join(p.abilities),
+            "scope": scope_of(p.abilities),
             "sub": f"{p.tokenable_type}:{p.tokenable_id}",
             "token_type": "Bearer",
             "client_id": client,
@@ -272,6 +274,7 @@ class Gate:
                 "token_id": p.token_id,
                 "name": p.name,
                 "source": result.source,
+                "abilities": list(p.abilities),
             },
         }
         created_ms = await self._created_at_ms(token)

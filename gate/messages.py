@@ -21,6 +21,7 @@ __all__ = [
     "GateRequest",
     "GateResponse",
     "abilities_from",
+    "abilities_header",
     "bad_request",
     "header_value",
     "invalid_request",
@@ -29,6 +30,7 @@ __all__ = [
     "parse_mode",
     "quotable",
     "refusal",
+    "scope_of",
 ]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -96,6 +98,26 @@ def header_value(text: str) -> str:
     if text.isascii() and text.isprintable() and "%" not in text:
         return text  # the common case, without quote()'s cost
     return quote(text, safe=_HEADER_SAFE + " ")
+
+
+# an item of a comma-separated header list: printable ASCII but what would split it
+_ITEM_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%,")
+# RFC 6749's scope-token: what RFC 7662's space-separated ``scope`` can carry
+_SCOPE_TOKEN = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset('"\\')
+
+
+def abilities_header(abilities: Sequence[str]) -> str:
+    """``X-Tokensync-Abilities``: the abilities, comma-separated, each percent-encoded where
+    it holds a comma, a space, ``%`` or what a header cannot carry, so that one ability never
+    reads as two upstream (Sanctum's ``tokenCan`` is exact)."""
+    return ",".join(quote(a, safe=_ITEM_SAFE) for a in abilities)
+
+
+def scope_of(abilities: Sequence[str]) -> str:
+    """RFC 7662's ``scope``: the abilities that are RFC 6749 scope-tokens, space-separated;
+    an ability holding a space (or a quote, a backslash, a non-ASCII character) is left out
+    rather than read as several (the full list is in ``tokensync.abilities``)."""
+    return " ".join(a for a in abilities if a and set(a) <= _SCOPE_TOKEN)
 
 
 class BadInputError(Exception):

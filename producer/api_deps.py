@@ -92,7 +92,8 @@ def require(*abilities: str) -> Callable[[Request, ApiContext], TokenInfo]:
     """A dependency admitting admin-principal tokens that hold one of ``abilities``."""
 
     def check(request: Request, ctx: Ctx) -> TokenInfo:
-        token = bearer_token(request.headers.get("authorization"))
+        # repeated headers joined as HTTP (and the gate) combine them: two tokens are none
+        token = bearer_token(", ".join(request.headers.getlist("authorization")))
         challenge = {"WWW-Authenticate": 'Bearer realm="tokensync"'}
         if token is None:
             raise ApiError(401, "a bearer token is required", challenge)

@@ -104,16 +104,28 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _combined(scope: Scope, name: bytes, separator: str = ", ") -> str | None:
+    """Every value of a header sent more than once, joined as HTTP combines them (``, ``;
+    ``; `` for cookies, which HTTP/2 sends one per header), as the gate's server reads them:
+    a request naming two bearer tokens carries none."""
+    values = [str(v.decode("latin-1")) for k, v in scope.get("headers", []) if k.lower() == name]
+    return separator.join(values) if values else None
+
+
 def _cookies(scope: Scope) -> dict[str, str]:
-    raw = _header(scope, b"cookie")
-    if not raw:
-        return {}
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except CookieError:
-        return {}
-    return {k: m.value for k, m in jar.items()}
+    """The request's cookies, the first of a name winning (as the gate, PHP and Laravel read
+    them: a cookie tossed in later from a sibling domain does not replace the first)."""
+    raw = _combined(scope, b"cookie", "; ")
+    jar: dict[str, str] = {}
+    for part in (raw or "").split(";"):
+        one: SimpleCookie = SimpleCookie()
+        try:
+            one.load(part)
+        except CookieError:
+            continue
+        for name, morsel in one.items():
+            jar.setdefault(name, morsel.value)
+    return jar
 
 
 @dataclass
@@ -204,14 +216,14 @@ class TokenAuthMiddleware:
         return bool(host) and parsed.scheme in {"http", "https"} and parsed.netloc == host
 
     def _token(self, scope: Scope) -> tuple[str | None, bool]:
-        token = bearer_token(_header(scope, b"authorization"))
+        token = bearer_token(_combined(scope, b"authorization"))
         if token is not None:
             return token, False
         cookie = _cookies(scope).get(self.cookie_name)
         return (cookie, True) if cookie else (None, False)
 
     def _csrf_ok(self, scope: Scope) -> bool:
-        sent = _header(scope, self.csrf_header)
+        sent = _combined(scope, self.csrf_header)  # sent twice: joined, so it matches nothing
         expected = _cookies(scope).get(self.csrf_cookie)
         if not sent or not expected:
             return False

@@ -24,6 +24,17 @@ def _int(value: bytes | None) -> int | None:
     return None if value is None or value == b"" else int(value)
 
 
+def _abilities(value: bytes | None) -> tuple[str, ...]:
+    """The strings of a record's JSON ability list; anything but a list grants nothing (a
+    string is not the list of its characters, an object not the list of its keys), as the
+    token store reads the same text (``producer.tokens.decode_abilities``)."""
+    try:
+        decoded = orjson.loads(value or b"[]")
+    except orjson.JSONDecodeError:
+        return ()
+    return tuple(a for a in decoded if isinstance(a, str)) if isinstance(decoded, list) else ()
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One validation call: the token as parsed, what it must be able to do, and when."""
@@ -57,16 +68,12 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
         return ValidationResult(
             Outcome.INVALID, freshness_s=freshness, reason="revoked", source="region"
         )
-    try:
-        abilities = tuple(a for a in orjson.loads(reply[8] or b"[]") if isinstance(a, str))
-    except orjson.JSONDecodeError:
-        abilities = ()
     principal = Principal(
         tokenable_type=(reply[5] or b"").decode(),
         tokenable_id=(reply[6] or b"").decode(),
         token_id=token_id,
         name=(reply[7] or b"").decode(),
-        abilities=abilities,
+        abilities=_abilities(reply[8]),
         expires_at_ms=_int(reply[11]),
     )
     record = TokenRecord(principal, _int(reply[9]), _int(reply[10]))

@@ -312,7 +312,8 @@ class NearCache:
                     self._pending.popitem(last=False)
             try:
                 self._ping(
-                    keys=[self._keys.meta], args=[self._own_channel, PingKind.PING, self.id, number]
+                    keys=[self._keys.meta, self._keys.epochs],
+                    args=[self._own_channel, PingKind.PING, self.id, number],
                 )
             except redis.RedisError as e:
                 log.warning("near_cache_ping_failed", error=str(e))

@@ -63,7 +63,9 @@ def sync_near_caches(client: redis.Redis, keys: RedisKeys) -> int:
     """Ask every listening near-cache of the region to report at once; returns the Redis
     time of the request (>= any moment before the call)."""
     script = client.register_script(PING_SCRIPT)
-    return int(script(keys=[keys.meta], args=[keys.invalidations, PingKind.SYNC, "", 0]))
+    return int(
+        script(keys=[keys.meta, keys.epochs], args=[keys.invalidations, PingKind.SYNC, "", 0])
+    )
 
 
 def near_caches_behind(client: redis.Redis, keys: RedisKeys, since_ms: int) -> list[str]:

@@ -274,6 +274,9 @@ class RegionCache:
             self.keys.epochs,
             self.keys.usage,
             self.keys.signers,  # which workers verify with which keys: not cache content
+            # the near-caches that receipts must wait for: processes, not cache content (a
+            # purged registration let a receipt say enforced while one still answered valid)
+            self.keys.near_caches,
         }
         batch: list[bytes | str] = []
         deleted = 0
