@@ -288,7 +288,10 @@ def _log_crash(error: BaseException, argv: Sequence[str] | None) -> Path | None:
     text = "".join(traceback.format_exception(error))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
+        # owner only: a driver's message in a traceback may carry what the operator typed
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
             out.write(f"--- {when} tokensync {' '.join(_command_path(argv))}\n{text}\n")
     except OSError:
         return None

@@ -22,6 +22,7 @@ from shared.settings import (
     Settings,
     parse_regions,
     read_settings_file,
+    redact_regions,
     redact_url,
     write_settings_file,
 )
@@ -74,11 +75,16 @@ def overridden_note(chosen: Mapping[str, str], settings: Settings) -> str:
     port was taken), else ``""``."""
     runs = settings.to_env()
     differ = [
-        f"{key}={chosen[key]} (the stack runs {runs.get(key, '-')})"
+        f"{key}={_shown(key, chosen[key])} (the stack runs {_shown(key, runs.get(key, '-'))})"
         for key in _OWNED
         if key in chosen and chosen[key] != runs.get(key)
     ]
     return f"tokensync: warning: the environment sets {'; '.join(differ)}" if differ else ""
+
+
+def _shown(key: str, value: str) -> str:
+    """An endpoint setting's value fit for the screen: passwords as ``***``."""
+    return redact_regions(value) if key == PREFIX + "REGIONS" else redact_url(value)
 
 
 def record_settings(
