@@ -284,7 +284,10 @@ class Settings:
                     f"unknown setting {key} in {path} (written by another tokensync version? "
                     "remove that line)"
                 )
-        return cls.from_env({**recorded, **dict(environ)})
+        # an empty variable (``export X=``, compose's ``${X:-}``) is not set: it never
+        # blanks the file's value (numbers treat "" as unset already)
+        given = {k: v for k, v in environ.items() if not (k.startswith(PREFIX) and v == "")}
+        return cls.from_env({**recorded, **given})
 
     def region(self, name: str) -> Region:
         """The region called ``name``, or a ConfigError listing the known ones."""

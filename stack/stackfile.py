@@ -46,7 +46,11 @@ _OWNED = (PREFIX + "KAFKA_BOOTSTRAP", PREFIX + "REGIONS", PREFIX + "API_URL")
 
 def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``TOKENSYNC_*`` values of ``environ`` that the settings file records."""
-    return {k: v for k, v in environ.items() if k.startswith(PREFIX) and k not in _NOT_RECORDED}
+    return {
+        k: v
+        for k, v in environ.items()
+        if k.startswith(PREFIX) and k not in _NOT_RECORDED and v != ""  # "" is not set
+    }
 
 
 def check_local(chosen: Mapping[str, str]) -> None:

@@ -135,3 +135,36 @@ def test_a_store_that_cannot_be_reached_is_one_line_without_the_password(
     out, err = capsys.readouterr()
     assert 1 == len(err.strip().splitlines()), err
     assert SECRET not in out + err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REVIEW FINDING, NOT FIXED: compose.yaml tells the operator to export "
+    "TOKENSYNC_REDIS_PASSWORD (and reads TOKENSYNC_REDIS_MAXMEMORY); every tokensync command "
+    "in that shell then fails with 'unknown setting'. Rename compose's variables or make "
+    "them known settings (owners: packaging/stack).",
+)
+def test_the_variables_compose_yaml_tells_the_operator_to_export_leave_commands_working() -> None:
+    import re
+
+    compose = (Path(__file__).parents[2] / "compose.yaml").read_text()
+    names = set(re.findall(r"\$\{(TOKENSYNC_[A-Z_]+)", compose))
+    names |= set(re.findall(r"export (TOKENSYNC_[A-Z_]+)=", compose))
+    assert "TOKENSYNC_REDIS_PASSWORD" in names
+    values = {"TOKENSYNC_SIGNING_KEYS": "k1:" + "c" * 44}
+    values |= {name: "0123456789abcdef0123" for name in names if name not in values}
+    values["TOKENSYNC_GATE_CLIENTS"] = "local:0123456789abcdef0123"
+    Settings.from_env(values)
+
+
+def test_an_empty_environment_variable_does_not_blank_the_settings_file_s_value(
+    tmp_path: Path,
+) -> None:
+    settings_file = tmp_path / ".tokensync" / "settings.env"
+    settings_file.parent.mkdir()
+    settings_file.write_text("TOKENSYNC_TOPIC_PREFIX=prod\nTOKENSYNC_REDIS_NAMESPACE=prodns\n")
+    # `export TOKENSYNC_TOPIC_PREFIX=` (or compose's ${VAR:-}) means "not set"
+    settings = Settings.load(
+        {"TOKENSYNC_TOPIC_PREFIX": "", "TOKENSYNC_REDIS_NAMESPACE": ""}, tmp_path
+    )
+    assert ("prod", "prodns") == (settings.topic_prefix, settings.redis_namespace)
