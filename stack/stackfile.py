@@ -34,6 +34,7 @@ __all__ = [
     "overridden_note",
     "record_gates",
     "record_settings",
+    "running_conflict",
     "set_regions",
 ]
 
@@ -71,6 +72,23 @@ def check_local(chosen: Mapping[str, str]) -> None:
             raise StackError(
                 f"{PREFIX}{key} in the environment names {remote[0]}, but the local stack runs "
                 f"its own servers on this machine: unset it for `tokensync stack up`"
+            )
+
+
+def running_conflict(chosen: Mapping[str, str], recorded: Mapping[str, str], path: Path) -> None:
+    """Raise StackError if ``chosen`` (the environment of a ``stack up`` while the stack's
+    relay, API, workers or gates run) changes a setting those processes run with: the
+    settings file would then point later commands elsewhere than the running processes."""
+    if not recorded:
+        return
+    ours = Settings.from_env(recorded)
+    for key in sorted(chosen):
+        if key in _OWNED or key in _NOT_RECORDED:
+            continue  # endpoints: the running processes keep them (overridden_note)
+        if Settings.from_env({**recorded, key: chosen[key]}) != ours:
+            raise StackError(
+                f"the running stack's processes use {key} from {path}; the environment sets "
+                "another: unset it, or run `tokensync stack down` first to change it"
             )
 
 
