@@ -14,6 +14,7 @@ import binascii
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -378,8 +379,14 @@ def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:
     return cwd / explicit if explicit else state_dir_path(cwd, environ) / SETTINGS_FILE_NAME
 
 
+# a password passed as a query parameter (libpq and redis-py both take ``?password=``)
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?(?:password|passwd|pwd)=)[^&#]*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: fit for screens and logs."""
+    """``url`` with its password (if any, also ``?password=``) shown as ``***``: fit for
+    screens and logs."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -168,3 +168,19 @@ def test_an_empty_environment_variable_does_not_blank_the_settings_file_s_value(
         {"TOKENSYNC_TOPIC_PREFIX": "", "TOKENSYNC_REDIS_NAMESPACE": ""}, tmp_path
     )
     assert ("prod", "prodns") == (settings.topic_prefix, settings.redis_namespace)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://app@db.example/tokens?password={SECRET}",
+        f"postgresql+psycopg://app@db.example/tokens?sslmode=require&PASSWORD={SECRET}&x=1",
+        f"redis://127.0.0.1:6379/0?password={SECRET}",
+    ],
+)
+def test_a_password_in_a_url_s_query_is_redacted_too(url: str) -> None:
+    from shared.settings import redact_url
+
+    shown = redact_url(url)
+    assert SECRET not in shown
+    assert "***" in shown
