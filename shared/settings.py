@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -470,10 +471,15 @@ def write_settings_file(path: Path, values: Mapping[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by tokensync; environment variables override these\n"
     body += "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
-    tmp = path.with_suffix(".tmp")
-    # a stale temp file (an interrupted older stack) may be readable by all: start afresh
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(body)
-    tmp.replace(path)
+    # a temp file of its own, created owner-only (mkstemp: O_EXCL, 0600): never a stale one
+    # left readable by all, nor one another writer is filling at the same time
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        tmp.replace(path)
+        path.with_suffix(".tmp").unlink(missing_ok=True)  # older versions' temp file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -107,6 +107,8 @@ def test_the_settings_file_is_owner_only_even_over_a_stale_world_readable_temp_f
     stale.chmod(0o644)
     write_settings_file(path, {"TOKENSYNC_ADMIN_TOKEN": "1|" + SECRET})
     assert 0o600 == stat.S_IMODE(path.stat().st_mode)
+    assert not stale.exists()  # what it held (secrets, readable by all) is gone
+    assert ["settings.env"] == [p.name for p in tmp_path.iterdir()]
 
 
 def test_the_crash_log_is_readable_by_its_owner_alone(
