@@ -212,6 +212,8 @@ def _one_line(error: BaseException) -> str:
 def _failed(argv: Sequence[str], message: str, code: str, exit_code: int) -> int:
     """A failure: one line on stderr, or with ``--json`` one ``{error, code, exit_code}``
     document on stdout (the shape every command's JSON failures share)."""
+    # click lists a choice's values on lines of their own: one line all the same
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     if "--json" in argv:
         click.echo(json.dumps({"error": message, "code": code, "exit_code": exit_code}))
     else:

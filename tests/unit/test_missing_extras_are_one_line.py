@@ -49,3 +49,17 @@ def test_every_distribution_of_an_extra_has_a_module_the_root_probes(extra: str)
         if not modules_of.get(name, set()) & set(MODULES_OF_EXTRA[extra]):
             unprobed.append(name)
     assert [] == unprobed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["completion"], ["completion", "--json"], ["region", "remove"]],
+    ids=["completion-no-shell", "completion-no-shell-json", "missing-argument"],
+)
+def test_a_usage_error_is_one_line_and_a_non_zero_exit(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert 2 == main(argv)
+    out, err = capsys.readouterr()
+    text = out if "--json" in argv else err
+    assert 1 == len(text.strip().splitlines()), text
