@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,11 +210,17 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+# a token (``id|secret``) or any run of 32+ letters and digits: a secret, not a word
+_SECRET_LIKE = re.compile(r"(?:\d+\|)?[A-Za-z0-9]*[A-Za-z0-9]{32,}")
+
+
 def _failed(argv: Sequence[str], message: str, code: str, exit_code: int) -> int:
     """A failure: one line on stderr, or with ``--json`` one ``{error, code, exit_code}``
     document on stdout (the shape every command's JSON failures share)."""
     # click lists a choice's values on lines of their own: one line all the same
     message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    # click repeats unexpected arguments: a token pasted there is not shown again
+    message = _SECRET_LIKE.sub("not shown", message)
     if "--json" in argv:
         click.echo(json.dumps({"error": message, "code": code, "exit_code": exit_code}))
     else:

@@ -63,3 +63,14 @@ def test_a_usage_error_is_one_line_and_a_non_zero_exit(
     out, err = capsys.readouterr()
     text = out if "--json" in argv else err
     assert 1 == len(text.strip().splitlines()), text
+
+
+def test_a_token_pasted_as_an_extra_argument_is_not_repeated_in_the_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "Q2hpY2tlbnNBbmRXYWZmbGVzQXJlR3JlYXQxMjM0NTY3ODkwab12cd34"
+    for argv in (["region", "list", f"7|{secret}"], ["region", "list", secret, "--json"]):
+        assert 2 == main(argv)
+        out, err = capsys.readouterr()
+        assert "unexpected extra argument" in out + err
+        assert secret not in out + err
