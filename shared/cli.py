@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log = _log_crash(e, argv)
         what = " ".join(_command_path(argv)) or "the command"
         where = f"traceback in {log}" if log else "the traceback could not be saved"
-        click.echo(f"tokensync: {what} failed unexpectedly: {_one_line(e)} ({where})", err=True)
+        shown = _SECRET_LIKE.sub("not shown", _one_line(e))
+        click.echo(f"tokensync: {what} failed unexpectedly: {shown} ({where})", err=True)
         return 1
 
 

@@ -74,3 +74,20 @@ def test_a_token_pasted_as_an_extra_argument_is_not_repeated_in_the_usage_error(
         out, err = capsys.readouterr()
         assert "unexpected extra argument" in out + err
         assert secret not in out + err
+
+
+def test_an_unexpected_error_s_line_on_screen_does_not_repeat_a_token_its_message_holds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "7|Q2hpY2tlbnNBbmRXYWZmbGVzQXJlR3JlYXQxMjM0NTY3ODkwab12cd34"
+
+    def explode(_argv: object) -> int:
+        raise RuntimeError(f"a driver quoting its input: {secret!r}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("shared.cli._run", explode)
+    assert 1 == main(["validate", "-"])
+    _, err = capsys.readouterr()
+    assert "failed unexpectedly" in err
+    assert secret.split("|")[1] not in err
