@@ -41,6 +41,8 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 1, 2, 4
 
 def fail(as_json: bool, message: str, code: str, exit_code: int) -> NoReturn:
     """End the command: one line on stderr, or a JSON error on stdout; ``exit_code``."""
+    # drivers' messages span several lines
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     if as_json:
         click.echo(json.dumps({"error": message, "code": code, "exit_code": exit_code}))
     else:

@@ -17,7 +17,7 @@ from shared.cli import CliContext, emit, json_option, pass_cli
 from shared.errors import NotFoundError, PublishError
 from shared.keys import RedisKeys, Topics, consumer_group
 from shared.region_state import RegionState, count_tokens, read_region_state
-from shared.settings import Region, Settings
+from shared.settings import Region, Settings, redact_url
 
 __all__ = ["region"]
 
@@ -130,7 +130,7 @@ def _wait_ready(settings: Settings, region: Region, timeout_s: float, as_json: b
             figures = (
                 progress_line(state.bootstrap_loaded, state.bootstrap_total, rate, eta)
                 if state.reachable
-                else f"waiting for {region.redis_url}"
+                else f"waiting for {redact_url(region.redis_url)}"
             )
             bar.update(
                 task,
@@ -197,6 +197,7 @@ def add(
     finishes the job (a region already registered with this Redis URL is not an error).
     """
     new = Region(name, redis_url)
+    shown = redact_url(redis_url)  # screens and JSON never carry the password
     settings = cli.settings
     store = TokenStore.from_settings(settings)
     try:
@@ -206,19 +207,19 @@ def add(
         if name in known:
             if known[name].redis_url != redis_url:
                 raise click.UsageError(
-                    f"region {name!r} already exists with Redis {known[name].redis_url}"
+                    f"region {name!r} already exists with Redis {redact_url(known[name].redis_url)}"
                 )
         else:
             # readiness belongs to the generation this region's worker builds: a cache left
             # on this Redis (a region removed without --purge) must not look ready
             if not _forget_generation(settings, new):
-                click.echo(f"tokensync: warning: {redis_url} does not answer", err=True)
+                click.echo(f"tokensync: warning: {shown} does not answer", err=True)
             store.add_region(new, audit=AuditContext.cli())
             registered_now = True
         started = _start_worker(host, new, store, registered_now=registered_now)
         data: dict[str, Any] = {
             "region": name,
-            "redis_url": redis_url,
+            "redis_url": shown,
             "worker_started": started,
             "already_registered": not registered_now,
             "local_stack": "not installed" if host is None else ("up" if started else "down"),
@@ -227,7 +228,7 @@ def add(
         if host is None:
             lines.append("the local stack is not installed here, so no worker was started")
         if not started:
-            lines.append(f"start its worker: tokensync worker --region {name} --redis {redis_url}")
+            lines.append(f"start its worker: tokensync worker --region {name} --redis {shown}")
         if not no_wait and started:
             began = time.monotonic()
             try:
@@ -271,8 +272,8 @@ def list_regions(cli: CliContext, *, as_json: bool) -> None:
         store.close()
     emit(
         as_json,
-        [{"region": r.name, "redis_url": r.redis_url} for r in regions],
-        [f"{r.name:<12} {r.redis_url}" for r in regions] or "no regions",
+        [{"region": r.name, "redis_url": redact_url(r.redis_url)} for r in regions],
+        [f"{r.name:<12} {redact_url(r.redis_url)}" for r in regions] or "no regions",
     )
 
 
@@ -359,7 +360,10 @@ def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
         # and a worker started on it later rebuilds it from offset 0
         forgotten = _forget_generation(settings, known[name])
         if not forgotten:
-            click.echo(f"tokensync: warning: {known[name].redis_url} does not answer", err=True)
+            click.echo(
+                f"tokensync: warning: {redact_url(known[name].redis_url)} does not answer",
+                err=True,
+            )
         if purge and forgotten:
             client = redis.Redis.from_url(known[name].redis_url)
             try:

@@ -31,8 +31,11 @@ def create_engine(url: str, timezone: str = "UTC") -> sa.Engine:
 def _create_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as e:
-        raise ConfigError(f"database URL {url!r} is not a SQLAlchemy URL") from e
+    except (sa.exc.ArgumentError, ValueError) as e:  # ValueError: a port that is no number
+        # the URL is not repeated: it may hold the password
+        raise ConfigError(
+            "the database URL is not a SQLAlchemy URL (dialect://user:password@host:port/db)"
+        ) from e
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -199,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log = _log_crash(e, argv)
         what = " ".join(_command_path(argv)) or "the command"
         where = f"traceback in {log}" if log else "the traceback could not be saved"
-        click.echo(f"tokensync: {what} failed unexpectedly: {_one_line(e)} ({where})", err=True)
+        shown = _SECRET_LIKE.sub("not shown", _one_line(e))
+        click.echo(f"tokensync: {what} failed unexpectedly: {shown} ({where})", err=True)
         return 1
 
 
@@ -209,9 +211,17 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+# a token (``id|secret``) or any run of 32+ letters and digits: a secret, not a word
+_SECRET_LIKE = re.compile(r"(?:\d+\|)?[A-Za-z0-9]*[A-Za-z0-9]{32,}")
+
+
 def _failed(argv: Sequence[str], message: str, code: str, exit_code: int) -> int:
     """A failure: one line on stderr, or with ``--json`` one ``{error, code, exit_code}``
     document on stdout (the shape every command's JSON failures share)."""
+    # click lists a choice's values on lines of their own: one line all the same
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    # click repeats unexpected arguments: a token pasted there is not shown again
+    message = _SECRET_LIKE.sub("not shown", message)
     if "--json" in argv:
         click.echo(json.dumps({"error": message, "code": code, "exit_code": exit_code}))
     else:
@@ -288,7 +298,10 @@ def _log_crash(error: BaseException, argv: Sequence[str] | None) -> Path | None:
     text = "".join(traceback.format_exception(error))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
+        # owner only: a driver's message in a traceback may carry what the operator typed
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
             out.write(f"--- {when} tokensync {' '.join(_command_path(argv))}\n{text}\n")
     except OSError:
         return None

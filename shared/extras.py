@@ -101,6 +101,7 @@ _PRODUCER = (
     "psycopg",
     "pymysql",
     "fastapi",
+    "fastapi_offline",
     "starlette",
     "pydantic",
     "uvicorn",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.util import find_spec
 from typing import TextIO
 
 import structlog
@@ -46,13 +47,23 @@ def _ours(*_names: object) -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
+    """Tracebacks at a terminal without the frames' local variables (structlog's rich
+    default shows them: tokens, passwords, signing keys)."""
+    if find_spec("rich") is None:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger (one handler) for this process."""
     out = stream or sys.stderr
     numeric = _LEVELS.get(level.lower(), logging.INFO)
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=_console_tracebacks())
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(

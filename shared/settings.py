@@ -14,6 +14,8 @@ import binascii
 import json
 import math
 import os
+import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +31,7 @@ __all__ = [
     "local_stack_difference",
     "parse_regions",
     "read_settings_file",
+    "redact_regions",
     "redact_url",
     "settings_file_path",
     "state_dir_path",
@@ -51,7 +54,9 @@ class Region:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
             raise ConfigError(f"region name {self.name!r} must be letters, digits, '-' or '_'")
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError(f"region {self.name}: {self.redis_url!r} is not a redis:// URL")
+            raise ConfigError(
+                f"region {self.name}: {redact_url(self.redis_url)!r} is not a redis:// URL"
+            )
 
 
 def parse_regions(text: str) -> tuple[Region, ...]:
@@ -60,12 +65,22 @@ def parse_regions(text: str) -> tuple[Region, ...]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, url = item.partition("=")
         if not sep:
-            raise ConfigError(f"region {item!r} must be NAME=redis://host:port/db")
+            raise ConfigError(f"region {redact_url(item)!r} must be NAME=redis://host:port/db")
         regions.append(Region(name.strip(), url.strip()))
     names = [r.name for r in regions]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"region names repeat in {text!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"region names repeat: {', '.join(repeated)}")
     return tuple(regions)
+
+
+def redact_regions(text: str) -> str:
+    """A ``NAME=URL,...`` regions value with each URL's password shown as ``***``."""
+    items = []
+    for item in text.split(","):
+        name, sep, url = item.partition("=")
+        items.append(f"{name}={redact_url(url)}" if sep else redact_url(item))
+    return ",".join(items)
 
 
 def _parse_keys(text: str) -> dict[str, bytes]:
@@ -264,8 +279,17 @@ class Settings:
     def load(cls, environ: Mapping[str, str], cwd: Path | None = None) -> Settings:
         """Settings from the settings file (if any) overlaid with ``environ``."""
         path = settings_file_path(cwd or Path.cwd(), environ)
-        merged = {**read_settings_file(path), **dict(environ)}
-        return cls.from_env(merged)
+        recorded = read_settings_file(path)
+        for key in sorted(recorded):
+            if key not in environ and key[len(PREFIX) :] not in cls.KNOWN:
+                raise ConfigError(
+                    f"unknown setting {key} in {path} (written by another tokensync version? "
+                    "remove that line)"
+                )
+        # an empty variable (``export X=``, compose's ``${X:-}``) is not set: it never
+        # blanks the file's value (numbers treat "" as unset already)
+        given = {k: v for k, v in environ.items() if not (k.startswith(PREFIX) and v == "")}
+        return cls.from_env({**recorded, **given})
 
     def region(self, name: str) -> Region:
         """The region called ``name``, or a ConfigError listing the known ones."""
@@ -356,8 +380,14 @@ def settings_file_path(cwd: Path, environ: Mapping[str, str]) -> Path:
     return cwd / explicit if explicit else state_dir_path(cwd, environ) / SETTINGS_FILE_NAME
 
 
+# a password passed as a query parameter (libpq and redis-py both take ``?password=``)
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?(?:password|passwd|pwd)=)[^&#]*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: fit for screens and logs."""
+    """``url`` with its password (if any, also ``?password=``) shown as ``***``: fit for
+    screens and logs."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -426,10 +456,13 @@ def read_settings_file(path: Path) -> dict[str, str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, sep, value = line.partition("=")
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key = key.strip()
         if not sep:
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
-        values[key.strip()] = value.strip()
+        if not key.startswith(PREFIX):
+            raise ConfigError(f"{path}:{number}: {key[:40]!r} is no {PREFIX}* setting")
+        values[key] = value.strip()
     return values
 
 
@@ -438,8 +471,15 @@ def write_settings_file(path: Path, values: Mapping[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# written by tokensync; environment variables override these\n"
     body += "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(body)
-    tmp.replace(path)
+    # a temp file of its own, created owner-only (mkstemp: O_EXCL, 0600): never a stale one
+    # left readable by all, nor one another writer is filling at the same time
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        tmp.replace(path)
+        path.with_suffix(".tmp").unlink(missing_ok=True)  # older versions' temp file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -61,6 +61,7 @@ from stack.stackfile import (
     overridden_note,
     record_gates,
     record_settings,
+    running_conflict,
     set_regions,
 )
 
@@ -68,6 +69,7 @@ __all__ = ["ComponentStatus", "LocalStack", "StackOptions", "app_commands"]
 
 DEFAULT_REGIONS = ("eu", "us", "ap")
 # Order in which ``down`` stops processes: consumers of a server before the server.
+_APPS = {"relay", "api", "worker", "gate"}  # the processes that run with the stack's settings
 _STOP_ORDER = {"api": 0, "gate": 0, "relay": 1, "worker": 2, "link": 3, "redis": 4, "kafka": 5}
 
 
@@ -164,7 +166,10 @@ class LocalStack:
         running = {r.name: r for r in self.records() if r.alive}
         chosen = environment_settings(self.environ)
         check_local(chosen)
-        previous = {**read_settings_file(self.settings_file), **chosen}
+        recorded = read_settings_file(self.settings_file)
+        if any(_kind(name) in _APPS for name in running):
+            running_conflict(chosen, recorded, self.settings_file)
+        previous = {**recorded, **chosen}
         old_settings = Settings.from_env(previous) if previous else Settings()
 
         jars = KafkaJars(self.cache_dir)

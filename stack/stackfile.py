@@ -22,6 +22,7 @@ from shared.settings import (
     Settings,
     parse_regions,
     read_settings_file,
+    redact_regions,
     redact_url,
     write_settings_file,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "overridden_note",
     "record_gates",
     "record_settings",
+    "running_conflict",
     "set_regions",
 ]
 
@@ -45,7 +47,11 @@ _OWNED = (PREFIX + "KAFKA_BOOTSTRAP", PREFIX + "REGIONS", PREFIX + "API_URL")
 
 def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``TOKENSYNC_*`` values of ``environ`` that the settings file records."""
-    return {k: v for k, v in environ.items() if k.startswith(PREFIX) and k not in _NOT_RECORDED}
+    return {
+        k: v
+        for k, v in environ.items()
+        if k.startswith(PREFIX) and k not in _NOT_RECORDED and v != ""  # "" is not set
+    }
 
 
 def check_local(chosen: Mapping[str, str]) -> None:
@@ -69,16 +75,38 @@ def check_local(chosen: Mapping[str, str]) -> None:
             )
 
 
+def running_conflict(chosen: Mapping[str, str], recorded: Mapping[str, str], path: Path) -> None:
+    """Raise StackError if ``chosen`` (the environment of a ``stack up`` while the stack's
+    relay, API, workers or gates run) changes a setting those processes run with: the
+    settings file would then point later commands elsewhere than the running processes."""
+    if not recorded:
+        return
+    ours = Settings.from_env(recorded)
+    for key in sorted(chosen):
+        if key in _OWNED or key in _NOT_RECORDED:
+            continue  # endpoints: the running processes keep them (overridden_note)
+        if Settings.from_env({**recorded, key: chosen[key]}) != ours:
+            raise StackError(
+                f"the running stack's processes use {key} from {path}; the environment sets "
+                "another: unset it, or run `tokensync stack down` first to change it"
+            )
+
+
 def overridden_note(chosen: Mapping[str, str], settings: Settings) -> str:
     """One line if an endpoint the environment names is not the one the stack runs (its
     port was taken), else ``""``."""
     runs = settings.to_env()
     differ = [
-        f"{key}={chosen[key]} (the stack runs {runs.get(key, '-')})"
+        f"{key}={_shown(key, chosen[key])} (the stack runs {_shown(key, runs.get(key, '-'))})"
         for key in _OWNED
         if key in chosen and chosen[key] != runs.get(key)
     ]
     return f"tokensync: warning: the environment sets {'; '.join(differ)}" if differ else ""
+
+
+def _shown(key: str, value: str) -> str:
+    """An endpoint setting's value fit for the screen: passwords as ``***``."""
+    return redact_regions(value) if key == PREFIX + "REGIONS" else redact_url(value)
 
 
 def record_settings(

@@ -61,6 +61,10 @@ async def run_worker(
     return worker.rebuild
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @click.command(
     epilog="\b\nExamples:\n"
     "  tokensync worker --region eu\n"
@@ -101,7 +105,13 @@ def worker(
     )
     log.info("worker_starting", region=region.name)
     app = build_app(settings, region, keyring, options)
-    rebuild = asyncio.run(run_worker(app, settings.kafka_bootstrap))
+    # until run_worker's loop handles SIGTERM (it does once the cache checks passed), a
+    # SIGTERM ends the start-up through the finally blocks, removing faust's data directory
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        rebuild = asyncio.run(run_worker(app, settings.kafka_bootstrap))
+    finally:
+        app.remove_data_dir()
     if rebuild:
         log.warning("worker_restarting_to_rebuild", region=region.name)
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - same program
