@@ -124,7 +124,9 @@ def test_validate_and_the_region_commands_print_their_documented_documents(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_stack_commands_print_their_documented_documents_without_a_stack(cli: Cli) -> None:
-    assert [] == cli.json("stack status")
+    status = cli.json("stack status")
+    assert_shape("stack status", status)
+    assert (None, []) == (status["settings_file"], status["processes"])
     assert {"stopped": []} == cli.json("stack down")
     cli.json("stack fetch")
     bad = cli.error("stack", "up", "--regions", "", code=1)

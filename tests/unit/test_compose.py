@@ -91,7 +91,7 @@ def test_every_region_redis_requires_a_password_and_never_evicts() -> None:
     redis_services = _redis_services()
     assert {"redis-eu", "redis-us", "redis-ap"} == set(redis_services)
     for name, service in redis_services.items():
-        args = [_interpolate(a, {"TOKENSYNC_REDIS_PASSWORD": PASSWORD}) for a in service["command"]]
+        args = [_interpolate(a, {"REDIS_PASSWORD": PASSWORD}) for a in service["command"]]
         options = dict(zip(args[1::2], args[2::2], strict=False))
         assert PASSWORD == options.get("--requirepass"), name
         assert "noeviction" == options.get("--maxmemory-policy"), name
@@ -105,7 +105,7 @@ def test_compose_refuses_to_start_redis_without_a_password() -> None:
             _interpolate(password, {})
         except AssertionError:
             continue
-        raise AssertionError("an empty TOKENSYNC_REDIS_PASSWORD would start Redis unprotected")
+        raise AssertionError("an empty REDIS_PASSWORD would start Redis unprotected")
 
 
 def test_the_tokensync_services_reach_each_region_with_the_redis_password() -> None:
@@ -116,7 +116,7 @@ def test_the_tokensync_services_reach_each_region_with_the_redis_password() -> N
         env = {
             k: _interpolate(
                 str(v),
-                {"TOKENSYNC_REDIS_PASSWORD": PASSWORD, "TOKENSYNC_SIGNING_KEYS": "k1:" + "A" * 44},
+                {"REDIS_PASSWORD": PASSWORD, "TOKENSYNC_SIGNING_KEYS": "k1:" + "A" * 44},
             )
             for k, v in environment.items()
         }
