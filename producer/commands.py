@@ -282,13 +282,18 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     topics_ready = threading.Event()
 
     def connect() -> EventPublisher:
-        admin = KafkaAdmin(settings.kafka_bootstrap)
+        admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
         try:
-            admin.ensure_topics(topics, settings.partitions)
+            admin.ensure_topics(
+                topics,
+                settings.partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+            )
         finally:
             admin.close()
         topics_ready.set()
-        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens)
+        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens, client=settings.kafka_client)
 
     serve_metrics(metrics_port)
     stop = stop_on_signals()
@@ -297,7 +302,10 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     usage = UsageApplier(
         store.engine,
         lambda: UsageConsumer(
-            settings.kafka_bootstrap, topics.usage, f"{settings.topic_prefix}-usage"
+            settings.kafka_bootstrap,
+            topics.usage,
+            f"{settings.topic_prefix}-usage",
+            client=settings.kafka_client,
         ),
         keyring,
     )

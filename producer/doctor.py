@@ -27,6 +27,7 @@ from producer.outbox import db_now_ms, oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
+from shared.kafka_client import replication_defaults
 from shared.keys import SIGNERS_FRESH_S, RedisKeys, Topics
 from shared.region_state import read_region_state
 from shared.settings import Region, Settings
@@ -386,6 +387,7 @@ def _kafka_checks(settings: Settings) -> list[Check]:
         bootstrap_servers=settings.kafka_bootstrap,
         client_id="tokensync-doctor",
         request_timeout_ms=5000,
+        **settings.kafka_client.kafka_python_kwargs(),
     )
     try:
         described = admin.describe_topics([topic])
@@ -414,7 +416,22 @@ def _kafka_checks(settings: Settings) -> list[Check]:
     )
     replicas = min(len(p.get("replicas") or []) for p in partitions)
     isr = int(values.get("min.insync.replicas", "1") or 1)
-    if brokers <= 1:
+    want_rf, want_isr = replication_defaults(
+        brokers, settings.kafka_replication_factor, settings.kafka_min_insync_replicas
+    )
+    if replicas < want_rf or isr < want_isr:
+        checks.append(
+            Check(
+                "kafka replication",
+                Outcome.FAIL,
+                f"{topic}: replication factor {replicas}, min.insync.replicas {isr} on "
+                f"{brokers} brokers (wanted {want_rf} and {want_isr}): losing one broker "
+                "can lose revocations or stop the relay",
+                f"kafka-reassign-partitions to {want_rf} replicas and kafka-configs --alter "
+                f"--topic {topic} --add-config min.insync.replicas={want_isr}",
+            )
+        )
+    elif brokers <= 1:
         checks.append(
             Check(
                 "kafka replication", Outcome.PASS, f"single broker: replication factor {replicas}"

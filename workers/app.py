@@ -28,6 +28,7 @@ from faust.types import TP
 
 from shared.errors import CacheUnavailableError
 from shared.events import Keyring
+from shared.kafka_client import KafkaClientConfig
 from shared.keys import SIGNERS_FRESH_S, SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
 from shared.metrics import (
@@ -90,6 +91,7 @@ class RegionWorker:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
     kafka_bootstrap: str = ""  # set by check_cache
+    kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -104,7 +106,9 @@ class RegionWorker:
             await self.cache.check_eviction_policy()
         self.kafka_bootstrap = kafka_bootstrap
         await self.record_signers()
-        self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
+        self.source = await stream_source(
+            kafka_bootstrap, self.topics.tokens, client=self.kafka_client
+        )
         await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
     async def record_signers(self) -> None:
@@ -147,7 +151,9 @@ class RegionWorker:
             source = self.source
             if source is not None and not source.topic_id and self.kafka_bootstrap:
                 # the topic may not have existed before the app created it: its id now
-                source = self.source = await stream_source(self.kafka_bootstrap, source.topic)
+                source = self.source = await stream_source(
+                    self.kafka_bootstrap, source.topic, client=self.kafka_client
+                )
                 if not source.topic_id:
                     log.warning(
                         "kafka_topic_id_unknown",
@@ -355,7 +361,13 @@ class RegionWorker:
             await self.cache.set_rate(sum(c for _, c in self._rate_window) / span)
 
 
-async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) -> StreamSource:
+async def stream_source(
+    kafka_bootstrap: str,
+    topic: str,
+    attempts: int = 30,
+    *,
+    client: KafkaClientConfig | None = None,
+) -> StreamSource:
     """The Kafka cluster id and the topic a region's cache is of, with the topic's id
     (its incarnation: a topic deleted and re-created gets a new one) when the broker
     speaks metadata version 12 and the topic exists."""
@@ -365,16 +377,20 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) ->
 
     last: Exception | None = None
     for attempt in range(attempts):
-        client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+        kafka = AIOKafkaClient(
+            bootstrap_servers=kafka_bootstrap,
+            request_timeout_ms=10_000,
+            **(client or KafkaClientConfig()).aiokafka_kwargs(),
+        )
         try:
-            await client.bootstrap()
-            node = client.get_random_node()
+            await kafka.bootstrap()
+            node = kafka.get_random_node()
             response: Any
             try:
-                response = await client.send(node, TopicIdRequest(topic))
+                response = await kafka.send(node, TopicIdRequest(topic))
                 topic_id = topic_id_of(response, topic)
             except (IncompatibleBrokerVersion, NotImplementedError):
-                response = await client.send(node, MetadataRequest([topic], False))
+                response = await kafka.send(node, MetadataRequest([topic], False))
                 topic_id = ""
             found = str(getattr(response, "cluster_id", "") or "")
             if found:
@@ -383,7 +399,7 @@ async def stream_source(kafka_bootstrap: str, topic: str, attempts: int = 30) ->
         except Exception as e:  # any broker error: ask again, then give up with one line
             last = e
         finally:
-            await client.close()
+            await kafka.close()
         if attempt + 1 < attempts:
             log.warning("kafka_metadata_retry", attempt=attempt + 1, error=str(last or ""))
             await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))  # about a minute in all
@@ -430,10 +446,12 @@ def build_app(
         stream_buffer_maxsize=options.batch_size * 2,
         producer_acks=-1,
         stream_wait_empty=False,
+        **settings.kafka_client.faust_kwargs(),
     )
     tokens = _raw_topic(app, topics.tokens, partitions=settings.partitions, compacting=True)
     cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
     worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
+    worker.kafka_client = settings.kafka_client
     worker.dead_letter_topic = _raw_topic(app, topics.dead_letters)
 
     async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
