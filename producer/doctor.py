@@ -382,6 +382,8 @@ def _persistence(name: str, client: redis.Redis) -> Check:
 def _kafka_checks(settings: Settings) -> list[Check]:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+    from producer.kafka_io import replica_counts
+
     topic = Topics(settings.topic_prefix).tokens
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -397,8 +399,8 @@ def _kafka_checks(settings: Settings) -> list[Check]:
         )
     finally:
         admin.close()
-    partitions = [p for t in described for p in t.get("partitions") or []]
-    if not partitions:
+    counts = replica_counts(described)
+    if not counts:
         return [Check("kafka topic", Outcome.FAIL, f"{topic} does not exist", "start the relay")]
     values = _topic_values(configs)
     checks = []
@@ -414,7 +416,7 @@ def _kafka_checks(settings: Settings) -> list[Check]:
             f"kafka-configs --alter --topic {topic} --add-config cleanup.policy=compact",
         )
     )
-    replicas = min(len(p.get("replicas") or []) for p in partitions)
+    replicas = min(counts)
     isr = int(values.get("min.insync.replicas", "1") or 1)
     want_rf, want_isr = replication_defaults(
         brokers, settings.kafka_replication_factor, settings.kafka_min_insync_replicas

@@ -21,7 +21,14 @@ from shared.keys import Topics
 from shared.logs import get_logger
 from shared.usage import SignedUsageRecord
 
-__all__ = ["KafkaAdmin", "KafkaPublisher", "TopicReplication", "UsageConsumer", "topic_configs"]
+__all__ = [
+    "KafkaAdmin",
+    "KafkaPublisher",
+    "TopicReplication",
+    "UsageConsumer",
+    "replica_counts",
+    "topic_configs",
+]
 
 PLAINTEXT = KafkaClientConfig()
 
@@ -65,6 +72,16 @@ def topic_configs(
             "configs": USAGE_CONFIG | isr,
         },
     }
+
+
+def replica_counts(described: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The replica count of each partition in kafka-python's ``describe_topics`` answer
+    (``replica_nodes`` in 3.x metadata, ``replicas`` in older shapes)."""
+    return [
+        len(p.get("replica_nodes") or p.get("replicas") or [])
+        for t in described
+        for p in t.get("partitions") or []
+    ]
 
 
 class TopicReplication:
@@ -113,10 +130,8 @@ class KafkaAdmin:
             return None
         except kafka.errors.KafkaError as e:
             raise PublishError(f"describing topic {topic} failed: {e}") from e
-        partitions = [p for t in described for p in t.get("partitions") or []]
-        if not partitions:
-            return None
-        return min(len(p.get("replicas") or []) for p in partitions)
+        counts = replica_counts(described)
+        return min(counts) if counts else None
 
     def ensure_topics(
         self,
