@@ -265,7 +265,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     also apply the regions' usage reports to last_used_at."""
     import threading
 
-    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
     from producer.usage import UsageApplier
@@ -276,6 +276,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
     keyring = keyring_from(settings)
+    check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)
 
