@@ -292,7 +292,8 @@ class KafkaBroker:
         """Format if needed and start the broker process (returns at once)."""
         config = self.format_storage()
         argv = [*self._java(), "kafka.Kafka", str(config)]
-        name = "kafka" if not self.voters else f"kafka-{self.node_id}"
+        # node 1 is "kafka": what status, down and "is a stack running" look for
+        name = "kafka" if self.node_id == 1 else f"kafka-{self.node_id}"
         return start_process(name, argv, self.log_file, port=self.port)
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float = 90.0) -> None:

@@ -42,7 +42,7 @@ from shared.settings import (
     settings_file_path,
     state_dir_path,
 )
-from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from stack.kafka import KafkaBroker, KafkaCluster, KafkaJars, default_cache_dir
 from stack.pipeline import Pipeline
 from stack.process import (
     ProcessRecord,
@@ -90,6 +90,7 @@ class StackOptions:
     kafka_heap: str = "512m"
     with_apps: bool = True
     link_delays: Mapping[str, float] = field(default_factory=dict)
+    brokers: int = 1  # 3: a three-node KRaft cluster (one quorum), 256 MiB heaps
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,10 @@ class LocalStack:
             self._check_links(running, options)
         else:
             links = [(r, free_port(), free_port()) for r in options.link_delays]
-            started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
+            if options.brokers > 1:
+                started += self._start_cluster(jars, kafka_port, options)
+            else:
+                started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
 
         regions = self._start_redis(options, running, old_settings, started)
         records = {**running, **{r.name: r for r, _ in started}}
@@ -210,6 +214,7 @@ class LocalStack:
             kafka_port=kafka_port,
             regions=regions,
             api_port=api_port,
+            kafka_bootstrap=_bootstrap_of(records.values()),
         )
         self.echo(f"settings written to {self.settings_file}")
         if gates:
@@ -259,6 +264,22 @@ class LocalStack:
         broker = KafkaBroker(jars, self.state_dir / "kafka", port, free_port(), heap, listeners)
         record = broker.start()
         return record, functools.partial(broker.wait_ready, record)
+
+    def _start_cluster(
+        self, jars: KafkaJars, port: int, options: StackOptions
+    ) -> list[tuple[ProcessRecord, Callable[[], None]]]:
+        if options.link_delays:
+            raise StackError("link delays need the single-broker stack (without --brokers)")
+        ports = [(port, free_port())] + [
+            (free_port(), free_port()) for _ in range(1, options.brokers)
+        ]
+        cluster = KafkaCluster.build(
+            jars, self.state_dir / "kafka-cluster", ports, heap=options.kafka_heap
+        )
+        started: list[tuple[ProcessRecord, Callable[[], None]]] = []
+        for broker, record in zip(cluster.brokers, cluster.start(), strict=True):
+            started.append((record, functools.partial(broker.wait_ready, record, 120.0)))
+        return started
 
     @staticmethod
     def _check_links(running: Mapping[str, ProcessRecord], options: StackOptions) -> None:
@@ -424,12 +445,20 @@ def _listener(region: str) -> str:
     return "REGION_" + "".join(c if c.isalnum() else "_" for c in region.upper())
 
 
+def _bootstrap_of(records: Iterable[ProcessRecord]) -> str:
+    """``host:port`` of every broker of the stack (node 1 first), comma separated."""
+    brokers = sorted(
+        (r for r in records if _kind(r.name) == "kafka" and r.port), key=lambda r: r.name
+    )
+    return ",".join(f"127.0.0.1:{r.port}" for r in brokers)
+
+
 def _port_of(url: str) -> int | None:
     return urlsplit(url).port
 
 
 def _port_of_bootstrap(settings: Settings) -> int | None:
-    _, _, port = settings.kafka_bootstrap.rpartition(":")
+    _, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     return int(port) if port.isdigit() else None
 
 
