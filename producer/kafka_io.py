@@ -6,7 +6,6 @@ This is the only module that imports ``kafka``. Errors from it are wrapped in
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,8 +15,8 @@ import kafka.errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from producer.publisher import OutgoingRecord, Placement, RecordTooLargeError
-from shared.errors import ConfigError, PublishError
-from shared.kafka_client import KafkaClientConfig, replication_defaults
+from shared.errors import PublishError
+from shared.kafka_client import KafkaClientConfig, auth_failures, replication_defaults
 from shared.keys import Topics
 from shared.logs import get_logger
 from shared.usage import SignedUsageRecord
@@ -111,7 +110,7 @@ class KafkaAdmin:
                 **client.kafka_python_kwargs(),
             )
         except AUTH_ERRORS as e:
-            raise _refused(bootstrap, client, e) from e
+            raise client.refused(bootstrap) from e
         except kafka.errors.KafkaError as e:
             raise PublishError(_reach_error(bootstrap, client, e)) from e
         self._bootstrap = bootstrap
@@ -246,7 +245,7 @@ class KafkaPublisher:
                 **client.kafka_python_kwargs(),
             )
         except AUTH_ERRORS as e:
-            raise _refused(bootstrap, client, e) from e
+            raise client.refused(bootstrap) from e
         except kafka.errors.KafkaError as e:
             raise PublishError(_reach_error(bootstrap, client, e)) from e
         self._partitions: int | None = None
@@ -319,7 +318,7 @@ class UsageConsumer:
                 **client.kafka_python_kwargs(),
             )
         except AUTH_ERRORS as e:
-            raise _refused(bootstrap, client, e) from e
+            raise client.refused(bootstrap) from e
         except kafka.errors.KafkaError as e:
             raise PublishError(_reach_error(bootstrap, client, e)) from e
 
@@ -354,54 +353,25 @@ def _reach_error(bootstrap: str, client: KafkaClientConfig, error: Exception) ->
     return f"cannot reach Kafka at {bootstrap} ({client.describe()}): {error}"
 
 
-def _refused(bootstrap: str, client: KafkaClientConfig, error: Exception) -> ConfigError:
-    """Wrong credentials: a configuration error (retrying cannot help), in one line."""
-    return ConfigError(
-        f"Kafka at {bootstrap} refused {client.describe()}: authentication failed "
-        "(check TOKENSYNC_KAFKA_SASL_USERNAME, TOKENSYNC_KAFKA_SASL_PASSWORD and "
-        "TOKENSYNC_KAFKA_SASL_MECHANISM)"
-    )
-
-
-class _AuthFailures(logging.Handler):
-    """Notes the authentication failures kafka-python logs (its bootstrap retries them
-    until its deadline and then raises a plain timeout)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
-            self.seen.append(text)
-
-
 def check_credentials(bootstrap: str, client: KafkaClientConfig, timeout_s: float = 8.0) -> None:
     """Connect once: ConfigError if the cluster refuses the credentials; an unreachable
     cluster is only logged (the caller's retries handle it). kafka-python's own log lines
     of this attempt are kept out of the output (they would repeat the failure)."""
     if not client.sasl:
         return
-    library = logging.getLogger("kafka")
-    failures = _AuthFailures()
-    library.addHandler(failures)
-    propagate, library.propagate = library.propagate, False
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="tokensync-credentials",
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(timeout_s * 1000),
-            **client.kafka_python_kwargs(),
-        )
-        admin.close()
-    except AUTH_ERRORS as e:
-        raise _refused(bootstrap, client, e) from e
-    except kafka.errors.KafkaError as e:
-        if failures.seen:
-            raise _refused(bootstrap, client, e) from e
-        log.warning("kafka_unreachable", error=_reach_error(bootstrap, client, e))
-    finally:
-        library.removeHandler(failures)
-        library.propagate = propagate
+    with auth_failures("kafka") as failures:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                client_id="tokensync-credentials",
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                request_timeout_ms=int(timeout_s * 1000),
+                **client.kafka_python_kwargs(),
+            )
+            admin.close()
+        except AUTH_ERRORS as e:
+            raise client.refused(bootstrap) from e
+        except kafka.errors.KafkaError as e:
+            if failures.seen:
+                raise client.refused(bootstrap) from e
+            log.warning("kafka_unreachable", error=_reach_error(bootstrap, client, e))

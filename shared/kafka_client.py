@@ -9,8 +9,10 @@ password is never part of a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from shared.errors import ConfigError
 __all__ = [
     "MECHANISMS",
     "PROTOCOLS",
+    "AuthFailures",
     "KafkaClientConfig",
+    "auth_failures",
     "replication_defaults",
 ]
 
@@ -48,6 +52,35 @@ def replication_defaults(brokers: int, configured_rf: int, configured_isr: int) 
     rf = configured_rf or max(1, min(3, brokers))
     isr = configured_isr or (2 if rf >= 3 else 1)
     return rf, isr
+
+
+class AuthFailures(logging.Handler):
+    """Notes the authentication failures a Kafka library logs: kafka-python and aiokafka
+    retry a refused login during bootstrap and then raise a plain timeout."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+            self.seen.append(text)
+
+
+@contextmanager
+def auth_failures(library: str) -> Iterator[AuthFailures]:
+    """Collect ``library``'s logged login refusals for the duration of the block, and keep
+    its log lines of that attempt out of the output (the caller reports in one line)."""
+    logger = logging.getLogger(library)
+    handler = AuthFailures()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 @dataclass(frozen=True)
@@ -145,6 +178,14 @@ class KafkaClientConfig:
         if self.sasl:
             text += f" {self.sasl_mechanism} as {self.sasl_username}"
         return text
+
+    def refused(self, bootstrap: str) -> ConfigError:
+        """The one-line error for credentials the cluster refused (retrying cannot help)."""
+        return ConfigError(
+            f"Kafka at {bootstrap} refused {self.describe()}: authentication failed "
+            f"(check {PREFIX}KAFKA_SASL_USERNAME, {PREFIX}KAFKA_SASL_PASSWORD and "
+            f"{PREFIX}KAFKA_SASL_MECHANISM)"
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client TLS context from the CA, certificate and key files (None without TLS)."""

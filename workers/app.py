@@ -26,9 +26,9 @@ import faust
 import redis.asyncio as aioredis
 from faust.types import TP
 
-from shared.errors import CacheUnavailableError
+from shared.errors import CacheUnavailableError, ConfigError
 from shared.events import Keyring
-from shared.kafka_client import KafkaClientConfig
+from shared.kafka_client import KafkaClientConfig, auth_failures
 from shared.keys import SIGNERS_FRESH_S, SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
 from shared.metrics import (
@@ -376,14 +376,21 @@ async def stream_source(
     from aiokafka.protocol.metadata import MetadataRequest
 
     last: Exception | None = None
+    config = client or KafkaClientConfig()
     for attempt in range(attempts):
         kafka = AIOKafkaClient(
             bootstrap_servers=kafka_bootstrap,
             request_timeout_ms=10_000,
-            **(client or KafkaClientConfig()).aiokafka_kwargs(),
+            **config.aiokafka_kwargs(),
         )
         try:
-            await kafka.bootstrap()
+            with auth_failures("aiokafka") as refused:  # wrong credentials: no retries
+                try:
+                    await kafka.bootstrap()
+                except Exception as e:
+                    if refused.seen:
+                        raise config.refused(kafka_bootstrap) from e
+                    raise
             node = kafka.get_random_node()
             response: Any
             try:
@@ -396,6 +403,8 @@ async def stream_source(
             if found:
                 return StreamSource(found, topic, topic_id)
             last = None
+        except ConfigError:
+            raise
         except Exception as e:  # any broker error: ask again, then give up with one line
             last = e
         finally:

@@ -77,13 +77,14 @@ def test_the_relay_a_worker_and_usage_run_over_scram_and_a_revoked_token_is_deni
     assert PASSWORD not in pipeline.worker_log("eu")
 
 
+@pytest.mark.parametrize("command", [["relay"], ["worker", "--region", "eu"]])
 def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit(
-    sasl_pipeline: Pipeline,
+    sasl_pipeline: Pipeline, command: list[str]
 ) -> None:
     pipeline = sasl_pipeline
     env = pipeline.env() | {"TOKENSYNC_KAFKA_SASL_PASSWORD": "wrong-password-000"}
     done = subprocess.run(
-        tokensync_argv(["relay"]),
+        tokensync_argv(command),
         env=env,
         cwd=pipeline.tmp_path,
         capture_output=True,
@@ -92,10 +93,12 @@ def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit(
         check=False,
     )
     assert 0 != done.returncode
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert "Traceback" not in done.stderr
-    assert 1 == len(lines), lines
-    assert lines[0].startswith("tokensync: "), lines
-    assert "authentication failed" in lines[0], lines
-    assert "SASL_PLAINTEXT SCRAM-SHA-512 as tokensync" in lines[0], lines
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("tokensync: ")]
+    assert 1 == len(errors), lines
+    assert "authentication failed" in errors[0], lines
+    assert "SASL_PLAINTEXT SCRAM-SHA-512 as tokensync" in errors[0], lines
+    if command == ["relay"]:
+        assert [errors[0]] == lines  # nothing else: no library log lines
     assert "wrong-password-000" not in done.stderr + done.stdout
