@@ -7,7 +7,8 @@ This is the only module that imports ``kafka``. Errors from it are wrapped in
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import kafka
@@ -102,17 +103,14 @@ class KafkaAdmin:
     def __init__(
         self, bootstrap: str, *, timeout_s: float = 10.0, client: KafkaClientConfig = PLAINTEXT
     ) -> None:
-        try:
+        with _connecting(bootstrap, client):
             self._admin = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
                 client_id="tokensync-admin",
                 request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(max(timeout_s, 1.0) * 1000),
                 **client.kafka_python_kwargs(),
             )
-        except AUTH_ERRORS as e:
-            raise client.refused(bootstrap) from e
-        except kafka.errors.KafkaError as e:
-            raise PublishError(_reach_error(bootstrap, client, e)) from e
         self._bootstrap = bootstrap
         self._client = client
 
@@ -226,7 +224,7 @@ class KafkaPublisher:
     ) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
-        try:
+        with _connecting(bootstrap, client):
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
                 client_id="tokensync-relay",
@@ -244,10 +242,6 @@ class KafkaPublisher:
                 metadata_max_age_ms=int(PARTITIONS_MAX_AGE_S * 1000),
                 **client.kafka_python_kwargs(),
             )
-        except AUTH_ERRORS as e:
-            raise client.refused(bootstrap) from e
-        except kafka.errors.KafkaError as e:
-            raise PublishError(_reach_error(bootstrap, client, e)) from e
         self._partitions: int | None = None
         self._partitions_at = 0.0
 
@@ -308,7 +302,7 @@ class UsageConsumer:
     def __init__(
         self, bootstrap: str, topic: str, group: str, *, client: KafkaClientConfig = PLAINTEXT
     ) -> None:
-        try:
+        with _connecting(bootstrap, client):
             self._consumer = KafkaConsumer(
                 topic,
                 bootstrap_servers=bootstrap,
@@ -317,10 +311,6 @@ class UsageConsumer:
                 auto_offset_reset="earliest",
                 **client.kafka_python_kwargs(),
             )
-        except AUTH_ERRORS as e:
-            raise client.refused(bootstrap) from e
-        except kafka.errors.KafkaError as e:
-            raise PublishError(_reach_error(bootstrap, client, e)) from e
 
     def poll(self, timeout_s: float) -> list[SignedUsageRecord]:
         """The next records (maybe none), with key and headers for verification."""
@@ -346,6 +336,19 @@ class UsageConsumer:
     def close(self) -> None:
         """Leave the group."""
         self._consumer.close()
+
+
+@contextmanager
+def _connecting(bootstrap: str, client: KafkaClientConfig) -> Iterator[None]:
+    """Wrap a client's construction: PublishError in one line, naming a refused login
+    (kafka-python retries one until its bootstrap deadline, then raises a timeout)."""
+    with auth_failures("kafka") if client.sasl else nullcontext() as refused:
+        try:
+            yield
+        except kafka.errors.KafkaError as e:
+            if isinstance(e, AUTH_ERRORS) or (refused is not None and refused.seen):
+                raise PublishError(str(client.refused(bootstrap))) from e
+            raise PublishError(_reach_error(bootstrap, client, e)) from e
 
 
 def _reach_error(bootstrap: str, client: KafkaClientConfig, error: Exception) -> str:

@@ -4,12 +4,15 @@ is denied in the region; a wrong password is one clear line and a non-zero exit.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from producer.kafka_io import KafkaAdmin
+from shared.errors import PublishError
 from shared.kafka_client import KafkaClientConfig
 from shared.keys import Topics
 from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
@@ -102,3 +105,16 @@ def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit(
     if command == ["relay"]:
         assert [errors[0]] == lines  # nothing else: no library log lines
     assert "wrong-password-000" not in done.stderr + done.stdout
+
+
+def test_an_admin_client_refused_by_the_cluster_says_authentication_failed(
+    sasl_broker: KafkaBroker,
+) -> None:
+    wrong = dataclasses.replace(SCRAM, sasl_password="wrong-password-000")
+    with pytest.raises(PublishError) as error:
+        KafkaAdmin(sasl_broker.sasl_bootstrap, timeout_s=3, client=wrong)
+    message = str(error.value)
+    assert "authentication failed" in message
+    assert "SCRAM-SHA-512 as tokensync" in message
+    assert "wrong-password-000" not in message
+    assert "\n" not in message
