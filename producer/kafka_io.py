@@ -346,7 +346,7 @@ def _connecting(bootstrap: str, client: KafkaClientConfig) -> Iterator[None]:
         try:
             yield
         except kafka.errors.KafkaError as e:
-            if isinstance(e, AUTH_ERRORS) or (refused is not None and refused.seen):
+            if isinstance(e, AUTH_ERRORS) or (refused is not None and refused.refused):
                 raise PublishError(str(client.refused(bootstrap))) from e
             raise PublishError(_reach_error(bootstrap, client, e)) from e
 
@@ -375,6 +375,6 @@ def check_credentials(bootstrap: str, client: KafkaClientConfig, timeout_s: floa
         except AUTH_ERRORS as e:
             raise client.refused(bootstrap) from e
         except kafka.errors.KafkaError as e:
-            if failures.seen:
+            if failures.refused:
                 raise client.refused(bootstrap) from e
             log.warning("kafka_unreachable", error=_reach_error(bootstrap, client, e))

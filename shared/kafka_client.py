@@ -56,16 +56,33 @@ def replication_defaults(brokers: int, configured_rf: int, configured_isr: int) 
 
 class AuthFailures(logging.Handler):
     """Notes the authentication failures a Kafka library logs: kafka-python and aiokafka
-    retry a refused login during bootstrap and then raise a plain timeout."""
+    retry a refused login during bootstrap and then raise a plain timeout.
+
+    A broker answers a wrong password with an error and closes the connection shortly
+    after; a client sometimes sees only the close. A connection lost after the SASL
+    exchange began, and before any succeeded, therefore counts as a refusal too."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.DEBUG)
         self.seen: list[str] = []
+        self._exchanging = False
+        self._authenticated = False
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
             self.seen.append(text)
+        elif ".sasl" in record.name or "SaslHandshake" in text or "SaslAuthenticate" in text:
+            self._exchanging = True
+        elif "authenticated" in text.lower() and "not" not in text.lower():
+            self._authenticated = True
+        elif self._exchanging and not self._authenticated and "disconnect" in text.lower():
+            self.seen.append(text)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the cluster refused the login during the block."""
+        return bool(self.seen)
 
 
 @contextmanager
@@ -76,9 +93,12 @@ def auth_failures(library: str) -> Iterator[AuthFailures]:
     handler = AuthFailures()
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
+        logger.setLevel(level)
         logger.removeHandler(handler)
         logger.propagate = propagate
 

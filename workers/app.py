@@ -388,7 +388,7 @@ async def stream_source(
                 try:
                     await kafka.bootstrap()
                 except Exception as e:
-                    if refused.seen:
+                    if refused.refused:
                         raise config.refused(kafka_bootstrap) from e
                     raise
             node = kafka.get_random_node()
