@@ -17,11 +17,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from stack.process import ProcessRecord, log_hint, port_open, start_process
+from stack.process import ProcessRecord, log_hint, port_open, start_process, stop_pid
 
 __all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaCluster", "KafkaJars", "default_cache_dir"]
 
@@ -377,3 +378,12 @@ class KafkaCluster:
         deadline = time.monotonic() + timeout_s
         for broker, record in zip(self.brokers, records, strict=True):
             broker.wait_ready(record, max(1.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def stop(records: Sequence[ProcessRecord]) -> list[bool]:
+        """Stop every node at once: a node stopped after its peers would wait for a quorum
+        that is gone (each is escalated to SIGKILL after the grace time). Per record:
+        whether it had been running."""
+        with ThreadPoolExecutor(max_workers=max(1, len(records))) as pool:
+            futures = [pool.submit(stop_pid, r.pid, r.argv[0] if r.argv else None) for r in records]
+            return [f.result() for f in futures]

@@ -419,9 +419,15 @@ class LocalStack:
         stopped = []
         records = self.records()
         for r in sorted(records, key=lambda r: _STOP_ORDER.get(_kind(r.name), 9)):
+            if _kind(r.name) == "kafka":
+                continue  # last, all brokers at once (a cluster's quorum)
             program = r.argv[0] if r.argv else None
             if stop_pid(r.pid, program):
                 stopped.append(r.name)
+        brokers = [r for r in records if _kind(r.name) == "kafka"]
+        stopped += [
+            r.name for r, ran in zip(brokers, KafkaCluster.stop(brokers), strict=True) if ran
+        ]
         self.state_file.unlink(missing_ok=True)
         return stopped
 

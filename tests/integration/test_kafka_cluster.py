@@ -18,7 +18,7 @@ from shared.keys import Topics
 from shared.settings import Settings
 from shared.validator import Outcome as Validity
 from stack.kafka import KafkaCluster, KafkaJars, default_cache_dir
-from stack.process import free_port, stop_pid
+from stack.process import free_port
 from tests.harness import Pipeline, pipeline_context
 from tests.kafka_helpers import wait_for
 
@@ -39,8 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         built.wait_ready(records)
         yield built.bootstrap
     finally:
-        for record in records:
-            stop_pid(record.pid, record.argv[0])
+        KafkaCluster.stop(records)
 
 
 def describe(bootstrap: str, topic: str) -> tuple[list[int], dict[str, str]]:
