@@ -29,7 +29,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     also apply the regions' usage reports to last_used_at."""
     import threading
 
-    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
     from producer.usage import UsageApplier
@@ -40,19 +40,25 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
     keyring = keyring_from(settings)
+    check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)
 
     topics_ready = threading.Event()
 
     def connect() -> EventPublisher:
-        admin = KafkaAdmin(settings.kafka_bootstrap)
+        admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
         try:
-            admin.ensure_topics(topics, settings.partitions)
+            admin.ensure_topics(
+                topics,
+                settings.partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+            )
         finally:
             admin.close()
         topics_ready.set()
-        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens)
+        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens, client=settings.kafka_client)
 
     serve_metrics(metrics_port)
     stop = stop_on_signals()
@@ -61,7 +67,10 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     usage = UsageApplier(
         store.engine,
         lambda: UsageConsumer(
-            settings.kafka_bootstrap, topics.usage, f"{settings.topic_prefix}-usage"
+            settings.kafka_bootstrap,
+            topics.usage,
+            f"{settings.topic_prefix}-usage",
+            client=settings.kafka_client,
         ),
         keyring,
     )

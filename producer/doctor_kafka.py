@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from producer.doctor_report import Check, Outcome
+from shared.kafka_client import replication_defaults
 from shared.keys import Topics
 from shared.settings import Settings
 
@@ -16,11 +17,14 @@ def kafka_checks(settings: Settings) -> list[Check]:
     """The token topic as the brokers describe it: compacted, replicated, durable."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+    from producer.kafka_io import replica_counts
+
     topic = Topics(settings.topic_prefix).tokens
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id="tokensync-doctor",
         request_timeout_ms=5000,
+        **settings.kafka_client.kafka_python_kwargs(),
     )
     try:
         described = admin.describe_topics([topic])
@@ -30,8 +34,8 @@ def kafka_checks(settings: Settings) -> list[Check]:
         )
     finally:
         admin.close()
-    partitions = [p for t in described for p in t.get("partitions") or []]
-    if not partitions:
+    counts = replica_counts(described)
+    if not counts:
         return [Check("kafka topic", Outcome.FAIL, f"{topic} does not exist", "start the relay")]
     values = _topic_values(configs)
     checks = []
@@ -47,9 +51,24 @@ def kafka_checks(settings: Settings) -> list[Check]:
             f"kafka-configs --alter --topic {topic} --add-config cleanup.policy=compact",
         )
     )
-    replicas = min(len(p.get("replicas") or []) for p in partitions)
+    replicas = min(counts)
     isr = int(values.get("min.insync.replicas", "1") or 1)
-    if brokers <= 1:
+    want_rf, want_isr = replication_defaults(
+        brokers, settings.kafka_replication_factor, settings.kafka_min_insync_replicas
+    )
+    if replicas < want_rf or isr < want_isr:
+        checks.append(
+            Check(
+                "kafka replication",
+                Outcome.FAIL,
+                f"{topic}: replication factor {replicas}, min.insync.replicas {isr} on "
+                f"{brokers} brokers (wanted {want_rf} and {want_isr}): losing one broker "
+                "can lose revocations or stop the relay",
+                f"kafka-reassign-partitions to {want_rf} replicas and kafka-configs --alter "
+                f"--topic {topic} --add-config min.insync.replicas={want_isr}",
+            )
+        )
+    elif brokers <= 1:
         checks.append(
             Check(
                 "kafka replication", Outcome.PASS, f"single broker: replication factor {replicas}"

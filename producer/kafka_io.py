@@ -7,7 +7,8 @@ This is the only module that imports ``kafka``. Errors from it are wrapped in
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import kafka
@@ -16,11 +17,24 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from producer.publisher import OutgoingRecord, Placement, RecordTooLargeError
 from shared.errors import PublishError
+from shared.kafka_client import KafkaClientConfig, auth_failures, replication_defaults
 from shared.keys import Topics
 from shared.logs import get_logger
 from shared.usage import SignedUsageRecord
 
-__all__ = ["KafkaAdmin", "KafkaPublisher", "UsageConsumer", "topic_configs"]
+__all__ = [
+    "KafkaAdmin",
+    "KafkaPublisher",
+    "TopicReplication",
+    "UsageConsumer",
+    "check_credentials",
+    "replica_counts",
+    "topic_configs",
+]
+
+PLAINTEXT = KafkaClientConfig()
+#: What kafka-python raises when a broker refuses a client's SASL credentials.
+AUTH_ERRORS = (kafka.errors.SaslAuthenticationFailedError,)
 
 log = get_logger(__name__)
 
@@ -39,61 +53,146 @@ DEAD_LETTER_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(14 * 24 * 
 USAGE_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)}
 
 
-def topic_configs(topics: Topics, partitions: int) -> dict[str, dict[str, Any]]:
-    """The topics tokensync needs, with partitions and configs, in kafka-python's dict form."""
+def topic_configs(
+    topics: Topics, partitions: int, replication_factor: int = 1, min_insync_replicas: int = 1
+) -> dict[str, dict[str, Any]]:
+    """The topics tokensync needs, with partitions, replication and configs, in
+    kafka-python's dict form."""
+    isr = {"min.insync.replicas": str(min_insync_replicas)}
     return {
         topics.tokens: {
             "num_partitions": partitions,
-            "replication_factor": 1,
-            "configs": TOKENS_TOPIC_CONFIG,
+            "replication_factor": replication_factor,
+            "configs": TOKENS_TOPIC_CONFIG | isr,
         },
         topics.dead_letters: {
             "num_partitions": 1,
-            "replication_factor": 1,
-            "configs": DEAD_LETTER_CONFIG,
+            "replication_factor": replication_factor,
+            "configs": DEAD_LETTER_CONFIG | isr,
         },
         topics.usage: {
             "num_partitions": partitions,
-            "replication_factor": 1,
-            "configs": USAGE_CONFIG,
+            "replication_factor": replication_factor,
+            "configs": USAGE_CONFIG | isr,
         },
     }
+
+
+def replica_counts(described: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The replica count of each partition in kafka-python's ``describe_topics`` answer
+    (``replica_nodes`` in 3.x metadata, ``replicas`` in older shapes)."""
+    return [
+        len(p.get("replica_nodes") or p.get("replicas") or [])
+        for t in described
+        for p in t.get("partitions") or []
+    ]
+
+
+class TopicReplication:
+    """A topic's replication as the cluster reports it."""
+
+    def __init__(self, topic: str, replication_factor: int, brokers: int) -> None:
+        self.topic = topic
+        self.replication_factor = replication_factor
+        self.brokers = brokers
 
 
 class KafkaAdmin:
     """Topic creation, end offsets and consumer-group housekeeping."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 10.0) -> None:
-        try:
+    def __init__(
+        self, bootstrap: str, *, timeout_s: float = 10.0, client: KafkaClientConfig = PLAINTEXT
+    ) -> None:
+        with _connecting(bootstrap, client):
             self._admin = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
                 client_id="tokensync-admin",
                 request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(max(timeout_s, 1.0) * 1000),
+                **client.kafka_python_kwargs(),
             )
-        except kafka.errors.KafkaError as e:
-            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
         self._bootstrap = bootstrap
+        self._client = client
 
     def close(self) -> None:
         """Release the connection."""
         self._admin.close()
 
-    def ensure_topics(self, topics: Topics, partitions: int) -> None:
-        """Create tokensync's topics unless they exist (existing ones are left as they are)."""
-        wanted = topic_configs(topics, partitions)
+    def brokers(self) -> int:
+        """How many brokers the cluster's metadata lists."""
+        try:
+            return len(self._admin.describe_cluster().get("brokers") or [])
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"describing the Kafka cluster failed: {e}") from e
+
+    def replication(self, topic: str) -> int | None:
+        """The smallest replica count of ``topic``'s partitions (None: no such topic)."""
+        try:
+            described = self._admin.describe_topics([topic])
+        except kafka.errors.UnknownTopicOrPartitionError:
+            return None
+        except kafka.errors.KafkaError as e:
+            raise PublishError(f"describing topic {topic} failed: {e}") from e
+        counts = replica_counts(described)
+        return min(counts) if counts else None
+
+    def ensure_topics(
+        self,
+        topics: Topics,
+        partitions: int,
+        *,
+        replication_factor: int = 0,
+        min_insync_replicas: int = 0,
+    ) -> list[TopicReplication]:
+        """Create tokensync's topics unless they exist (existing ones are left as they are).
+
+        New topics get ``replication_factor`` replicas and ``min_insync_replicas`` (0: the
+        defaults, RF min(3, brokers) and min ISR 2 when RF >= 3, else 1). Returns the
+        existing topics whose replication factor is below the wanted one (logged as
+        ``topic_under_replicated`` warnings)."""
+        brokers = self.brokers()
+        rf, isr = replication_defaults(brokers, replication_factor, min_insync_replicas)
+        if rf > brokers:
+            raise PublishError(
+                f"replication factor {rf} needs {rf} brokers; the cluster lists {brokers}"
+            )
+        wanted = topic_configs(topics, partitions, rf, isr)
         try:
             existing = set(self._admin.list_topics())
             missing = {name: spec for name, spec in wanted.items() if name not in existing}
             if missing:
                 self._admin.create_topics(missing, raise_errors=False)
                 self._admin.wait_for_topics(list(missing), timeout_ms=30_000)
-                log.info("topics_created", topics=sorted(missing))
+                log.info(
+                    "topics_created",
+                    topics=sorted(missing),
+                    replication_factor=rf,
+                    min_insync_replicas=isr,
+                )
         except kafka.errors.KafkaError as e:
             raise PublishError(f"creating topics failed: {e}") from e
+        weak = []
+        for name in sorted(set(wanted) & existing):
+            found = self.replication(name)
+            if found is not None and found < rf:
+                weak.append(TopicReplication(name, found, brokers))
+                log.warning(
+                    "topic_under_replicated",
+                    topic=name,
+                    replication_factor=found,
+                    wanted=rf,
+                    brokers=brokers,
+                    fix="kafka-reassign-partitions, or delete and re-create the topic",
+                )
+        return weak
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written in each partition of ``topic``."""
-        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            **self._client.kafka_python_kwargs(),
+        )
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -115,10 +214,17 @@ class KafkaAdmin:
 class KafkaPublisher:
     """kafka-python producer with acks=all and idempotence, reporting placements."""
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        timeout_s: float = 30.0,
+        client: KafkaClientConfig = PLAINTEXT,
+    ) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
-        try:
+        with _connecting(bootstrap, client):
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
                 client_id="tokensync-relay",
@@ -134,9 +240,8 @@ class KafkaPublisher:
                 reconnect_backoff_max_ms=1000,
                 # partitions added to the topic are seen (and heartbeaten) within seconds
                 metadata_max_age_ms=int(PARTITIONS_MAX_AGE_S * 1000),
+                **client.kafka_python_kwargs(),
             )
-        except kafka.errors.KafkaError as e:
-            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
         self._partitions: int | None = None
         self._partitions_at = 0.0
 
@@ -194,17 +299,18 @@ class KafkaPublisher:
 class UsageConsumer:
     """Reads the usage topic (signed region batches: token id -> newest use) for the store."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
-        try:
+    def __init__(
+        self, bootstrap: str, topic: str, group: str, *, client: KafkaClientConfig = PLAINTEXT
+    ) -> None:
+        with _connecting(bootstrap, client):
             self._consumer = KafkaConsumer(
                 topic,
                 bootstrap_servers=bootstrap,
                 group_id=group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                **client.kafka_python_kwargs(),
             )
-        except kafka.errors.KafkaError as e:
-            raise PublishError(f"cannot reach Kafka at {bootstrap}: {e}") from e
 
     def poll(self, timeout_s: float) -> list[SignedUsageRecord]:
         """The next records (maybe none), with key and headers for verification."""
@@ -230,3 +336,45 @@ class UsageConsumer:
     def close(self) -> None:
         """Leave the group."""
         self._consumer.close()
+
+
+@contextmanager
+def _connecting(bootstrap: str, client: KafkaClientConfig) -> Iterator[None]:
+    """Wrap a client's construction: PublishError in one line, naming a refused login
+    (kafka-python retries one until its bootstrap deadline, then raises a timeout)."""
+    with auth_failures("kafka") if client.sasl else nullcontext() as refused:
+        try:
+            yield
+        except kafka.errors.KafkaError as e:
+            if isinstance(e, AUTH_ERRORS) or (refused is not None and refused.refused):
+                raise PublishError(str(client.refused(bootstrap))) from e
+            raise PublishError(_reach_error(bootstrap, client, e)) from e
+
+
+def _reach_error(bootstrap: str, client: KafkaClientConfig, error: Exception) -> str:
+    """One line for a client that could not connect (no password in it)."""
+    return f"cannot reach Kafka at {bootstrap} ({client.describe()}): {error}"
+
+
+def check_credentials(bootstrap: str, client: KafkaClientConfig, timeout_s: float = 8.0) -> None:
+    """Connect once: ConfigError if the cluster refuses the credentials; an unreachable
+    cluster is only logged (the caller's retries handle it). kafka-python's own log lines
+    of this attempt are kept out of the output (they would repeat the failure)."""
+    if not client.sasl:
+        return
+    with auth_failures("kafka") as failures:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                client_id="tokensync-credentials",
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                request_timeout_ms=int(timeout_s * 1000),
+                **client.kafka_python_kwargs(),
+            )
+            admin.close()
+        except AUTH_ERRORS as e:
+            raise client.refused(bootstrap) from e
+        except kafka.errors.KafkaError as e:
+            if failures.refused:
+                raise client.refused(bootstrap) from e
+            log.warning("kafka_unreachable", error=_reach_error(bootstrap, client, e))

@@ -53,7 +53,7 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
     from producer.kafka_io import KafkaAdmin
 
     try:
-        admin = KafkaAdmin(settings.kafka_bootstrap, timeout_s=3)
+        admin = KafkaAdmin(settings.kafka_bootstrap, timeout_s=3, client=settings.kafka_client)
     except PublishError:
         return {}
     try:
@@ -348,7 +348,7 @@ def remove(cli: CliContext, *, name: str, purge: bool, as_json: bool) -> None:
         stopped = host.remove_worker(name) if host is not None else False
         group_deleted = True
         try:
-            admin = KafkaAdmin(settings.kafka_bootstrap)
+            admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
             try:
                 admin.delete_group(consumer_group(name, settings.topic_prefix))
             finally:

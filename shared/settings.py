@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import ConfigError
+from shared.kafka_client import KNOWN as KAFKA_CLIENT_KNOWN
+from shared.kafka_client import KafkaClientConfig
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -183,6 +185,9 @@ class Settings:
     store_timezone: str = "UTC"  # zone of the token table's naive timestamps (app.timezone)
     gate_clients: Mapping[str, str] = field(default_factory=dict, repr=False)
     gate_urls: Mapping[str, str] = field(default_factory=dict)
+    kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)  # no password
+    kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
+    kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -211,6 +216,7 @@ class Settings:
         "GATE_CLIENTS",
         "GATES",
         "SETTINGS_FILE",
+        *KAFKA_CLIENT_KNOWN,
     )
 
     @classmethod
@@ -257,12 +263,21 @@ class Settings:
             store_timezone=get(PREFIX + "STORE_TIMEZONE", "UTC").strip() or "UTC",
             gate_clients=_gate_clients(get(PREFIX + "GATE_CLIENTS", "")),
             gate_urls=_gate_urls(get(PREFIX + "GATES", "")),
+            kafka_client=KafkaClientConfig.from_env(environ),
+            kafka_replication_factor=_int(environ, "KAFKA_REPLICATION_FACTOR", 0),
+            kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
         if settings.partitions < 1:
             raise ConfigError(f"{PREFIX}PARTITIONS must be at least 1")
+        for name, count in (
+            ("KAFKA_REPLICATION_FACTOR", settings.kafka_replication_factor),
+            ("KAFKA_MIN_INSYNC_REPLICAS", settings.kafka_min_insync_replicas),
+        ):
+            if count < 0:
+                raise ConfigError(f"{PREFIX}{name} must be at least 1 (or empty for the default)")
         for name, value, least in (
             ("STALENESS_BUDGET", settings.staleness_budget_s, "positive"),
             ("CLOCK_SKEW_ALLOWANCE", settings.clock_skew_allowance_s, "zero or more"),
@@ -341,8 +356,10 @@ class Settings:
             "STORE_TIMEZONE": "" if self.store_timezone == "UTC" else self.store_timezone,
             "GATE_CLIENTS": ",".join(f"{c}:{s}" for c, s in self.gate_clients.items()),
             "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
+            "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor or ""),
+            "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
         }
-        return {PREFIX + k: v for k, v in env.items() if v != ""}
+        return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
 
 
 def _check_zone(name: str) -> None:

@@ -98,7 +98,19 @@ def stack() -> None:
     metavar="REGION=PORT",
     help="Fix a region's Redis port.",
 )
-@click.option("--kafka-heap", default="512m", show_default=True, help="Broker JVM heap.")
+@click.option(
+    "--kafka-heap",
+    default=None,
+    help="Broker JVM heap [default: 512m; 256m per broker with --brokers 3].",
+)
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Kafka brokers: 3 runs a three-node KRaft cluster (one controller quorum); "
+    "topics then get replication factor 3 and min.insync.replicas 2.",
+)
 @click.option("--no-apps", is_flag=True, help="Servers only: no relay, API or workers.")
 @click.option(
     "--link-delay",
@@ -115,7 +127,8 @@ def up(
     regions: str | None,
     kafka_port: int | None,
     redis_ports: tuple[str, ...],
-    kafka_heap: str,
+    kafka_heap: str | None,
+    brokers: int,
     no_apps: bool,
     link_delay: str,
     as_json: bool,
@@ -139,9 +152,10 @@ def up(
         names,
         kafka_port,
         _redis_ports(redis_ports),
-        kafka_heap,
+        kafka_heap or ("512m" if brokers == 1 else "256m"),
         not no_apps,
         {r: d for r, d in delays.items() if d > 0},
+        brokers=brokers,
     )
     _status(local, local.up(options), as_json)
 

@@ -1,8 +1,11 @@
 """Apache Kafka in KRaft mode from its official jars on Maven Central.
 
 ``KafkaJars.ensure()`` fetches a pinned release once into a cache folder with
-Maven; ``KafkaBroker`` writes a single-node (broker + controller) config,
-formats storage and runs ``kafka.Kafka`` with the installed JDK.
+Maven; ``KafkaBroker`` writes a combined (broker + controller) node's config,
+formats storage and runs ``kafka.Kafka`` with the installed JDK. A single node is the
+default; ``KafkaCluster`` runs N combined nodes that form one controller quorum (the
+internal topics then get min(3, N) replicas). A node may also open a SASL_PLAINTEXT
+listener whose SCRAM users are written at format time (``--add-scram``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import PrerequisiteError, StackError
-from stack.process import ProcessRecord, log_hint, port_open, start_process
+from stack.process import ProcessRecord, log_hint, port_open, start_process, stop_pid
 
-__all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaJars", "default_cache_dir"]
+__all__ = ["KAFKA_VERSION", "KafkaBroker", "KafkaCluster", "KafkaJars", "default_cache_dir"]
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -138,9 +143,15 @@ class KafkaJars:
         return str(self.libs / "*")
 
 
+def new_cluster_id() -> str:
+    """16 random bytes, URL-safe base64 without padding (what StorageTool expects)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 @dataclass(frozen=True)
 class KafkaBroker:
-    """A single-node KRaft broker (broker and controller in one JVM) on loopback."""
+    """A KRaft node (broker and controller in one JVM) on loopback: alone by default, or
+    one voter of a cluster's controller quorum (``node_id``, ``voters``, ``cluster_id``)."""
 
     jars: KafkaJars
     data_dir: Path
@@ -150,6 +161,15 @@ class KafkaBroker:
     # (listener name, port it binds, port it advertises): a region behind a delaying proxy
     # needs a listener whose advertised address is the proxy (clients reconnect to it).
     extra_listeners: tuple[tuple[str, int, int], ...] = ()
+    node_id: int = 1
+    voters: str = ""  # "1@127.0.0.1:port,2@...": empty for a single node
+    cluster_id: str = ""  # shared by the nodes of a cluster; empty: a new one
+    min_heap: str = ""  # -Xms; empty: the same as heap
+    # a SASL_PLAINTEXT listener (SCRAM-SHA-512/256, PLAIN) on this port; 0: none
+    sasl_port: int = 0
+    # (mechanism, user, password) created at format time (SCRAM) or in the JAAS (PLAIN)
+    sasl_users: tuple[tuple[str, str, str], ...] = ()
+    replication: int = 1  # replicas of the internal topics (offsets, transactions)
 
     @property
     def bootstrap(self) -> str:
@@ -161,15 +181,26 @@ class KafkaBroker:
         """Where the broker's console output goes."""
         return self.data_dir / "kafka.log"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The ``host:port`` of the SASL_PLAINTEXT listener (``sasl_port`` must be set)."""
+        return f"127.0.0.1:{self.sasl_port}"
+
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         extra = "".join(f",{n}://127.0.0.1:{bind}" for n, bind, _ in self.extra_listeners)
         advertised = "".join(f",{n}://127.0.0.1:{adv}" for n, _, adv in self.extra_listeners)
         protocols = "".join(f",{n}:PLAINTEXT" for n, _, _ in self.extra_listeners)
+        if self.sasl_port:
+            extra += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            advertised += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        rf, isr = str(self.replication), str(min(2, self.replication))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters
+            or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
                 + extra
@@ -181,26 +212,44 @@ class KafkaBroker:
             + protocols,
             "log.dirs": str(self.data_dir / "kraft-combined-logs"),
             "num.partitions": "6",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "log.cleaner.backoff.ms": "1000",
+            **self._sasl_props(),
         }
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         return config
 
+    def _sasl_props(self) -> dict[str, str]:
+        if not self.sasl_port:
+            return {}
+        mechanisms = sorted({m for m, _, _ in self.sasl_users} or {"SCRAM-SHA-512"})
+        props = {"sasl.enabled.mechanisms": ",".join(mechanisms)}
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        for mechanism in mechanisms:
+            key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+            if mechanism == "PLAIN":
+                users = " ".join(f'user_{u}="{p}"' for m, u, p in self.sasl_users if m == "PLAIN")
+                props[key] = (
+                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+                )
+            else:
+                props[key] = scram
+        return props
+
     def _java(self) -> list[str]:
         java = _require("java", "Kafka needs a JDK 17+ (apt-get install openjdk-17-jdk-headless)")
         return [
             java,
-            f"-Xms{self.heap}",
+            f"-Xms{self.min_heap or self.heap}",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
             "-XX:TieredStopAtLevel=1",
@@ -216,7 +265,12 @@ class KafkaBroker:
         marker = self.data_dir / "kraft-combined-logs" / "meta.properties"
         if marker.exists():
             return config
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or new_cluster_id()
+        scram = [
+            f"--add-scram={m}=[name={u},password={p}]"
+            for m, u, p in self.sasl_users
+            if m.startswith("SCRAM-")
+        ]
         cmd = [
             *self._java(),
             "kafka.tools.StorageTool",
@@ -225,17 +279,23 @@ class KafkaBroker:
             "-c",
             str(config),
             "--ignore-formatted",
+            *scram,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
+            error = result.stderr.strip()[-300:]
+            for _, _, password in self.sasl_users:
+                error = error.replace(password, "***")
+            raise StackError(f"formatting Kafka storage failed: {error}")
         return config
 
     def start(self) -> ProcessRecord:
         """Format if needed and start the broker process (returns at once)."""
         config = self.format_storage()
         argv = [*self._java(), "kafka.Kafka", str(config)]
-        return start_process("kafka", argv, self.log_file, port=self.port)
+        # node 1 is "kafka": what status, down and "is a stack running" look for
+        name = "kafka" if self.node_id == 1 else f"kafka-{self.node_id}"
+        return start_process(name, argv, self.log_file, port=self.port)
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float = 90.0) -> None:
         """Block until the broker logged its readiness line and its port is open."""
@@ -251,3 +311,79 @@ class KafkaBroker:
                 return
             time.sleep(0.1)
         raise StackError(f"Kafka did not start within {timeout_s:.0f} s; see {self.log_file}")
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """``len(brokers)`` combined KRaft nodes forming one controller quorum (every node a
+    voter): three such nodes tolerate the loss of one. Heaps stay modest (256 MiB max
+    each) so three fit next to everything else on a small machine."""
+
+    brokers: tuple[KafkaBroker, ...]
+
+    @classmethod
+    def build(
+        cls,
+        jars: KafkaJars,
+        data_dir: Path,
+        ports: Sequence[tuple[int, int]],
+        *,
+        heap: str = "256m",
+        min_heap: str = "128m",
+        sasl_ports: Sequence[int] = (),
+        sasl_users: tuple[tuple[str, str, str], ...] = (),
+    ) -> KafkaCluster:
+        """Nodes 1..N with (client port, controller port) each, in ``data_dir/node-<id>``;
+        a node keeps the cluster id it was formatted with."""
+        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports, start=1))
+        id_file = data_dir / "cluster.id"
+        if id_file.exists():
+            cluster_id = id_file.read_text().strip()
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            cluster_id = new_cluster_id()
+            id_file.write_text(cluster_id + "\n")
+        brokers = tuple(
+            KafkaBroker(
+                jars,
+                data_dir / f"node-{i}",
+                port,
+                controller,
+                heap,
+                node_id=i,
+                voters=voters,
+                cluster_id=cluster_id,
+                min_heap=min_heap,
+                sasl_port=sasl_ports[i - 1] if sasl_ports else 0,
+                sasl_users=sasl_users,
+                replication=min(3, len(ports)),
+            )
+            for i, (port, controller) in enumerate(ports, start=1)
+        )
+        return cls(brokers)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's ``host:port``, comma separated."""
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def start(self) -> list[ProcessRecord]:
+        """Format and start every node (a quorum needs a majority up, so all at once)."""
+        for broker in self.brokers:
+            broker.format_storage()
+        return [broker.start() for broker in self.brokers]
+
+    def wait_ready(self, records: Sequence[ProcessRecord], timeout_s: float = 120.0) -> None:
+        """Block until every node logged its readiness line."""
+        deadline = time.monotonic() + timeout_s
+        for broker, record in zip(self.brokers, records, strict=True):
+            broker.wait_ready(record, max(1.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def stop(records: Sequence[ProcessRecord]) -> list[bool]:
+        """Stop every node at once: a node stopped after its peers would wait for a quorum
+        that is gone (each is escalated to SIGKILL after the grace time). Per record:
+        whether it had been running."""
+        with ThreadPoolExecutor(max_workers=max(1, len(records))) as pool:
+            futures = [pool.submit(stop_pid, r.pid, r.argv[0] if r.argv else None) for r in records]
+            return [f.result() for f in futures]

@@ -42,7 +42,7 @@ from shared.settings import (
     settings_file_path,
     state_dir_path,
 )
-from stack.kafka import KafkaBroker, KafkaJars, default_cache_dir
+from stack.kafka import KafkaBroker, KafkaCluster, KafkaJars, default_cache_dir
 from stack.pipeline import Pipeline
 from stack.process import (
     ProcessRecord,
@@ -92,6 +92,7 @@ class StackOptions:
     kafka_heap: str = "512m"
     with_apps: bool = True
     link_delays: Mapping[str, float] = field(default_factory=dict)
+    brokers: int = 1  # 3: a three-node KRaft cluster (one quorum), 256 MiB heaps
 
 
 @dataclass(frozen=True)
@@ -172,22 +173,8 @@ class LocalStack:
         previous = {**recorded, **chosen}
         old_settings = Settings.from_env(previous) if previous else Settings()
 
-        jars = KafkaJars(self.cache_dir)
-        if "kafka" not in running and not jars.present:
-            self.echo(f"fetching Kafka {jars.version} jars into {jars.libs.parent} (once)")
-        if "kafka" not in running:
-            jars.ensure()
-
         started: list[tuple[ProcessRecord, Callable[[], None]]] = []
-        kafka_port = _pick_port(options.kafka_port, _port_of_bootstrap(old_settings))
-        links: list[tuple[str, int, int]] = []  # region, broker listener port, proxy port
-        if "kafka" in running:
-            kafka_port = running["kafka"].port or kafka_port
-            self._check_links(running, options)
-        else:
-            links = [(r, free_port(), free_port()) for r in options.link_delays]
-            started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
-
+        kafka_port, links = self._start_brokers(options, running, old_settings, started)
         regions = self._start_redis(options, running, old_settings, started)
         records = {**running, **{r.name: r for r, _ in started}}
         self._save(list(records.values()))
@@ -215,6 +202,7 @@ class LocalStack:
             kafka_port=kafka_port,
             regions=regions,
             api_port=api_port,
+            kafka_bootstrap=_bootstrap_of(records.values()),
         )
         self.echo(f"settings written to {self.settings_file}")
         if gates:
@@ -226,6 +214,30 @@ class LocalStack:
             self._save(list(records.values()))
         _wait_for_ports(records.values())
         return self.status()
+
+    def _start_brokers(
+        self,
+        options: StackOptions,
+        running: Mapping[str, ProcessRecord],
+        old: Settings,
+        started: list[tuple[ProcessRecord, Callable[[], None]]],
+    ) -> tuple[int, list[tuple[str, int, int]]]:
+        """Start Kafka (one broker or a cluster) unless it runs: its port, and the delayed
+        links to set up (region, broker listener port, proxy port)."""
+        jars = KafkaJars(self.cache_dir)
+        if "kafka" not in running and not jars.present:
+            self.echo(f"fetching Kafka {jars.version} jars into {jars.libs.parent} (once)")
+        kafka_port = _pick_port(options.kafka_port, _port_of_bootstrap(old))
+        if "kafka" in running:
+            self._check_links(running, options)
+            return running["kafka"].port or kafka_port, []
+        jars.ensure()
+        links = [(r, free_port(), free_port()) for r in options.link_delays]
+        if options.brokers > 1:
+            started += self._start_cluster(jars, kafka_port, options)
+        else:
+            started.append(self._start_kafka(jars, kafka_port, options.kafka_heap, links))
+        return kafka_port, links
 
     def _start_redis(
         self,
@@ -264,6 +276,22 @@ class LocalStack:
         broker = KafkaBroker(jars, self.state_dir / "kafka", port, free_port(), heap, listeners)
         record = broker.start()
         return record, functools.partial(broker.wait_ready, record)
+
+    def _start_cluster(
+        self, jars: KafkaJars, port: int, options: StackOptions
+    ) -> list[tuple[ProcessRecord, Callable[[], None]]]:
+        if options.link_delays:
+            raise StackError("link delays need the single-broker stack (without --brokers)")
+        ports = [(port, free_port())] + [
+            (free_port(), free_port()) for _ in range(1, options.brokers)
+        ]
+        cluster = KafkaCluster.build(
+            jars, self.state_dir / "kafka-cluster", ports, heap=options.kafka_heap
+        )
+        started: list[tuple[ProcessRecord, Callable[[], None]]] = []
+        for broker, record in zip(cluster.brokers, cluster.start(), strict=True):
+            started.append((record, functools.partial(broker.wait_ready, record, 120.0)))
+        return started
 
     @staticmethod
     def _check_links(running: Mapping[str, ProcessRecord], options: StackOptions) -> None:
@@ -403,9 +431,15 @@ class LocalStack:
         stopped = []
         records = self.records()
         for r in sorted(records, key=lambda r: _STOP_ORDER.get(_kind(r.name), 9)):
+            if _kind(r.name) == "kafka":
+                continue  # last, all brokers at once (a cluster's quorum)
             program = r.argv[0] if r.argv else None
             if stop_pid(r.pid, program):
                 stopped.append(r.name)
+        brokers = [r for r in records if _kind(r.name) == "kafka"]
+        stopped += [
+            r.name for r, ran in zip(brokers, KafkaCluster.stop(brokers), strict=True) if ran
+        ]
         self.state_file.unlink(missing_ok=True)
         return stopped
 
@@ -429,12 +463,20 @@ def _listener(region: str) -> str:
     return "REGION_" + "".join(c if c.isalnum() else "_" for c in region.upper())
 
 
+def _bootstrap_of(records: Iterable[ProcessRecord]) -> str:
+    """``host:port`` of every broker of the stack (node 1 first), comma separated."""
+    brokers = sorted(
+        (r for r in records if _kind(r.name) == "kafka" and r.port), key=lambda r: r.name
+    )
+    return ",".join(f"127.0.0.1:{r.port}" for r in brokers)
+
+
 def _port_of(url: str) -> int | None:
     return urlsplit(url).port
 
 
 def _port_of_bootstrap(settings: Settings) -> int | None:
-    _, _, port = settings.kafka_bootstrap.rpartition(":")
+    _, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     return int(port) if port.isdigit() else None
 
 

@@ -176,9 +176,14 @@ class Pipeline:
         """Create the token topic (compacted, ``settings.partitions``) unless it exists."""
         from producer.kafka_io import KafkaAdmin
 
-        admin = KafkaAdmin(self.settings.kafka_bootstrap)
+        admin = KafkaAdmin(self.settings.kafka_bootstrap, client=self.settings.kafka_client)
         try:
-            admin.ensure_topics(self.topics, self.settings.partitions)
+            admin.ensure_topics(
+                self.topics,
+                self.settings.partitions,
+                replication_factor=self.settings.kafka_replication_factor,
+                min_insync_replicas=self.settings.kafka_min_insync_replicas,
+            )
         finally:
             admin.close()
 
@@ -197,7 +202,10 @@ class Pipeline:
         def connect() -> EventPublisher:
             self.ensure_topics()
             return KafkaPublisher(
-                self.settings.kafka_bootstrap, self.topics.tokens, timeout_s=publisher_timeout_s
+                self.settings.kafka_bootstrap,
+                self.topics.tokens,
+                timeout_s=publisher_timeout_s,
+                client=self.settings.kafka_client,
             )
 
         waker = waker_for(store.engine)
@@ -232,7 +240,7 @@ class Pipeline:
         """The token topic's end offset per partition."""
         from producer.kafka_io import KafkaAdmin
 
-        admin = KafkaAdmin(self.settings.kafka_bootstrap)
+        admin = KafkaAdmin(self.settings.kafka_bootstrap, client=self.settings.kafka_client)
         try:
             return admin.end_offsets(self.topics.tokens)
         finally:

@@ -118,13 +118,14 @@ def record_settings(
     kafka_port: int,
     regions: Sequence[Region],
     api_port: int,
+    kafka_bootstrap: str = "",
 ) -> Settings:
     """Write the stack's settings: ``previous`` (the file under the environment) with the
     endpoints the stack runs, a signing key and a SQLite store unless chosen."""
     keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
     database_url = previous.get(PREFIX + "DATABASE_URL") or f"sqlite:///{state_dir / 'store.db'}"
     settings = old.with_overrides(
-        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+        kafka_bootstrap=kafka_bootstrap or f"127.0.0.1:{kafka_port}",
         regions=tuple(regions),
         database_url=database_url,
         signing_keys=keys,

@@ -16,6 +16,7 @@ from producer.publisher import EventPublisher
 from producer.relay import Relay, RelayOptions
 from producer.wakeup import waker_for
 from shared.events import Event, Keyring, decode
+from shared.kafka_client import KafkaClientConfig
 from shared.keys import Topics
 
 SIGNING_KEYS = {"test-1": b"0123456789abcdef0123456789abcdef"}
@@ -37,10 +38,20 @@ class Consumed:
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, expect: int = 0, timeout_s: float = 30
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int = 0,
+    timeout_s: float = 30,
+    client: KafkaClientConfig | None = None,
 ) -> list[Consumed]:
-    """Every record of ``topic`` from the beginning, waiting until at least ``expect``."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """Every record of ``topic`` from the beginning, waiting until at least ``expect``
+    (``client``: security settings of a cluster that requires them)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        **(client or KafkaClientConfig()).kafka_python_kwargs(),
+    )
     deadline = time.monotonic() + timeout_s
     try:
         # A topic a relay creates this very moment may not be in the metadata yet.

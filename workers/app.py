@@ -78,10 +78,12 @@ def build_app(
         consumer_max_fetch_size=8 << 20,
         producer_acks=-1,
         stream_wait_empty=False,
+        **settings.kafka_client.faust_kwargs(),
     )
     tokens = _raw_topic(app, topics.tokens, partitions=settings.partitions, compacting=True)
     cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
     worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
+    worker.kafka_client = settings.kafka_client
     worker.dead_letter_topic = _raw_topic(app, topics.dead_letters)
 
     async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:

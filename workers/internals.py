@@ -40,6 +40,7 @@ from typing import Any
 from faust.types import TP
 
 from shared.errors import DependencyError
+from shared.kafka_client import KafkaClientConfig, auth_failures
 from shared.logs import get_logger
 from workers.handlers import Record
 
@@ -386,16 +387,28 @@ def topic_id_of(response: Any, topic: str) -> str:
     return ""
 
 
-async def read_cluster_and_topic_id(kafka_bootstrap: str, topic: str) -> tuple[str, str]:
+async def read_cluster_and_topic_id(
+    kafka_bootstrap: str, topic: str, config: KafkaClientConfig | None = None
+) -> tuple[str, str]:
     """Kafka's cluster id and ``topic``'s id ("" when the broker gives none: it does not
-    speak metadata v12, or the topic does not exist); one attempt, errors raised."""
+    speak metadata v12, or the topic does not exist); one attempt, errors raised; a login
+    the cluster refuses raises ``config.refused`` (a ConfigError: no point retrying)."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.errors import IncompatibleBrokerVersion
     from aiokafka.protocol.metadata import MetadataRequest
 
-    client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    config = config or KafkaClientConfig()
+    client = AIOKafkaClient(
+        bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000, **config.aiokafka_kwargs()
+    )
     try:
-        await client.bootstrap()
+        with auth_failures("aiokafka") as refused:  # wrong credentials: no retries
+            try:
+                await client.bootstrap()
+            except Exception as e:
+                if refused.refused:
+                    raise config.refused(kafka_bootstrap) from e
+                raise
         node = client.get_random_node()
         response: Any
         try:

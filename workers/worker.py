@@ -24,6 +24,7 @@ import faust
 from faust.types import TP
 
 from shared.events import Keyring
+from shared.kafka_client import KafkaClientConfig
 from shared.keys import Topics
 from shared.logs import get_logger
 from shared.metrics import (
@@ -86,6 +87,7 @@ class RegionWorker:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
     kafka_bootstrap: str = ""  # set by check_cache
+    kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -100,7 +102,9 @@ class RegionWorker:
             await self.cache.check_eviction_policy()
         self.kafka_bootstrap = kafka_bootstrap
         await self.record_signers()
-        self.source = await stream_source(kafka_bootstrap, self.topics.tokens)
+        self.source = await stream_source(
+            kafka_bootstrap, self.topics.tokens, client=self.kafka_client
+        )
         await self.cache.check_not_shared(self.source, self.options.shared_watch_s)
 
     async def record_signers(self) -> None:
@@ -129,7 +133,9 @@ class RegionWorker:
             source = self.source
             if source is not None and not source.topic_id and self.kafka_bootstrap:
                 # the topic may not have existed before the app created it: its id now
-                source = self.source = await stream_source(self.kafka_bootstrap, source.topic)
+                source = self.source = await stream_source(
+                    self.kafka_bootstrap, source.topic, client=self.kafka_client
+                )
                 if not source.topic_id:
                     log.warning(
                         "kafka_topic_id_unknown",

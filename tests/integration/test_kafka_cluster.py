@@ -1,0 +1,127 @@
+"""A three-broker KRaft cluster from the local jars: tokensync's topics are replicated
+(RF 3, min ISR 2), revocations reach a region through it, and an under-replicated token
+topic is reported by the relay and fails ``tokensync doctor``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from structlog.testing import capture_logs
+
+from producer.doctor import Outcome, _kafka_checks, _topic_values
+from producer.kafka_io import KafkaAdmin, replica_counts
+from shared.keys import Topics
+from shared.settings import Settings
+from shared.validator import Outcome as Validity
+from stack.kafka import KafkaCluster, KafkaJars, default_cache_dir
+from stack.process import free_port
+from tests.harness import Pipeline, pipeline_context
+from tests.kafka_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+USER = "App\\Models\\User"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Three combined KRaft nodes (one quorum), shared by this module's tests."""
+    jars = KafkaJars(default_cache_dir())
+    if not jars.present:
+        pytest.skip("Kafka jars are not cached (tokensync stack up fetches them)")
+    root = tmp_path_factory.mktemp("cluster")
+    built = KafkaCluster.build(jars, root, [(free_port(), free_port()) for _ in range(3)])
+    records = built.start()
+    try:
+        built.wait_ready(records)
+        yield built.bootstrap
+    finally:
+        KafkaCluster.stop(records)
+
+
+def describe(bootstrap: str, topic: str) -> tuple[list[int], dict[str, str]]:
+    """Replica counts of ``topic``'s partitions and its configs."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described: list[dict[str, Any]] = admin.describe_topics([topic])
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        admin.close()
+    return replica_counts(described), _topic_values(configs)
+
+
+def test_the_cluster_has_three_brokers_and_the_token_topic_gets_rf_3_and_min_isr_2(
+    cluster: str, topics: Topics
+) -> None:
+    admin = KafkaAdmin(cluster)
+    try:
+        assert 3 == admin.brokers()
+        assert [] == admin.ensure_topics(topics, 3)
+    finally:
+        admin.close()
+    for topic in (topics.tokens, topics.usage, topics.dead_letters):
+        replicas, configs = describe(cluster, topic)
+        assert replicas and {3} == set(replicas), (topic, replicas)
+        assert "2" == configs["min.insync.replicas"], topic
+    assert "compact" == describe(cluster, topics.tokens)[1]["cleanup.policy"]
+
+
+def test_a_revocation_reaches_a_region_through_the_three_broker_cluster(
+    cluster: str, tmp_path: Path, sqlite_url: str, topics: Topics, redis_url: str
+) -> None:
+    for pipeline in pipeline_context(
+        Pipeline(tmp_path, cluster, sqlite_url, topics, {"eu": redis_url})
+    ):
+        pipeline.start_relay()
+        pipeline.start_worker("eu")
+        pipeline.wait_ready("eu")
+        revoke_and_see_denied(pipeline)
+        assert {3} == set(describe(cluster, topics.tokens)[0])
+
+
+def revoke_and_see_denied(pipeline: Pipeline) -> None:
+    """A token issued is valid in region eu; once revoked, it is denied there."""
+    issued = pipeline.store.issue(USER, 1, "replicated")
+    validator = pipeline.validator("eu")
+    token = issued.plain_text_token
+    try:
+        wait_for(lambda: validator.validate(token).outcome == Validity.VALID, 30, "valid")
+        pipeline.store.revoke_token(issued.id)
+        wait_for(lambda: validator.validate(token).outcome == Validity.INVALID, 30, "denied")
+    finally:
+        validator.close()
+
+
+def test_a_token_topic_with_rf_1_on_the_cluster_is_reported_and_fails_doctor(
+    cluster: str, topics: Topics
+) -> None:
+    raw = KafkaAdminClient(bootstrap_servers=cluster)
+    try:
+        raw.create_topics(
+            [NewTopic(topics.tokens, 3, 1, topic_configs={"cleanup.policy": "compact"})]
+        )
+    finally:
+        raw.close()
+    admin = KafkaAdmin(cluster)
+    try:
+        with capture_logs() as logged:
+            weak = admin.ensure_topics(topics, 3)  # what the relay does when it starts
+    finally:
+        admin.close()
+    assert [(topics.tokens, 1, 3)] == [(w.topic, w.replication_factor, w.brokers) for w in weak]
+    assert any(
+        e.get("event") == "topic_under_replicated"
+        and e.get("log_level") == "warning"
+        and e.get("topic") == topics.tokens
+        for e in logged
+    ), logged
+
+    settings = Settings(kafka_bootstrap=cluster, topic_prefix=topics.prefix)
+    checks = {c.name: c for c in _kafka_checks(settings)}
+    replication = checks["kafka replication"]
+    assert Outcome.FAIL == replication.outcome, replication
+    assert "replication factor 1" in replication.detail
+    assert "min.insync.replicas" in replication.fix
