@@ -12,7 +12,8 @@ import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from structlog.testing import capture_logs
 
-from producer.doctor import Outcome, _kafka_checks, _topic_values
+from producer.doctor_kafka import _topic_values, kafka_checks
+from producer.doctor_report import Outcome
 from producer.kafka_io import KafkaAdmin, replica_counts
 from shared.keys import Topics
 from shared.settings import Settings
@@ -120,7 +121,7 @@ def test_a_token_topic_with_rf_1_on_the_cluster_is_reported_and_fails_doctor(
     ), logged
 
     settings = Settings(kafka_bootstrap=cluster, topic_prefix=topics.prefix)
-    checks = {c.name: c for c in _kafka_checks(settings)}
+    checks = {c.name: c for c in kafka_checks(settings)}
     replication = checks["kafka replication"]
     assert Outcome.FAIL == replication.outcome, replication
     assert "replication factor 1" in replication.detail
