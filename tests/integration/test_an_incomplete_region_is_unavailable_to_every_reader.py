@@ -72,6 +72,17 @@ def test_a_near_cache_stops_answering_valid_once_its_regions_epochs_hash_is_gone
     assert (Outcome.UNAVAILABLE, "region") == answers[-1], answers[-5:]
 
 
+def test_a_near_cache_stops_answering_valid_once_its_regions_partitions_hash_is_gone(
+    near_cached: tuple[Validator, redis.Redis],
+) -> None:
+    validator, client = near_cached
+    keys = RedisKeys()
+    client.delete(keys.partitions)  # evicted or deleted; no worker runs to rebuild it
+    assert not read_region_state(client, keys, "eu").ready
+    answers = _answers_until_unavailable(validator)
+    assert (Outcome.UNAVAILABLE, "region") == answers[-1], answers[-5:]
+
+
 def test_a_rebuild_of_the_region_keeps_receipts_waiting_for_a_near_cache_that_still_answers_valid(
     redis_url: str,
 ) -> None:
