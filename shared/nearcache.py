@@ -312,7 +312,7 @@ class NearCache:
                     self._pending.popitem(last=False)
             try:
                 self._ping(
-                    keys=[self._keys.meta, self._keys.epochs],
+                    keys=[self._keys.meta, self._keys.epochs, self._keys.partitions],
                     args=[self._own_channel, PingKind.PING, self.id, number],
                 )
             except redis.RedisError as e:

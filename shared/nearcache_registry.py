@@ -64,7 +64,10 @@ def sync_near_caches(client: redis.Redis, keys: RedisKeys) -> int:
     time of the request (>= any moment before the call)."""
     script = client.register_script(PING_SCRIPT)
     return int(
-        script(keys=[keys.meta, keys.epochs], args=[keys.invalidations, PingKind.SYNC, "", 0])
+        script(
+            keys=[keys.meta, keys.epochs, keys.partitions],
+            args=[keys.invalidations, PingKind.SYNC, "", 0],
+        )
     )
 
 

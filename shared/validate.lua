@@ -1,15 +1,18 @@
 -- Validate one token in one round trip: the token, every epoch that applies to it, and the
 -- region's readiness and freshness.
 --
--- KEYS[1] token hash key, KEYS[2] meta hash, KEYS[3] epochs hash.
--- Returns {ready (-1 = the epochs hash lost its presence marker: evicted or deleted, and
---          "no epoch" cannot be told from "epochs forgotten"), oldest partition heartbeat
---          (-1 = not every partition has one), newest applicable epoch, state, id, tokenable_type, tokenable_id, name, abilities,
---          created_at, issued_at, expires_at}; missing token fields are nil.
+-- KEYS[1] token hash key, KEYS[2] meta hash, KEYS[3] epochs hash, KEYS[4] partitions hash.
+-- Returns {ready (-1 = the epochs or the partitions hash lost its presence marker: evicted
+--          or deleted, so "no epoch" cannot be told from "epochs forgotten"; unavailable,
+--          as shared.region_state says not ready), oldest partition heartbeat
+--          (-1 = not every partition has one), newest applicable epoch, state, id,
+--          tokenable_type, tokenable_id, name, abilities, created_at, issued_at,
+--          expires_at}; missing token fields are nil.
 
 local meta = redis.call('HMGET', KEYS[2], 'ready', 'hb_min')
 local ready = meta[1] == '1' and 1 or 0
-if ready == 1 and redis.call('HEXISTS', KEYS[3], '~present') == 0 then
+if ready == 1 and (redis.call('HEXISTS', KEYS[3], '~present') == 0
+                   or redis.call('HEXISTS', KEYS[4], '~present') == 0) then
   ready = -1
 end
 local tok = redis.call('HMGET', KEYS[1], 's', 'id', 'tt', 'ti', 'n', 'ab', 'ca', 'ia', 'ea')

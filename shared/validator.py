@@ -61,6 +61,12 @@ def _required(abilities: Iterable[str] | str) -> tuple[str, ...]:
 _MALFORMED = ValidationResult(Outcome.INVALID, reason="malformed", source="shape")
 
 
+def _script_keys(keys: RedisKeys, token_key: str) -> list[str]:
+    """``validate.lua``'s KEYS: the token, the meta hash, and the two hashes whose presence
+    markers say the region is complete (epochs, partitions)."""
+    return [token_key, keys.meta, keys.epochs, keys.partitions]
+
+
 def _from_settings(
     settings: Settings, region: str, kwargs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
@@ -239,10 +245,11 @@ class Validator(_Features):
 
     def _evalsha(self, key: str) -> Any:
         """The script by its digest (one round trip); loaded on first use or after a flush."""
+        keys = _script_keys(self.keys, key)
         try:
-            return self.client.evalsha(self._script.sha, 3, key, self.keys.meta, self.keys.epochs)
+            return self.client.evalsha(self._script.sha, len(keys), *keys)
         except redis.exceptions.NoScriptError:
-            return self._script(keys=[key, self.keys.meta, self.keys.epochs])
+            return self._script(keys=keys)
 
 
 def _from_near_cache(
@@ -308,7 +315,7 @@ class AsyncValidator(_Features):
         if isinstance(step, ValidationResult):
             return _used(self.usage, step, now_ms)
         try:
-            reply = await self._script(keys=[step.key, self.keys.meta, self.keys.epochs])
+            reply = await self._script(keys=_script_keys(self.keys, step.key))
         except aioredis.RedisError:
             reply = None
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)

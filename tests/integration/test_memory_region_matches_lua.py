@@ -35,8 +35,8 @@ def _copy(client: redis.Redis, keys: RedisKeys) -> MemoryRegion:
 
 def _both(client: redis.Redis, keys: RedisKeys, token_key: str) -> tuple[Any, Any]:
     script = client.register_script(VALIDATE_LUA)
-    real = script(keys=[token_key, keys.meta, keys.epochs])
-    fake = _copy(client, keys).validate_reply(token_key, keys.meta, keys.epochs)
+    real = script(keys=[token_key, keys.meta, keys.epochs, keys.partitions])
+    fake = _copy(client, keys).validate_reply(token_key, keys.meta, keys.epochs, keys.partitions)
     return real, fake
 
 
@@ -68,6 +68,13 @@ def test_the_memory_region_answers_like_validate_lua_on_a_real_redis(redis_url: 
         for text in tokens:
             key = keys.token(hash_token(text))
             assert _both(client, keys, key)[0] == _both(client, keys, key)[1], text
+        # the partitions hash lost its presence marker: incomplete (-1)
+        client.hdel(keys.partitions, "~present")
+        real, fake = _both(client, keys, keys.token(hash_token(plain("a"))))
+        assert -1 == real[0] and real == fake
+        client.hset(keys.partitions, "~present", "1")
+        real, fake = _both(client, keys, keys.token(hash_token(plain("a"))))
+        assert 1 == real[0] and real == fake
         # the epochs hash lost its presence marker: incomplete (-1)
         client.hdel(keys.epochs, "~present")
         real, fake = _both(client, keys, keys.token(hash_token(plain("a"))))

@@ -1,9 +1,9 @@
 """In-memory stand-ins for the unit tier, in the style of dramatiq's stub broker.
 
 - ``MemoryRegion``: a region's Redis as the validator reads it. It holds the region's
-  hashes (token records, the meta hash, the epochs hash) and answers the validator's
-  one script call (``shared/validate.lua``) by doing in Python what the script does.
-  ``tests/integration/test_memory_region_matches_lua.py`` proves the two agree, state
+  hashes (token records, the meta, epochs and partitions hashes) and answers the
+  validator's one script call (``shared/validate.lua``) by doing in Python what the
+  script does. ``tests/integration/test_memory_region_matches_lua.py`` proves the two agree, state
   for state, against a real Redis. Only the validator's script is served: any other
   script, or a call the fake does not know, fails the test.
 - ``producer.publisher.MemoryPublisher`` is the in-memory topic the relay publishes to.
@@ -105,8 +105,8 @@ class MemoryRegion:
 
     # -- putting the region into a state -------------------------------------------------
     def make_ready(self, oldest_heartbeat_ms: int | None) -> MemoryRegion:
-        """Ready, epochs hash present, the oldest partition heartbeat (None: not every
-        partition has one)."""
+        """Ready, epochs and partitions hashes present, the oldest partition heartbeat
+        (None: not every partition has one)."""
         meta = self.hashes.setdefault(self.keys.meta, {})
         meta[b"ready"] = b"1"
         if oldest_heartbeat_ms is None:
@@ -114,6 +114,7 @@ class MemoryRegion:
         else:
             meta[b"hb_min"] = str(oldest_heartbeat_ms).encode()
         self.hashes.setdefault(self.keys.epochs, {})[b"~present"] = b"1"
+        self.hashes.setdefault(self.keys.partitions, {})[b"~present"] = b"1"
         return self
 
     def put(self, plain: str, fields: TokenFields) -> str:
@@ -138,20 +139,23 @@ class MemoryRegion:
         self.calls += 1
         if self.down:
             raise redis.ConnectionError("MemoryRegion is down")
-        if sha != VALIDATE_SHA or numkeys != 3:
+        if sha != VALIDATE_SHA or numkeys != 4:
             raise AssertionError(f"unexpected script call {sha} with {numkeys} keys")
-        token_key, meta_key, epochs_key = keys_and_args[:3]
-        return self.validate_reply(token_key, meta_key, epochs_key)
+        token_key, meta_key, epochs_key, partitions_key = keys_and_args[:4]
+        return self.validate_reply(token_key, meta_key, epochs_key, partitions_key)
 
     def close(self) -> None:
         return None
 
     # -- validate.lua, in Python ---------------------------------------------------------
-    def validate_reply(self, token_key: str, meta_key: str, epochs_key: str) -> list[Any]:
+    def validate_reply(
+        self, token_key: str, meta_key: str, epochs_key: str, partitions_key: str
+    ) -> list[Any]:
         meta = self.hashes.get(meta_key, {})
         epochs = self.hashes.get(epochs_key, {})
+        partitions = self.hashes.get(partitions_key, {})
         ready = 1 if meta.get(b"ready") == b"1" else 0
-        if ready == 1 and b"~present" not in epochs:
+        if ready == 1 and (b"~present" not in epochs or b"~present" not in partitions):
             ready = -1
         token = self.hashes.get(token_key, {})
         names = (b"s", b"id", b"tt", b"ti", b"n", b"ab", b"ca", b"ia", b"ea")

@@ -240,6 +240,16 @@ def test_an_epoch_over_the_tokens_principal_or_ability_revokes_it() -> None:
         ), scope
 
 
+def test_a_region_whose_epochs_or_partitions_hash_lost_its_presence_marker_is_unavailable() -> None:
+    for lost in (RedisKeys().epochs, RedisKeys().partitions):
+        region = MemoryRegion().make_ready(NOW - 500)
+        region.put(TOKEN, TokenFields(7, created_at_ms=NOW - 10, issued_at_ms=NOW - 10))
+        assert Outcome.VALID == _validator(region).validate(TOKEN).outcome
+        region.hashes.pop(lost, None)  # evicted or deleted
+        result = _validator(region).validate(TOKEN)
+        assert (Outcome.UNAVAILABLE, "incomplete") == (result.outcome, result.reason), lost
+
+
 def test_an_unreachable_region_is_unavailable_and_the_fallback_policy_asks_the_store() -> None:
     region = MemoryRegion().make_ready(NOW - 500)
     region.put(TOKEN, TokenFields(7, created_at_ms=NOW - 10, issued_at_ms=NOW - 10))
