@@ -158,7 +158,14 @@ class KafkaPublisher:
                 )
                 for r in records
             ]
-            self._producer.flush(timeout=self._timeout_s)
+            try:
+                self._producer.flush(timeout=self._timeout_s)
+            except kafka.errors.KafkaTimeoutError:
+                raise
+            except kafka.errors.KafkaError as e:
+                # A batch the broker refused as too large is split and sent again, and the
+                # flush can end early ("Future not done"): each record's own outcome tells.
+                log.warning("producer_flush_interrupted", error=str(e))
             metadata = [f.get(timeout=self._timeout_s) for f in futures]
         except kafka.errors.MessageSizeTooLargeError as e:
             # Fatal for an idempotent producer: the caller drops this client.
