@@ -106,16 +106,18 @@ def _wan() -> str:
         "Regions at a distance (`tokensync bench wan`; one-way delay to Kafka and the store):",
         "",
         "| region | one-way | local validator p50 | near-cache p50 | Sanctum way p50 | "
-        "Sanctum / local | revoke -> denied p50 / p99 | epoch p50 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Sanctum / local | revoke -> denied p50 / p99 | epoch p50 | back-to-back p50 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, delay in w["delays_s"].items():
         v, t, e = w["validation"][name], w["revoke"]["token"][name], w["revoke"]["epoch"][name]
+        burst = w["revoke"].get("burst", {}).get(name)  # measured since the random pauses
+        back_to_back = "-" if burst is None else f"{burst['p50']:.1f} ms"
         rows.append(
             f"| {name} | {delay * 1000:.0f} ms | {v['local validator']['p50']:.3f} ms | "
             f"{v['near-cache']['p50']:.3f} ms | {v['Sanctum way']['p50']:.1f} ms | "
             f"{v['sanctum_p50_over_local_p50']:,.0f}x | {t['p50']:.1f} / {t['p99']:.1f} ms | "
-            f"{e['p50']:.1f} ms |"
+            f"{e['p50']:.1f} ms | {back_to_back} |"
         )
     return "\n".join(rows)
 

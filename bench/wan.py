@@ -4,6 +4,13 @@ Each delayed region reaches Kafka through a delaying proxy in front of a broker
 listener of its own, and the token store (PostgreSQL) through another. Per
 region: validation by the local validator, the near-cache, and the Sanctum way
 against the distant store; and revoke -> denied for one token and one epoch.
+
+Each revocation sample starts after a random pause (``PAUSE_S``), so it reaches the broker
+at a random phase of each region's fetch cycle, as a responder's revocation does. Back to
+back (the ``burst`` figure, also measured) a sample starts just as the farthest region's
+worker sent its next fetch: the previous sample ended when that region applied its record,
+so the new record waits at the broker for that fetch, and a far region sees two one-way
+trips; that is the cost of a revocation right behind another, not of one alone.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from stack.delayproxy import DelayProxy
 __all__ = ["run"]
 
 DELAYS = {"near": 0.0, "mid": 0.040, "far": 0.090}
+
+#: Range of the random pause (seconds) before each isolated revocation sample.
+PAUSE_S = (0.0, 1.0)
 
 
 class _Proxies:
@@ -149,22 +159,31 @@ def _run(env: BenchEnv, proxies: _Proxies, samples: int) -> dict[str, Any]:
     pollers = _Pollers(env)
     targets = [store.issue(USER, 10_000_000 + i, "t") for i in range(samples)]
     owners = [store.issue(USER, 20_000_000 + i, "p") for i in range(samples // 2)]
-    env.wait(lambda: store.position(owners[-1].seq).offset is not None, 60, "published")
+    bursts = [store.issue(USER, 30_000_000 + i, "b") for i in range(samples)]
+    env.wait(lambda: store.position(bursts[-1].seq).offset is not None, 60, "published")
     ends = env.end_offsets()
     for name in DELAYS:
         env.wait(lambda n=name: env.caught_up(n, ends), 120, f"{name} caught up")
-    revoke: dict[str, dict[str, list[float]]] = {"token": {}, "epoch": {}}
+    revoke: dict[str, dict[str, list[float]]] = {"token": {}, "epoch": {}, "burst": {}}
+    pause = random.Random(3)
     for t in targets:
+        time.sleep(pause.uniform(*PAUSE_S))
         for n, ms in pollers.measure(
             t.plain_text_token, lambda t=t: store.revoke_token(t.id)
         ).items():
             revoke["token"].setdefault(n, []).append(ms)
     for t in owners:
+        time.sleep(pause.uniform(*PAUSE_S))
         result = pollers.measure(
             t.plain_text_token, lambda t=t: store.revoke_principal(USER, t.tokenable_id)
         )
         for n, ms in result.items():
             revoke["epoch"].setdefault(n, []).append(ms)
+    for t in bursts:  # back to back: each right after the previous one reached every region
+        for n, ms in pollers.measure(
+            t.plain_text_token, lambda t=t: store.revoke_token(t.id)
+        ).items():
+            revoke["burst"].setdefault(n, []).append(ms)
     pollers.close()
     revoke_stats = {k: {n: summary(v) for n, v in per.items()} for k, per in revoke.items()}
 
@@ -182,6 +201,7 @@ def _run(env: BenchEnv, proxies: _Proxies, samples: int) -> dict[str, Any]:
                 revoke_stats["token"][name]["p50"],
                 revoke_stats["token"][name]["p99"],
                 revoke_stats["epoch"][name]["p50"],
+                revoke_stats["burst"][name]["p50"],
             )
         )
     print(
@@ -197,16 +217,20 @@ def _run(env: BenchEnv, proxies: _Proxies, samples: int) -> dict[str, Any]:
                 "revoke p50 ms",
                 "revoke p99 ms",
                 "epoch p50 ms",
+                "back-to-back p50 ms",
             ],
         )
     )
     data = {
         "delays_s": DELAYS,
+        "pause_s": PAUSE_S,
         "validation": validation,
         "revoke": revoke_stats,
         "method": "regions reach Kafka through a delaying proxy in front of a broker listener of "
         "their own (advertised as the proxy) and the store through another; "
-        "revoke -> denied from the store's commit to a region's first denial",
+        "revoke -> denied from the store's commit to a region's first denial; each token and "
+        "epoch sample after a random pause in pause_s (a random phase of every region's fetch "
+        "cycle), the burst samples back to back",
     }
     save("wan", data, _plot(validation, revoke_stats))
     return data

@@ -41,6 +41,10 @@ log = get_logger(__name__)
 #: How old the relay's idea of the token topic's partition count may grow.
 PARTITIONS_MAX_AGE_S = 5.0
 
+#: Longer than a publish takes to append its records: they wait for its flush (at most
+#: ``delivery_timeout_ms - request_timeout_ms``, which kafka-python checks).
+LINGER_UNTIL_FLUSH_MS = 1000
+
 # A record of the token topic is about a key (token hash, scope, heartbeat partition):
 # compaction keeps the newest per key forever, which is what bootstrapping regions read.
 TOKENS_TOPIC_CONFIG = {
@@ -230,7 +234,12 @@ class KafkaPublisher:
                 client_id="tokensync-relay",
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=0,
+                # Nothing leaves before ``publish`` flushes (unless a batch fills): each
+                # publish is one produce request per broker, so a heartbeat round (a record
+                # per partition) completes a region's parked fetch once, not once per chunk
+                # (each completion leaves a far region without a parked fetch for a round
+                # trip). The flush makes it ready at once: the linger itself never waits.
+                linger_ms=LINGER_UNTIL_FLUSH_MS,
                 batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=5,
                 request_timeout_ms=int(timeout_s * 1000),
@@ -254,7 +263,14 @@ class KafkaPublisher:
                 )
                 for r in records
             ]
-            self._producer.flush(timeout=self._timeout_s)
+            try:
+                self._producer.flush(timeout=self._timeout_s)
+            except kafka.errors.KafkaTimeoutError:
+                raise
+            except kafka.errors.KafkaError as e:
+                # A batch the broker refused as too large is split and sent again, and the
+                # flush can end early ("Future not done"): each record's own outcome tells.
+                log.warning("producer_flush_interrupted", error=str(e))
             metadata = [f.get(timeout=self._timeout_s) for f in futures]
         except kafka.errors.MessageSizeTooLargeError as e:
             # Fatal for an idempotent producer: the caller drops this client.
