@@ -1,4 +1,9 @@
-"""``tokensync region add | list | status | remove``: region lifecycle for platform teams."""
+"""``tokensync region add | list | status | remove``: region lifecycle for platform teams.
+
+Over 350 lines: the four commands of one lifecycle and the progress view of
+``region add``, whose atomicity (register, start, load, or roll back) they share;
+the state they read is ``shared.region_state``, the worker host ``region_hosts``.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ formats storage and runs ``kafka.Kafka`` with the installed JDK. A single node i
 default; ``KafkaCluster`` runs N combined nodes that form one controller quorum (the
 internal topics then get min(3, N) replicas). A node may also open a SASL_PLAINTEXT
 listener whose SCRAM users are written at format time (``--add-scram``).
+
+Over 350 lines: the one server we run from jars rather than packages: fetching the
+jars, one node's config and storage, and the quorum of N nodes share that machinery.
 """
 
 from __future__ import annotations
