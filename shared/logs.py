@@ -55,6 +55,20 @@ def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
     return structlog.dev.RichTracebackFormatter(show_locals=False)
 
 
+#: Library loggers that their own logging set-up may detach from the root handler.
+_DETACHABLE = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "alembic",
+    "sqlalchemy",
+    "faust",
+    "mode",
+    "aiokafka",
+    "kafka",
+)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger (one handler) for this process."""
     out = stream or sys.stderr
@@ -100,6 +114,15 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(max(numeric, logging.WARNING))
+    for name in _DETACHABLE:
+        # a library's own logging config (uvicorn's default LOGGING_CONFIG, alembic's
+        # fileConfig) gives its loggers handlers of their own, a level and propagate=False:
+        # their lines would bypass this format; they go through the root handler again
+        library = logging.getLogger(name)
+        for old in list(library.handlers):
+            library.removeHandler(old)
+        library.setLevel(logging.NOTSET)
+        library.propagate = True
     logging.captureWarnings(True)  # Python's warnings too (logger py.warnings)
     ours = logging.getLogger(LOGGER_NAME)
     ours.setLevel(numeric)

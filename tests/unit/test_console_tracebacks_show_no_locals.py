@@ -49,3 +49,25 @@ def test_a_library_s_exception_line_at_a_terminal_shows_no_local_variables(
     text = console.getvalue()
     assert "cannot parse a token" in text
     assert SECRET not in text
+
+
+def test_a_library_that_configured_its_own_logging_first_still_goes_through_our_format(
+    console: io.StringIO,
+) -> None:
+    """uvicorn started with its default LOGGING_CONFIG (any in-process server does) gives
+    its loggers their own handlers and propagate=False; configuring ours afterwards brings
+    them back to our one format (CI saw this suite order lose the line)."""
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    logging.config.dictConfig(LOGGING_CONFIG)
+    configure_logging("info", "console", console)
+    try:
+        _validate(SECRET)
+    except ValueError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    logging.getLogger("uvicorn.access").warning("an access line")
+    text = console.getvalue()
+    assert "cannot parse a token" in text and "an access line" in text
+    assert SECRET not in text

@@ -127,16 +127,21 @@ def test_as_the_real_nobody_user_a_missing_tool_stops_with_the_command() -> None
     with tempfile.TemporaryDirectory() as name:
         root = Path(name)
         root.chmod(0o755)
+        # the checkout may lie under a folder only root may enter (a mktemp -d clone, as CI
+        # makes): nobody runs a copy of the script
+        script = root / "prerequisites.sh"
+        shutil.copyfile(SCRIPT, script)
+        script.chmod(0o644)
         # this Python may live under /root: a stand-in answers for it
-        result = _as_nobody(_bin(root, hide=("nginx",), python=False))
+        result = _as_nobody(_bin(root, hide=("nginx",), python=False), script)
     expected = "tokensync (test) needs nginx; run: sudo apt-get install -y nginx\n"
     assert (1, expected) == (result.returncode, result.stderr)
 
 
-def _as_nobody(folder: Path) -> subprocess.CompletedProcess[str]:
+def _as_nobody(folder: Path, script: Path) -> subprocess.CompletedProcess[str]:
     env = f"PATH={folder} TOKENSYNC_PREREQ_OS=debian TOKENSYNC_PREREQ_DIRS= PYTHON=python3"
     return subprocess.run(
-        ["runuser", "-u", "nobody", "--", "sh", "-c", f"env -i {env} bash {SCRIPT} test"],
+        ["runuser", "-u", "nobody", "--", "sh", "-c", f"env -i {env} bash {script} test"],
         capture_output=True,
         text=True,
         timeout=30,
