@@ -288,12 +288,6 @@ class Settings:
         ):
             if count < 0:
                 raise ConfigError(f"{PREFIX}{name} must be at least 1 (or empty for the default)")
-        rf, isr = settings.kafka_replication_factor, settings.kafka_min_insync_replicas
-        if rf and isr > rf:
-            raise ConfigError(
-                f"{PREFIX}KAFKA_MIN_INSYNC_REPLICAS={isr} is above "
-                f"{PREFIX}KAFKA_REPLICATION_FACTOR={rf}: the brokers would refuse every write"
-            )
         for name, value, least in (
             ("STALENESS_BUDGET", settings.staleness_budget_s, "positive"),
             ("CLOCK_SKEW_ALLOWANCE", settings.clock_skew_allowance_s, "zero or more"),
