@@ -3,10 +3,11 @@ factor and ``min.insync.replicas``."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from producer.doctor_report import Check, Outcome
-from shared.kafka_client import replication_defaults
+from shared.kafka_client import auth_failures, replication_defaults
 from shared.keys import Topics
 from shared.settings import Settings
 
@@ -16,16 +17,28 @@ __all__ = ["kafka_checks"]
 def kafka_checks(settings: Settings) -> list[Check]:
     """The token topic as the brokers describe it: compacted, replicated, durable."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
     from producer.kafka_io import replica_counts
 
     topic = Topics(settings.topic_prefix).tokens
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="tokensync-doctor",
-        request_timeout_ms=5000,
-        **settings.kafka_client.kafka_python_kwargs(),
-    )
+    client = settings.kafka_client
+    # a refused login: one line naming it (kafka-python would retry it until its bootstrap
+    # deadline, print each attempt, and then report a timeout as if Kafka were unreachable)
+    with auth_failures("kafka") if client.sasl else nullcontext() as refused:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap,
+                client_id="tokensync-doctor",
+                request_timeout_ms=5000,
+                bootstrap_timeout_ms=10_000,  # as the relay's admin client
+                **client.kafka_python_kwargs(),
+            )
+        except KafkaError as e:
+            if isinstance(e, SaslAuthenticationFailedError) or (refused and refused.refused):
+                line = str(client.refused(settings.kafka_bootstrap))
+                return [Check("kafka", Outcome.FAIL, line, "correct the SASL settings")]
+            raise
     try:
         described = admin.describe_topics([topic])
         brokers = len(admin.describe_cluster().get("brokers", []))

@@ -18,7 +18,7 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,6 +61,9 @@ class Region:
 
     name: str
     redis_url: str
+
+    def __repr__(self) -> str:  # never the Redis password (tracebacks, debug lines)
+        return f"Region(name={self.name!r}, redis_url={redact_url(self.redis_url)!r})"
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
@@ -160,6 +163,12 @@ def _admin_types(text: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Settings:
     """Everything a tokensync process needs to know, parsed once."""
+
+    def __repr__(self) -> str:  # never the database password (tracebacks, debug lines)
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        values["database_url"] = redact_url(self.database_url)
+        shown = (f"{name}={value!r}" for name, value in values.items())
+        return f"Settings({', '.join(shown)})"
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "sqlite:///.tokensync/store.db"
