@@ -14,6 +14,7 @@ from shared.keys import Topics
 from shared.settings import Settings, read_settings_file
 from stack.process import pid_alive
 from tests.e2e.test_stack import tokensync
+from tests.kafka_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +37,10 @@ def test_stack_up_with_three_brokers_runs_a_replicated_cluster_and_down_stops_it
             assert 3 == admin.brokers()
             topics = Topics(settings.topic_prefix)
             admin.ensure_topics(topics, settings.partitions)
+            # a just-created topic reaches every node's metadata a moment later (CI saw None)
+            wait_for(
+                lambda: admin.replication(topics.tokens) is not None, 30, "the topic described"
+            )
             assert 3 == admin.replication(topics.tokens)
         finally:
             admin.close()

@@ -64,6 +64,8 @@ def test_the_cluster_has_three_brokers_and_the_token_topic_gets_rf_3_and_min_isr
     finally:
         admin.close()
     for topic in (topics.tokens, topics.usage, topics.dead_letters):
+        # a just-created topic reaches every node's metadata a moment later
+        wait_for(lambda t=topic: bool(describe(cluster, t)[0]), 30, f"{topic} described")
         replicas, configs = describe(cluster, topic)
         assert replicas and {3} == set(replicas), (topic, replicas)
         assert "2" == configs["min.insync.replicas"], topic
@@ -106,6 +108,7 @@ def test_a_token_topic_with_rf_1_on_the_cluster_is_reported_and_fails_doctor(
         )
     finally:
         raw.close()
+    wait_for(lambda: bool(describe(cluster, topics.tokens)[0]), 30, "the RF-1 topic described")
     admin = KafkaAdmin(cluster)
     try:
         with capture_logs() as logged:
