@@ -151,6 +151,10 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+# the compaction cleaner's dedupe buffer: small stacks compact small topics
+CLEANER_BUFFER_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class KafkaBroker:
     """A KRaft node (broker and controller in one JVM) on loopback: alone by default, or
@@ -224,6 +228,9 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "log.cleaner.backoff.ms": "1000",
+            # the cleaner allocates this up front (default 128 MiB): in a 256 MiB heap a
+            # loaded machine saw OutOfMemoryError in LogManager start-up
+            "log.cleaner.dedupe.buffer.size": str(CLEANER_BUFFER_BYTES),
             **self._sasl_props(),
         }
         config = self.data_dir / "server.properties"
