@@ -307,14 +307,24 @@ class KafkaBroker:
         name = "kafka" if self.node_id == 1 else f"kafka-{self.node_id}"
         return start_process(name, argv, self.log_file, port=self.port)
 
-    def wait_ready(self, record: ProcessRecord, timeout_s: float = 90.0) -> None:
-        """Block until the broker logged its readiness line and its port is open."""
+    def log_size(self) -> int:
+        """The console log's length now: a restart appends to it (``wait_ready``'s ``since``)."""
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_ready(self, record: ProcessRecord, timeout_s: float = 90.0, since: int = 0) -> None:
+        """Block until the broker logged its readiness line (after byte ``since`` of its log:
+        a restarted node's log still holds the previous run's) and its port is open."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not record.alive:
                 raise StackError(f"Kafka exited during start-up{log_hint(self.log_file)}")
             try:
-                started = READY_LINE in self.log_file.read_text(errors="replace")
+                with self.log_file.open("rb") as log:
+                    log.seek(since)
+                    started = READY_LINE.encode() in log.read()
             except FileNotFoundError:
                 started = False
             if started and port_open(self.port):
@@ -388,6 +398,22 @@ class KafkaCluster:
         deadline = time.monotonic() + timeout_s
         for broker, record in zip(self.brokers, records, strict=True):
             broker.wait_ready(record, max(1.0, deadline - time.monotonic()))
+
+    def node(self, node_id: int) -> KafkaBroker:
+        """The node with ``node_id`` (1..N)."""
+        for broker in self.brokers:
+            if broker.node_id == node_id:
+                return broker
+        raise StackError(f"no Kafka node {node_id} in a cluster of {len(self.brokers)}")
+
+    def restart_node(self, node_id: int, timeout_s: float = 90.0) -> ProcessRecord:
+        """Start node ``node_id`` again (after it died or was stopped: same ports, same log
+        dir) and wait until it has started; rejoining the ISRs takes a moment longer."""
+        broker = self.node(node_id)
+        since = broker.log_size()
+        record = broker.start()
+        broker.wait_ready(record, timeout_s, since)
+        return record
 
     @staticmethod
     def stop(records: Sequence[ProcessRecord]) -> list[bool]:

@@ -21,6 +21,7 @@ import redis
 
 from producer.store import TokenStore
 from shared.keys import Topics
+from tests.cluster_helpers import ThreeBrokers, start_three_brokers
 from tests.harness import Pipeline, pipeline_context
 from tests.servers import TEST_ENV, DedicatedKafka, Servers, session_servers
 
@@ -254,6 +255,37 @@ def dedicated_kafka(tmp_path: Path) -> Iterator[DedicatedKafka]:
         _unavailable("dedicated Kafka", e)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def three_brokers_session(servers: Servers) -> Iterator[ThreeBrokers]:
+    """ONE three-node KRaft cluster (local jars, RF 3 internals, 256 MiB heaps) for every
+    three-broker test of the session; use ``three_brokers``, which heals it per test."""
+    from stack.kafka import KafkaJars, default_cache_dir
+
+    jars = KafkaJars(default_cache_dir())
+    if not jars.present:
+        _unavailable("three-broker Kafka", FileNotFoundError(f"no Kafka jars in {jars.libs}"))
+    try:
+        brokers = start_three_brokers(jars, servers.root / "cluster")
+    except Exception as e:
+        _unavailable("three-broker Kafka", e)
+        raise
+    try:
+        yield brokers
+    finally:
+        brokers.close()
+
+
+@pytest.fixture
+def three_brokers(three_brokers_session: ThreeBrokers) -> Iterator[ThreeBrokers]:
+    """The session's three-broker cluster, whole at the start of the test (a node an
+    earlier test killed or paused is back and every ISR is complete); the test may kill,
+    pause or restart nodes by id."""
+    three_brokers_session.heal()
+    yield three_brokers_session
+    for node_id in list(three_brokers_session.paused):
+        three_brokers_session.resume(node_id)
 
 
 @pytest.fixture

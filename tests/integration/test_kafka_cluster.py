@@ -4,7 +4,6 @@ topic is reported by the relay and fails ``tokensync doctor``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from producer.kafka_io import KafkaAdmin, replica_counts
 from shared.keys import Topics
 from shared.settings import Settings
 from shared.validator import Outcome as Validity
-from stack.kafka import KafkaCluster, KafkaJars, default_cache_dir
-from stack.process import free_port
+from stack.process import port_open
+from tests.cluster_helpers import ThreeBrokers
 from tests.harness import Pipeline, pipeline_context
 from tests.kafka_helpers import wait_for
 
@@ -27,20 +26,10 @@ pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Three combined KRaft nodes (one quorum), shared by this module's tests."""
-    jars = KafkaJars(default_cache_dir())
-    if not jars.present:
-        pytest.skip("Kafka jars are not cached (tokensync stack up fetches them)")
-    root = tmp_path_factory.mktemp("cluster")
-    built = KafkaCluster.build(jars, root, [(free_port(), free_port()) for _ in range(3)])
-    records = built.start()
-    try:
-        built.wait_ready(records)
-        yield built.bootstrap
-    finally:
-        KafkaCluster.stop(records)
+@pytest.fixture
+def cluster(three_brokers: ThreeBrokers) -> str:
+    """The session's three-broker cluster (one quorum), shared with the chaos tests."""
+    return three_brokers.bootstrap
 
 
 def describe(bootstrap: str, topic: str) -> tuple[list[int], dict[str, str]]:
@@ -129,3 +118,30 @@ def test_a_token_topic_with_rf_1_on_the_cluster_is_reported_and_fails_doctor(
     assert Outcome.FAIL == replication.outcome, replication
     assert "replication factor 1" in replication.detail
     assert "min.insync.replicas" in replication.fix
+
+
+def test_a_node_killed_by_id_restarts_with_its_port_open_and_rejoins_every_isr(
+    three_brokers: ThreeBrokers, topics: Topics
+) -> None:
+    admin = KafkaAdmin(three_brokers.bootstrap)
+    try:
+        admin.ensure_topics(topics, 6)
+    finally:
+        admin.close()
+    wait_for(lambda: bool(describe(three_brokers.bootstrap, topics.tokens)[0]), 30, "described")
+    three_brokers.wait_in_sync([topics.tokens])
+    victim = three_brokers.busiest_leader(topics.tokens)
+    three_brokers.kill(victim)
+    assert not three_brokers.alive(victim)
+    # the controller fences the dead node and moves its leaderships to the others
+    wait_for(lambda: victim not in three_brokers.leaders(topics.tokens).values(), 60, "new leaders")
+    assert three_brokers.under_replicated([topics.tokens])  # its replicas left every ISR
+    three_brokers.restart(victim)
+    # started means started now, not the ready line of the node's previous run in its log
+    assert port_open(three_brokers.cluster.node(victim).port)
+    three_brokers.wait_in_sync([topics.tokens])
+    assert [] == three_brokers.under_replicated([topics.tokens])
+    three_brokers.pause(victim)
+    assert victim in three_brokers.paused
+    three_brokers.resume(victim)
+    three_brokers.wait_in_sync([topics.tokens])

@@ -24,3 +24,40 @@ def test_the_cleaner_buffer_is_a_small_part_of_the_smallest_heap(tmp_path: Path)
     props = _props(broker._write_config())
     buffer = int(props["log.cleaner.dedupe.buffer.size"])
     assert buffer * 8 <= _mebibytes(broker.heap) * 1024 * 1024
+
+
+def test_a_restarted_node_is_not_ready_on_the_ready_line_its_previous_run_left_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """A restart appends to the same console log, which still holds the last run's ready
+    line: readiness counts only what was written after the restart began (``since``)."""
+    import socket
+    import subprocess
+    import sys
+
+    import pytest
+
+    from shared.errors import StackError
+    from stack.process import ProcessRecord
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    broker = KafkaBroker(KafkaJars(tmp_path / "cache"), tmp_path / "kafka", port, 2, "256m")
+    broker.data_dir.mkdir(parents=True)
+    broker.log_file.write_text("[..] INFO [KafkaRaftServer nodeId=1] Kafka Server started\n")
+    since = broker.log_size()
+    # the "new run": a live process of the recorded program, port open, log not yet ready
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    record = ProcessRecord("kafka", child.pid, port, (sys.executable,), str(broker.log_file))
+    try:
+        with pytest.raises(StackError, match="did not start"):
+            broker.wait_ready(record, timeout_s=0.5, since=since)
+        with broker.log_file.open("a") as log:
+            log.write("[..] INFO [KafkaRaftServer nodeId=1] Kafka Server started\n")
+        broker.wait_ready(record, timeout_s=5, since=since)
+    finally:
+        child.kill()
+        child.wait()
+        listener.close()
