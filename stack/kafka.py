@@ -153,6 +153,12 @@ def new_cluster_id() -> str:
 
 # the compaction cleaner's dedupe buffer: small stacks compact small topics
 CLEANER_BUFFER_BYTES = 8 * 1024 * 1024
+# A crashed node's partitions have no leader until the controller fences it, after this
+# long without its heartbeat (Kafka's 9 s default outlasts the 5 s staleness budget, and
+# every region went stale when a leader was SIGKILLed); 3 s plus a client's metadata
+# refresh fits the budget. Cluster nodes only (a single node has no one to fail over to).
+BROKER_SESSION_TIMEOUT_MS = 3000
+BROKER_HEARTBEAT_INTERVAL_MS = 500
 
 
 @dataclass(frozen=True)
@@ -232,11 +238,20 @@ class KafkaBroker:
             # loaded machine saw OutOfMemoryError in LogManager start-up
             "log.cleaner.dedupe.buffer.size": str(CLEANER_BUFFER_BYTES),
             **self._sasl_props(),
+            **self._failover_props(),
         }
         config = self.data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         return config
+
+    def _failover_props(self) -> dict[str, str]:
+        if not self.voters:
+            return {}
+        return {
+            "broker.session.timeout.ms": str(BROKER_SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": str(BROKER_HEARTBEAT_INTERVAL_MS),
+        }
 
     def _sasl_props(self) -> dict[str, str]:
         if not self.sasl_port:

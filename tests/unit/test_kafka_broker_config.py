@@ -61,3 +61,25 @@ def test_a_restarted_node_is_not_ready_on_the_ready_line_its_previous_run_left_i
         child.kill()
         child.wait()
         listener.close()
+
+
+def test_a_crashed_cluster_node_is_fenced_soon_enough_to_move_its_leaders_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    """Kafka's 9 s broker session made every region stale when a leader was SIGKILLed."""
+    from shared.settings import Settings
+
+    node = KafkaBroker(
+        KafkaJars(tmp_path / "cache"), tmp_path / "n1", 1, 2, "256m", voters="1@127.0.0.1:2"
+    )
+    props = _props(node._write_config())
+    settings = Settings()
+    worst_s = (
+        int(props["broker.session.timeout.ms"]) / 1000
+        + int(props["broker.heartbeat.interval.ms"]) / 1000
+        + settings.heartbeat_interval_s
+        + 1.0  # the clients' metadata refresh and retry after the leaders moved
+    )
+    assert worst_s <= settings.staleness_budget_s
+    alone = KafkaBroker(KafkaJars(tmp_path / "cache"), tmp_path / "n0", 1, 2, "256m")
+    assert "broker.session.timeout.ms" not in _props(alone._write_config())
