@@ -51,7 +51,8 @@ def validate(seconds: float) -> None:
 
 @bench.command(
     "propagation",
-    epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql",
+    epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql"
+    "\n  tokensync bench propagation --brokers 3 --samples 300 --epochs 300",
 )
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
@@ -61,12 +62,23 @@ def validate(seconds: float) -> None:
     default="postgresql",
     show_default=True,
 )
-def propagation(samples: int, epochs: int, store: str) -> None:
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Above 1: run on one broker, then on a KRaft cluster of this many (RF min(3, N),"
+    " min ISR 2), and report both side by side (bench/results/propagation-brokers.*).",
+)
+def propagation(samples: int, epochs: int, store: str, brokers: int) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""
     from bench import propagation as scenario
 
-    with _announced("propagation", "revoke -> denied in every region"):
-        scenario.run(samples, epochs, store)
+    what = "revoke -> denied in every region"
+    if brokers > 1:
+        what += f", on 1 broker and then on {brokers}"
+    with _announced("propagation", what):
+        scenario.run(samples, epochs, store, brokers)
 
 
 @bench.command(

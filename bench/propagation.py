@@ -89,15 +89,25 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
     validator.close()
 
 
-def run(single: int = 1000, epochs: int = 1000, store: str = "postgresql") -> dict[str, Any]:
-    """Run the scenario; print a table; write JSON and PNG; return the data."""
+def run(
+    single: int = 1000, epochs: int = 1000, store: str = "postgresql", brokers: int = 1
+) -> dict[str, Any]:
+    """Run the scenario; print a table; write JSON and PNG; return the data. With
+    ``brokers`` > 1 it runs on one broker and then on a cluster of ``brokers`` (see
+    ``bench.propagation_brokers``), side by side."""
+    if brokers > 1:
+        from bench.propagation_brokers import compare
+
+        return compare(single, epochs, store, brokers)
     with bench_env(
         ("eu", "us", "ap"), postgres=store == "postgresql", mariadb=store == "mariadb"
     ) as env:
         return _run(env, single, epochs, store)
 
 
-def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, Any]:
+def _run(
+    env: BenchEnv, single: int, epochs: int, store_kind: str, name: str | None = None
+) -> dict[str, Any]:
     store = env.open_store(env.settings.database_url)
     env.start_relay()
     for region in env.settings.regions:
@@ -174,9 +184,9 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
         "'invalid' answer of a validator polling that region's Redis",
     }
     # PostgreSQL's figure stays bench/results/propagation.*; other stores get their own.
-    name = "propagation" if store_kind == "postgresql" else f"propagation-{store_kind}"
+    name = name or ("propagation" if store_kind == "postgresql" else f"propagation-{store_kind}")
     save(name, data, _plot(samples))
-    return data
+    return {**data, "samples": samples}  # the raw samples in memory only (comparisons)
 
 
 def _plot(samples: dict[str, dict[str, list[float]]]) -> Any:
