@@ -328,3 +328,77 @@ def test_one_broker_down_while_regions_validate_and_revocations_flow_then_it_com
             if watcher is not None:
                 watcher.close()
         pipeline.close()
+
+
+@pytest.mark.xfail(
+    reason="known limit: the relay waits on a produce request to the hung node for its request"
+    " timeout (30 s), and a retry after a 2.5 s timeout still took 7.5 s to reach the new leader;"
+    " the workers' group coordinator on that node also expires their session: regions go stale"
+    " (nothing is lost). Remove this mark once a hung broker fits the staleness budget.",
+    strict=True,
+)
+def test_a_hung_leader_broker_for_10_s_keeps_every_region_fresh_and_loses_nothing(
+    tmp_path: Path,
+    three_brokers: ThreeBrokers,
+    sqlite_url: str,
+    topics: Topics,
+    region_urls: dict[str, str],
+    record_property: Callable[[str, object], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGSTOP (a hung JVM: its sockets stay open, nothing answers) of the broker leading
+    most token partitions for 10 s, then SIGCONT, with the relay as a ``tokensync relay``
+    process on its default settings: the controller fences the silent node and its
+    partitions move, so the relay must not sit on a produce request to the hung node
+    until its request timeout; no region may answer 'unavailable'."""
+    pipeline = Pipeline(
+        tmp_path,
+        three_brokers.bootstrap,
+        sqlite_url,
+        topics,
+        {r: region_urls[r] for r in REGIONS},
+        6,
+    )
+    answers: Answers | None = None
+    try:
+        pipeline.start_relay_process()
+        for region in REGIONS:
+            pipeline.start_worker(region)
+        for region in REGIONS:
+            pipeline.wait_ready(region)
+        tokens = _issue(pipeline, 600)
+        keep, gone = tokens[0], tokens[1]
+        revoked = {gone.id: pipeline.store.revoke_token(gone.id).seq}
+        pipeline.wait_applied(revoked[gone.id])
+        answers = Answers(pipeline, keep.plain_text_token, gone.plain_text_token)
+        victim = three_brokers.busiest_leader(topics.tokens)
+        three_brokers.pause(victim)
+        pending = iter(tokens[2:])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            token = next(pending)
+            revoked[token.id] = pipeline.store.revoke_token(token.id).seq
+            time.sleep(0.05)
+        three_brokers.resume(victim)
+        pipeline.wait_applied(max(revoked.values()), timeout_s=120)
+        three_brokers.wait_in_sync([topics.tokens])
+        answers.close()
+        figures = {
+            "paused_node": victim,
+            "answers": answers.answers,
+            "unavailable_answers": answers.unavailable,
+            "longest_unavailable_s": round(answers.longest_unavailable_s, 3),
+        }
+        record_property("hung_broker", json.dumps(figures))
+        _report("hung_broker", figures, tmp_path, capsys)
+        assert [] == answers.wrong[:20]
+        _assert_nothing_lost_and_order_kept(
+            pipeline, revoked, [t for t in tokens if t.id in revoked]
+        )
+        assert (0, 0.0) == (answers.unavailable, round(answers.longest_unavailable_s, 1)), (
+            "regions went stale while one broker of three hung"
+        )
+    finally:
+        if answers is not None:
+            answers.close()
+        pipeline.close()
