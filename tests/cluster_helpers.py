@@ -79,13 +79,6 @@ class ThreeBrokers:
         os.kill(self.records[node_id].pid, signal.SIGCONT)
         self.paused.discard(node_id)
 
-    def stop(self, node_id: int) -> None:
-        """Stop the node cleanly (SIGTERM: it hands its leaderships over first)."""
-        from stack.process import stop_pid
-
-        record = self.records.pop(node_id)
-        stop_pid(record.pid, record.argv[0] if record.argv else None)
-
     def restart(self, node_id: int) -> None:
         """Start a killed or stopped node again (same ports and data) until it has started."""
         if self.alive(node_id):
