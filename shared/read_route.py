@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["ReadRoute"]
+__all__ = ["ReadRoute", "route_of"]
 
 C = TypeVar("C")
 
@@ -41,3 +41,12 @@ class ReadRoute(Generic[C]):
         """``client`` did not answer."""
         if client is self.read and self.primary is not None:
             self._read_down_until = self.clock() + self.retry_after_s
+
+
+def route_of(holder: dict[str, object], read: C, primary: C | None) -> ReadRoute[C]:
+    """The route kept in ``holder`` (a validator's ``__dict__``) for these clients; a new one
+    when the validator's clients changed."""
+    route = holder.get("_read_route")
+    if not isinstance(route, ReadRoute) or route.read is not read or route.primary is not primary:
+        route = holder["_read_route"] = ReadRoute(read, primary)
+    return route

@@ -6,6 +6,9 @@ re-exported here): a malformed token is *invalid* before any Redis call; a regio
 that is not ready or staler than its budget is *unavailable* (never *valid*);
 then revoked, expired and epoch-revoked tokens are *invalid* and a token that
 lacks a required ability is *forbidden*.
+
+Longer than ~350 lines: the sync and async twins stay side by side, each with the read
+route to a replica and its primary (``shared.read_route``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from shared.keys import RedisKeys
 from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.policy import Fallback, FallbackAnswer, Policy
-from shared.read_route import ReadRoute
+from shared.read_route import ReadRoute, route_of
 from shared.region_url import choose_read_url
 from shared.rules import Mode, judge, missing_abilities
 from shared.settings import Settings
@@ -170,10 +173,7 @@ class _Features:
         return cls.from_url(url, **options)
 
     def _route(self) -> ReadRoute[Any]:
-        route: ReadRoute[Any] | None = self.__dict__.get("_read_route")
-        if route is None or route.read is not self.client or route.primary is not self.primary:
-            route = self.__dict__["_read_route"] = ReadRoute(self.client, self.primary)
-        return route
+        return route_of(self.__dict__, self.client, self.primary)
 
     def _read_primary(self) -> None:
         """Read from the primary from now on (a near-cache listens, registers and reads
