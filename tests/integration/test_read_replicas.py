@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.receipts import wait_for_receipt
 from shared.keys import Topics
 from shared.validator import Outcome, Validator
 from tests.harness import Pipeline, pipeline_context
@@ -101,3 +102,27 @@ def test_a_validator_whose_replica_is_down_answers_from_the_primary(
     started = time.perf_counter()
     assert replica.validate(victim.plain_text_token).outcome is Outcome.INVALID
     assert time.perf_counter() - started < 0.5, "the dead replica was asked again at once"
+
+
+def test_a_receipt_never_says_enforced_while_a_lagging_replica_still_answers_valid(
+    region: Pipeline, redis_set: ReplicatedRedis
+) -> None:
+    region.start_relay()
+    region.start_worker("eu")
+    region.wait_ready("eu")
+    victim = region.store.issue(USER, 1, "victim")
+    replica = _validator(region, "replica")
+    wait_for(
+        lambda: replica.validate(victim.plain_text_token).outcome is Outcome.VALID, 30, "valid"
+    )
+    redis_set.pause(redis_set.replicas[0])
+    mutation = region.store.revoke_token(victim.id)
+    receipt = wait_for_receipt(region.settings, region.store, mutation.seq, timeout_s=1.0)
+    still_valid = replica.validate(victim.plain_text_token).outcome is Outcome.VALID
+    assert not (receipt.complete and still_valid), receipt.summary()
+    assert "replica" in (receipt.regions[0].detail or ""), receipt.regions[0]
+
+    redis_set.client(redis_set.replicas[0]).replicaof("127.0.0.1", str(redis_set.primary.port))
+    receipt = wait_for_receipt(region.settings, region.store, mutation.seq, timeout_s=20)
+    assert receipt.complete, receipt.summary()
+    assert replica.validate(victim.plain_text_token).outcome is Outcome.INVALID
