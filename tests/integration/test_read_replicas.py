@@ -81,6 +81,14 @@ def test_a_lagging_replica_answers_unavailable_past_the_budget_never_valid_for_a
     wait_for(
         lambda: replica.validate(victim.plain_text_token).outcome is Outcome.INVALID, 30, "denied"
     )
+    # a near-cache hears invalidations where its validator reads: on the primary
+    near = _validator(region, "replica")
+    near.enable_near_cache()
+    try:
+        assert near.client.connection_pool.connection_kwargs["port"] == redis_set.primary.port
+        assert near.validate(victim.plain_text_token).outcome is Outcome.INVALID
+    finally:
+        near.close()
 
 
 def test_a_validator_whose_replica_is_down_answers_from_the_primary(
