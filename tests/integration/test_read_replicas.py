@@ -125,6 +125,7 @@ def test_a_receipt_never_says_enforced_while_a_lagging_replica_still_answers_val
     )
     redis_set.pause(redis_set.replicas[0])
     mutation = region.store.revoke_token(victim.id)
+    region.wait_applied(mutation.seq)  # the primary holds it
     receipt = wait_for_receipt(region.settings, region.store, mutation.seq, timeout_s=1.0)
     still_valid = replica.validate(victim.plain_text_token).outcome is Outcome.VALID
     assert not (receipt.complete and still_valid), receipt.summary()
