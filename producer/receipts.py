@@ -30,6 +30,7 @@ from shared.errors import UsageError
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, sync_near_caches
 from shared.region_state import DeadLetters, RegionState, read_region_state
+from shared.region_url import endpoint_of
 from shared.settings import Region, Settings
 
 __all__ = [
@@ -214,6 +215,8 @@ class _Watcher:
         self._lock = threading.Lock()
         self._answer = RegionReceipt(region.name, RegionOutcome.UNREACHABLE, detail="no answer")
         self._near_since: int | None = None  # Redis time of the near-cache sync, once applied
+        self._replicas_pending = list(region.replicas)  # validators may read these too
+        self._replica_clients: dict[str, redis.Redis] = {}
         self.thread = threading.Thread(target=self._run, name=f"receipt-{region.name}", daemon=True)
 
     @property
@@ -237,6 +240,8 @@ class _Watcher:
         if state is RegionOutcome.ENFORCED:
             state, detail = self._near_caches(client)
         if state is RegionOutcome.ENFORCED:
+            state, detail = self._replicas_applied()
+        if state is RegionOutcome.ENFORCED:
             elapsed = time.time() * 1000 - position.recorded_at_ms
             return RegionReceipt(name, state, round(max(elapsed, 0.0), 1))
         return RegionReceipt(name, state, detail=detail)
@@ -250,6 +255,25 @@ class _Watcher:
         behind = near_caches_behind(client, self._keys, self._near_since)
         if behind:
             return RegionOutcome.PENDING, f"near-caches pending: {', '.join(behind[:5])}"
+        return RegionOutcome.ENFORCED, None
+
+    def _replicas_applied(self) -> tuple[RegionOutcome, str | None]:
+        """Validators may read any replica of the region: each must hold the seq too (an
+        unreachable one may still answer someone: pending)."""
+        while self._replicas_pending:
+            url = self._replicas_pending[0]
+            client = self._replica_clients.get(url) or redis.Redis.from_url(
+                url,
+                socket_timeout=self._call_timeout_s,
+                socket_connect_timeout=self._call_timeout_s,
+            )
+            self._replica_clients[url] = client
+            state = read_region_state(client, self._keys, self.region.name)
+            if not state.reachable:
+                return RegionOutcome.PENDING, f"replica {endpoint_of(url)} does not answer"
+            if _judge(self._position, state)[0] is not RegionOutcome.ENFORCED:
+                return RegionOutcome.PENDING, f"replica {endpoint_of(url)} has not applied it"
+            self._replicas_pending.pop(0)
         return RegionOutcome.ENFORCED, None
 
     def _run(self) -> None:
@@ -277,6 +301,8 @@ class _Watcher:
         finally:
             if client is not None:
                 client.close()
+            for replica in self._replica_clients.values():
+                replica.close()
 
 
 def _published(store: TokenStore, seq: int, deadline: float, poll_s: float) -> OutboxPosition:

@@ -210,9 +210,9 @@ def add(
         host = worker_host(cli.cwd, cli.environ)
         registered_now = False
         if name in known:
-            if known[name].redis_url != redis_url:
+            if known[name].spec != new.spec:
                 raise click.UsageError(
-                    f"region {name!r} already exists with Redis {redact_url(known[name].redis_url)}"
+                    f"region {name!r} already exists with Redis {redact_url(known[name].spec)}"
                 )
         else:
             # readiness belongs to the generation this region's worker builds: a cache left

@@ -29,7 +29,7 @@ class Regions(StoreCore):
                 raise UsageError(f"region {region.name!r} is already registered")
             conn.execute(
                 REGIONS.insert().values(
-                    name=region.name, redis_url=region.redis_url, added_at_ms=self.now_ms(conn)
+                    name=region.name, redis_url=region.spec, added_at_ms=self.now_ms(conn)
                 )
             )
             self._audited(

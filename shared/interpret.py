@@ -53,7 +53,9 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
     now_ms = request.now_ms
     freshness = None if oldest < 0 else max(0.0, (now_ms - oldest) / 1000)
     why_unavailable = (
-        "incomplete"  # a structure of the cache is missing (evicted or deleted): no answer
+        "server_changed"  # a promoted replica or restarted primary, not yet caught up
+        if ready == -2
+        else "incomplete"  # a structure of the cache is missing (evicted or deleted)
         if ready < 0
         else region_unavailable_reason(ready > 0, oldest, now_ms, policy.freshness)
     )

@@ -82,6 +82,9 @@ class MetaField:
     BOOT_LOADED: Final = "boot_loaded"  # bootstrap progress: records loaded ...
     BOOT_TOTAL: Final = "boot_total"  # ... of this many
     RATE: Final = "rate"  # recent apply rate, records/s (written by the worker, not Lua)
+    # the replication id (INFO replication master_replid) of the server the worker applied
+    # to: a promoted replica or a restarted primary has another one (it may have regressed)
+    SERVER: Final = "replid"
     YES: Final = "1"  # the value of a set flag (``READY``)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 from shared.kafka_client import KNOWN as KAFKA_CLIENT_KNOWN
 from shared.kafka_client import KafkaClientConfig
+from shared.region_url import READ_FROM_CHOICES, RegionUrl, split_regions
 from shared.settings_file import (
     DEFAULT_STATE_DIR,
     PREFIX,
@@ -57,31 +58,39 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Region:
-    """A region: a name and the URL of its Redis."""
+    """A region: a name, the URL of its primary Redis (workers write there) and its read
+    replicas' URLs (``shared.region_url``; ``redis_url`` may be given as
+    ``PRIMARY;replicas=URL,URL``, which is split here)."""
 
     name: str
     redis_url: str
+    replicas: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never the Redis password (tracebacks, debug lines)
-        return f"Region(name={self.name!r}, redis_url={redact_url(self.redis_url)!r})"
+        return f"Region(name={self.name!r}, redis_url={redact_url(self.spec)!r})"
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
             raise ConfigError(f"region name {self.name!r} must be letters, digits, '-' or '_'")
-        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError(
-                f"region {self.name}: {redact_url(self.redis_url)!r} is not a redis:// URL"
-            )
+        spec = RegionUrl.parse(str(RegionUrl(self.redis_url, self.replicas)), self.name)
+        object.__setattr__(self, "redis_url", spec.primary)
+        object.__setattr__(self, "replicas", spec.replicas)
+
+    @property
+    def url(self) -> RegionUrl:
+        """The primary and replicas as one value."""
+        return RegionUrl(self.redis_url, self.replicas)
+
+    @property
+    def spec(self) -> str:
+        """``PRIMARY[;replicas=URL,...]``: what settings and ``--redis`` take (passwords!)."""
+        return str(self.url)
 
 
 def parse_regions(text: str) -> tuple[Region, ...]:
-    """Parse ``eu=redis://h:p/0,us=redis://h:p/0`` into regions, rejecting duplicates."""
-    regions: list[Region] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, url = item.partition("=")
-        if not sep:
-            raise ConfigError(f"region {redact_url(item)!r} must be NAME=redis://host:port/db")
-        regions.append(Region(name.strip(), url.strip()))
+    """Parse ``eu=redis://h:p/0;replicas=redis://r:p/0,us=redis://h:p/0`` into regions,
+    rejecting duplicates."""
+    regions = [Region(name.strip(), url.strip()) for name, url in split_regions(text)]
     names = [r.name for r in regions]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -198,6 +207,7 @@ class Settings:
     kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)  # no password
     kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
+    read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -225,6 +235,7 @@ class Settings:
         "STORE_TIMEZONE",
         "GATE_CLIENTS",
         "GATES",
+        "READ_FROM",
         "SETTINGS_FILE",
         *KAFKA_CLIENT_KNOWN,
     )
@@ -276,6 +287,7 @@ class Settings:
             kafka_client=KafkaClientConfig.from_env(environ),
             kafka_replication_factor=_int(environ, "KAFKA_REPLICATION_FACTOR", 0),
             kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
+            read_from=_read_from(get(PREFIX + "READ_FROM", "")),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -341,7 +353,7 @@ class Settings:
         env = {
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DATABASE_URL": self.database_url,
-            "REGIONS": ",".join(f"{r.name}={r.redis_url}" for r in self.regions),
+            "REGIONS": ",".join(f"{r.name}={r.spec}" for r in self.regions),
             "TOPIC_PREFIX": self.topic_prefix,
             "REDIS_NAMESPACE": self.redis_namespace,
             "PARTITIONS": str(self.partitions),
@@ -368,8 +380,23 @@ class Settings:
             "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
             "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor or ""),
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
+            "READ_FROM": "" if self.read_from == "replica" else self.read_from,
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
+
+
+def _read_from(raw: str) -> str:
+    """``TOKENSYNC_READ_FROM``: primary, replica (the default) or a replica's host:port."""
+    value = raw.strip() or "replica"
+    if value in READ_FROM_CHOICES or value.startswith("/"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"{PREFIX}READ_FROM must be primary, replica or a replica's host:port, "
+            f"not {value[:64]!r}"
+        )
+    return value
 
 
 def _check_zone(name: str) -> None:

@@ -42,7 +42,8 @@ def redact_regions(text: str) -> str:
     items = []
     for item in text.split(","):
         name, sep, url = item.partition("=")
-        items.append(f"{name}={redact_url(url)}" if sep else redact_url(item))
+        # a bare URL (a replica continuing the previous region's list) is redacted whole
+        items.append(f"{name}={redact_url(url)}" if sep and "://" not in name else redact_url(item))
     return ",".join(items)
 
 
@@ -64,7 +65,10 @@ _QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?(?:password|passwd|pwd)=)[^&#]*"
 
 def redact_url(url: str) -> str:
     """``url`` with its password (if any, also ``?password=``) shown as ``***``: fit for
-    screens and logs."""
+    screens and logs (a region's ``PRIMARY;replicas=URL,URL``: each URL's)."""
+    primary, mark, replicas = url.partition(";replicas=")
+    if mark:
+        return f"{redact_url(primary)}{mark}{','.join(map(redact_url, replicas.split(',')))}"
     url = _QUERY_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)

@@ -4,7 +4,9 @@
 -- KEYS[1] token hash key, KEYS[2] meta hash, KEYS[3] epochs hash, KEYS[4] partitions hash.
 -- Returns {ready (-1 = the epochs or the partitions hash lost its presence marker: evicted
 --          or deleted, so "no epoch" cannot be told from "epochs forgotten"; unavailable,
---          as shared.region_state says not ready), oldest partition heartbeat
+--          as shared.region_state says not ready; -2 = this server's replication id is not
+--          the one its worker recorded: a promoted replica or a restarted primary that may
+--          have gone back in time, until the worker re-applied the gap), oldest heartbeat
 --          (-1 = not every partition has one), newest applicable epoch, state, id,
 --          tokenable_type, tokenable_id, name, abilities, created_at, issued_at,
 --          expires_at}; missing token fields are nil.
@@ -14,6 +16,13 @@ local ready = meta[1] == '1' and 1 or 0
 if ready == 1 and (redis.call('HEXISTS', KEYS[3], '~present') == 0
                    or redis.call('HEXISTS', KEYS[4], '~present') == 0) then
   ready = -1
+end
+local replid = redis.call('HGET', KEYS[2], 'replid')
+if ready == 1 and replid then
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) == 'string' and string.match(info, 'master_replid:(%w+)') ~= replid then
+    ready = -2
+  end
 end
 local tok = redis.call('HMGET', KEYS[1], 's', 'id', 'tt', 'ti', 'n', 'ab', 'ca', 'ia', 'ea')
 local epoch = 0

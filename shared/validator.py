@@ -6,6 +6,9 @@ re-exported here): a malformed token is *invalid* before any Redis call; a regio
 that is not ready or staler than its budget is *unavailable* (never *valid*);
 then revoked, expired and epoch-revoked tokens are *invalid* and a token that
 lacks a required ability is *forbidden*.
+
+Longer than ~350 lines: the sync and async twins stay side by side, each with the read
+route to a replica and its primary (``shared.read_route``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from shared.keys import RedisKeys
 from shared.nearcache import CachedToken, NearCache
 from shared.outcomes import Outcome, Principal, ValidationResult
 from shared.policy import Fallback, FallbackAnswer, Policy
+from shared.read_route import ReadRoute, route_of
+from shared.region_url import choose_read_url
 from shared.rules import Mode, judge, missing_abilities
 from shared.settings import Settings
 from shared.tokenformat import parse_presented
@@ -69,11 +74,13 @@ def _script_keys(keys: RedisKeys, token_key: str) -> list[str]:
 
 def _from_settings(
     settings: Settings, region: str, kwargs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """The Redis URL and defaults (key namespace, policy) both validators take from settings."""
+) -> tuple[str, str | None, dict[str, Any]]:
+    """The Redis URL to read, the primary's to fall back to (None: none), and the defaults
+    (key namespace, policy) both validators take from settings."""
     kwargs.setdefault("keys", RedisKeys(settings.redis_namespace))
     kwargs.setdefault("policy", Policy.from_settings(settings))
-    return settings.region(region).redis_url, kwargs
+    read_from = kwargs.pop("read_from", settings.read_from)
+    return *choose_read_url(settings.region(region).url, read_from), kwargs
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,7 @@ class _Features:
     policy: Policy
     near_cache: NearCache | None
     usage: UsageRecorder | None
+    primary: Any  # the region's primary when ``client`` is a replica (fallback, writes)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
@@ -157,12 +165,25 @@ class _Features:
 
     @classmethod
     def from_settings(cls, settings: Settings, region: str, **kwargs: Any) -> Self:
-        """A validator of ``region`` as the settings describe it."""
-        url, options = _from_settings(settings, region, kwargs)
+        """A validator of ``region`` as the settings describe it: reading the server that
+        ``read_from`` (default: ``settings.read_from``) names, falling back to the primary."""
+        url, primary, options = _from_settings(settings, region, kwargs)
+        if primary is not None:
+            options["primary"] = cls.from_url(primary).client
         return cls.from_url(url, **options)
 
-    def _thread_client(self) -> redis.Redis:
-        """A synchronous client for background threads."""
+    def _route(self) -> ReadRoute[Any]:
+        return route_of(self.__dict__, self.client, self.primary)
+
+    def _read_primary(self) -> None:
+        """Read from the primary from now on (a near-cache listens, registers and reads
+        there: its invalidations and the reads it caches must come from one server)."""
+        if self.primary is not None:
+            self.client, self.primary = self.primary, None
+            self._script = self.client.register_script(_SCRIPT)
+
+    def _thread_client(self, write: bool = False) -> redis.Redis:
+        """A synchronous client for background threads (to the primary if ``write``)."""
         raise NotImplementedError
 
     def enable_usage(
@@ -170,8 +191,8 @@ class _Features:
     ) -> UsageRecorder:
         """Record when tokens are used, flushed to the region every ``interval_s`` by a
         background thread (on ``client``; by default one to this validator's server)."""
-        if self.usage is None:
-            sync = client if client is not None else self._thread_client()
+        if self.usage is None:  # usage is written: to the primary
+            sync = client if client is not None else self._thread_client(write=True)
             self.usage = UsageRecorder(sync, self.keys, interval_s).start()
         return self.usage
 
@@ -186,6 +207,7 @@ class _Features:
         processed, less than ``bound_s`` ago, everything the region published, and only
         while the region itself may answer (see ``shared.nearcache``)."""
         if self.near_cache is None:
+            self._read_primary()
             self.near_cache = NearCache(
                 client if client is not None else self._thread_client(),
                 self.keys,
@@ -208,6 +230,7 @@ class Validator(_Features):
     clock: Callable[[], float] = time.time
     near_cache: NearCache | None = None
     usage: UsageRecorder | None = None
+    primary: redis.Redis | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -217,8 +240,8 @@ class Validator(_Features):
         """A validator on the Redis at ``url``."""
         return cls(redis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
 
-    def _thread_client(self) -> redis.Redis:
-        return self.client
+    def _thread_client(self, write: bool = False) -> redis.Redis:
+        return self.primary if write and self.primary is not None else self.client
 
     def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""
@@ -227,6 +250,8 @@ class Validator(_Features):
         if self.usage is not None:
             self.usage.stop()
         self.client.close()
+        if self.primary is not None:
+            self.primary.close()
 
     def validate(
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
@@ -236,20 +261,29 @@ class Validator(_Features):
         step = _before_redis(self, token, abilities, mode, now_ms)
         if isinstance(step, ValidationResult):
             return _used(self.usage, step, now_ms)
-        try:
-            reply = self._evalsha(step.key)
-        except redis.RedisError:
-            reply = None
+        reply = self._ask(step.key)
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
         return _used(self.usage, result, now_ms)
 
-    def _evalsha(self, key: str) -> Any:
+    def _ask(self, key: str) -> Any:
+        """The script's reply from the read server, else the primary; None if neither
+        answered."""
+        route = self._route()
+        for client in route.order():
+            try:
+                return self._evalsha(key, client)
+            except redis.RedisError:
+                route.failed(client)
+        return None
+
+    def _evalsha(self, key: str, client: redis.Redis | None = None) -> Any:
         """The script by its digest (one round trip); loaded on first use or after a flush."""
         keys = _script_keys(self.keys, key)
+        client = self.client if client is None else client
         try:
-            return self.client.evalsha(self._script.sha, len(keys), *keys)
+            return client.evalsha(self._script.sha, len(keys), *keys)
         except redis.exceptions.NoScriptError:
-            return self._script(keys=keys)
+            return self._script(keys=keys, client=client)
 
 
 def _from_near_cache(
@@ -286,6 +320,7 @@ class AsyncValidator(_Features):
     clock: Callable[[], float] = time.time
     near_cache: NearCache | None = None
     usage: UsageRecorder | None = None
+    primary: aioredis.Redis | None = None
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
@@ -295,8 +330,8 @@ class AsyncValidator(_Features):
         """A validator on the Redis at ``url``."""
         return cls(aioredis.Redis.from_url(url, socket_timeout=1.0), **kwargs)
 
-    def _thread_client(self) -> redis.Redis:
-        return _sync_twin(self.client)
+    def _thread_client(self, write: bool = False) -> redis.Redis:
+        return _sync_twin(self.primary if write and self.primary is not None else self.client)
 
     async def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""
@@ -305,6 +340,8 @@ class AsyncValidator(_Features):
         if self.usage is not None:
             await asyncio.to_thread(self.usage.stop)
         await self.client.aclose()
+        if self.primary is not None:
+            await self.primary.aclose()
 
     async def validate(
         self, token: object, abilities: Iterable[str] | str = (), mode: Mode = "all"
@@ -314,10 +351,14 @@ class AsyncValidator(_Features):
         step = _before_redis(self, token, abilities, mode, now_ms)
         if isinstance(step, ValidationResult):
             return _used(self.usage, step, now_ms)
-        try:
-            reply = await self._script(keys=_script_keys(self.keys, step.key))
-        except aioredis.RedisError:
-            reply = None
+        reply = None
+        route = self._route()
+        for client in route.order():
+            try:
+                reply = await self._script(keys=_script_keys(self.keys, step.key), client=client)
+                break
+            except aioredis.RedisError:
+                route.failed(client)
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
         return _used(self.usage, result, now_ms)
 

@@ -111,6 +111,14 @@ def stack() -> None:
     help="Kafka brokers: 3 runs a three-node KRaft cluster (one controller quorum); "
     "topics then get replication factor 3 and min.insync.replicas 2.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 3),
+    default=0,
+    show_default=True,
+    help="Read replicas of each region's Redis: workers write to the primary, validators "
+    "read a replica (TOKENSYNC_READ_FROM).",
+)
 @click.option("--no-apps", is_flag=True, help="Servers only: no relay, API or workers.")
 @click.option(
     "--link-delay",
@@ -129,6 +137,7 @@ def up(
     redis_ports: tuple[str, ...],
     kafka_heap: str | None,
     brokers: int,
+    replicas: int,
     no_apps: bool,
     link_delay: str,
     as_json: bool,
@@ -156,6 +165,7 @@ def up(
         not no_apps,
         {r: d for r, d in delays.items() if d > 0},
         brokers=brokers,
+        replicas=replicas,
     )
     _status(local, local.up(options), as_json)
 

@@ -93,6 +93,7 @@ class StackOptions:
     with_apps: bool = True
     link_delays: Mapping[str, float] = field(default_factory=dict)
     brokers: int = 1  # 3: a three-node KRaft cluster (one quorum), 256 MiB heaps
+    replicas: int = 0  # read replicas of each region's Redis (validators read one)
 
 
 @dataclass(frozen=True)
@@ -248,19 +249,51 @@ class LocalStack:
     ) -> list[Region]:
         """Start each region's Redis that is not running (appended to ``started``)."""
         old_ports = {r.name: _port_of(r.redis_url) for r in old.regions}
+        old_replicas = {r.name: [_port_of(u) for u in r.replicas] for r in old.regions}
         regions: list[Region] = []
         for name in options.regions:
-            proc_name = f"redis-{name}"
-            wanted = (options.redis_ports or {}).get(name)
-            if proc_name in running:
-                port = running[proc_name].port or 0
-            else:
-                port = _pick_port(wanted, old_ports.get(name))
-                server = RedisServer(proc_name, self.state_dir / proc_name, port)
-                record = server.start()
-                started.append((record, functools.partial(server.wait_ready, record)))
-            regions.append(Region(name, f"redis://127.0.0.1:{port}/0"))
+            port = self._start_one_redis(
+                f"redis-{name}",
+                (options.redis_ports or {}).get(name),
+                old_ports.get(name),
+                running,
+                started,
+            )
+            before = old_replicas.get(name, [])
+            replicas = [
+                self._start_one_redis(
+                    f"redis-{name}-replica{n}",
+                    None,
+                    before[n - 1] if n <= len(before) else None,
+                    running,
+                    started,
+                    replica_of=port,
+                )
+                for n in range(1, options.replicas + 1)
+            ]
+            urls = [f"redis://127.0.0.1:{p}/0" for p in [port, *replicas]]
+            regions.append(Region(name, urls[0], tuple(urls[1:])))
         return regions
+
+    def _start_one_redis(
+        self,
+        proc_name: str,
+        wanted: int | None,
+        previous: int | None,
+        running: Mapping[str, ProcessRecord],
+        started: list[tuple[ProcessRecord, Callable[[], None]]],
+        *,
+        replica_of: int | None = None,
+    ) -> int:
+        """The port of a region's Redis (a replica of the one on ``replica_of``), started
+        unless it runs."""
+        if proc_name in running:
+            return running[proc_name].port or 0
+        port = _pick_port(wanted, previous)
+        server = RedisServer(proc_name, self.state_dir / proc_name, port, replica_of=replica_of)
+        record = server.start()
+        started.append((record, functools.partial(server.wait_ready, record)))
+        return port
 
     def _pipeline(self, settings: Settings) -> Pipeline:
         """The builder of this stack's children: logs under ``<state_dir>/logs``, JSON."""

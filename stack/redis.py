@@ -1,4 +1,5 @@
-"""A ``redis-server`` per region, on loopback, without persistence."""
+"""A ``redis-server`` per region, on loopback, without persistence (optionally a read
+replica of another one: ``replica_of``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class RedisServer:
     data_dir: Path
     port: int
     databases: int = 16
+    replica_of: int | None = None  # the port of the primary on loopback it replicates
 
     @property
     def url(self) -> str:
@@ -60,7 +62,12 @@ class RedisServer:
             str(self.databases),
             "--loglevel",
             "warning",
+            # replicas sync at once (no 5 s wait for more replicas), and diskless: no RDB
+            "--repl-diskless-sync-delay",
+            "0",
         ]
+        if self.replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         return start_process(self.name, argv, self.log_file, port=self.port)
 
     def wait_ready(self, record: ProcessRecord, timeout_s: float = 15.0) -> None:

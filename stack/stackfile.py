@@ -159,7 +159,7 @@ def set_regions(path: Path, add: Region | None = None, drop: str | None = None) 
         if r.name not in {drop, add.name if add else None}
     ]
     regions += [add] if add else []
-    values[PREFIX + "REGIONS"] = ",".join(f"{r.name}={r.redis_url}" for r in regions)
+    values[PREFIX + "REGIONS"] = ",".join(f"{r.name}={r.spec}" for r in regions)
     write_settings_file(path, values)
     return Settings.from_env(values)
 
@@ -177,5 +177,5 @@ def describe(path: Path) -> dict[str, Any]:
         "settings_file": str(path) if values else None,
         "store": redact_url(store) if store else None,
         "kafka": values.get(PREFIX + "KAFKA_BOOTSTRAP"),
-        "regions": [{"name": r.name, "redis_url": redact_url(r.redis_url)} for r in regions],
+        "regions": [{"name": r.name, "redis_url": redact_url(r.spec)} for r in regions],
     }

@@ -19,7 +19,9 @@
 -- structures is missing (lost, flushed, evicted, or rebuilt by another worker): the caller
 -- must start over; {-2, partition, next_offset} when the batch starts past what the cache
 -- recorded for a partition (the cache went back in time): nothing was applied, and the caller
--- must rewind to the cache's offsets.
+-- must rewind to the cache's offsets; {-3, replid} when this server's replication id is not
+-- the one meta records (a promoted replica, a restarted primary: it may have gone back in
+-- time): nothing was applied, and the caller must reopen the cache (workers/reopen.lua).
 
 local meta, parts, epochs, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local PRESENT = '~present'
@@ -27,6 +29,11 @@ if redis.call('HGET', meta, 'generation') ~= ARGV[1]
     or redis.call('HEXISTS', parts, PRESENT) == 0
     or redis.call('HEXISTS', epochs, PRESENT) == 0 then
   return {-1}
+end
+local info = redis.pcall('INFO', 'replication')
+local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)')
+if replid and redis.call('HGET', meta, 'replid') ~= replid then
+  return {-3, replid}
 end
 local offsets = cjson.decode(ARGV[8])
 for _, entry in ipairs(offsets) do

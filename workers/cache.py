@@ -7,7 +7,10 @@ the topic's id, which a deleted and re-created topic changes):
 a cache that was flushed, evicted, restarted empty, or built from another stream
 is noticed and rebuilt from offset 0, after every key of the namespace it held
 was deleted. A cache that went back in time (a restore from a backup, a lagging
-replica) is noticed by the apply script, and the worker rewinds to its offsets.
+replica) is noticed by the apply script, and the worker rewinds to its offsets; a cache
+on another server than the one the worker applied to (a promoted replica, a restarted
+primary: another replication id) may have gone back in time unnoticed by its offsets, so
+it is reopened: not ready until it caught up with the topic's end offsets of then.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _SCRIPT = files("workers").joinpath("apply.lua").read_text()
 _CLAIM = files("workers").joinpath("claim.lua").read_text()  # claim a new generation
 _OPEN = files("workers").joinpath("open.lua").read_text()  # open a claimed one
 _BUILDING = files("workers").joinpath("build_progress.lua").read_text()  # purge progress
+_REOPEN = files("workers").joinpath("reopen.lua").read_text()  # the server changed
 
 # A build in progress counts its progress in meta.building; one that shows none for this
 # long died, and the next worker takes over.
@@ -60,13 +64,15 @@ class ApplyResult:
     """Outcome of one batch: records applied, stale (older or duplicate), ready flag;
     ``lost`` when the cache is not of the worker's generation any more (or incomplete);
     ``rewind`` (partition -> the cache's next offset) when the batch started past what the
-    cache recorded and nothing was applied."""
+    cache recorded and nothing was applied; ``server`` (its replication id) when the cache's
+    server is not the one the worker applied to and nothing was applied."""
 
     applied: int
     stale: int
     ready: bool
     lost: bool = False
     rewind: dict[int, int] | None = None
+    server: str | None = None
 
 
 class RegionCache:
@@ -79,6 +85,7 @@ class RegionCache:
         self._claim: AsyncScript = client.register_script(_CLAIM)
         self._open: AsyncScript = client.register_script(_OPEN)
         self._building: AsyncScript = client.register_script(_BUILDING)
+        self._reopen: AsyncScript = client.register_script(_REOPEN)
         self.generation = ""
 
     @classmethod
@@ -318,7 +325,20 @@ class RegionCache:
             return ApplyResult(0, 0, False, lost=True)
         if result[0] == -2:
             return ApplyResult(0, 0, False, rewind={int(result[1]): int(result[2])})
+        if result[0] == -3:
+            return ApplyResult(0, 0, False, server=_text(result[1]))
         return ApplyResult(int(result[0]), int(result[1]), bool(result[2]))
+
+    async def reopen(self, server: str, targets: dict[int, int]) -> bool:
+        """Bind the cache to ``server`` (a replication id), not ready until every partition
+        reached ``targets`` (the topic's end offsets now); False if its generation changed."""
+        args: list[str | int] = [self.generation, server, self.keys.invalidations]
+        for partition, target in sorted(targets.items()):
+            args += [partition, target]
+        try:
+            return bool(await self._reopen(keys=[self.keys.meta, self.keys.partitions], args=args))
+        except aioredis.RedisError as e:
+            raise CacheUnavailableError(f"region cache unreachable: {e}") from e
 
     async def set_rate(self, rate: float) -> None:
         """Publish the recent apply rate (records/s) for ``region status``."""

@@ -17,4 +17,10 @@ redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0'
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'topic_id', ARGV[6])
 end
+-- built from offset 0 on this server: bound to its replication id (apply.lua checks it)
+local info = redis.pcall('INFO', 'replication')
+local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)')
+if replid then
+  redis.call('HSET', KEYS[1], 'replid', replid)
+end
 return 1

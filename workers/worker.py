@@ -23,6 +23,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from shared.errors import CacheUnavailableError
 from shared.events import Keyring
 from shared.kafka_client import KafkaClientConfig
 from shared.keys import Topics
@@ -272,6 +273,8 @@ class RegionWorker:
             self.rebuild = True
             self.done.set()
             return Applied.STOP
+        if result.server is not None:
+            return await self._reopen(result.server)
         if batch.partition_count > self._partitions_seen:
             if self._partitions_seen:
                 log.warning(
@@ -319,6 +322,31 @@ class RegionWorker:
             duration_ms=round(elapsed * 1000, 2),
         )
         return Applied.APPLIED
+
+    async def _reopen(self, server: str) -> Applied:
+        """The cache is on another server than the one this worker applied to (a promoted
+        replica, a restarted primary): it may miss what was applied and committed. Not ready
+        (validators answer unavailable) until it caught up with the topic's end now, then read
+        again from the offsets it holds."""
+        count = self.app.consumer.topic_partitions(self.topics.tokens) or self.partitions
+        try:
+            ends = await self.app.consumer.highwaters(*self._tps(count))
+        except Exception as e:  # the broker did not answer: the batch is retried
+            raise CacheUnavailableError(f"the topic's end offsets: {e}") from e
+        targets = {tp.partition: int(o) for tp, o in ends.items()}
+        if not await self.cache.reopen(server, targets):
+            log.warning("cache_lost", generation=self.cache.generation)
+            self.rebuild = True
+            self.done.set()
+            return Applied.STOP
+        log.warning(
+            "cache_server_changed",
+            generation=self.cache.generation,
+            server=server,
+            targets=targets,
+            note="not ready until caught up: a promoted replica may miss applied records",
+        )
+        return Applied.REWIND
 
     def _observe(self, batch: PreparedBatch, now_ms: int) -> None:
         """Lag (records behind the partitions' ends) and freshness (age of the heartbeats)."""

@@ -46,6 +46,7 @@ NOT_IN_LUA_CLASSES = (keys.NearCacheField, keys.SignerField)  # written and read
 # Quoted strings in Lua that are not schema names: Lua patterns of validate.lua's UUID
 # match, Lua type names, and an error message.
 LUA_NON_SCHEMA = {"%x%x%x%x", "^", "%-", "$", "string", "table", "unknown event type "}
+LUA_NON_SCHEMA |= {"replication", "master_replid:(%w+)"}  # Redis's INFO, not our schema
 
 
 def _constants(cls: type) -> dict[str, str]:
