@@ -5,10 +5,8 @@ integers for times in milliseconds since the epoch, UTC). Its headers carry the
 signing key id (``ts-kid``) and an HMAC-SHA256 (``ts-sig``, hex) over
 ``key + b"\\0" + value`` (``shared.signing``). Decoding checks the signature first,
 then the schema version and every field's type; anything else is an
-``EventDecodeError``. A relay holding the relay lease also stamps its fencing epoch
-(``ts-fence``, decimal ASCII; ``fence_of``): regions refuse a record whose epoch is
-lower than one they already saw in that partition (an older relay, paused then
-resumed). Records without it (relays before the lease) are taken as they are.
+``EventDecodeError``. The relay lease's holder adds its fencing epoch (``ts-fence``;
+``workers.fencing`` refuses a lower one after it; records without one pass as before).
 """
 
 from __future__ import annotations
