@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from producer.backfill import pending_since_ms
 from producer.clock import db_now_ms
+from producer.late_records import republish_newest
 from producer.outbox import (
     BadRowError,
     Encoded,
@@ -262,16 +263,7 @@ class Relay:
             for e, p in zip(encoded, placements, strict=True)
             if p is not None
         ] + [Published(seq, None, None, at_ms) for seq in quarantined]
-        try:
-            with self._engine.begin() as conn:
-                # the lease renewed in the marking transaction: "still the holder" and
-                # "these rows are published" commit together, or neither does
-                if self._lease is not None and not self._lease.renew(conn):
-                    raise LeaseLostError("lost the relay lease before marking rows published")
-                mark_published(conn, published)
-        except sa.exc.SQLAlchemyError as e:
-            # Published but not marked: the next round publishes them again (duplicates).
-            raise StoreError(f"marking published rows failed: {e}") from e
+        self._mark(published, encoded)
         last_seq = int(rows[-1]._mapping["seq"])
         self._last_seq = max(self._last_seq, last_seq)
         if any(isinstance(item.event, EpochEvent) for item in encoded):
@@ -294,6 +286,38 @@ class Relay:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return len(rows)
+
+    def _mark(self, published: list[Published], encoded: list[Encoded]) -> None:
+        """Mark acknowledged rows published, renewing the lease in the same transaction:
+        "still the holder" and "these rows are published" commit together, or neither."""
+        try:
+            with self._engine.begin() as conn:
+                if self._lease is not None and not self._lease.renew(conn):
+                    raise LeaseLostError("lost the relay lease before marking rows published")
+                mark_published(conn, published)
+        except LeaseLostError:
+            self._published_late(encoded)
+            raise
+        except sa.exc.SQLAlchemyError as e:
+            # Published but not marked: the next round publishes them again (duplicates).
+            raise StoreError(f"marking published rows failed: {e}") from e
+
+    def _published_late(self, encoded: list[Encoded]) -> None:
+        """Records acknowledged after this relay lost the lease: have the holder publish
+        the newest row of each of their keys again (``producer.late_records``)."""
+        try:
+            with self._engine.begin() as conn:
+                again = republish_newest(conn, encoded)
+        except sa.exc.SQLAlchemyError:  # the loop boundary logs; the regions still fence
+            log.exception("late_records_not_republished", records=len(encoded))
+            return
+        log.warning(
+            "records_published_after_losing_the_lease",
+            records=len(encoded),
+            first_seq=encoded[0].seq if encoded else None,
+            republished_seqs=len(again),
+            epoch=self._epoch_held,
+        )
 
     def _publish(self, encoded: list[Encoded]) -> list[Placement | None]:
         """Sign and send ``encoded`` in order; the placement of each."""

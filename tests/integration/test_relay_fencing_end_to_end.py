@@ -82,7 +82,10 @@ def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
         paused.hooks.append(take_over)
         with pytest.raises(LeaseLostError):
             old.publish_batch()  # its two records land after the new relay's
-        assert 0 == old.backlog()  # marked by the new relay alone
+        # the old relay marked nothing; it had the newest row of the token (the
+        # revocation) marked unpublished again, so that it is the key's last record
+        assert 1 == old.backlog()
+        assert 1 == new.publish_batch()
         letters = read_topic(
             pipeline.settings.kafka_bootstrap, pipeline.topics.dead_letters, expect=2
         )
@@ -91,6 +94,8 @@ def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
         records = read_topic(pipeline.settings.kafka_bootstrap, pipeline.topics.tokens)
         old_epoch = min(f for r in records if (f := fence_of(r.headers)) is not None)
         assert {old_epoch} == {fence_of(letter.headers) for letter in letters}
+        last = [r for r in records if r.key == token.token_hash.encode()][-1]
+        assert (revoked.seq, old_epoch + 1) == (last.event().seq, fence_of(last.headers))
         client = pipeline.redis("eu")
         state = client.hmget(pipeline.keys.token(token.token_hash), "v", "s")
         client.close()

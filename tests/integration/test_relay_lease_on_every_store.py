@@ -53,3 +53,47 @@ def test_a_live_lease_is_renewed_and_refused_to_a_standby_then_released_to_it(
     with store.engine.begin() as conn:
         assert not active.renew(conn)
     assert active.acquire() is None
+
+
+def test_a_stale_relay_has_the_newest_row_of_each_key_it_sent_late_published_again(
+    store: TokenStore,
+) -> None:
+    import sqlalchemy as sa
+
+    from producer.late_records import republish_newest
+    from producer.models import OUTBOX
+    from producer.outbox import Encoded
+    from shared.events import EpochEvent, TokenEvent, TokenOp
+
+    issued = store.issue("App\\Models\\User", 1, "late")
+    revoked = store.revoke_token(issued.id)
+    other = store.issue("App\\Models\\User", 2, "untouched")
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(OUTBOX).values(published_at_ms=1, kafka_partition=0, kafka_offset=0))
+        late = [
+            Encoded(
+                issued.seq,
+                TokenEvent(
+                    issued.seq,
+                    TokenOp.ISSUED,
+                    issued.token_hash,
+                    issued.id,
+                    "U",
+                    "1",
+                    "late",
+                    ("*",),
+                    1,
+                    1,
+                    None,
+                    1,
+                ),
+                b"",
+            ),
+            Encoded(99, EpochEvent(99, "global", 1, 1), b""),  # a scope with no row: nothing
+        ]
+        assert [revoked.seq] == republish_newest(conn, late)
+        unpublished = conn.execute(
+            sa.select(OUTBOX.c.seq).where(OUTBOX.c.published_at_ms.is_(None))
+        ).scalars()
+        assert [revoked.seq] == list(unpublished)
+    assert other.seq > revoked.seq

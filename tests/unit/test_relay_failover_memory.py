@@ -18,7 +18,7 @@ from producer.relay import Relay, RelayOptions
 from producer.relay_lease import LeaseLostError, RelayLease
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
-from shared.events import FENCE_HEADER, Heartbeat, Keyring, decode
+from shared.events import FENCE_HEADER, Heartbeat, Keyring, TokenEvent, TokenOp, decode
 
 USER = "App\\Models\\User"
 KEYRING = Keyring({"unit-1": b"u" * 32}, "unit-1")
@@ -196,3 +196,34 @@ def test_a_relay_that_stops_cleanly_hands_the_lease_to_a_standby_at_once(
         runner.join(timeout=10)
     assert b.lease_step()  # no TTL to wait for: the clock has not moved
     assert 2 == RelayLease(store.engine, "x", now_ms=clock).view().epoch
+
+
+def test_a_late_record_of_a_stale_relay_never_stays_the_newest_of_its_key(
+    store: TokenStore, clock: FakeClock
+) -> None:
+    """Compaction keeps a key's last record: had the stale relay's older version stayed
+    last, a region built later from the compacted topic would take a revoked token as
+    live. The stale relay, refused at marking, has the newest row of each key it sent
+    published once more, after its own late records."""
+    topic = HookedTopic(partition_count=3)
+    a, b = relay(store, topic, clock, "a"), relay(store, topic, clock, "b")
+    assert a.lease_step()
+    issued = store.issue(USER, "1", "late")
+
+    def take_over_and_revoke() -> None:  # a pauses with the issue in flight
+        clock.ms += 10_000
+        assert b.lease_step()
+        store.revoke_token(issued.id)
+        assert 2 == b.publish_batch()
+
+    topic.hooks = [take_over_and_revoke]
+    with pytest.raises(LeaseLostError):
+        a.publish_batch()  # its issue record lands after b's revocation
+    assert 1 == b.publish_batch()  # the revocation, once more
+    last: dict[bytes, TokenEvent] = {}
+    for record in topic.records():
+        event = decode(record.key, record.value, record.headers, KEYRING)
+        if isinstance(event, TokenEvent):
+            last[record.key] = event
+    assert TokenOp.REVOKED == last[issued.token_hash.encode()].op
+    assert 0 == b.backlog()
