@@ -20,7 +20,8 @@ standby (``relay_standby``); a standby polls and takes an expired lease (``relay
 
 Over 350 lines: the relay loop is one concept (read, sign, publish, mark, heartbeat,
 certify); Kafka I/O (``kafka_io``), outbox encoding (``outbox``), commit wake-ups
-(``wakeup``) and the backlog gauge (``relay_backlog``) are split out already.
+(``wakeup``), the backlog gauge (``relay_backlog``), the lease and failover
+(``relay_lease``, ``relay_failover``) and late records (``late_records``) are split out.
 """
 
 from __future__ import annotations
@@ -48,17 +49,16 @@ from producer.outbox import (
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
 from producer.relay_backlog import count_backlog, count_backlog_until
+from producer.relay_failover import Failover, Step
 from producer.relay_lease import LeaseLostError, RelayLease
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
 from shared.errors import PublishError, StoreError
-from shared.events import EpochEvent, Heartbeat, Keyring, encode, fence_header
+from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
 from shared.metrics import (
-    RELAY_ACTIVE,
     RELAY_DENIED,
-    RELAY_FENCING_EPOCH,
     RELAY_LATENCY,
     RELAY_PUBLISHED,
     RELAY_QUARANTINED,
@@ -105,10 +105,8 @@ class Relay:
         lease: RelayLease | None = None,
     ) -> None:
         self._engine = engine
-        self._lease = lease  # None: the only relay (no lease, no fencing epoch)
-        self._lease_renewed = -float("inf")
-        self._epoch_held: int | None = None  # the epoch last held (logs)
-        self._standby_logged = False
+        # without a lease: the only relay (no fencing epoch), as before
+        self._failover = Failover(lease, clock, options.lease_renew_interval_s)
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -134,88 +132,28 @@ class Relay:
     @property
     def active(self) -> bool:
         """Whether this relay may publish: it holds the lease, or runs without one."""
-        return self._lease is None or self._lease.held
+        return self._failover.active
 
     def lease_step(self) -> bool:
         """Take or renew the lease when due; whether this relay is active after.
 
         A standby tries to take an expired lease on every call; the holder renews every
-        ``lease_renew_interval_s``. Becoming active logs ``relay_active`` and heartbeats
-        every partition at once (the new epoch fences what an older holder still sends,
-        and regions stay fresh); losing the lease makes this relay a standby.
+        ``lease_renew_interval_s``. Taking it over heartbeats every partition at once (the
+        new epoch fences what an older holder still sends, and regions stay fresh);
+        losing it makes this relay a standby (``producer.relay_failover``).
         """
-        lease = self._lease
-        if lease is None:
-            return True
-        if lease.held:
-            if self._clock() - self._lease_renewed < self._options.lease_renew_interval_s:
-                return True
-            if self._renew_lease():
-                return True
+        step = self._failover.step()
+        if step is Step.LOST:
             self._become_standby("renewal_refused")
-            return False
-        try:
-            epoch = lease.acquire()
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreError(f"taking the relay lease failed: {e}") from e
-        if epoch is None:
-            if not self._standby_logged:
-                self._standby_logged = True
-                view = lease.view()
-                RELAY_ACTIVE.set(0)
-                log.info(
-                    "relay_standby",
-                    reason="another relay holds the lease",
-                    active_holder=view.holder,
-                    epoch=view.epoch,
-                )
-            return False
-        self._standby_logged = False
-        self._lease_renewed = self._clock()
-        self._epoch_held = epoch
-        RELAY_ACTIVE.set(1)
-        RELAY_FENCING_EPOCH.set(epoch)
-        log.info("relay_active", epoch=epoch, holder=lease.holder)
-        self.heartbeat()
-        return True
-
-    def _renew_lease(self) -> bool:
-        lease = self._lease
-        assert lease is not None
-        try:
-            held = lease.acquire() is not None
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreError(f"renewing the relay lease failed: {e}") from e
-        if held:
-            self._lease_renewed = self._clock()
-        return held
-
-    def _confirm_lease(self) -> None:
-        """Before each produce: ask the store whether this relay still holds the lease."""
-        lease = self._lease
-        if lease is None:
-            return
-        try:
-            held = lease.check()
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreError(f"checking the relay lease failed: {e}") from e
-        if not held:
-            raise LeaseLostError("another relay holds the relay lease")
-
-    def _fence(self) -> list[tuple[str, bytes]]:
-        """The fencing header of this relay's records (none without a lease)."""
-        epoch = None if self._lease is None else self._lease.epoch
-        return [] if epoch is None else [fence_header(epoch)]
+        elif step is Step.TOOK_OVER:
+            self.heartbeat()
+        return step in (Step.ACTIVE, Step.TOOK_OVER)
 
     def _become_standby(self, why: str) -> None:
-        """Stop publishing at once: drop the producer (its buffered records are lost with
-        it, and their rows stay unmarked for the holder to publish)."""
-        if self._lease is not None:
-            self._lease.epoch = None
+        """Stop publishing at once: drop the producer; rows it did not mark stay for the
+        holder to publish."""
+        self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
-        RELAY_ACTIVE.set(0)
-        self._standby_logged = True
-        log.warning("relay_standby", reason=why, epoch=self._epoch_held, last_seq=self._last_seq)
 
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
@@ -292,8 +230,7 @@ class Relay:
         "still the holder" and "these rows are published" commit together, or neither."""
         try:
             with self._engine.begin() as conn:
-                if self._lease is not None and not self._lease.renew(conn):
-                    raise LeaseLostError("lost the relay lease before marking rows published")
+                self._failover.renew_in(conn)
                 mark_published(conn, published)
         except LeaseLostError:
             self._published_late(encoded)
@@ -316,7 +253,7 @@ class Relay:
             records=len(encoded),
             first_seq=encoded[0].seq if encoded else None,
             republished_seqs=len(again),
-            epoch=self._epoch_held,
+            epoch=self._failover.epoch_held,
         )
 
     def _publish(self, encoded: list[Encoded]) -> list[Placement | None]:
@@ -325,7 +262,7 @@ class Relay:
             return []
         publisher = self._ensure_publisher()
         partitions = publisher.partitions()
-        fence = self._fence()
+        fence = self._failover.fence()
         records = [
             OutgoingRecord(
                 e.event.key,
@@ -335,7 +272,7 @@ class Relay:
             )
             for e in encoded
         ]
-        self._confirm_lease()
+        self._failover.confirm()
         return list(publisher.publish(records))
 
     def _publish_one_by_one(
@@ -436,14 +373,14 @@ class Relay:
         ``certified_ms`` (see ``shared.events.Heartbeat``)."""
         publisher = self._ensure_publisher()
         at_ms = self.certified_ms()
-        fence = self._fence()
+        fence = self._failover.fence()
         records = []
         for partition in range(publisher.partitions()):
             beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
             value = encode(beat)
             headers = self._keyring.sign(beat.key, value) + fence
             records.append(OutgoingRecord(beat.key, value, headers, partition))
-        self._confirm_lease()
+        self._failover.confirm()
         publisher.publish(records)
         self._last_heartbeat = self._clock()
 
@@ -504,22 +441,9 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
-        self._release_lease()
+        self._failover.release()
         counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)
-
-    def _release_lease(self) -> None:
-        """On a clean stop, give the lease back: a standby takes over at its next poll."""
-        if self._lease is None or not self._lease.held:
-            return
-        epoch = self._lease.epoch
-        try:
-            self._lease.release()
-        except sa.exc.SQLAlchemyError:  # it expires by itself within its TTL
-            log.warning("relay_lease_release_failed", epoch=epoch, exc_info=True)
-            return
-        RELAY_ACTIVE.set(0)
-        log.info("relay_lease_released", epoch=epoch)
 
     def backlog(self) -> int:
         """Unpublished outbox rows, also set as the ``tokensync_relay_backlog_records``
