@@ -19,19 +19,32 @@ __all__ = ["api", "backfill", "demo", "relay", "token"]
 
 
 @click.command(
-    epilog="\b\nExamples:\n  tokensync relay\n  tokensync relay --metrics-port 9101",
+    epilog="\b\nExamples:\n  tokensync relay\n  tokensync relay --metrics-port 9101"
+    "\n  tokensync relay --lease-ttl 3",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(0.3, 600),
+    default=3.0,
+    show_default=True,
+    help="Seconds the relay lease lasts without renewal (renewed every third of it): how "
+    "soon a standby relay takes over from one that died or hangs.",
 )
 @metrics_option
 @json_option
 @pass_cli
-def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
+def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_json: bool) -> None:
     """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats;
-    also apply the regions' usage reports to last_used_at."""
+    also apply the regions' usage reports to last_used_at.
+
+    Several relays may run against one store: one holds the relay lease and publishes,
+    the others stand by and take over within about the lease TTL once it stops renewing."""
     import threading
 
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
+    from producer.relay_lease import RelayLease, holder_id
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
     from shared.keys import Topics
@@ -63,7 +76,11 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     serve_metrics(metrics_port)
     stop = stop_on_signals()
     waker = waker_for(store.engine)
-    options = RelayOptions(heartbeat_interval_s=settings.heartbeat_interval_s)
+    options = RelayOptions(
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        lease_renew_interval_s=lease_ttl / 3,
+    )
+    lease = RelayLease(store.engine, holder_id(), ttl_ms=int(lease_ttl * 1000))
     usage = UsageApplier(
         store.engine,
         lambda: UsageConsumer(
@@ -86,7 +103,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     usage_thread = threading.Thread(target=apply_usage, name="usage", daemon=True)
     usage_thread.start()
     try:
-        Relay(store.engine, connect, keyring, waker, options=options).run(stop)
+        Relay(store.engine, connect, keyring, waker, options=options, lease=lease).run(stop)
     finally:
         stop.set()
         usage_thread.join(timeout=10)

@@ -12,9 +12,16 @@ Every second the relay checks that the outbox triggers are in place; while one i
 missing it logs ``store_triggers_missing`` and certifies nothing newer than the last
 check that found them (``tokensync store repair`` reinstalls them).
 
+With a lease (``producer.relay_lease``) several relays may run: only the holder
+publishes, stamping its fencing epoch into every record and heartbeat; it re-checks the
+lease before each produce and renews it in the transaction that marks rows published, so
+a relay that lost it stops at once, marks nothing, drops its producer and becomes a
+standby (``relay_standby``); a standby polls and takes an expired lease (``relay_active``).
+
 Over 350 lines: the relay loop is one concept (read, sign, publish, mark, heartbeat,
 certify); Kafka I/O (``kafka_io``), outbox encoding (``outbox``), commit wake-ups
-(``wakeup``) and the backlog gauge (``relay_backlog``) are split out already.
+(``wakeup``), the backlog gauge (``relay_backlog``), the lease and failover
+(``relay_lease``, ``relay_failover``) and late records (``late_records``) are split out.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import sqlalchemy as sa
 
 from producer.backfill import pending_since_ms
 from producer.clock import db_now_ms
+from producer.late_records import republish_newest
 from producer.outbox import (
     BadRowError,
     Encoded,
@@ -41,6 +49,8 @@ from producer.outbox import (
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
 from producer.relay_backlog import count_backlog, count_backlog_until
+from producer.relay_failover import Failover, Step
+from producer.relay_lease import LeaseLostError, RelayLease
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
@@ -76,6 +86,8 @@ class RelayOptions:
     backoff_max_s: float = 2.0
     trigger_check_interval_s: float = 1.0
     backlog_interval_s: float = 1.0
+    lease_renew_interval_s: float = 1.0  # the holder renews (the lease's TTL is ~3x this)
+    lease_poll_interval_s: float = 0.25  # a standby looks for an expired lease
 
 
 class Relay:
@@ -90,8 +102,11 @@ class Relay:
         *,
         options: RelayOptions = RelayOptions(),
         clock: Callable[[], float] = time.time,
+        lease: RelayLease | None = None,
     ) -> None:
         self._engine = engine
+        # without a lease: the only relay (no fencing epoch), as before
+        self._failover = Failover(lease, clock, options.lease_renew_interval_s)
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -113,6 +128,32 @@ class Relay:
         if self._publisher is None:
             self._publisher = self._connect()
         return self._publisher
+
+    @property
+    def active(self) -> bool:
+        """Whether this relay may publish: it holds the lease, or runs without one."""
+        return self._failover.active
+
+    def lease_step(self) -> bool:
+        """Take or renew the lease when due; whether this relay is active after.
+
+        A standby tries to take an expired lease on every call; the holder renews every
+        ``lease_renew_interval_s``. Taking it over heartbeats every partition at once (the
+        new epoch fences what an older holder still sends, and regions stay fresh);
+        losing it makes this relay a standby (``producer.relay_failover``).
+        """
+        step = self._failover.step()
+        if step is Step.LOST:
+            self._become_standby("renewal_refused")
+        elif step is Step.TOOK_OVER:
+            self.heartbeat()
+        return step in (Step.ACTIVE, Step.TOOK_OVER)
+
+    def _become_standby(self, why: str) -> None:
+        """Stop publishing at once: drop the producer; rows it did not mark stay for the
+        holder to publish."""
+        self._failover.stand_by(why, self._last_seq)
+        self._drop_publisher()
 
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
@@ -160,12 +201,7 @@ class Relay:
             for e, p in zip(encoded, placements, strict=True)
             if p is not None
         ] + [Published(seq, None, None, at_ms) for seq in quarantined]
-        try:
-            with self._engine.begin() as conn:
-                mark_published(conn, published)
-        except sa.exc.SQLAlchemyError as e:
-            # Published but not marked: the next round publishes them again (duplicates).
-            raise StoreError(f"marking published rows failed: {e}") from e
+        self._mark(published, encoded)
         last_seq = int(rows[-1]._mapping["seq"])
         self._last_seq = max(self._last_seq, last_seq)
         if any(isinstance(item.event, EpochEvent) for item in encoded):
@@ -189,21 +225,54 @@ class Relay:
         )
         return len(rows)
 
+    def _mark(self, published: list[Published], encoded: list[Encoded]) -> None:
+        """Mark acknowledged rows published, renewing the lease in the same transaction:
+        "still the holder" and "these rows are published" commit together, or neither."""
+        try:
+            with self._engine.begin() as conn:
+                self._failover.renew_in(conn)
+                mark_published(conn, published)
+        except LeaseLostError:
+            self._published_late(encoded)
+            raise
+        except sa.exc.SQLAlchemyError as e:
+            # Published but not marked: the next round publishes them again (duplicates).
+            raise StoreError(f"marking published rows failed: {e}") from e
+
+    def _published_late(self, encoded: list[Encoded]) -> None:
+        """Records acknowledged after this relay lost the lease: have the holder publish
+        the newest row of each of their keys again (``producer.late_records``)."""
+        try:
+            with self._engine.begin() as conn:
+                again = republish_newest(conn, encoded)
+        except sa.exc.SQLAlchemyError:  # the loop boundary logs; the regions still fence
+            log.exception("late_records_not_republished", records=len(encoded))
+            return
+        log.warning(
+            "records_published_after_losing_the_lease",
+            records=len(encoded),
+            first_seq=encoded[0].seq if encoded else None,
+            republished_seqs=len(again),
+            epoch=self._failover.epoch_held,
+        )
+
     def _publish(self, encoded: list[Encoded]) -> list[Placement | None]:
         """Sign and send ``encoded`` in order; the placement of each."""
         if not encoded:
             return []
         publisher = self._ensure_publisher()
         partitions = publisher.partitions()
+        fence = self._failover.fence()
         records = [
             OutgoingRecord(
                 e.event.key,
                 e.value,
-                self._keyring.sign(e.event.key, e.value),
+                self._keyring.sign(e.event.key, e.value) + fence,
                 partition_for(e.event.key, partitions),
             )
             for e in encoded
         ]
+        self._failover.confirm()
         return list(publisher.publish(records))
 
     def _publish_one_by_one(
@@ -304,13 +373,14 @@ class Relay:
         ``certified_ms`` (see ``shared.events.Heartbeat``)."""
         publisher = self._ensure_publisher()
         at_ms = self.certified_ms()
+        fence = self._failover.fence()
         records = []
         for partition in range(publisher.partitions()):
             beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
             value = encode(beat)
-            records.append(
-                OutgoingRecord(beat.key, value, self._keyring.sign(beat.key, value), partition)
-            )
+            headers = self._keyring.sign(beat.key, value) + fence
+            records.append(OutgoingRecord(beat.key, value, headers, partition))
+        self._failover.confirm()
         publisher.publish(records)
         self._last_heartbeat = self._clock()
 
@@ -335,6 +405,9 @@ class Relay:
         )
         while not stop.is_set():
             try:
+                if not self.lease_step():
+                    stop.wait(self._options.lease_poll_interval_s)  # a standby
+                    continue
                 while not stop.is_set():
                     count = self.publish_batch()
                     if count < self._options.batch_size:
@@ -350,6 +423,9 @@ class Relay:
                     self._epoch_published = False
                     self.heartbeat()
                 backoff = self._options.backoff_initial_s
+            except LeaseLostError as e:
+                self._become_standby(str(e))
+                continue
             except (PublishError, StoreError) as e:
                 log.warning("relay_retrying", error=str(e), backoff_s=round(backoff, 3))
                 self._drop_publisher()
@@ -365,6 +441,7 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
+        self._failover.release()
         counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)
 

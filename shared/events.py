@@ -5,7 +5,8 @@ integers for times in milliseconds since the epoch, UTC). Its headers carry the
 signing key id (``ts-kid``) and an HMAC-SHA256 (``ts-sig``, hex) over
 ``key + b"\\0" + value`` (``shared.signing``). Decoding checks the signature first,
 then the schema version and every field's type; anything else is an
-``EventDecodeError``.
+``EventDecodeError``. The relay lease's holder adds its fencing epoch (``ts-fence``;
+``workers.fencing`` refuses a lower one after it; records without one pass as before).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shared.keys import EpochScope
 from shared.signing import KID_HEADER, SIG_HEADER, Keyring
 
 __all__ = [
+    "FENCE_HEADER",
     "GLOBAL_SCOPE",
     "KID_HEADER",
     "MAX_RECORD_BYTES",
@@ -39,6 +41,8 @@ __all__ = [
     "check",
     "decode",
     "encode",
+    "fence_header",
+    "fence_of",
     "heartbeat_key",
     "principal_scope",
     "principal_scopes",
@@ -78,6 +82,24 @@ def principal_scopes(tokenable_type: str, tokenable_id: str | int) -> tuple[str,
 def ability_scope(ability: str) -> str:
     """The epoch scope of every token whose ability list holds ``ability`` literally."""
     return f"{EpochScope.ABILITY}{ability}"
+
+
+FENCE_HEADER = "ts-fence"
+
+
+def fence_header(epoch: int) -> tuple[str, bytes]:
+    """The header stamping a record with the publishing relay's fencing epoch."""
+    return (FENCE_HEADER, str(epoch).encode())
+
+
+def fence_of(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
+    """The fencing epoch a record carries, None without one; EventDecodeError if malformed."""
+    for name, raw in headers or ():
+        if name == FENCE_HEADER:
+            if not raw.isdigit() or len(raw) > 18:
+                raise EventDecodeError(f"header {FENCE_HEADER!r} must be a decimal epoch")
+            return int(raw)
+    return None
 
 
 def heartbeat_key(partition: int) -> bytes:

@@ -13,8 +13,10 @@ __all__ = [
     "DEAD_LETTERS",
     "REGION_FRESHNESS",
     "REGION_LAG",
+    "RELAY_ACTIVE",
     "RELAY_BACKLOG",
     "RELAY_DENIED",
+    "RELAY_FENCING_EPOCH",
     "RELAY_LATENCY",
     "RELAY_PUBLISHED",
     "RELAY_QUARANTINED",
@@ -43,6 +45,13 @@ RELAY_TRIGGERS_MISSING = Gauge(
     "tokensync_relay_store_triggers_missing",
     "Outbox triggers missing from the token store (0 when all are in place; while not 0 "
     "the relay certifies no heartbeat and regions turn stale).",
+)
+RELAY_ACTIVE = Gauge(
+    "tokensync_relay_active", "1 while this relay holds the relay lease and publishes, else 0."
+)
+RELAY_FENCING_EPOCH = Gauge(
+    "tokensync_relay_fencing_epoch",
+    "The fencing epoch of the relay lease this relay holds or last held (0: never held).",
 )
 
 APPLY_RECORDS = Counter(

@@ -22,7 +22,11 @@ def _table(rows: list[ComponentStatus]) -> list[str]:
     lines = [f"{'process':<14} {'pid':>8} {'port':>6}  state"]
     for r in rows:
         port = str(r.port) if r.port else "-"
-        lines.append(f"{r.name:<14} {r.pid:>8} {port:>6}  {'up' if r.up else 'DOWN'}")
+        state = "up" if r.up else "DOWN"
+        if r.up and r.role is not None:
+            epoch = f", epoch {r.role.epoch}" if r.role.epoch is not None else ""
+            state += f" ({r.role.role}{epoch})"
+        lines.append(f"{r.name:<14} {r.pid:>8} {port:>6}  {state}")
     return lines
 
 
@@ -82,7 +86,8 @@ def stack() -> None:
 @stack.command(
     epilog="\b\nExamples:\n"
     "  tokensync stack up\n"
-    "  tokensync stack up --regions eu,us,ap --link-delay us=40ms,ap=90ms",
+    "  tokensync stack up --regions eu,us,ap --link-delay us=40ms,ap=90ms\n"
+    "  tokensync stack up --relays 2",
 )
 @click.option(
     "--regions",
@@ -119,6 +124,14 @@ def stack() -> None:
     help="Read replicas of each region's Redis: workers write to the primary, validators "
     "read a replica (TOKENSYNC_READ_FROM).",
 )
+@click.option(
+    "--relays",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Relay processes: one publishes (it holds the relay lease), the others stand by "
+    "and take over when it dies or hangs (stack status shows which is active).",
+)
 @click.option("--no-apps", is_flag=True, help="Servers only: no relay, API or workers.")
 @click.option(
     "--link-delay",
@@ -138,6 +151,7 @@ def up(
     kafka_heap: str | None,
     brokers: int,
     replicas: int,
+    relays: int,
     no_apps: bool,
     link_delay: str,
     as_json: bool,
@@ -166,6 +180,7 @@ def up(
         {r: d for r, d in delays.items() if d > 0},
         brokers=brokers,
         replicas=replicas,
+        relays=relays,
     )
     _status(local, local.up(options), as_json)
 

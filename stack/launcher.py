@@ -54,6 +54,7 @@ from stack.process import (
     wait_until,
 )
 from stack.redis import RedisServer
+from stack.relay_role import RelayRole, relay_role
 from stack.stackfile import (
     check_local,
     describe,
@@ -94,6 +95,7 @@ class StackOptions:
     link_delays: Mapping[str, float] = field(default_factory=dict)
     brokers: int = 1  # 3: a three-node KRaft cluster (one quorum), 256 MiB heaps
     replicas: int = 0  # read replicas of each region's Redis (validators read one)
+    relays: int = 1  # more: standbys that take the relay lease over (``relay-2``, ...)
 
 
 @dataclass(frozen=True)
@@ -105,16 +107,21 @@ class ComponentStatus:
     port: int | None
     up: bool
     log: str
+    role: RelayRole | None = None  # a relay's: active (holds the lease) or standby
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
+        """A JSON-ready dict (a relay's also has ``role`` and ``epoch``)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "pid": self.pid,
             "port": self.port,
             "up": self.up,
             "log": self.log,
         }
+        if _kind(self.name) == "relay":
+            out["role"] = self.role.role if self.role else None
+            out["epoch"] = self.role.epoch if self.role else None
+        return out
 
 
 class LocalStack:
@@ -211,7 +218,7 @@ class LocalStack:
         if note := overridden_note(chosen, settings):
             self.echo(note)
         if options.with_apps:
-            records.update(self._start_apps(settings, running))
+            records.update(self._start_apps(settings, running, options.relays))
             self._save(list(records.values()))
         _wait_for_ports(records.values())
         return self.status()
@@ -371,12 +378,13 @@ class LocalStack:
         return urls
 
     def _start_apps(
-        self, settings: Settings, running: Mapping[str, ProcessRecord]
+        self, settings: Settings, running: Mapping[str, ProcessRecord], relays: int = 1
     ) -> dict[str, ProcessRecord]:
         available = app_commands()
         wanted: list[tuple[str, list[str]]] = []
-        if "relay" in available:
-            wanted.append(("relay", ["relay"]))
+        if "relay" in available:  # the first is "relay", standbys "relay-2", ...
+            names = ["relay", *(f"relay-{n}" for n in range(2, relays + 1))]
+            wanted += [(name, ["relay"]) for name in names]
         if "api" in available:
             wanted.append(("api", ["api", "--port", str(_port_of(settings.api_url))]))
         if "worker" in available:
@@ -456,7 +464,8 @@ class LocalStack:
         result = []
         for r in self.records():
             up = r.alive and (r.port is None or port_open(r.port))
-            result.append(ComponentStatus(r.name, r.pid, r.port, up, r.log))
+            role = relay_role(Path(r.log)) if up and _kind(r.name) == "relay" else None
+            result.append(ComponentStatus(r.name, r.pid, r.port, up, r.log, role))
         return result
 
     def down(self) -> list[str]:

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 import orjson
 
 from shared.errors import EventDecodeError, SignatureError
-from shared.events import Keyring, check
+from shared.events import Keyring, check, fence_of
 from shared.keys import RedisKeys, dead_letter_member
+from workers.fencing import FenceLog
 
 __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "denial", "prepare_batch"]
 
@@ -53,8 +54,9 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record refused, and why (``signature``, ``decode``), or applied only as a denial of
-    the token it names (``denied``: signed, but not applicable as a grant)."""
+    """A record refused, and why (``signature``, ``decode``, ``fenced``: sent by a relay that
+    had lost the lease, see ``workers.fencing``), or applied only as a denial of the token it
+    names (``denied``: signed, but not applicable as a grant)."""
 
     record: Record
     reason: str
@@ -65,6 +67,12 @@ class DeadLetter:
     def applied_as_denial(self) -> bool:
         """Whether the record was applied (as a revocation of its token's hash)."""
         return self.reason == "denied"
+
+    @property
+    def withholds_seq(self) -> bool:
+        """Whether the region lacks what the record's seq carries (receipts wait): not for a
+        denial (applied) nor a fenced record (the lease holder publishes its row again)."""
+        return self.reason not in ("denied", "fenced")
 
 
 @dataclass
@@ -111,7 +119,7 @@ class PreparedBatch:
         letters = [
             [dead_letter_member(d.record.partition, d.record.offset), d.seq]
             for d in self.dead_letters
-            if not d.applied_as_denial
+            if d.withholds_seq
         ]
         return [
             generation,
@@ -172,10 +180,12 @@ def prepare_batch(
     keys: RedisKeys,
     *,
     beats_until_ms: int | None = None,
+    fences: FenceLog | None = None,
 ) -> PreparedBatch:
     """Verify and decode ``records``; refused ones become dead letters. Heartbeats stamped
     after ``beats_until_ms`` (the worker's clock plus the skew allowance) are left out
-    (``PreparedBatch.ahead``)."""
+    (``PreparedBatch.ahead``); with ``fences``, a record of an older relay's fencing epoch
+    is refused as ``fenced``."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs, keys.dead_lettered])
     next_offsets = batch.next_offsets
     beats = batch.beats
@@ -186,6 +196,7 @@ def prepare_batch(
             next_offsets[partition] = record.offset + 1
         try:
             beat = check(record.key, record.value, record.headers, keyring)
+            epoch = fence_of(record.headers)
         except SignatureError as e:
             letter = DeadLetter(record, "signature", str(e), _seq_hint(record.value))
             batch.dead_letters.append(letter)
@@ -198,6 +209,11 @@ def prepare_batch(
                 values.append(denied)
                 letter = DeadLetter(record, "denied", str(e), _seq_hint(record.value))
             batch.dead_letters.append(letter)
+            continue
+        fenced_by = None if fences is None else fences.admit(partition, record.offset, epoch)
+        if fenced_by is not None:
+            detail = f"fencing epoch {epoch} is below {fenced_by}, in force in this partition"
+            batch.dead_letters.append(DeadLetter(record, "fenced", detail, _seq_hint(record.value)))
             continue
         if beat is None:
             values.append(record.value)  # type: ignore[arg-type]  # check() refused None

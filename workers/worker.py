@@ -39,6 +39,7 @@ from shared.settings import Region
 from workers import internals, signers
 from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
+from workers.fencing import FenceLog
 from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
 from workers.progress import BootstrapProgress
 from workers.source import stream_source
@@ -89,6 +90,7 @@ class RegionWorker:
     )
     kafka_bootstrap: str = ""  # set by check_cache
     kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
+    fences: FenceLog = field(default_factory=FenceLog)  # relay fencing epochs by offset
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -243,7 +245,9 @@ class RegionWorker:
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
         until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
-        return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
+        return prepare_batch(
+            records, self.keyring, self.cache.keys, beats_until_ms=until_ms, fences=self.fences
+        )
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back

@@ -1,0 +1,136 @@
+"""The relay's side of failover: when to take or renew the relay lease, what it logs and
+the gauges it sets, the fencing header, and the checks before producing and marking.
+
+``producer.relay_lease`` is the lease in the store; ``producer.relay`` asks this module
+whether it may publish (``step``, ``confirm``, ``renew_in``) and drops its producer when
+it may not. Without a lease (one relay, as before) every answer is yes and no header is
+stamped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+import sqlalchemy as sa
+
+from producer.relay_lease import LeaseLostError, RelayLease
+from shared.errors import StoreError
+from shared.events import fence_header
+from shared.logs import get_logger
+from shared.metrics import RELAY_ACTIVE, RELAY_FENCING_EPOCH
+
+__all__ = ["Failover", "Step"]
+
+log = get_logger(__name__)
+
+
+class Step(Enum):
+    """What one ``Failover.step`` found."""
+
+    ACTIVE = "active"  # holds the lease (or runs without one)
+    TOOK_OVER = "took_over"  # has just taken the lease: heartbeat every partition now
+    STANDBY = "standby"  # another relay holds a live lease
+    LOST = "lost"  # held it, and the store refused the renewal: stop publishing now
+
+
+class Failover:
+    """One relay's view of the lease, renewed every ``renew_interval_s`` of ``clock``."""
+
+    def __init__(
+        self, lease: RelayLease | None, clock: Callable[[], float], renew_interval_s: float
+    ) -> None:
+        self.lease = lease
+        self._clock = clock
+        self._renew_interval_s = renew_interval_s
+        self._renewed = -float("inf")
+        self.epoch_held: int | None = None  # the epoch last held (logs)
+        self._standby_logged = False
+
+    @property
+    def active(self) -> bool:
+        """Whether this relay may publish: it holds the lease, or runs without one."""
+        return self.lease is None or self.lease.held
+
+    def step(self) -> Step:
+        """Take or renew the lease when due (StoreError when the store does not answer)."""
+        lease = self.lease
+        if lease is None:
+            return Step.ACTIVE
+        try:
+            if lease.held:
+                if self._clock() - self._renewed < self._renew_interval_s:
+                    return Step.ACTIVE
+                if lease.acquire() is not None:
+                    self._renewed = self._clock()
+                    return Step.ACTIVE
+                return Step.LOST
+            epoch = lease.acquire()
+            if epoch is None:
+                self._announce_standby(lease)
+                return Step.STANDBY
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"taking or renewing the relay lease failed: {e}") from e
+        self._standby_logged = False
+        self._renewed = self._clock()
+        self.epoch_held = epoch
+        RELAY_ACTIVE.set(1)
+        RELAY_FENCING_EPOCH.set(epoch)
+        log.info("relay_active", epoch=epoch, holder=lease.holder)
+        return Step.TOOK_OVER
+
+    def _announce_standby(self, lease: RelayLease) -> None:
+        if self._standby_logged:
+            return
+        self._standby_logged = True
+        view = lease.view()
+        RELAY_ACTIVE.set(0)
+        log.info(
+            "relay_standby",
+            reason="another relay holds the lease",
+            active_holder=view.holder,
+            epoch=view.epoch,
+        )
+
+    def confirm(self) -> None:
+        """Before each produce: LeaseLostError unless the store says this relay holds it."""
+        lease = self.lease
+        if lease is None:
+            return
+        try:
+            held = lease.check()
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"checking the relay lease failed: {e}") from e
+        if not held:
+            raise LeaseLostError("another relay holds the relay lease")
+
+    def renew_in(self, conn: sa.Connection) -> None:
+        """Inside the transaction that marks rows published: renew, or LeaseLostError."""
+        if self.lease is not None and not self.lease.renew(conn):
+            raise LeaseLostError("lost the relay lease before marking rows published")
+
+    def fence(self) -> list[tuple[str, bytes]]:
+        """The fencing header of this relay's records (none without a lease)."""
+        epoch = None if self.lease is None else self.lease.epoch
+        return [] if epoch is None else [fence_header(epoch)]
+
+    def stand_by(self, why: str, last_seq: int) -> None:
+        """Forget the lease (the caller drops its producer) and say so."""
+        if self.lease is not None:
+            self.lease.epoch = None
+        RELAY_ACTIVE.set(0)
+        self._standby_logged = True
+        log.warning("relay_standby", reason=why, epoch=self.epoch_held, last_seq=last_seq)
+
+    def release(self) -> None:
+        """On a clean stop, give the lease back: a standby takes over at its next poll."""
+        if self.lease is None or not self.lease.held:
+            return
+        epoch = self.lease.epoch
+        try:
+            self.lease.release()
+        except sa.exc.SQLAlchemyError:  # it expires by itself within its TTL
+            log.warning("relay_lease_release_failed", epoch=epoch, exc_info=True)
+            return
+        RELAY_ACTIVE.set(0)
+        log.info("relay_lease_released", epoch=epoch)

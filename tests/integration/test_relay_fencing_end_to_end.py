@@ -1,0 +1,106 @@
+"""Fencing end to end, deterministic: a relay loses the lease while its produce is in
+flight (it was paused there), the new holder publishes the same rows first, and the old
+relay's records land after them. The region dead-letters those as ``fenced``, keeps the
+newer version, and the old relay marks nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from producer.publisher import EventPublisher, OutgoingRecord, Placement
+from producer.relay import Relay
+from producer.relay_lease import LeaseLostError, RelayLease
+from shared.events import fence_of
+from tests.harness import Pipeline
+from tests.kafka_helpers import kafka_connector, read_topic, wait_for
+
+USER = "App\\Models\\User"
+
+
+class NoWaker:
+    def wait(self, timeout_s: float) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class PausedPublisher:
+    """A real publisher that runs ``hooks`` before its next publish (the relay paused
+    there, after its lease check)."""
+
+    inner: EventPublisher
+    hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
+        while self.hooks:
+            self.hooks.pop(0)()
+        return self.inner.publish(records)
+
+    def partitions(self) -> int:
+        return self.inner.partitions()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
+    one_region: Pipeline,
+) -> None:
+    pipeline = one_region
+    engine = pipeline.store.engine
+    connect = kafka_connector(pipeline.settings.kafka_bootstrap, pipeline.topics)
+    paused = PausedPublisher(connect())
+    old = Relay(
+        engine,
+        lambda: paused,
+        pipeline.built.keyring,
+        NoWaker(),
+        lease=RelayLease(engine, "old", ttl_ms=400),
+    )
+    new = Relay(engine, connect, pipeline.built.keyring, NoWaker(), lease=RelayLease(engine, "new"))
+    try:
+        assert old.lease_step()
+        pipeline.start_worker("eu")
+
+        def beat_and_ready() -> bool:
+            old.heartbeat()
+            return pipeline.state("eu").ready
+
+        wait_for(beat_and_ready, 90, "eu ready")
+        token = pipeline.store.issue(USER, 1, "fenced")
+        revoked = pipeline.store.revoke_token(token.id)
+
+        def take_over() -> None:
+            wait_for(new.lease_step, 10, "the new relay takes the expired lease")
+            assert 2 == new.publish_batch()  # issue and revoke, under the new epoch
+
+        paused.hooks.append(take_over)
+        with pytest.raises(LeaseLostError):
+            old.publish_batch()  # its two records land after the new relay's
+        # the old relay marked nothing; it had the newest row of the token (the
+        # revocation) marked unpublished again, so that it is the key's last record
+        assert 1 == old.backlog()
+        assert 1 == new.publish_batch()
+        letters = read_topic(
+            pipeline.settings.kafka_bootstrap, pipeline.topics.dead_letters, expect=2
+        )
+        reasons = [dict(letter.headers).get("ts-dlq-reason") for letter in letters]
+        assert [b"fenced", b"fenced"] == reasons
+        records = read_topic(pipeline.settings.kafka_bootstrap, pipeline.topics.tokens)
+        old_epoch = min(f for r in records if (f := fence_of(r.headers)) is not None)
+        assert {old_epoch} == {fence_of(letter.headers) for letter in letters}
+        last = [r for r in records if r.key == token.token_hash.encode()][-1]
+        assert (revoked.seq, old_epoch + 1) == (last.event().seq, fence_of(last.headers))
+        client = pipeline.redis("eu")
+        state = client.hmget(pipeline.keys.token(token.token_hash), "v", "s")
+        client.close()
+        assert [str(revoked.seq).encode(), b"r"] == state
+        assert not old.lease_step()
+    finally:
+        old.close()
+        new.close()
