@@ -10,6 +10,9 @@ partition than an epoch) is applied there too. A region whose dead letters hold
 S, or an unreadable record at or before S's offset in its partition, never
 counts. Regions are asked concurrently; a wait never runs past its deadline,
 however many Redis servers hang. Elapsed times count from the commit.
+
+Longer than 350 lines: one concept, a receipt, from the seq's position to each region's
+verdict (its primary, its near-caches and every listed read replica).
 """
 
 from __future__ import annotations
