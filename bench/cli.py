@@ -51,7 +51,8 @@ def validate(seconds: float) -> None:
 
 @bench.command(
     "propagation",
-    epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql",
+    epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql\n"
+    "  tokensync bench propagation --samples 300 --epochs 300 --breakdown",
 )
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
@@ -61,12 +62,18 @@ def validate(seconds: float) -> None:
     default="postgresql",
     show_default=True,
 )
-def propagation(samples: int, epochs: int, store: str) -> None:
+@click.option(
+    "--breakdown",
+    is_flag=True,
+    help="Also time each stage (relay, Kafka, worker, Redis) of every sample: "
+    "bench/results/propagation-breakdown.*",
+)
+def propagation(samples: int, epochs: int, store: str, breakdown: bool) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""
     from bench import propagation as scenario
 
     with _announced("propagation", "revoke -> denied in every region"):
-        scenario.run(samples, epochs, store)
+        scenario.run(samples, epochs, store, breakdown)
 
 
 @bench.command(

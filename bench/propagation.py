@@ -8,9 +8,11 @@ import threading
 import time
 from typing import Any
 
+from bench import breakdown as stage_breakdown
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
 from producer.records import IssuedToken
+from shared import stages
 from shared.validator import Outcome, Policy, Validator
 
 __all__ = ["run"]
@@ -29,6 +31,9 @@ class _Pollers:
         self.target = ""
         self.committed = 0.0
         self.results: dict[str, float] = {}
+        self.committed_us = 0  # wall clock, for --breakdown
+        self.denied_us: dict[str, int] = {}
+        self.mutation: Any = None
         self.go = {name: threading.Event() for name in self.validators}
         self.done = threading.Event()
         self.stop = False
@@ -48,6 +53,7 @@ class _Pollers:
             while time.perf_counter() < deadline:
                 if validator.validate(self.target).outcome is Outcome.INVALID:
                     self.results[name] = (time.perf_counter() - self.committed) * 1000
+                    self.denied_us[name] = stages.now_us()
                     break
             if len(self.results) == len(self.validators):
                 self.done.set()
@@ -55,9 +61,11 @@ class _Pollers:
     def measure(self, token: str, revoke: Any) -> dict[str, float]:
         self.target = token
         self.results = {}
+        self.denied_us = {}
         self.done.clear()
-        revoke()
+        self.mutation = revoke()
         self.committed = time.perf_counter()
+        self.committed_us = stages.now_us()
         for event in self.go.values():
             event.set()
         self.done.wait(6)
@@ -89,15 +97,23 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
     validator.close()
 
 
-def run(single: int = 1000, epochs: int = 1000, store: str = "postgresql") -> dict[str, Any]:
-    """Run the scenario; print a table; write JSON and PNG; return the data."""
+def run(
+    single: int = 1000, epochs: int = 1000, store: str = "postgresql", breakdown: bool = False
+) -> dict[str, Any]:
+    """Run the scenario; print a table; write JSON and PNG; return the data. With
+    ``breakdown``, also each sample's stages (``bench.breakdown``)."""
     with bench_env(
         ("eu", "us", "ap"), postgres=store == "postgresql", mariadb=store == "mariadb"
     ) as env:
-        return _run(env, single, epochs, store)
+        return _run(env, single, epochs, store, breakdown)
 
 
-def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, Any]:
+def _run(
+    env: BenchEnv, single: int, epochs: int, store_kind: str, breakdown: bool = False
+) -> dict[str, Any]:
+    if breakdown:  # the relay runs in this process; the workers read it from the settings
+        env.settings = env.settings.with_overrides(stage_timing=True)
+        stages.enable(True)
     store = env.open_store(env.settings.database_url)
     env.start_relay()
     for region in env.settings.regions:
@@ -120,6 +136,7 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
     began = time.monotonic()
     samples: dict[str, dict[str, list[float]]] = {"token": {}, "epoch": {}}
     missed = {"token": 0, "epoch": 0}
+    timed: list[stage_breakdown.Sample] = []
 
     def sample(kind: str, token: IssuedToken, revoke: Any) -> None:
         result = pollers.measure(token.plain_text_token, revoke)
@@ -127,6 +144,9 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
             missed[kind] += 1
         for name, ms in result.items():
             samples[kind].setdefault(name, []).append(ms)
+        if breakdown:
+            seq = pollers.mutation.seq
+            timed.append(stage_breakdown.Sample(kind, seq, pollers.committed_us, pollers.denied_us))
 
     for token in targets:
         sample("token", token, lambda t=token: store.revoke_token(t.id))
@@ -176,6 +196,9 @@ def _run(env: BenchEnv, single: int, epochs: int, store_kind: str) -> dict[str, 
     # PostgreSQL's figure stays bench/results/propagation.*; other stores get their own.
     name = "propagation" if store_kind == "postgresql" else f"propagation-{store_kind}"
     save(name, data, _plot(samples))
+    if breakdown:
+        regions = {r.name: r.redis_url for r in env.settings.regions}
+        data["breakdown"] = stage_breakdown.report(timed, regions, env.keys)
     return data
 
 

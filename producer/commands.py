@@ -34,12 +34,14 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     from producer.relay import Relay, RelayOptions
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
+    from shared import stages
     from shared.keys import Topics
     from shared.runtime import keyring_from, stop_on_signals
 
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
     keyring = keyring_from(settings)
+    stages.enable(settings.stage_timing)
     check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)

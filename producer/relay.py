@@ -44,6 +44,7 @@ from producer.relay_backlog import count_backlog, count_backlog_until
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
+from shared import stages
 from shared.errors import PublishError, StoreError
 from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
@@ -125,6 +126,7 @@ class Relay:
     def publish_batch(self) -> int:
         """Publish up to one batch of unpublished rows; return how many were published."""
         started = time.perf_counter()
+        stages.relay_woke()
         try:
             with self._engine.connect() as conn:
                 rows = fetch_unpublished(conn, self._options.batch_size)
@@ -154,6 +156,7 @@ class Relay:
             placements = self._publish(encoded)
         except RecordTooLargeError:
             placements = self._publish_one_by_one(encoded, quarantined)
+        stages.relay_acked(e.seq for e in encoded)
         at_ms = self._now_ms()
         published = [
             Published(e.seq, p.partition, p.offset, at_ms)
@@ -199,7 +202,7 @@ class Relay:
             OutgoingRecord(
                 e.event.key,
                 e.value,
-                self._keyring.sign(e.event.key, e.value),
+                stages.record_headers(self._keyring.sign(e.event.key, e.value), e.seq),
                 partition_for(e.event.key, partitions),
             )
             for e in encoded

@@ -198,6 +198,7 @@ class Settings:
     kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)  # no password
     kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
+    stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -226,6 +227,7 @@ class Settings:
         "GATE_CLIENTS",
         "GATES",
         "SETTINGS_FILE",
+        "STAGE_TIMING",
         *KAFKA_CLIENT_KNOWN,
     )
 
@@ -276,6 +278,7 @@ class Settings:
             kafka_client=KafkaClientConfig.from_env(environ),
             kafka_replication_factor=_int(environ, "KAFKA_REPLICATION_FACTOR", 0),
             kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
+            stage_timing=_bool(environ, "STAGE_TIMING"),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -368,6 +371,7 @@ class Settings:
             "GATES": ",".join(f"{r}={u}" for r, u in self.gate_urls.items()),
             "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor or ""),
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
+            "STAGE_TIMING": "true" if self.stage_timing else "",
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
 

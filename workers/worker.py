@@ -23,6 +23,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from shared import stages
 from shared.events import Keyring
 from shared.kafka_client import KafkaClientConfig
 from shared.keys import Topics
@@ -242,7 +243,9 @@ class RegionWorker:
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
         until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
-        return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
+        batch = prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
+        batch.stages = stages.batch_fetched(records)
+        return batch
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -289,6 +292,7 @@ class RegionWorker:
                 cache_offsets=result.rewind,
             )
             return Applied.REWIND
+        await stages.record_applied(self.cache.client, self.cache.keys.stages, batch.stages)
         elapsed = time.perf_counter() - started
         if batch.ahead:
             APPLY_RECORDS.labels(self.region.name, "heartbeat_ahead").inc(len(batch.ahead))

@@ -1,0 +1,95 @@
+"""Stage timing (``shared.stages``): off, the relay's records are exactly as before and a
+worker records nothing; on, each outbox record carries its seq and the relay's stamps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.publisher import MemoryPublisher
+from producer.relay import Relay, RelayOptions
+from producer.schema import create_engine, migrate
+from producer.store import TokenStore
+from shared import stages
+from shared.events import Keyring
+from workers.handlers import RawRecord
+
+USER = "App\\Models\\User"
+KEYRING = Keyring({"unit-1": b"u" * 32}, "unit-1")
+
+
+class NoWaker:
+    def wait(self, timeout_s: float) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TokenStore]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    yield TokenStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def timing() -> Iterator[None]:
+    stages.enable(True)
+    yield
+    stages.enable(False)
+
+
+def publish(store: TokenStore) -> MemoryPublisher:
+    topic = MemoryPublisher(partition_count=3)
+    Relay(store.engine, lambda: topic, KEYRING, NoWaker(), options=RelayOptions()).publish_batch()
+    return topic
+
+
+def test_with_stage_timing_off_the_relay_sends_only_the_signature_headers(
+    store: TokenStore,
+) -> None:
+    store.issue(USER, 1, "a")
+    [record] = publish(store).records()
+    assert ["ts-kid", "ts-sig"] == [name for name, _ in record.headers]
+    assert stages.batch_fetched([record]) is None
+
+
+def test_with_stage_timing_on_each_record_carries_its_seq_and_the_relays_stamps_in_order(
+    store: TokenStore, timing: None
+) -> None:
+    before = stages.now_us()
+    issued = store.issue(USER, 1, "a")
+    revoked = store.revoke_token(issued.id)
+    records = publish(store).records()
+    after = stages.now_us()
+    batch = stages.batch_fetched(records)
+    assert batch is not None
+    seqs = [seq for seq, _, _ in batch.records]
+    assert sorted([issued.seq, revoked.seq]) == sorted(seqs)
+    for _, woke, produced in batch.records:
+        assert before <= woke <= produced <= after
+        assert stages.acked_at_us(revoked.seq) is not None
+    acked = stages.acked_at_us(revoked.seq)
+    assert acked is not None and max(p for _, _, p in batch.records) <= acked <= after
+    # still verifiable: the stage header is outside the signature
+    for record in records:
+        KEYRING.verify(record.key, record.value, record.headers)
+
+
+def test_a_worker_turns_a_fetch_into_debug_hash_fields_and_back(timing: None) -> None:
+    raw = RawRecord(0, 7, b"k", b"v", [("ts-kid", b"x"), (stages.STAGE_HEADER, b"42,10,20")])
+    garbled = RawRecord(0, 8, b"k", b"v", [(stages.STAGE_HEADER, b"not,numbers")])
+    batch = stages.batch_fetched([raw, garbled])
+    assert batch is not None
+    fields = batch.applied(99)
+    assert ["42"] == list(fields)
+    parsed = stages.parse_stages(42, fields["42"])
+    assert stages.RecordStages(42, 10, 20, batch.fetched_us, 99) == parsed
+    assert stages.parse_stages(1, b"1,2") is None
+    assert stages.parse_stages(1, None) is None
+    assert time.time_ns() // 1000 >= batch.fetched_us
