@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 
 from bench.report import summary, table
 from shared.keys import RedisKeys
@@ -134,15 +135,42 @@ def plot(summaries: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Any:
     return fig
 
 
+def acked_in_store(engine: sa.Engine, seqs: Sequence[int]) -> dict[int, int]:
+    """When the relay marked each seq published (µs; the store keeps milliseconds): the
+    acknowledgement of a relay in another process."""
+    found: dict[int, int] = {}
+    wanted = sorted(set(seqs))
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.execute(
+                sa.text(
+                    "SELECT seq, published_at_ms FROM tokensync_outbox WHERE seq IN :seqs"
+                ).bindparams(sa.bindparam("seqs", expanding=True)),
+                {"seqs": chunk},
+            )
+            found.update({int(s): int(p) * 1000 for s, p in rows if p is not None})
+    return found
+
+
 def report(
-    samples: Sequence[Sample], regions: Mapping[str, str], keys: RedisKeys
+    samples: Sequence[Sample],
+    regions: Mapping[str, str],
+    keys: RedisKeys,
+    acked_by_store: Mapping[int, int],
+    relay: str,
 ) -> dict[str, Any]:
-    """Collect the regions' stamps, print the table, write ``propagation-breakdown``."""
+    """Collect the regions' stamps, print the table, write ``propagation-breakdown``.
+    The acknowledgement comes from a relay thread of this process (µs) or else from the
+    store's ``published_at_ms`` (a relay process; ms)."""
     from bench.report import save
     from shared.stages import acked_at_us
 
+    def acked(seq: int) -> int | None:
+        return acked_at_us(seq) or acked_by_store.get(seq)
+
     stamps = {name: collect(url, keys) for name, url in regions.items()}
-    per, incomplete = split(samples, stamps, acked_at_us)
+    per, incomplete = split(samples, stamps, acked)
     summaries = stats(per)
     print_table(summaries)
     biggest = {}
@@ -154,6 +182,8 @@ def report(
         "stats": summaries,
         "biggest_p50": biggest,
         "incomplete": incomplete,
+        "relay": relay,
+        "acknowledged_resolution_ms": 0.001 if relay == "thread" else 1,
         "samples": per,
         "method": "wall-clock stamps: the store call returned; the relay woke and produced "
         "(record header); the broker acknowledged (relay); the worker took the fetch and "

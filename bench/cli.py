@@ -68,12 +68,20 @@ def validate(seconds: float) -> None:
     help="Also time each stage (relay, Kafka, worker, Redis) of every sample: "
     "bench/results/propagation-breakdown.*",
 )
-def propagation(samples: int, epochs: int, store: str, breakdown: bool) -> None:
+@click.option(
+    "--relay",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="The relay as a `tokensync relay` process, as deployed, or as a thread of the "
+    "benchmark (sharing its GIL with the pollers and the load; the default until issue 18).",
+)
+def propagation(samples: int, epochs: int, store: str, breakdown: bool, relay: str) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""
     from bench import propagation as scenario
 
     with _announced("propagation", "revoke -> denied in every region"):
-        scenario.run(samples, epochs, store, breakdown)
+        scenario.run(samples, epochs, store, breakdown=breakdown, relay=relay)
 
 
 @bench.command(

@@ -12,6 +12,7 @@ from bench import breakdown as stage_breakdown
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
 from producer.records import IssuedToken
+from producer.store import TokenStore
 from shared import stages
 from shared.validator import Outcome, Policy, Validator
 
@@ -98,24 +99,46 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
 
 
 def run(
-    single: int = 1000, epochs: int = 1000, store: str = "postgresql", breakdown: bool = False
+    single: int = 1000,
+    epochs: int = 1000,
+    store: str = "postgresql",
+    *,
+    breakdown: bool = False,
+    relay: str = "process",
 ) -> dict[str, Any]:
     """Run the scenario; print a table; write JSON and PNG; return the data. With
-    ``breakdown``, also each sample's stages (``bench.breakdown``)."""
+    ``breakdown``, also each sample's stages (``bench.breakdown``). ``relay``: a
+    ``tokensync relay`` process, as deployed (default), or a thread of this process."""
     with bench_env(
         ("eu", "us", "ap"), postgres=store == "postgresql", mariadb=store == "mariadb"
     ) as env:
-        return _run(env, single, epochs, store, breakdown)
+        return _run(env, single, epochs, store, breakdown=breakdown, relay_kind=relay)
 
 
-def _run(
-    env: BenchEnv, single: int, epochs: int, store_kind: str, breakdown: bool = False
-) -> dict[str, Any]:
-    if breakdown:  # the relay runs in this process; the workers read it from the settings
+def _start(env: BenchEnv, relay_kind: str, breakdown: bool) -> TokenStore:
+    """Open the store and start the relay (its own process, or a thread of this one)."""
+    if breakdown:  # the relay and the workers read it from the settings (or this process)
         env.settings = env.settings.with_overrides(stage_timing=True)
         stages.enable(True)
     store = env.open_store(env.settings.database_url)
-    env.start_relay()
+    if relay_kind == "thread":
+        env.start_relay()
+    else:  # the pollers' and the load's threads do not compete with it for a GIL
+        env.ensure_topics()
+        env.start_relay_process()
+    return store
+
+
+def _run(
+    env: BenchEnv,
+    single: int,
+    epochs: int,
+    store_kind: str,
+    *,
+    breakdown: bool = False,
+    relay_kind: str = "process",
+) -> dict[str, Any]:
+    store = _start(env, relay_kind, breakdown)
     for region in env.settings.regions:
         env.start_worker(region.name)
     for region in env.settings.regions:
@@ -185,6 +208,7 @@ def _run(
         "relay_commit_to_ack_ms": relay,
         "missed": missed,
         "store": store_kind,
+        "relay": relay_kind,
         "load": {
             "issues_per_s": counts["issued"] / elapsed,
             "validations_per_s": counts["validated"] / elapsed,
@@ -198,7 +222,8 @@ def _run(
     save(name, data, _plot(samples))
     if breakdown:
         regions = {r.name: r.redis_url for r in env.settings.regions}
-        data["breakdown"] = stage_breakdown.report(timed, regions, env.keys)
+        acked = stage_breakdown.acked_in_store(store.engine, [s.seq for s in timed])
+        data["breakdown"] = stage_breakdown.report(timed, regions, env.keys, acked, relay_kind)
     return data
 
 
