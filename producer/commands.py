@@ -27,6 +27,7 @@ __all__ = ["api", "backfill", "demo", "relay", "token"]
 def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     """Publish the outbox to Kafka (signed, acks=all, in seq order) and send heartbeats;
     also apply the regions' usage reports to last_used_at."""
+    import os
     import threading
 
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
@@ -34,7 +35,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     from producer.relay import Relay, RelayOptions
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
-    from shared import stages
+    from shared import stages, tracing
     from shared.keys import Topics
     from shared.runtime import keyring_from, stop_on_signals
 
@@ -42,6 +43,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     settings = cli.settings
     keyring = keyring_from(settings)
     stages.enable(settings.stage_timing)
+    tracing.configure("tokensync-relay", settings.topic_prefix, os.environ)
     check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -37,6 +37,8 @@ __all__ = [
     "acked_at_us",
     "enable",
     "enabled",
+    "now_us",
+    "parse_header",
     "parse_stages",
     "record_applied",
 ]
@@ -52,11 +54,10 @@ def now_us() -> int:
 
 
 class _State:
-    """The process's switch, the relay thread's wake time and the acknowledgements."""
+    """The process's switch and the acknowledgements its relay saw."""
 
     def __init__(self) -> None:
         self.on = False
-        self.local = threading.local()
         self.lock = threading.Lock()
         self.acked: OrderedDict[int, int] = OrderedDict()
 
@@ -74,21 +75,7 @@ def enabled() -> bool:
     return _state.on
 
 
-# --- the relay ---------------------------------------------------------------------------
-def relay_woke() -> None:
-    """The relay starts a batch (it woke for a commit or a timer)."""
-    if _state.on:
-        _state.local.woke_us = now_us()
-
-
-def record_headers(headers: list[tuple[str, bytes]], seq: int) -> list[tuple[str, bytes]]:
-    """``headers`` of an outbox record about to be produced, stamped when timing is on."""
-    if not _state.on:
-        return headers
-    woke = getattr(_state.local, "woke_us", 0)
-    return [*headers, (STAGE_HEADER, f"{seq},{woke},{now_us()}".encode())]
-
-
+# --- the relay (its hooks are ``shared.tracing``'s) ---------------------------------------
 def relay_acked(seqs: Iterable[int]) -> None:
     """The broker acknowledged these seqs (remembered in this process)."""
     if not _state.on:
@@ -109,11 +96,6 @@ def acked_at_us(seq: int) -> int | None:
 
 
 # --- the worker --------------------------------------------------------------------------
-class _Record(Protocol):
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RecordStages:
     """One record's stamps, microseconds of the wall clock (0: not known)."""
@@ -127,10 +109,14 @@ class RecordStages:
 
 @dataclass(slots=True)
 class BatchStages:
-    """The stamped records of one fetch, and when the worker took it."""
+    """The stamped records of one fetch, when the worker took it, verified it and handed
+    it to Redis, and the trace contexts it carried (``shared.tracing``)."""
 
     fetched_us: int
     records: list[tuple[int, int, int]] = field(default_factory=list)  # seq, woke, produced
+    verified_us: int = 0
+    parents: list[tuple[bytes, int]] = field(default_factory=list)  # traceparent, produced
+    apply_started_us: int = 0
 
     def applied(self, applied_us: int) -> dict[str, str]:
         """The debug hash's fields for this batch, applied at ``applied_us``."""
@@ -140,31 +126,17 @@ class BatchStages:
         }
 
 
-def batch_fetched(records: Iterable[_Record]) -> BatchStages | None:
-    """The stamps of a fetch the worker just took (None when off or none is stamped)."""
-    if not _state.on:
-        return None
-    stages = BatchStages(now_us())
-    for record in records:
-        for name, raw in record.headers or ():
-            if name == STAGE_HEADER:
-                parsed = _parse_header(raw)
-                if parsed is not None:
-                    stages.records.append(parsed)
-    return stages if stages.records else None
-
-
-async def record_applied(client: aioredis.Redis, key: str, stages: BatchStages | None) -> None:
-    """Write the stamps of a batch Redis just applied into the debug hash ``key``."""
-    if stages is None:
-        return
+async def record_applied(
+    client: aioredis.Redis, key: str, stages: BatchStages, applied_us: int
+) -> None:
+    """Write the stamps of a batch Redis applied at ``applied_us`` into the hash ``key``."""
     pipe = client.pipeline(transaction=False)
-    pipe.hset(key, mapping=stages.applied(now_us()))  # type: ignore[arg-type]
+    pipe.hset(key, mapping=stages.applied(applied_us))  # type: ignore[arg-type]
     pipe.expire(key, DEBUG_TTL_S)
     await pipe.execute()
 
 
-def _parse_header(raw: bytes) -> tuple[int, int, int] | None:
+def parse_header(raw: bytes) -> tuple[int, int, int] | None:
     try:
         seq, woke, produced = (int(part) for part in raw.split(b",", 2))
     except ValueError:

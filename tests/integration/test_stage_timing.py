@@ -51,8 +51,10 @@ def test_a_revocation_with_stage_timing_on_leaves_ordered_stamps_in_every_region
             client.close()
         found = stages.parse_stages(revoked.seq, raw)  # type: ignore[arg-type]
         assert found is not None, f"{region} wrote no stamps for seq {revoked.seq}"
-        assert before <= found.woke_us <= found.produced_us <= acked, region
-        assert acked <= found.fetched_us <= found.applied_us <= after, region
+        assert before <= found.woke_us <= found.produced_us <= acked <= after, region
+        # a worker may take the fetch before the relay's client has read the broker's
+        # answer: both follow the broker's append, in either order
+        assert found.produced_us <= found.fetched_us <= found.applied_us <= after, region
         assert 0 < ttl <= stages.DEBUG_TTL_S
 
 

@@ -13,7 +13,7 @@ from producer.publisher import MemoryPublisher
 from producer.relay import Relay, RelayOptions
 from producer.schema import create_engine, migrate
 from producer.store import TokenStore
-from shared import stages
+from shared import stages, tracing
 from shared.events import Keyring
 from workers.handlers import RawRecord
 
@@ -56,7 +56,7 @@ def test_with_stage_timing_off_the_relay_sends_only_the_signature_headers(
     store.issue(USER, 1, "a")
     [record] = publish(store).records()
     assert ["ts-kid", "ts-sig"] == [name for name, _ in record.headers]
-    assert stages.batch_fetched([record]) is None
+    assert tracing.batch_fetched([record]) is None
 
 
 def test_with_stage_timing_on_each_record_carries_its_seq_and_the_relays_stamps_in_order(
@@ -67,7 +67,7 @@ def test_with_stage_timing_on_each_record_carries_its_seq_and_the_relays_stamps_
     revoked = store.revoke_token(issued.id)
     records = publish(store).records()
     after = stages.now_us()
-    batch = stages.batch_fetched(records)
+    batch = tracing.batch_verified(tracing.batch_fetched(records))
     assert batch is not None
     seqs = [seq for seq, _, _ in batch.records]
     assert sorted([issued.seq, revoked.seq]) == sorted(seqs)
@@ -84,8 +84,9 @@ def test_with_stage_timing_on_each_record_carries_its_seq_and_the_relays_stamps_
 def test_a_worker_turns_a_fetch_into_debug_hash_fields_and_back(timing: None) -> None:
     raw = RawRecord(0, 7, b"k", b"v", [("ts-kid", b"x"), (stages.STAGE_HEADER, b"42,10,20")])
     garbled = RawRecord(0, 8, b"k", b"v", [(stages.STAGE_HEADER, b"not,numbers")])
-    batch = stages.batch_fetched([raw, garbled])
+    batch = tracing.batch_verified(tracing.batch_fetched([raw, garbled]))
     assert batch is not None
+    assert batch.fetched_us <= batch.verified_us
     fields = batch.applied(99)
     assert ["42"] == list(fields)
     parsed = stages.parse_stages(42, fields["42"])
@@ -93,3 +94,12 @@ def test_a_worker_turns_a_fetch_into_debug_hash_fields_and_back(timing: None) ->
     assert stages.parse_stages(1, b"1,2") is None
     assert stages.parse_stages(1, None) is None
     assert time.time_ns() // 1000 >= batch.fetched_us
+
+
+def test_tracing_stays_off_unless_otel_variables_name_an_exporter_or_an_endpoint() -> None:
+    assert tracing.configure("svc", "ts", {}) is False
+    assert tracing.configure("svc", "ts", {"OTEL_TRACES_EXPORTER": "none"}) is False
+    disabled = {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:1"}
+    assert tracing.configure("svc", "ts", disabled) is False
+    assert tracing.configure("svc", "ts", {"OTEL_TRACES_EXPORTER": "zipkin-ish"}) is False
+    assert not tracing.active()
