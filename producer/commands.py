@@ -107,12 +107,16 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
 @pass_cli
 def api(cli: CliContext, *, host: str, port: int, as_json: bool) -> None:
     """Serve the token store's HTTP API (OpenAPI at /docs)."""
+    import os
+
     import uvicorn
 
     from producer.api import create_app
+    from shared import tracing
 
     cli.configure_logging(force_json=as_json)
     store = TokenStore.from_settings(cli.settings)
+    tracing.configure("tokensync-api", cli.settings.topic_prefix, os.environ)
     try:
         uvicorn.run(
             create_app(cli.settings, store),

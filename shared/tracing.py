@@ -24,21 +24,31 @@ Never a token, a hash or a principal in a span: seqs, counts, regions, partition
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared import stages
-from shared.logs import get_logger
+from shared.otel import (
+    STATE,
+    active,
+    configure,
+    in_span,
+    install,
+    mutation_context,
+    no_parent,
+    ns_of,
+    remote_parent,
+    seq_ids,
+    shutdown,
+    use_global_provider,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, SpanContext, Tracer
+    from opentelemetry.trace import Span
 
     from shared.keys import RedisKeys
 
@@ -51,142 +61,92 @@ __all__ = [
     "configure",
     "install",
     "mutation_context",
+    "receipt",
     "record_headers",
     "relay_acked",
     "relay_produced",
     "relay_read",
     "relay_woke",
     "shutdown",
+    "store_began",
+    "store_mutation",
+    "use_global_provider",
+    "validated",
+    "validation_began",
 ]
-
-log = get_logger(__name__)
 
 TRACEPARENT = "traceparent"
 _LINKS_MAX = 16  # trace contexts a worker batch keeps besides its parent
 
 
-class _State:
-    def __init__(self) -> None:
-        self.tracer: Tracer | None = None
-        self.provider: TracerProvider | None = None
-        self.namespace = "tokensync"
-        self.ids: Any = None  # the provider's _SeqIds
-        self.local = threading.local()
+# --- the store and the receipt ----------------------------------------------------------
+def store_began() -> None:
+    """A store transaction begins (its mutation span starts here)."""
+    if STATE.tracer is not None:
+        STATE.local.store_began = time.time_ns()
 
 
-_state = _State()
-
-
-def active() -> bool:
-    """Whether this process traces (``configure`` or ``install`` succeeded)."""
-    return _state.tracer is not None
-
-
-def _falsy(raw: str | None) -> bool:
-    return (raw or "").strip().lower() in {"", "0", "false", "no", "off"}
-
-
-def configure(service: str, namespace: str, environ: Mapping[str, str]) -> bool:
-    """Trace this process when the SDK is installed and ``OTEL_*`` does not turn it off;
-    whether it does. ``service``: the default ``service.name``; ``namespace``: the topic
-    prefix (mutation trace ids are derived from it and the seq)."""
-    if not _falsy(environ.get("OTEL_SDK_DISABLED")):
-        return False
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    # an installed SDK alone does not start exporting to localhost:4318: an exporter or
-    # an endpoint must be named
-    kind = environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint else "").strip().lower()
-    if kind in {"", "none"}:
-        return False
-    try:
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-    except ImportError:
-        return False  # the [otel] extra is not installed: tracing stays off, for free
-    exporter: SpanExporter
-    if kind == "console":
-        exporter = ConsoleSpanExporter()
-    elif kind == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            log.warning(
-                "tracing_off",
-                reason="OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http"
-                " (pip install 'tokensync[otel]')",
-            )
-            return False
-        exporter = OTLPSpanExporter()
-    else:
-        log.warning("tracing_off", reason=f"unknown OTEL_TRACES_EXPORTER {kind[:32]!r}")
-        return False
-    name = None if environ.get("OTEL_SERVICE_NAME") else service
-    install(BatchSpanProcessor(exporter), namespace=namespace, service=name)
-    log.info("tracing_on", exporter=kind, service=environ.get("OTEL_SERVICE_NAME") or service)
-    return True
-
-
-def install(processor: Any, *, namespace: str = "tokensync", service: str | None = None) -> None:
-    """Trace this process into ``processor`` (a span processor; tests pass a
-    ``SimpleSpanProcessor`` around the SDK's in-memory exporter). Also the global tracer
-    provider, so services' validators and middleware trace into it."""
+def store_mutation(action: str, seq: int | None) -> None:
+    """The store wrote the mutation ``seq``: its span, a child of the mutation's root (the
+    relay's ``tokensync.mutation``), linked to the caller's span (an API request's)."""
+    if STATE.tracer is None or not seq:
+        return
     from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    class _SeqIds(RandomIdGenerator):
-        """Random ids, except for a mutation's root span: ids derived from its seq."""
-
-        def __init__(self) -> None:
-            self.forced = threading.local()
-
-        def generate_trace_id(self) -> int:
-            forced = getattr(self.forced, "ids", None)
-            return forced[0] if forced else super().generate_trace_id()
-
-        def generate_span_id(self) -> int:
-            forced = getattr(self.forced, "ids", None)
-            if forced:
-                self.forced.ids = None  # once: the trace id was asked for first
-                return int(forced[1])
-            return super().generate_span_id()
-
-    resource = Resource.create({"service.name": service} if service else {})
-    ids = _SeqIds()
-    provider = TracerProvider(resource=resource, id_generator=ids)
-    provider.add_span_processor(processor)
-    trace.set_tracer_provider(provider)  # once per process (the API refuses a second)
-    _state.provider = provider
-    _state.ids = ids
-    _state.namespace = namespace
-    _state.tracer = provider.get_tracer("tokensync")
+    began = getattr(STATE.local, "store_began", None) or time.time_ns()
+    STATE.local.store_began = None
+    caller = trace.get_current_span().get_span_context()
+    span = STATE.tracer.start_span(
+        f"tokensync.store.{action}",
+        context=remote_parent(mutation_context(seq)),
+        start_time=began,
+        links=[trace.Link(caller)] if caller.is_valid else [],
+        attributes={"tokensync.seq": seq},
+    )
+    span.end()
 
 
-def shutdown() -> None:
-    """Flush and stop (entry points, at exit)."""
-    if _state.provider is not None:
-        _state.provider.shutdown()
-    _state.tracer = None
-    _state.provider = None
+def receipt(seq: int, regions: Sequence[tuple[str, str, float | None]]) -> None:
+    """A receipt of ``seq`` was read: per region its outcome and ms after the commit."""
+    if STATE.tracer is None:
+        return
+    attributes: dict[str, str | float | int] = {"tokensync.seq": seq}
+    for name, state, after_ms in regions:
+        attributes[f"tokensync.region.{name}.state"] = state
+        if after_ms is not None:
+            attributes[f"tokensync.region.{name}.after_ms"] = after_ms
+    span = STATE.tracer.start_span(
+        "tokensync.receipt", context=remote_parent(mutation_context(seq)), attributes=attributes
+    )
+    span.end()
 
 
-def _ids(seq: int) -> tuple[int, int]:
-    digest = hashlib.sha256(f"tokensync-mutation\0{_state.namespace}\0{seq}".encode()).digest()
-    return int.from_bytes(digest[:16]) or 1, int.from_bytes(digest[16:24]) or 1
+# --- validation -------------------------------------------------------------------------
+_began: ContextVar[int] = ContextVar("tokensync_validation_began", default=0)
 
 
-def mutation_context(seq: int) -> SpanContext:
-    """The span context of the mutation ``seq`` (its root span's, derived from the seq)."""
-    from opentelemetry.trace import SpanContext, TraceFlags
-
-    trace_id, span_id = _ids(seq)
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(1))
+def validation_began() -> None:
+    """A validator starts answering (a span follows only under a recording span)."""
+    if STATE.tracer is not None:
+        _began.set(time.time_ns())
 
 
-def _ns(us: int) -> int:
-    return us * 1000
+def validated(outcome: str, source: str) -> None:
+    """A validator answered: ``tokensync.validate`` (outcome and source: never the token)
+    as a child of the caller's span when that one is recording, so validations are
+    sampled exactly as the requests around them are; nothing without one."""
+    if STATE.tracer is None:
+        return
+    from opentelemetry import trace
+
+    if not trace.get_current_span().is_recording():
+        return
+    span = STATE.tracer.start_span(
+        "tokensync.validate",
+        start_time=_began.get() or None,
+        attributes={"tokensync.outcome": outcome, "tokensync.source": source},
+    )
+    span.end()
 
 
 # --- the relay (one thread) --------------------------------------------------------------
@@ -202,15 +162,15 @@ class _RelayBatch:
 
 
 def _relay_batch() -> _RelayBatch | None:
-    batch: _RelayBatch | None = getattr(_state.local, "relay", None)
+    batch: _RelayBatch | None = getattr(STATE.local, "relay", None)
     return batch
 
 
 def relay_woke() -> None:
     """The relay starts a batch (it woke for a commit or a timer)."""
-    if _state.tracer is None and not stages.enabled():
+    if STATE.tracer is None and not stages.enabled():
         return
-    _state.local.relay = _RelayBatch(stages.now_us())
+    STATE.local.relay = _RelayBatch(stages.now_us())
 
 
 def relay_read() -> None:
@@ -229,14 +189,14 @@ def record_headers(headers: list[tuple[str, bytes]], seq: int) -> list[tuple[str
     now = stages.now_us()
     batch.signed_us = now
     stamped = [*headers, (stages.STAGE_HEADER, f"{seq},{batch.woke_us},{now}".encode())]
-    if _state.tracer is None:
+    if STATE.tracer is None:
         return stamped
     if batch.span is None:
         batch.first_seq = seq
-        batch.span = _state.tracer.start_span(
+        batch.span = STATE.tracer.start_span(
             "tokensync.relay.batch",
-            context=_remote(mutation_context(seq)),
-            start_time=_ns(batch.woke_us),
+            context=remote_parent(mutation_context(seq)),
+            start_time=ns_of(batch.woke_us),
             attributes={"tokensync.seq.first": seq},
         )
         ctx = batch.span.get_span_context()
@@ -264,15 +224,15 @@ def relay_acked(items: Sequence[_Published], committed_ms: Iterable[int] = ()) -
     batch = _relay_batch()
     if batch is None:
         return
-    _state.local.relay = None
+    STATE.local.relay = None
     seqs = [item.seq for item in items]
     stages.relay_acked(seqs)
     now = stages.now_us()
     commits = list(committed_ms)
     _observe_relay(batch, now, commits[0] if commits else None)
-    if batch.span is None or _state.tracer is None:
+    if batch.span is None or STATE.tracer is None:
         return
-    tracer, parent = batch.span, _in(batch.span)
+    tracer, parent = batch.span, in_span(batch.span)
     read_us = batch.read_us or batch.woke_us
     produced_us = batch.produced_us or batch.signed_us
     for name, start, end in (
@@ -281,43 +241,24 @@ def relay_acked(items: Sequence[_Published], committed_ms: Iterable[int] = ()) -
         ("produce", batch.signed_us, produced_us),
         ("ack", produced_us, now),
     ):
-        child = _state.tracer.start_span(
-            f"tokensync.relay.{name}", context=parent, start_time=_ns(start)
+        child = STATE.tracer.start_span(
+            f"tokensync.relay.{name}", context=parent, start_time=ns_of(start)
         )
-        child.end(end_time=_ns(max(start, end)))
+        child.end(end_time=ns_of(max(start, end)))
     tracer.set_attribute("tokensync.records", len(seqs))
     tracer.set_attribute("tokensync.seq.last", seqs[-1] if seqs else -1)
-    tracer.end(end_time=_ns(now))
+    tracer.end(end_time=ns_of(now))
     # the mutation span of the batch's first row: its commit to its acknowledgement
     start_ms = commits[0] if commits else batch.woke_us // 1000
-    _state.ids.forced.ids = _ids(batch.first_seq)
-    root = _state.tracer.start_span(
+    STATE.ids.forced.ids = seq_ids(batch.first_seq)
+    root = STATE.tracer.start_span(
         "tokensync.mutation",
-        context=_root_context(),
+        context=no_parent(),
         start_time=start_ms * 1_000_000,
         attributes={"tokensync.seq": batch.first_seq},
     )
-    _state.ids.forced.ids = None
-    root.end(end_time=_ns(now))
-
-
-def _remote(ctx: SpanContext) -> Any:
-    from opentelemetry import trace
-
-    return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
-
-
-def _in(span: Span) -> Any:
-    from opentelemetry import trace
-
-    return trace.set_span_in_context(span)
-
-
-def _root_context() -> Any:
-    """The parent of a mutation span: none (it is its trace's root)."""
-    from opentelemetry.context import Context
-
-    return Context()
+    STATE.ids.forced.ids = None
+    root.end(end_time=ns_of(now))
 
 
 # --- the worker ---------------------------------------------------------------------------
@@ -336,7 +277,7 @@ class _Fetched:
 def batch_fetched(records: Sequence[_Record]) -> _Fetched | None:
     """The worker took a fetch (before verifying it): None unless tracing or stage timing
     is on."""
-    if _state.tracer is None and not stages.enabled():
+    if STATE.tracer is None and not stages.enabled():
         return None
     fetched = _Fetched(stages.now_us())
     seen: set[bytes] = set()
@@ -379,7 +320,7 @@ async def batch_applied(
     _observe_worker(batch, applied_us, region)
     if stages.enabled():
         await stages.record_applied(client, keys.stages, batch, applied_us)
-    if _state.tracer is not None and batch.parents:
+    if STATE.tracer is not None and batch.parents:
         _worker_spans(batch, applied_us, region)
 
 
@@ -387,7 +328,7 @@ def _worker_spans(batch: stages.BatchStages, applied_us: int, region: str) -> No
     from opentelemetry.trace import Link
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    assert _state.tracer is not None
+    assert STATE.tracer is not None
     propagator = TraceContextTextMapPropagator()
     contexts = [
         (propagator.extract({TRACEPARENT: raw.decode("ascii", "replace")}), produced)
@@ -399,30 +340,30 @@ def _worker_spans(batch: stages.BatchStages, applied_us: int, region: str) -> No
         from opentelemetry import trace
 
         links.append(Link(trace.get_current_span(ctx).get_span_context()))
-    span = _state.tracer.start_span(
+    span = STATE.tracer.start_span(
         "tokensync.worker.batch",
         context=parent,
-        start_time=_ns(min(produced_us, batch.fetched_us)),
+        start_time=ns_of(min(produced_us, batch.fetched_us)),
         links=links,
         attributes={"tokensync.region": region, "tokensync.records": len(batch.records)},
     )
-    inside = _in(span)
+    inside = in_span(span)
     applying_us = batch.apply_started_us or batch.verified_us
     for name, start, end in (
         ("fetch", produced_us, batch.fetched_us),
         ("verify", batch.fetched_us, batch.verified_us),
         ("apply", applying_us, applied_us),
     ):
-        child = _state.tracer.start_span(
+        child = STATE.tracer.start_span(
             f"tokensync.worker.{name}",
             context=inside,
-            start_time=_ns(min(start, end)),
+            start_time=ns_of(min(start, end)),
             attributes={"tokensync.region": region},
         )
         if name == "apply":
-            child.add_event("invalidation_published", timestamp=_ns(applied_us))
-        child.end(end_time=_ns(end))
-    span.end(end_time=_ns(applied_us))
+            child.add_event("invalidation_published", timestamp=ns_of(applied_us))
+        child.end(end_time=ns_of(end))
+    span.end(end_time=ns_of(applied_us))
 
 
 def _observe_relay(batch: _RelayBatch, acked_us: int, committed_ms: int | None) -> None:
@@ -453,8 +394,3 @@ def apply_started(batch: stages.BatchStages | None) -> None:
     """The worker hands the batch to Redis now."""
     if batch is not None:
         batch.apply_started_us = stages.now_us()
-
-
-def clock_ms() -> float:
-    """Wall clock, milliseconds (for callers that time a stage themselves)."""
-    return time.time() * 1000

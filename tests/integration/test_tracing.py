@@ -1,7 +1,7 @@
-"""OpenTelemetry across real processes: one revocation is one trace, from the relay (in
-this process, into the SDK's in-memory exporter) through Kafka's ``traceparent`` header
-to every region's worker (their own processes, exporting OTLP/HTTP to a collector run
-by this test), each span parented on the one before."""
+"""OpenTelemetry across real processes: one revocation is one trace, from the store and
+the relay (in this process, into the SDK's in-memory exporter) through Kafka's
+``traceparent`` header to every region's worker (their own processes, exporting OTLP/HTTP
+to a collector run by this test) and the receipt, each span parented on the one before."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from producer.receipts import wait_for_receipt
 from shared import tracing
 from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
@@ -129,6 +130,10 @@ def test_one_revocation_is_one_trace_with_the_relays_and_every_regions_spans_par
     relay_spans.clear()
     revoked = p.store.revoke_token(issued.id)
     p.wait_applied(revoked.seq)
+    receipt = wait_for_receipt(
+        p.settings, p.store, revoked.seq, regions=[p.settings.region(r) for r in REGIONS]
+    )
+    assert receipt.complete
 
     root_ctx = tracing.mutation_context(revoked.seq)
     trace_id, root_id = f"{root_ctx.trace_id:032x}", f"{root_ctx.span_id:016x}"
@@ -150,6 +155,9 @@ def test_one_revocation_is_one_trace_with_the_relays_and_every_regions_spans_par
         root.span_id,
         root.attributes["tokensync.seq"],
     )
+    # the store's span (the Python API here; the CLI and the HTTP API alike) and the receipt
+    assert root_id == by_name["tokensync.store.token.revoke"].parent_id
+    assert root_id == by_name["tokensync.receipt"].parent_id
     batch = by_name["tokensync.relay.batch"]
     assert root_id == batch.parent_id
     for stage in ("read", "sign", "produce", "ack"):
@@ -180,3 +188,30 @@ def test_one_revocation_is_one_trace_with_the_relays_and_every_regions_spans_par
             "tokensync.worker.apply",
         } == children
     assert {trace_id} == {s.trace_id for s in [*mine, *theirs]}
+
+
+def test_a_validation_under_a_recording_span_is_traced_without_the_token_and_otherwise_not(
+    redis_url: str, relay_spans: InMemorySpanExporter
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from shared.validator import Validator
+
+    tracing.install(SimpleSpanProcessor(relay_spans))
+    service = TracerProvider().get_tracer("service")  # the host application's own
+    token = "1|" + "a" * 40 + "00000000"
+    validator = Validator.from_url(redis_url)
+    try:
+        validator.validate(token)  # no request span around it: nothing
+        assert () == tuple(relay_spans.get_finished_spans())
+        with service.start_as_current_span("GET /orders") as request:
+            validator.validate(token, "orders:read")
+        [span] = relay_spans.get_finished_spans()
+    finally:
+        validator.close()
+    assert "tokensync.validate" == span.name
+    assert span.parent is not None
+    assert request.get_span_context().span_id == span.parent.span_id
+    attributes = dict(span.attributes or {})
+    assert {"tokensync.outcome", "tokensync.source"} == set(attributes)
+    assert all(token[2:12] not in str(v) for v in attributes.values())
