@@ -93,7 +93,7 @@ def store_mutation(action: str, seq: int | None) -> None:
         return
     from opentelemetry import trace
 
-    began = getattr(STATE.local, "store_began", None) or time.time_ns()
+    began = STATE.local.store_began or time.time_ns()
     STATE.local.store_began = None
     caller = trace.get_current_span().get_span_context()
     span = STATE.tracer.start_span(
@@ -162,7 +162,7 @@ class _RelayBatch:
 
 
 def _relay_batch() -> _RelayBatch | None:
-    batch: _RelayBatch | None = getattr(STATE.local, "relay", None)
+    batch: _RelayBatch | None = STATE.local.relay
     return batch
 
 
