@@ -19,16 +19,21 @@ batch carries the batch span as a W3C ``traceparent`` header (outside the signat
 Each region's worker continues it: ``tokensync.worker.batch`` (fetch, verify, apply, with
 the invalidation published by the same Lua call as an event). A batch of many rows
 joins the trace of its first row (the others' traces hold their store span only).
-Never a token, a hash or a principal in a span: seqs, counts, regions, partitions.
+Never a token, a hash or a principal in a span: seqs, counts, regions, partitions. A
+hook that fails logs ``tracing_failed`` once and the traced work goes on.
+
+Over 400 lines: it is the one door every traced process goes through (store, relay,
+worker, validator), so their hooks stay one line each; the SDK set-up is ``shared.otel``.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
 
 from shared import stages
 from shared.otel import (
@@ -78,6 +83,33 @@ __all__ = [
 TRACEPARENT = "traceparent"
 _LINKS_MAX = 16  # trace contexts a worker batch keeps besides its parent
 
+P = ParamSpec("P")
+
+
+def _log() -> Any:
+    from shared.logs import get_logger  # not at import: validators start without structlog
+
+    return get_logger(__name__)
+
+
+_failed: set[str] = set()
+
+
+def _quiet(func: Callable[P, None]) -> Callable[P, None]:
+    """Tracing never breaks what it traces: a failure is logged (once per hook) and the
+    relay, the worker, the store or the validator goes on."""
+
+    @functools.wraps(func)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:  # a loop boundary of sorts: the traced work must go on
+            if func.__name__ not in _failed:
+                _failed.add(func.__name__)
+                _log().warning("tracing_failed", hook=func.__name__, exc_info=True)
+
+    return guarded
+
 
 # --- the store and the receipt ----------------------------------------------------------
 def store_began() -> None:
@@ -86,6 +118,7 @@ def store_began() -> None:
         STATE.local.store_began = time.time_ns()
 
 
+@_quiet
 def store_mutation(action: str, seq: int | None) -> None:
     """The store wrote the mutation ``seq``: its span, a child of the mutation's root (the
     relay's ``tokensync.mutation``), linked to the caller's span (an API request's)."""
@@ -106,6 +139,7 @@ def store_mutation(action: str, seq: int | None) -> None:
     span.end()
 
 
+@_quiet
 def receipt(seq: int, regions: Sequence[tuple[str, str, float | None]]) -> None:
     """A receipt of ``seq`` was read: per region its outcome and ms after the commit."""
     if STATE.tracer is None:
@@ -139,8 +173,13 @@ def validated(outcome: str, source: str) -> None:
         return
     from opentelemetry import trace
 
-    if not trace.get_current_span().is_recording():
-        return
+    if trace.get_current_span().is_recording():
+        _validation_span(outcome, source)
+
+
+@_quiet
+def _validation_span(outcome: str, source: str) -> None:
+    assert STATE.tracer is not None
     span = STATE.tracer.start_span(
         "tokensync.validate",
         start_time=_began.get() or None,
@@ -191,19 +230,24 @@ def record_headers(headers: list[tuple[str, bytes]], seq: int) -> list[tuple[str
     stamped = [*headers, (stages.STAGE_HEADER, f"{seq},{batch.woke_us},{now}".encode())]
     if STATE.tracer is None:
         return stamped
-    if batch.span is None:
+    if batch.first_seq < 0:
         batch.first_seq = seq
-        batch.span = STATE.tracer.start_span(
-            "tokensync.relay.batch",
-            context=remote_parent(mutation_context(seq)),
-            start_time=ns_of(batch.woke_us),
-            attributes={"tokensync.seq.first": seq},
-        )
-        ctx = batch.span.get_span_context()
-        batch.header = (
-            f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
-        )
-    return [*stamped, (TRACEPARENT, batch.header)]
+        _start_relay_span(batch, seq)
+    return [*stamped, (TRACEPARENT, batch.header)] if batch.header else stamped
+
+
+@_quiet
+def _start_relay_span(batch: _RelayBatch, seq: int) -> None:
+    """The batch's span, in the trace of its first row; its context goes in every record."""
+    assert STATE.tracer is not None
+    batch.span = STATE.tracer.start_span(
+        "tokensync.relay.batch",
+        context=remote_parent(mutation_context(seq)),
+        start_time=ns_of(batch.woke_us),
+        attributes={"tokensync.seq.first": seq},
+    )
+    ctx = batch.span.get_span_context()
+    batch.header = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
 
 
 def relay_produced() -> None:
@@ -230,8 +274,14 @@ def relay_acked(items: Sequence[_Published], committed_ms: Iterable[int] = ()) -
     now = stages.now_us()
     commits = list(committed_ms)
     _observe_relay(batch, now, commits[0] if commits else None)
-    if batch.span is None or STATE.tracer is None:
-        return
+    if batch.span is not None and STATE.tracer is not None:
+        _relay_spans(batch, seqs, commits, now)
+
+
+@_quiet
+def _relay_spans(batch: _RelayBatch, seqs: list[int], commits: list[int], now: int) -> None:
+    """The relay's spans of a batch the broker acknowledged at ``now``."""
+    assert STATE.tracer is not None and batch.span is not None
     tracer, parent = batch.span, in_span(batch.span)
     read_us = batch.read_us or batch.woke_us
     produced_us = batch.produced_us or batch.signed_us
@@ -251,13 +301,15 @@ def relay_acked(items: Sequence[_Published], committed_ms: Iterable[int] = ()) -
     # the mutation span of the batch's first row: its commit to its acknowledgement
     start_ms = commits[0] if commits else batch.woke_us // 1000
     STATE.ids.forced.ids = seq_ids(batch.first_seq)
-    root = STATE.tracer.start_span(
-        "tokensync.mutation",
-        context=no_parent(),
-        start_time=start_ms * 1_000_000,
-        attributes={"tokensync.seq": batch.first_seq},
-    )
-    STATE.ids.forced.ids = None
+    try:
+        root = STATE.tracer.start_span(
+            "tokensync.mutation",
+            context=no_parent(),
+            start_time=start_ms * 1_000_000,
+            attributes={"tokensync.seq": batch.first_seq},
+        )
+    finally:
+        STATE.ids.forced.ids = None
     root.end(end_time=ns_of(now))
 
 
@@ -319,11 +371,15 @@ async def batch_applied(
     applied_us = stages.now_us()
     _observe_worker(batch, applied_us, region)
     if stages.enabled():
-        await stages.record_applied(client, keys.stages, batch, applied_us)
+        try:
+            await stages.record_applied(client, keys.stages, batch, applied_us)
+        except Exception as e:  # a debug aid never fails a batch Redis applied
+            _log().warning("stage_stamps_not_written", error=str(e))
     if STATE.tracer is not None and batch.parents:
         _worker_spans(batch, applied_us, region)
 
 
+@_quiet
 def _worker_spans(batch: stages.BatchStages, applied_us: int, region: str) -> None:
     from opentelemetry.trace import Link
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -366,6 +422,7 @@ def _worker_spans(batch: stages.BatchStages, applied_us: int, region: str) -> No
     span.end(end_time=ns_of(applied_us))
 
 
+@_quiet
 def _observe_relay(batch: _RelayBatch, acked_us: int, committed_ms: int | None) -> None:
     from shared.metrics import STAGE_SECONDS
 
@@ -380,6 +437,7 @@ def _observe_relay(batch: _RelayBatch, acked_us: int, committed_ms: int | None) 
     STAGE_SECONDS.labels("relay_ack", "").observe(max(0, acked_us - produced) / 1e6)
 
 
+@_quiet
 def _observe_worker(batch: stages.BatchStages, applied_us: int, region: str) -> None:
     from shared.metrics import STAGE_SECONDS
 

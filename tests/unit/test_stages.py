@@ -103,3 +103,26 @@ def test_tracing_stays_off_unless_otel_variables_name_an_exporter_or_an_endpoint
     assert tracing.configure("svc", "ts", disabled) is False
     assert tracing.configure("svc", "ts", {"OTEL_TRACES_EXPORTER": "zipkin-ish"}) is False
     assert not tracing.active()
+
+
+class BrokenTracer:
+    """A tracer whose every span fails (a broken exporter set-up, an SDK bug)."""
+
+    def start_span(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("no spans today")
+
+
+def test_a_failing_tracer_never_stops_the_relay_the_store_or_a_validator(
+    store: TokenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import otel
+
+    monkeypatch.setattr(otel.STATE, "tracer", BrokenTracer())
+    issued = store.issue(USER, 1, "a")  # the store's span fails: the mutation does not
+    topic = publish(store)  # the relay's spans fail: the batch is still published, marked
+    [record] = topic.records()
+    assert ["ts-kid", "ts-sig", stages.STAGE_HEADER] == [name for name, _ in record.headers]
+    assert 0 == Relay(store.engine, lambda: topic, KEYRING, NoWaker()).publish_batch()
+    tracing.receipt(issued.seq, [("eu", "enforced", 1.0)])
+    tracing.validation_began()
+    tracing.validated("valid", "region")
