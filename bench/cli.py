@@ -52,7 +52,8 @@ def validate(seconds: float) -> None:
 @bench.command(
     "propagation",
     epilog="\b\nExamples:\n  tokensync bench propagation --samples 200 --store postgresql"
-    "\n  tokensync bench propagation --brokers 3 --samples 300 --epochs 300",
+    "\n  tokensync bench propagation --brokers 3 --samples 300 --epochs 300"
+    "\n  tokensync bench propagation --samples 300 --epochs 300 --breakdown",
 )
 @click.option("--samples", type=click.IntRange(10), default=1000, show_default=True)
 @click.option("--epochs", type=click.IntRange(10), default=1000, show_default=True)
@@ -70,7 +71,23 @@ def validate(seconds: float) -> None:
     help="Above 1: run on one broker, then on a KRaft cluster of this many (RF min(3, N),"
     " min ISR 2), and report both side by side (bench/results/propagation-brokers.*).",
 )
-def propagation(samples: int, epochs: int, store: str, brokers: int) -> None:
+@click.option(
+    "--breakdown",
+    is_flag=True,
+    help="Also time each stage (relay, Kafka, worker, Redis) of every sample: "
+    "bench/results/propagation-breakdown.*",
+)
+@click.option(
+    "--relay",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="The relay as a `tokensync relay` process, as deployed, or as a thread of the "
+    "benchmark (sharing its GIL with the pollers and the load; the default until issue 18).",
+)
+def propagation(
+    samples: int, epochs: int, store: str, *, brokers: int, breakdown: bool, relay: str
+) -> None:
     """Revoke -> denied in every region (one token and principal epochs), under load."""
     from bench import propagation as scenario
 
@@ -78,7 +95,7 @@ def propagation(samples: int, epochs: int, store: str, brokers: int) -> None:
     if brokers > 1:
         what += f", on 1 broker and then on {brokers}"
     with _announced("propagation", what):
-        scenario.run(samples, epochs, store, brokers)
+        scenario.run(samples, epochs, store, brokers, breakdown=breakdown, relay=relay)
 
 
 @bench.command(

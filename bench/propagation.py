@@ -8,9 +8,12 @@ import threading
 import time
 from typing import Any
 
+from bench import breakdown as stage_breakdown
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
 from producer.records import IssuedToken
+from producer.store import TokenStore
+from shared import stages
 from shared.validator import Outcome, Policy, Validator
 
 __all__ = ["run"]
@@ -29,6 +32,9 @@ class _Pollers:
         self.target = ""
         self.committed = 0.0
         self.results: dict[str, float] = {}
+        self.committed_us = 0  # wall clock, for --breakdown
+        self.denied_us: dict[str, int] = {}
+        self.mutation: Any = None
         self.go = {name: threading.Event() for name in self.validators}
         self.done = threading.Event()
         self.stop = False
@@ -48,6 +54,7 @@ class _Pollers:
             while time.perf_counter() < deadline:
                 if validator.validate(self.target).outcome is Outcome.INVALID:
                     self.results[name] = (time.perf_counter() - self.committed) * 1000
+                    self.denied_us[name] = stages.now_us()
                     break
             if len(self.results) == len(self.validators):
                 self.done.set()
@@ -55,9 +62,11 @@ class _Pollers:
     def measure(self, token: str, revoke: Any) -> dict[str, float]:
         self.target = token
         self.results = {}
+        self.denied_us = {}
         self.done.clear()
-        revoke()
+        self.mutation = revoke()
         self.committed = time.perf_counter()
+        self.committed_us = stages.now_us()
         for event in self.go.values():
             event.set()
         self.done.wait(6)
@@ -90,11 +99,19 @@ def _load(env: BenchEnv, stop: threading.Event, counts: dict[str, int]) -> None:
 
 
 def run(
-    single: int = 1000, epochs: int = 1000, store: str = "postgresql", brokers: int = 1
+    single: int = 1000,
+    epochs: int = 1000,
+    store: str = "postgresql",
+    brokers: int = 1,
+    *,
+    breakdown: bool = False,
+    relay: str = "process",
 ) -> dict[str, Any]:
     """Run the scenario; print a table; write JSON and PNG; return the data. With
     ``brokers`` > 1 it runs on one broker and then on a cluster of ``brokers`` (see
-    ``bench.propagation_brokers``), side by side."""
+    ``bench.propagation_brokers``), side by side. With ``breakdown``, also each sample's
+    stages (``bench.breakdown``). ``relay``: a ``tokensync relay`` process, as deployed
+    (default), or a thread of this process."""
     if brokers > 1:
         from bench.propagation_brokers import compare
 
@@ -102,14 +119,34 @@ def run(
     with bench_env(
         ("eu", "us", "ap"), postgres=store == "postgresql", mariadb=store == "mariadb"
     ) as env:
-        return _run(env, single, epochs, store)
+        return _run(env, single, epochs, store, breakdown=breakdown, relay_kind=relay)
+
+
+def _start(env: BenchEnv, relay_kind: str, breakdown: bool) -> TokenStore:
+    """Open the store and start the relay (its own process, or a thread of this one)."""
+    if breakdown:  # the relay and the workers read it from the settings (or this process)
+        env.settings = env.settings.with_overrides(stage_timing=True)
+        stages.enable(True)
+    store = env.open_store(env.settings.database_url)
+    if relay_kind == "thread":
+        env.start_relay()
+    else:  # the pollers' and the load's threads do not compete with it for a GIL
+        env.ensure_topics()
+        env.start_relay_process()
+    return store
 
 
 def _run(
-    env: BenchEnv, single: int, epochs: int, store_kind: str, name: str | None = None
+    env: BenchEnv,
+    single: int,
+    epochs: int,
+    store_kind: str,
+    name: str | None = None,
+    *,
+    breakdown: bool = False,
+    relay_kind: str = "process",
 ) -> dict[str, Any]:
-    store = env.open_store(env.settings.database_url)
-    env.start_relay()
+    store = _start(env, relay_kind, breakdown)
     for region in env.settings.regions:
         env.start_worker(region.name)
     for region in env.settings.regions:
@@ -130,6 +167,7 @@ def _run(
     began = time.monotonic()
     samples: dict[str, dict[str, list[float]]] = {"token": {}, "epoch": {}}
     missed = {"token": 0, "epoch": 0}
+    timed: list[stage_breakdown.Sample] = []
 
     def sample(kind: str, token: IssuedToken, revoke: Any) -> None:
         result = pollers.measure(token.plain_text_token, revoke)
@@ -137,6 +175,9 @@ def _run(
             missed[kind] += 1
         for name, ms in result.items():
             samples[kind].setdefault(name, []).append(ms)
+        if breakdown:
+            seq = pollers.mutation.seq
+            timed.append(stage_breakdown.Sample(kind, seq, pollers.committed_us, pollers.denied_us))
 
     for token in targets:
         sample("token", token, lambda t=token: store.revoke_token(t.id))
@@ -175,6 +216,7 @@ def _run(
         "relay_commit_to_ack_ms": relay,
         "missed": missed,
         "store": store_kind,
+        "relay": relay_kind,
         "load": {
             "issues_per_s": counts["issued"] / elapsed,
             "validations_per_s": counts["validated"] / elapsed,
@@ -186,6 +228,10 @@ def _run(
     # PostgreSQL's figure stays bench/results/propagation.*; other stores get their own.
     name = name or ("propagation" if store_kind == "postgresql" else f"propagation-{store_kind}")
     save(name, data, _plot(samples))
+    if breakdown:
+        regions = {r.name: r.redis_url for r in env.settings.regions}
+        acked = stage_breakdown.acked_in_store(store.engine, [s.seq for s in timed])
+        data["breakdown"] = stage_breakdown.report(timed, regions, env.keys, acked, relay_kind)
     return {**data, "samples": samples}  # the raw samples in memory only (comparisons)
 
 

@@ -9,6 +9,7 @@ With ``--json`` errors are JSON on stdout: ``{"error": ..., "code": ..., "exit_c
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, NoReturn
 
 import click
@@ -16,6 +17,7 @@ import click
 from producer.inputs import MAX_ID
 from producer.records import Mutation
 from producer.store import TokenStore
+from shared import tracing
 from shared.cli import CliContext, emit
 from shared.errors import NotFoundError, TokenSyncError, UsageError
 
@@ -113,6 +115,7 @@ def open_store(cli: CliContext) -> TokenStore:
     """The store of the settings, closed when the command ends."""
     store = TokenStore.from_settings(cli.settings)
     click.get_current_context().call_on_close(store.close)
+    tracing.configure("tokensync-cli", cli.settings.topic_prefix, os.environ)
     return store
 
 

@@ -39,6 +39,7 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
 
     Several relays may run against one store: one holds the relay lease and publishes,
     the others stand by and take over within about the lease TTL once it stops renewing."""
+    import os
     import threading
 
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
@@ -47,12 +48,15 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
     from producer.relay_lease import RelayLease, holder_id
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
+    from shared import stages, tracing
     from shared.keys import Topics
     from shared.runtime import keyring_from, stop_on_signals
 
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
     keyring = keyring_from(settings)
+    stages.enable(settings.stage_timing)
+    tracing.configure("tokensync-relay", settings.topic_prefix, os.environ)
     check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
     topics = Topics(settings.topic_prefix)
@@ -120,12 +124,16 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
 @pass_cli
 def api(cli: CliContext, *, host: str, port: int, as_json: bool) -> None:
     """Serve the token store's HTTP API (OpenAPI at /docs)."""
+    import os
+
     import uvicorn
 
     from producer.api import create_app
+    from shared import tracing
 
     cli.configure_logging(force_json=as_json)
     store = TokenStore.from_settings(cli.settings)
+    tracing.configure("tokensync-api", cli.settings.topic_prefix, os.environ)
     try:
         uvicorn.run(
             create_app(cli.settings, store),

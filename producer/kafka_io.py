@@ -19,6 +19,7 @@ import kafka.errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from producer.publisher import OutgoingRecord, Placement, RecordTooLargeError
+from shared import tracing
 from shared.errors import PublishError
 from shared.kafka_client import KafkaClientConfig, auth_failures, replication_defaults
 from shared.keys import Topics
@@ -266,6 +267,7 @@ class KafkaPublisher:
                 )
                 for r in records
             ]
+            tracing.relay_produced()
             try:
                 self._producer.flush(timeout=self._timeout_s)
             except kafka.errors.KafkaTimeoutError:

@@ -29,6 +29,7 @@ import redis
 
 from producer.records import OutboxPosition
 from producer.store import TokenStore
+from shared import tracing
 from shared.errors import UsageError
 from shared.keys import RedisKeys
 from shared.nearcache import near_caches_behind, sync_near_caches
@@ -361,4 +362,5 @@ def wait_for_receipt(
     # A watcher still inside a Redis call (a hung server) ends on its own within its socket
     # timeout; its region counts as unreachable.
     answers = tuple(w.answer for w in watchers)
+    tracing.receipt(seq, [(a.region, a.state.value, a.after_ms) for a in answers])
     return Receipt(seq, position.partition, position.offset, answers, timeout_s)

@@ -54,6 +54,7 @@ from producer.relay_lease import LeaseLostError, RelayLease
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
+from shared import tracing
 from shared.errors import PublishError, StoreError
 from shared.events import EpochEvent, Heartbeat, Keyring, encode
 from shared.logs import get_logger
@@ -166,9 +167,11 @@ class Relay:
     def publish_batch(self) -> int:
         """Publish up to one batch of unpublished rows; return how many were published."""
         started = time.perf_counter()
+        tracing.relay_woke()
         try:
             with self._engine.connect() as conn:
                 rows = fetch_unpublished(conn, self._options.batch_size)
+            tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"reading the outbox failed: {e}") from e
         if not rows:
@@ -195,6 +198,7 @@ class Relay:
             placements = self._publish(encoded)
         except RecordTooLargeError:
             placements = self._publish_one_by_one(encoded, quarantined)
+        tracing.relay_acked(encoded, (e.event.at_ms for e in encoded))
         at_ms = self._now_ms()
         published = [
             Published(e.seq, p.partition, p.offset, at_ms)
@@ -267,7 +271,7 @@ class Relay:
             OutgoingRecord(
                 e.event.key,
                 e.value,
-                self._keyring.sign(e.event.key, e.value) + fence,
+                tracing.record_headers(self._keyring.sign(e.event.key, e.value), e.seq) + fence,
                 partition_for(e.event.key, partitions),
             )
             for e in encoded

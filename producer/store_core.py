@@ -18,6 +18,7 @@ from producer.models import OUTBOX
 from producer.principals import PrincipalColumn
 from producer.records import Mutation
 from producer.schema import write_transaction
+from shared import tracing
 from shared.errors import StoreError
 
 __all__ = ["StoreCore"]
@@ -54,6 +55,7 @@ class StoreCore:
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
+        tracing.store_began()
         try:
             with write_transaction(self.engine) as conn:
                 yield conn
@@ -88,6 +90,7 @@ class StoreCore:
     ) -> int:
         """The audit record of this transaction's change (the one path every mutation of
         the store takes; calls without a context are the Python API's); its id."""
+        tracing.store_mutation(action, seq)
         return audit_log.record(
             conn,
             marker,

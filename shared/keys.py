@@ -296,6 +296,12 @@ class RedisKeys:
         return f"{self.namespace}:usage"
 
     @property
+    def stages(self) -> str:
+        """Debug hash of seq -> stage stamps (``shared.stages``), written by workers only
+        while ``TOKENSYNC_STAGE_TIMING`` is on; it expires on its own."""
+        return f"{self.namespace}:debug:stages"
+
+    @property
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""
         return f"{self.namespace}:*"

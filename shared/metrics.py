@@ -21,6 +21,7 @@ __all__ = [
     "RELAY_PUBLISHED",
     "RELAY_QUARANTINED",
     "RELAY_TRIGGERS_MISSING",
+    "STAGE_SECONDS",
     "USAGE_REPORTS",
 ]
 
@@ -69,6 +70,14 @@ DEAD_LETTERS = Counter(
 REGION_LAG = Gauge("tokensync_region_lag_records", "Records not yet applied.", ["region"])
 REGION_FRESHNESS = Gauge(
     "tokensync_region_freshness_seconds", "Age of the oldest partition heartbeat.", ["region"]
+)
+STAGE_SECONDS = Histogram(
+    "tokensync_stage_seconds",
+    "Time a record spent in each stage (outbox, relay_read, relay_sign, relay_ack; per "
+    "region: kafka, verify, apply); observed once per batch, only while tracing or "
+    "stage timing is on (the record needs the relay's stamps).",
+    ["stage", "region"],
+    buckets=(0.0005, *_LATENCY_BUCKETS),
 )
 USAGE_REPORTS = Counter(
     "tokensync_usage_reports",

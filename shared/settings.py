@@ -208,6 +208,7 @@ class Settings:
     kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
     read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
+    stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -237,6 +238,7 @@ class Settings:
         "GATES",
         "READ_FROM",
         "SETTINGS_FILE",
+        "STAGE_TIMING",
         *KAFKA_CLIENT_KNOWN,
     )
 
@@ -288,6 +290,7 @@ class Settings:
             kafka_replication_factor=_int(environ, "KAFKA_REPLICATION_FACTOR", 0),
             kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
             read_from=_read_from(get(PREFIX + "READ_FROM", "")),
+            stage_timing=_bool(environ, "STAGE_TIMING"),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -381,6 +384,7 @@ class Settings:
             "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor or ""),
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
             "READ_FROM": "" if self.read_from == "replica" else self.read_from,
+            "STAGE_TIMING": "true" if self.stage_timing else "",
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
 

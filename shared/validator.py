@@ -23,6 +23,7 @@ from typing import Any, Self
 import redis
 import redis.asyncio as aioredis
 
+from shared import tracing
 from shared.interpret import Request, apply_fallback, created_at_ms, interpret
 from shared.keys import RedisKeys
 from shared.nearcache import CachedToken, NearCache
@@ -100,6 +101,7 @@ def _before_redis(
     now_ms: int,
 ) -> ValidationResult | _Lookup:
     """A near-cache answer or *malformed* (no Redis call), or the lookup to make."""
+    tracing.validation_began()
     near, keys, policy = owner.near_cache, owner.keys, owner.policy
     if near is not None and isinstance(token, str):
         hit = near.get(token, now_ms)
@@ -143,6 +145,7 @@ def _after_redis(
 
 
 def _used(usage: UsageRecorder | None, result: ValidationResult, now_ms: int) -> ValidationResult:
+    tracing.validated(result.outcome.value, result.source)
     if usage is not None and result.outcome is Outcome.VALID and result.principal:
         usage.record(result.principal.token_id, now_ms)
     return result

@@ -10,6 +10,7 @@ import sys
 import click
 import structlog
 
+from shared import stages, tracing
 from shared.cli import CliContext, json_option, metrics_option, pass_cli, serve_metrics
 from shared.logs import get_logger
 from shared.runtime import keyring_from
@@ -95,6 +96,8 @@ def worker(
     settings = cli.settings
     region = Region(region_name, redis_url) if redis_url else settings.region(region_name)
     keyring = keyring_from(settings)
+    stages.enable(settings.stage_timing)
+    tracing.configure(f"tokensync-worker-{region.name}", settings.topic_prefix, os.environ)
     serve_metrics(metrics_port)
     options = WorkerOptions(
         batch_size=batch_size,

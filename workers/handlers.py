@@ -15,6 +15,7 @@ import orjson
 from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check, fence_of
 from shared.keys import RedisKeys, dead_letter_member
+from shared.stages import BatchStages
 from workers.fencing import FenceLog
 
 __all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "denial", "prepare_batch"]
@@ -98,6 +99,7 @@ class PreparedBatch:
     # (partition, stamp): not applied, so that a moment of a wrong store clock cannot pin
     # the region's freshness in the future; their partitions simply get no fresher.
     ahead: list[tuple[int, int]] = field(default_factory=list)
+    stages: BatchStages | None = None  # stage stamps (shared.stages), when timing is on
 
     @property
     def records(self) -> int:

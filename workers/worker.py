@@ -23,6 +23,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from shared import tracing
 from shared.errors import CacheUnavailableError
 from shared.events import Keyring
 from shared.kafka_client import KafkaClientConfig
@@ -245,9 +246,12 @@ class RegionWorker:
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
         until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
-        return prepare_batch(
+        fetched = tracing.batch_fetched(records)  # None unless tracing or stage timing
+        batch = prepare_batch(
             records, self.keyring, self.cache.keys, beats_until_ms=until_ms, fences=self.fences
         )
+        batch.stages = tracing.batch_verified(fetched)
+        return batch
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -268,6 +272,7 @@ class RegionWorker:
         Raises CacheUnavailableError when Redis does not answer (nothing was applied).
         """
         started = time.perf_counter()
+        tracing.apply_started(batch.stages)
         if batch.dead_letters:  # on the topic (for people) before the offsets move on
             await self.send_dead_letters(batch.dead_letters)
         result = await self.cache.apply(batch, now_ms, int(self.options.tombstone_ttl_s * 1000))
@@ -296,6 +301,9 @@ class RegionWorker:
                 cache_offsets=result.rewind,
             )
             return Applied.REWIND
+        await tracing.batch_applied(
+            self.cache.client, self.cache.keys, batch.stages, self.region.name
+        )
         elapsed = time.perf_counter() - started
         if batch.ahead:
             APPLY_RECORDS.labels(self.region.name, "heartbeat_ahead").inc(len(batch.ahead))
