@@ -32,6 +32,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
+    from producer.seal_mode import record_keyring, sealing
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
     from shared.keys import Topics
@@ -86,7 +87,9 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     usage_thread = threading.Thread(target=apply_usage, name="usage", daemon=True)
     usage_thread.start()
     try:
-        Relay(store.engine, connect, keyring, waker, options=options).run(stop)
+        connect_sealing = sealing(settings, topics.tokens, connect)
+        signer = record_keyring(settings, keyring)
+        Relay(store.engine, connect_sealing, signer, waker, options=options).run(stop)
     finally:
         stop.set()
         usage_thread.join(timeout=10)

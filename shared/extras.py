@@ -108,8 +108,9 @@ _PRODUCER = (
     "prometheus_client",
     "rich",
     "httpx",
+    "cryptography",
 )
-_WORKER = ("faust", "mode", "aiokafka", "prometheus_client", "rich")
+_WORKER = ("faust", "mode", "aiokafka", "prometheus_client", "rich", "cryptography")
 _GATE = ("httptools",)  # uvloop is optional (not on Windows)
 MODULES_OF_EXTRA: Mapping[str, tuple[str, ...]] = {
     "producer": _PRODUCER,

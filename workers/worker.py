@@ -38,7 +38,14 @@ from shared.settings import Region
 from workers import internals, signers
 from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
-from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
+from workers.handlers import (
+    DeadLetter,
+    PreparedBatch,
+    Record,
+    SealGate,
+    prepare_batch,
+    prepare_sealed_batch,
+)
 from workers.progress import BootstrapProgress
 from workers.source import stream_source
 
@@ -88,6 +95,7 @@ class RegionWorker:
     )
     kafka_bootstrap: str = ""  # set by check_cache
     kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
+    gate: SealGate | None = None  # signing modes both and sealed: records wait for a seal
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -185,6 +193,8 @@ class RegionWorker:
                 offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
                 positions = {tp: offsets[tp.partition] for tp in mine}
                 await internals.seek_wait(self.app, positions)
+                if self.gate is not None:
+                    self.gate.reset()  # what waited is read again
                 if self.drain is not None:
                     self.drain.expect(offsets)
                 committed.update(positions)
@@ -242,7 +252,14 @@ class RegionWorker:
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
         """Verify and decode one fetch (no I/O)."""
         until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
+        if self.gate is not None:
+            keys = self.cache.keys
+            return prepare_sealed_batch(records, self.gate, keys, beats_until_ms=until_ms)
         return prepare_batch(records, self.keyring, self.cache.keys, beats_until_ms=until_ms)
+
+    def waiting(self) -> bool:
+        """Records wait for a seal (an empty fetch still ends the waits that are over)."""
+        return self.gate is not None and self.gate.waiting > 0
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -253,6 +270,8 @@ class RegionWorker:
         )
         offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
         await internals.seek_wait(self.app, {tp: offsets[tp.partition] for tp in mine})
+        if self.gate is not None:
+            self.gate.reset()  # what waited is read again
         log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
         return offsets
 
