@@ -75,7 +75,7 @@ class SealKeyDir:
         """The private key file of ``kid``."""
         return self.path / f"{kid}.pem"
 
-    def keys(self) -> list[SealKey]:
+    def entries(self) -> list[SealKey]:
         """Every key listed, oldest first (none when the directory has no keyring)."""
         try:
             data = json.loads(self._keyring.read_text())
@@ -106,7 +106,7 @@ class SealKeyDir:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        keys = self.keys()
+        keys = self.entries()
         private = Ed25519PrivateKey.generate()
         public = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -134,14 +134,14 @@ class SealKeyDir:
     def rotate(self) -> tuple[SealKey | None, SealKey]:
         """Make the newest ``verifying`` key active (generating one if there is none);
         the previous active key stays ``verifying``. Returns (previous, new active)."""
-        keys = self.keys()
+        keys = self.entries()
         current = next((k for k in keys if k.status is KeyStatus.ACTIVE), None)
         waiting = [k for k in keys if k.status is KeyStatus.VERIFYING and k is not current]
         if current is not None:
             waiting = [k for k in waiting if k.created_ms >= current.created_ms]
         if not waiting:
             self.generate()
-            return self.rotate() if current is not None else (None, self.keys()[-1])
+            return self.rotate() if current is not None else (None, self.entries()[-1])
         new = waiting[-1]
         if not self.private_path(new.kid).exists():
             raise ConfigError(f"no private key file for {new.kid} in {self.path}")
@@ -159,7 +159,7 @@ class SealKeyDir:
     def retire(self, kid: str) -> SealKey:
         """Retire ``kid``: accepted nowhere, its private key deleted. The active key cannot
         be retired (rotate first)."""
-        keys = self.keys()
+        keys = self.entries()
         found = next((k for k in keys if k.kid == kid), None)
         if found is None:
             known = ", ".join(k.kid for k in keys) or "none"
@@ -173,11 +173,11 @@ class SealKeyDir:
 
     def public_keys(self) -> dict[str, bytes]:
         """The public keys regions accept: every key not retired."""
-        return {k.kid: k.public for k in self.keys() if k.status is not KeyStatus.RETIRED}
+        return {k.kid: k.public for k in self.entries() if k.status is not KeyStatus.RETIRED}
 
     def signer(self) -> SealSigner:
         """The relay's signer: the active key's private key (owner-only file)."""
-        active = next((k for k in self.keys() if k.status is KeyStatus.ACTIVE), None)
+        active = next((k for k in self.entries() if k.status is KeyStatus.ACTIVE), None)
         if active is None:
             raise ConfigError(f"no active seal key in {self.path}: run tokensync keys generate")
         path = self.private_path(active.kid)
