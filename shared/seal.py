@@ -35,6 +35,7 @@ __all__ = [
     "SEAL_KID_HEADER",
     "SEAL_SIG_HEADER",
     "UNSEALED_HEADERS",
+    "RetiredKeyError",
     "Seal",
     "SealSigner",
     "SealVerifier",
@@ -49,8 +50,9 @@ __all__ = [
 SEAL_KEY_PREFIX = b"seal:"
 SEAL_KID_HEADER = "ts-seal-kid"
 SEAL_SIG_HEADER = "ts-seal-sig"
-#: Headers a seal does not cover: the per-record HMAC of ``both`` mode and trace context.
-UNSEALED_HEADERS = frozenset({"ts-kid", "ts-sig", "traceparent", "tracestate"})
+#: Headers a seal does not cover: the per-record HMAC of ``both`` mode, trace context and
+#: ``keys reseal``'s mark (so its seal covers the original of a copy as well).
+UNSEALED_HEADERS = frozenset({"ts-kid", "ts-sig", "traceparent", "tracestate", "ts-reseal"})
 #: One seal vouches for at most this many records (32 bytes each: a 32 KiB digest list).
 MAX_DIGESTS_PER_SEAL = 1024
 _DOMAIN = b"tokensync-seal-v1\0"
@@ -178,12 +180,18 @@ class SealSigner:
         return out
 
 
+class RetiredKeyError(SignatureError):
+    """A seal by a key the region knows as retired: it vouches for nothing (a compacted
+    topic keeps such seals until ``keys reseal`` replaced them and compaction ran)."""
+
+
 class SealVerifier:
-    """A region's side: the public keys it accepts, by key id (several during rotation)."""
+    """A region's side: the public keys it accepts, by key id (several during rotation),
+    and the ids it knows as retired."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "retired")
 
-    def __init__(self, public_keys: Mapping[str, bytes]) -> None:
+    def __init__(self, public_keys: Mapping[str, bytes], retired: Iterable[str] = ()) -> None:
         if not public_keys:
             raise ConfigError("sealed mode needs at least one seal public key")
         ed = _ed25519()
@@ -194,6 +202,7 @@ class SealVerifier:
             except ValueError as e:
                 raise ConfigError(f"seal public key {kid!r} is not a raw Ed25519 key") from e
         self._keys = keys
+        self.retired = frozenset(retired) - set(keys)
 
     def __repr__(self) -> str:
         return f"SealVerifier(ids={self.ids})"
@@ -228,6 +237,8 @@ class SealVerifier:
         if kid is None or sig is None:
             raise SignatureError("seal is not signed")
         public = self._keys.get(kid.decode("utf-8", "replace"))
+        if public is None and kid.decode("utf-8", "replace") in self.retired:
+            raise RetiredKeyError(f"seal by the retired key {kid.decode()}")
         if public is None:
             raise SignatureError(f"unknown or retired seal key id {kid[:32]!r}")
         try:

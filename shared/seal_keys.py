@@ -203,11 +203,13 @@ def signer_from(settings: Settings) -> SealSigner:
 def verifier_from(settings: Settings) -> SealVerifier:
     """The public keys a region accepts: ``SEAL_PUBLIC_KEYS``, else the key directory's
     keyring (ConfigError when there are none)."""
-    keys = dict(settings.seal_public_keys) or SealKeyDir(settings.seal_dir).public_keys()
+    folder = SealKeyDir(settings.seal_dir)
+    keys = dict(settings.seal_public_keys) or folder.public_keys()
     if not keys:
         raise ConfigError(
             f"signing mode {settings.signing_mode} needs seal public keys: set "
             "TOKENSYNC_SEAL_PUBLIC_KEYS (tokensync keys list --env prints it) or "
             "TOKENSYNC_SEAL_KEYS_DIR"
         )
-    return SealVerifier(keys)
+    retired = [k.kid for k in folder.entries() if k.status is KeyStatus.RETIRED]
+    return SealVerifier(keys, retired)

@@ -16,7 +16,7 @@ import orjson
 from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check
 from shared.keys import RedisKeys, dead_letter_member
-from shared.seal import SealVerifier, is_seal_key, record_digest
+from shared.seal import RetiredKeyError, SealVerifier, is_seal_key, record_digest
 
 __all__ = [
     "DeadLetter",
@@ -247,10 +247,12 @@ class SealGate:
     mode, their own HMAC) vouches for, the dead letters (a seal that fails to verify; a
     record no seal covered within ``wait_s`` of being read, reason ``unsealed``), and
     each touched partition's resume offset: the first record still waiting, else past
-    the last one read, so a restart reads the waiting records again. Records a later
-    seal covers (a relay that published a batch again) are released by it too; digests
-    are matched as a set, so the record's place in the batch does not matter, but its
-    partition and topic do (the seal names them).
+    the last one read, so a restart reads the waiting records again. An unsealed
+    heartbeat is dropped, not dead-lettered: it holds no token state (a topic written in
+    hmac mode is full of them), and freshness comes from sealed ones alone. Records a
+    later seal covers (a relay that published a batch again) are released by it too;
+    digests are matched as a set, so the record's place in the batch does not matter, but
+    its partition and topic do (the seal names them).
     """
 
     def __init__(
@@ -271,6 +273,9 @@ class SealGate:
         self._seen: dict[int, int] = {}
         self.sealed = 0  # seals verified
         self.unsealed = 0  # records dead-lettered for want of a seal
+        self.unsealed_heartbeats = 0  # heartbeats no seal covered: dropped, never applied
+        self.superseded = 0  # unsealed records a newer sealed one of their key replaced
+        self.retired_seals = 0  # seals by a key known as retired: ignored
 
     def reset(self) -> None:
         """Forget what waits (the consumer was positioned again: it reads it again)."""
@@ -296,27 +301,58 @@ class SealGate:
                 self._seen[partition] = record.offset + 1
             headers = record.headers or ()
             if is_seal_key(record.key):
+                if record.value is None:
+                    continue  # a seal's tombstone (keys reseal): it vouches for nothing
                 try:
                     seal = self._verifier.verify(
                         record.key, record.value, headers, self._topic, partition
                     )
+                except RetiredKeyError:
+                    self.retired_seals += 1  # what it covered waits for a current seal
+                    continue
                 except SignatureError as e:
                     letters.append(DeadLetter(record, "signature", str(e)))
                     continue
                 self.sealed += 1
-                keep = []
-                for item in self._pending.get(partition, []):
-                    if item[1] in seal.digests:
-                        released.append(item[0])
-                    else:
-                        keep.append(item)
-                self._pending[partition] = keep
-                continue
-            if self._hmac is not None and _hmac_ok(record, self._hmac):
+                released += self._release(partition, seal.digests)
+            elif self._hmac is not None and _hmac_ok(record, self._hmac):
                 released.append(record)
-                continue
-            digest = record_digest(record.key, record.value, headers)
-            self._pending.setdefault(partition, []).append((record, digest, now))
+            else:
+                digest = record_digest(record.key, record.value, headers)
+                self._pending.setdefault(partition, []).append((record, digest, now))
+        letters += self._expire(now, touched)
+        resume = {}
+        for partition in touched:
+            left = self._pending.get(partition)
+            resume[partition] = left[0][0].offset if left else self._seen[partition]
+        return released, letters, resume
+
+    def _release(self, partition: int, digests: frozenset[bytes]) -> list[Record]:
+        """The waiting records of ``partition`` a seal covers; waiting records of the same
+        keys and older than those are dropped (superseded: a reseal's copy of a record of
+        the hmac era, the original of which no seal covers)."""
+        released: list[Record] = []
+        keep = []
+        for item in self._pending.get(partition, []):
+            if item[1] in digests:
+                released.append(item[0])
+            else:
+                keep.append(item)
+        newest: dict[bytes | None, int] = {}
+        for record in released:
+            newest[record.key] = max(newest.get(record.key, -1), record.offset)
+        left = []
+        for item in keep:
+            if item[0].offset < newest.get(item[0].key, -1):
+                self.superseded += 1
+            else:
+                left.append(item)
+        self._pending[partition] = left
+        return released
+
+    def _expire(self, now: float, touched: set[int]) -> list[DeadLetter]:
+        """Dead letters of the records that waited ``wait_s`` for a seal in vain."""
+        letters = []
         for partition, waiting in self._pending.items():
             expired = [item for item in waiting if now - item[2] >= self._wait_s]
             if not expired:
@@ -324,14 +360,13 @@ class SealGate:
             touched.add(partition)
             self._pending[partition] = [item for item in waiting if now - item[2] < self._wait_s]
             for record, _, _ in expired:
+                if record.key is not None and record.key.startswith(b"heartbeat:"):
+                    self.unsealed_heartbeats += 1
+                    continue
                 self.unsealed += 1
                 detail = f"no valid seal covered it within {self._wait_s:g} s"
                 letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))
-        resume = {}
-        for partition in touched:
-            left = self._pending.get(partition)
-            resume[partition] = left[0][0].offset if left else self._seen[partition]
-        return released, letters, resume
+        return letters
 
 
 def _hmac_ok(record: Record, keyring: Keyring) -> bool:

@@ -222,3 +222,46 @@ def test_an_unknown_signing_mode_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="SIGNING_MODE must be hmac, both or sealed"):
         Settings.from_env({"TOKENSYNC_SIGNING_MODE": "ed25519"})
+
+
+def test_an_unsealed_heartbeat_is_dropped_without_a_dead_letter() -> None:
+    clock = Clock()
+    beat = Heartbeat(0, 9000, 1)
+    value = encode(beat)
+    g = gate(clock)
+    batch = prepare_sealed_batch(
+        [RawRecord(0, 0, beat.key, value, HMAC.sign(beat.key, value))], g, KEYS
+    )
+    assert batch.beats == {} and batch.next_offsets == {0: 0}
+    clock.now += 5
+    batch = prepare_sealed_batch([], g, KEYS)
+    assert batch.dead_letters == [] and batch.beats == {} and batch.next_offsets == {0: 1}
+    assert g.unsealed_heartbeats == 1
+
+
+def test_an_unsealed_record_a_newer_sealed_copy_replaces_is_dropped_not_dead_lettered() -> None:
+    clock = Clock()
+    old = token(1)
+    old_value = encode(old).replace(b'"n"', b'"old"')
+    original = RawRecord(0, 0, old.key, old_value, HMAC.sign(old.key, old_value))
+    copy = [RawRecord(0, 1 + r.offset, r.key, r.value, r.headers) for r in published([token(1)])]
+    g = gate(clock)
+    batch = prepare_sealed_batch([original, *copy], g, KEYS)
+    assert batch.values == [copy[0].value] and batch.next_offsets == {0: 3}
+    clock.now += 6
+    assert prepare_sealed_batch([], g, KEYS).dead_letters == []
+    assert g.superseded == 1 and g.unsealed == 0
+
+
+def test_a_seal_by_a_key_known_as_retired_is_ignored_and_what_it_covered_is_unsealed() -> None:
+    retired, kid, _ = new_signer()
+    memory = MemoryPublisher(partition_count=1)
+    value = encode(token(1))
+    SealingPublisher(memory, TOPIC, retired).publish([OutgoingRecord(token(1).key, value, [], 0)])
+    records = [RawRecord(p, o, r.key, r.value, r.headers) for p, o, r in memory.log]
+    clock = Clock()
+    g = SealGate(SealVerifier({KID: PUBLIC}, [kid]), TOPIC, wait_s=5.0, clock=clock)
+    batch = prepare_sealed_batch(records, g, KEYS)
+    assert batch.values == [] and batch.dead_letters == [] and g.retired_seals == 1
+    clock.now += 5
+    assert [d.reason for d in prepare_sealed_batch([], g, KEYS).dead_letters] == ["unsealed"]
