@@ -42,7 +42,6 @@ __all__ = [
     "is_seal_key",
     "key_id_of",
     "load_private_key",
-    "public_key_b64",
     "record_digest",
     "seal_key",
 ]
@@ -101,16 +100,6 @@ def seal_key(partition: int, record_keys: Iterable[bytes]) -> bytes:
 def key_id_of(public_raw: bytes) -> str:
     """A key id derived from the public key (``ed25519-`` + 12 hex digits)."""
     return "ed25519-" + hashlib.sha256(public_raw).hexdigest()[:12]
-
-
-def public_key_b64(private: Any) -> str:
-    """The raw public key of an Ed25519 private key, base64."""
-    from cryptography.hazmat.primitives import serialization
-
-    raw = private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return base64.b64encode(raw).decode()
 
 
 def load_private_key(pem: bytes) -> Any:
