@@ -8,12 +8,21 @@ Each prints one line per fact for people, or JSON with ``--json`` (errors too, s
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import click
 
 from producer.audit import AuditContext
 from producer.store import TokenStore
 from producer.token_commands import token
 from shared.cli import CliContext, emit, json_option, metrics_option, pass_cli, serve_metrics
+
+if TYPE_CHECKING:
+    from producer.publisher import EventPublisher
+    from shared.keys import Topics
+    from shared.settings import Settings
 
 __all__ = ["api", "backfill", "demo", "relay", "token"]
 
@@ -40,12 +49,11 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
     Several relays may run against one store: one holds the relay lease and publishes,
     the others stand by and take over within about the lease TTL once it stops renewing."""
     import os
-    import threading
 
-    from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
-    from producer.publisher import EventPublisher
+    from producer.kafka_io import UsageConsumer, check_credentials
     from producer.relay import Relay, RelayOptions
     from producer.relay_lease import RelayLease, holder_id
+    from producer.seal_mode import record_keyring, sealing
     from producer.usage import UsageApplier
     from producer.wakeup import waker_for
     from shared import stages, tracing
@@ -62,21 +70,7 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
     topics = Topics(settings.topic_prefix)
 
     topics_ready = threading.Event()
-
-    def connect() -> EventPublisher:
-        admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
-        try:
-            admin.ensure_topics(
-                topics,
-                settings.partitions,
-                replication_factor=settings.kafka_replication_factor,
-                min_insync_replicas=settings.kafka_min_insync_replicas,
-            )
-        finally:
-            admin.close()
-        topics_ready.set()
-        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens, client=settings.kafka_client)
-
+    connect = _publisher_factory(settings, topics, topics_ready)
     serve_metrics(metrics_port)
     stop = stop_on_signals()
     waker = waker_for(store.engine)
@@ -107,12 +101,37 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
     usage_thread = threading.Thread(target=apply_usage, name="usage", daemon=True)
     usage_thread.start()
     try:
-        Relay(store.engine, connect, keyring, waker, options=options, lease=lease).run(stop)
+        connect_sealing = sealing(settings, topics.tokens, connect)
+        signer = record_keyring(settings, keyring)
+        Relay(store.engine, connect_sealing, signer, waker, options=options, lease=lease).run(stop)
     finally:
         stop.set()
         usage_thread.join(timeout=10)
         waker.close()
         store.close()
+
+
+def _publisher_factory(
+    settings: Settings, topics: Topics, topics_ready: threading.Event
+) -> Callable[[], EventPublisher]:
+    """The relay's connect: ensure the topics (then set ``topics_ready``), open a producer."""
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher
+
+    def connect() -> EventPublisher:
+        admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
+        try:
+            admin.ensure_topics(
+                topics,
+                settings.partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+            )
+        finally:
+            admin.close()
+        topics_ready.set()
+        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens, client=settings.kafka_client)
+
+    return connect
 
 
 @click.command(

@@ -7,7 +7,9 @@ fires no trigger on MySQL); the relay's backlog; each region's Redis
 ``maxmemory-policy`` (only ``noeviction`` cannot silently un-revoke) and persistence;
 each region ready and fresh; each region's clock (Redis ``TIME``) against the store's;
 the signing key ids each region's workers verify with against this keyring (the relay's);
-the token topic's ``cleanup.policy``, replication factor and ``min.insync.replicas``.
+the token topic's ``cleanup.policy``, replication factor and ``min.insync.replicas``;
+in signing modes ``both`` and ``sealed``, the active seal key and the live records only
+an old key (or a MAC) vouches for (``producer.seal_state``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from producer.doctor_regions import (
 from producer.doctor_report import CLOCK_WARN_MS, Check, Outcome, exit_code
 from producer.outbox import oldest_unpublished_ms, unpublished_count
 from producer.receipts import all_regions
+from producer.seal_state import seal_checks
 from producer.store import TokenStore
 from producer.trigger_check import missing_triggers
 from shared.settings import Region, Settings
@@ -51,6 +54,7 @@ def run_checks(settings: Settings, store: TokenStore) -> list[Check]:
             f"region {region.name} signing keys", _bind(region_signers_checks, settings, region)
         )
     checks += _guard("kafka", lambda: kafka_checks(settings))
+    checks += _guard("seal keys", lambda: seal_checks(settings))
     return checks
 
 

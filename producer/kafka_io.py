@@ -399,3 +399,38 @@ def check_credentials(bootstrap: str, client: KafkaClientConfig, timeout_s: floa
             if failures.refused:
                 raise client.refused(bootstrap) from e
             log.warning("kafka_unreachable", error=_reach_error(bootstrap, client, e))
+
+
+def read_log(
+    bootstrap: str, topic: str, *, client: KafkaClientConfig = PLAINTEXT, timeout_s: float = 60
+) -> tuple[
+    list[tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]], dict[int, int]
+]:
+    """Every record of ``topic`` up to its end offsets when called (partition, offset, key,
+    value, headers), and those end offsets (``tokensync keys reseal``, ``doctor``)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client.kafka_python_kwargs()
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return [], {}
+        ends = {tp.partition: int(o) for tp, o in consumer.end_offsets(tps).items()}
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        found: list[tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
+            if time.monotonic() > deadline:
+                raise PublishError(f"reading {topic} took longer than {timeout_s:g} s")
+            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                found.extend(
+                    (r.partition, r.offset, r.key, r.value, list(r.headers or ()))
+                    for r in records
+                    if r.offset < ends[r.partition]
+                )
+        return found, ends
+    except kafka.errors.KafkaError as e:
+        raise PublishError(f"reading {topic} failed: {e}") from e
+    finally:
+        consumer.close()

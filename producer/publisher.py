@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.errors import PublishError
+from shared.seal import SealSigner, record_digest
 
 __all__ = [
     "EventPublisher",
@@ -20,6 +21,7 @@ __all__ = [
     "OutgoingRecord",
     "Placement",
     "RecordTooLargeError",
+    "SealingPublisher",
 ]
 
 
@@ -122,3 +124,48 @@ class MemoryPublisher:
 
     def close(self) -> None:
         self.closed += 1
+
+
+class SealingPublisher:
+    """Seals what another publisher sends: after the records of each partition of one
+    ``publish`` it appends their seals (``shared.seal``), in the same produce call, so a
+    batch and its seal land together; the placements returned are the records' own."""
+
+    def __init__(self, inner: EventPublisher, topic: str, signer: SealSigner) -> None:
+        self._inner = inner
+        self._topic = topic
+        self._signer = signer
+
+    def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
+        by_partition: dict[int, list[int]] = {}
+        count = self._inner.partitions() if any(r.partition is None for r in records) else 0
+        for index, record in enumerate(records):
+            partition = record.partition
+            if partition is None:
+                partition = zlib.crc32(record.key) % count
+            by_partition.setdefault(partition, []).append(index)
+        outgoing: list[OutgoingRecord] = []
+        origin: list[int] = []  # index into ``records`` of each outgoing one, -1: a seal
+        for partition, indexes in by_partition.items():
+            covered = []
+            for index in indexes:
+                r = records[index]
+                placed = OutgoingRecord(r.key, r.value, r.headers, partition)
+                outgoing.append(placed)
+                origin.append(index)
+                covered.append((r.key, record_digest(r.key, r.value, r.headers)))
+            for key, value, headers in self._signer.seals(self._topic, partition, covered):
+                outgoing.append(OutgoingRecord(key, value, headers, partition))
+                origin.append(-1)
+        placements = self._inner.publish(outgoing)
+        mine: list[Placement | None] = [None] * len(records)
+        for index, placement in zip(origin, placements, strict=True):
+            if index >= 0:
+                mine[index] = placement
+        return [p for p in mine if p is not None]
+
+    def partitions(self) -> int:
+        return self._inner.partitions()
+
+    def close(self) -> None:
+        self._inner.close()

@@ -291,13 +291,14 @@ def _verified_json(
     key: bytes | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]] | None,
-    keyring: Keyring,
+    keyring: Keyring | None,
 ) -> dict[str, Any]:
     if not value:
         raise EventDecodeError("record has no value")
     if len(value) > MAX_RECORD_BYTES:
         raise EventDecodeError(f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
-    keyring.verify(key or b"", value, headers or ())
+    if keyring is not None:  # None: a seal vouched for the record (``shared.seal``)
+        keyring.verify(key or b"", value, headers or ())
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as e:
@@ -326,13 +327,14 @@ def check(
     key: bytes | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]] | None,
-    keyring: Keyring,
+    keyring: Keyring | None,
 ) -> Heartbeat | None:
     """Verify and validate one record exactly as ``decode`` does, building only heartbeats.
 
     The worker's hot path: it forwards a verified token or epoch event to Redis as the
     bytes that were signed, so building the event object would be wasted work.
-    Returns the heartbeat, or None for a valid token or epoch event.
+    Returns the heartbeat, or None for a valid token or epoch event. ``keyring`` None
+    skips the HMAC: the caller verified the record's seal and digest instead.
     """
     data = _verified_json(key, value, headers, keyring)
     kind = data.get("type")

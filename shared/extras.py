@@ -66,6 +66,9 @@ COMMANDS: Mapping[str, CommandInfo] = {
         "Serve /auth (nginx auth_request, Envoy ext_authz, Traefik ForwardAuth), /introspect"
         " (RFC 7662, HTTP Basic client auth), /healthz and /metrics for REGION.",
     ),
+    "keys": CommandInfo(
+        "producer", "The relay's Ed25519 seal keys: generate, list, rotate, reseal, retire."
+    ),
     "region": CommandInfo("producer", "Add, list, inspect and remove regions."),
     "relay": CommandInfo(
         "producer",
@@ -108,8 +111,9 @@ _PRODUCER = (
     "prometheus_client",
     "rich",
     "httpx",
+    "cryptography",
 )
-_WORKER = ("faust", "mode", "aiokafka", "prometheus_client", "rich")
+_WORKER = ("faust", "mode", "aiokafka", "prometheus_client", "rich", "cryptography")
 _GATE = ("httptools",)  # uvloop is optional (not on Windows)
 MODULES_OF_EXTRA: Mapping[str, tuple[str, ...]] = {
     "producer": _PRODUCER,

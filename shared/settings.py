@@ -115,6 +115,35 @@ def _parse_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
+SIGNING_MODES = ("hmac", "both", "sealed")
+
+
+def _signing_mode(text: str) -> str:
+    """``TOKENSYNC_SIGNING_MODE``: hmac (default), both or sealed."""
+    mode = text.strip().lower() or "hmac"
+    if mode not in SIGNING_MODES:
+        raise ConfigError(f"{PREFIX}SIGNING_MODE must be hmac, both or sealed, not {text[:32]!r}")
+    return mode
+
+
+def _parse_public_keys(text: str) -> dict[str, bytes]:
+    """``TOKENSYNC_SEAL_PUBLIC_KEYS``: ``kid:base64,...`` raw Ed25519 public keys."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kid, sep, encoded = item.partition(":")
+        try:
+            raw = base64.b64decode(encoded, validate=True) if sep and kid else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"{PREFIX}SEAL_PUBLIC_KEYS must be KEY_ID:BASE64 (32-byte Ed25519 public "
+                "keys), comma separated (tokensync keys list --env prints it)"
+            )
+        keys[kid] = raw
+    return keys
+
+
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(PREFIX + name)
     if raw is None or raw == "":
@@ -187,6 +216,11 @@ class Settings:
     partitions: int = 6
     signing_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     signing_key_id: str = ""
+    # hmac (default) | both | sealed: what the relay emits and what workers accept
+    signing_mode: str = "hmac"
+    seal_public_keys: Mapping[str, bytes] = field(default_factory=dict)  # regions (env)
+    seal_keys_dir: Path | None = None  # `tokensync keys` files; default <state_dir>/seal-keys
+    seal_wait_s: float = 5.0  # a record no seal covered by then is dead-lettered
     staleness_budget_s: float = 5.0
     clock_skew_allowance_s: float = 1.0
     heartbeat_interval_s: float = 0.5
@@ -219,6 +253,10 @@ class Settings:
         "PARTITIONS",
         "SIGNING_KEYS",
         "SIGNING_KEY_ID",
+        "SIGNING_MODE",
+        "SEAL_PUBLIC_KEYS",
+        "SEAL_KEYS_DIR",
+        "SEAL_WAIT",
         "STALENESS_BUDGET",
         "CLOCK_SKEW_ALLOWANCE",
         "HEARTBEAT_INTERVAL",
@@ -267,6 +305,10 @@ class Settings:
             partitions=_int(environ, "PARTITIONS", cls.partitions),
             signing_keys=keys,
             signing_key_id=key_id,
+            signing_mode=_signing_mode(get(PREFIX + "SIGNING_MODE", "")),
+            seal_public_keys=_parse_public_keys(get(PREFIX + "SEAL_PUBLIC_KEYS", "")),
+            seal_keys_dir=Path(raw_dir) if (raw_dir := get(PREFIX + "SEAL_KEYS_DIR", "")) else None,
+            seal_wait_s=_float(environ, "SEAL_WAIT", cls.seal_wait_s),
             staleness_budget_s=_float(environ, "STALENESS_BUDGET", cls.staleness_budget_s),
             clock_skew_allowance_s=_float(
                 environ, "CLOCK_SKEW_ALLOWANCE", cls.clock_skew_allowance_s
@@ -308,6 +350,7 @@ class Settings:
             ("CLOCK_SKEW_ALLOWANCE", settings.clock_skew_allowance_s, "zero or more"),
             ("HEARTBEAT_INTERVAL", settings.heartbeat_interval_s, "positive"),
             ("USAGE_INTERVAL", settings.usage_interval_s, "positive"),
+            ("SEAL_WAIT", settings.seal_wait_s, "positive"),
         ):
             if not math.isfinite(value) or value < 0 or (value == 0 and least == "positive"):
                 raise ConfigError(f"{PREFIX}{name}={value!r} must be {least} finite seconds")
@@ -351,6 +394,11 @@ class Settings:
                 "(tokensync stack up writes one into .tokensync/settings.env)"
             )
 
+    @property
+    def seal_dir(self) -> Path:
+        """Where ``tokensync keys`` keeps the seal keys (``SEAL_KEYS_DIR``)."""
+        return self.seal_keys_dir or self.state_dir / "seal-keys"
+
     def to_env(self) -> dict[str, str]:
         """The ``TOKENSYNC_*`` variables that reproduce these settings (secrets included)."""
         env = {
@@ -364,6 +412,13 @@ class Settings:
                 f"{kid}:{base64.b64encode(raw).decode()}" for kid, raw in self.signing_keys.items()
             ),
             "SIGNING_KEY_ID": self.signing_key_id,
+            "SIGNING_MODE": "" if self.signing_mode == "hmac" else self.signing_mode,
+            "SEAL_PUBLIC_KEYS": ",".join(
+                f"{kid}:{base64.b64encode(raw).decode()}"
+                for kid, raw in self.seal_public_keys.items()
+            ),
+            "SEAL_KEYS_DIR": str(self.seal_keys_dir or ""),
+            "SEAL_WAIT": "" if self.seal_wait_s == 5.0 else repr(self.seal_wait_s),
             "STALENESS_BUDGET": repr(self.staleness_budget_s),
             "CLOCK_SKEW_ALLOWANCE": repr(self.clock_skew_allowance_s),
             "HEARTBEAT_INTERVAL": repr(self.heartbeat_interval_s),

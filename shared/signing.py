@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from shared.errors import ConfigError, SignatureError
 
-__all__ = ["KID_HEADER", "SIG_HEADER", "Keyring"]
+__all__ = ["KID_HEADER", "SIG_HEADER", "Keyring", "Unsigned"]
 
 KID_HEADER = "ts-kid"
 SIG_HEADER = "ts-sig"
@@ -61,3 +61,25 @@ class Keyring:
         if not hmac.compare_digest(expected, sig):
             raise SignatureError("signature does not match")
         return kid.decode()
+
+
+class Unsigned(Keyring):
+    """No per-record MAC: the relay of ``sealed`` mode, whose seals vouch for its records
+    (``shared.seal``). Signs nothing and verifies nothing."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._keys = {}
+        self._active = ""
+
+    def __repr__(self) -> str:
+        return "Unsigned()"
+
+    def sign(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        """No headers."""
+        return []
+
+    def verify(self, key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]]) -> str:
+        """Never verifies: only seals vouch for records in sealed mode."""
+        raise SignatureError("records carry no MAC in sealed mode")

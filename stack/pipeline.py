@@ -195,6 +195,7 @@ class Pipeline:
         from producer.kafka_io import KafkaPublisher
         from producer.publisher import EventPublisher
         from producer.relay import Relay, RelayOptions
+        from producer.seal_mode import record_keyring, sealing
         from producer.wakeup import waker_for
 
         store = self.store or self.open_store()
@@ -211,8 +212,8 @@ class Pipeline:
         waker = waker_for(store.engine)
         relay = Relay(
             store.engine,
-            connect,
-            self.keyring,
+            sealing(self.settings, self.topics.tokens, connect),
+            record_keyring(self.settings, self.keyring),
             waker,
             options=options
             or RelayOptions(heartbeat_interval_s=self.settings.heartbeat_interval_s),

@@ -20,10 +20,12 @@ from shared.errors import CacheUnavailableError
 from shared.events import Keyring
 from shared.keys import SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
+from shared.seal_keys import verifier_from
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
 from workers.cache import RegionCache
 from workers.drain import BatchDrain
+from workers.handlers import SealGate
 from workers.source import stream_source
 from workers.worker import RegionWorker, WorkerOptions
 
@@ -84,6 +86,13 @@ def build_app(
     cache = RegionCache.from_url(region.redis_url, RedisKeys(settings.redis_namespace))
     worker = RegionWorker(app, region, topics, cache, keyring, settings.partitions, options)
     worker.kafka_client = settings.kafka_client
+    if settings.signing_mode != "hmac":
+        worker.gate = SealGate(
+            verifier_from(settings),
+            topics.tokens,
+            wait_s=settings.seal_wait_s,
+            hmac=keyring if settings.signing_mode == "both" else None,
+        )
     worker.dead_letter_topic = _raw_topic(app, topics.dead_letters)
 
     async def _assigned(sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
@@ -128,5 +137,7 @@ def build_app(
             raise RuntimeError("a record reached the agent: the batch drain is not installed")
 
     app.agent(tokens, name=f"apply-{region.name}")(cast(Any, subscribe_only))
-    worker.drain = BatchDrain(worker.prepare, worker.apply, worker.done, rewind=worker.rewind)
+    worker.drain = BatchDrain(
+        worker.prepare, worker.apply, worker.done, rewind=worker.rewind, idle=worker.waiting
+    )
     return worker

@@ -87,9 +87,12 @@ class BatchDrain:
         apply: Callable[[PreparedBatch, int], Awaitable[Applied]],
         stopped: asyncio.Event,
         rewind: Callable[[], Awaitable[Mapping[int, int]]] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         """``prepare`` verifies a fetch; ``apply`` writes it; ``rewind`` positions the
-        consumer at the cache's offsets and returns them."""
+        consumer at the cache's offsets and returns them; ``idle`` says whether an empty
+        fetch is prepared all the same (records waiting for a seal may be due)."""
+        self._idle = idle
         self._prepare = prepare
         self._apply = apply
         self._stopped = stopped
@@ -150,7 +153,7 @@ class BatchDrain:
                 if fetches.stopped():
                     break
                 raw = [r for partition in sorted(records) for r in records[partition]]
-                if not raw:
+                if not raw and not (self._idle is not None and self._idle()):
                     outcome, pending = await self._settle(pending), None
                     if outcome is Applied.STOP:
                         return

@@ -6,7 +6,8 @@ No faust and no Redis here, so every rule is testable with values alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,10 +16,20 @@ import orjson
 from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check, fence_of
 from shared.keys import RedisKeys, dead_letter_member
+from shared.seal import RetiredKeyError, SealVerifier, is_seal_key, record_digest
 from shared.stages import BatchStages
 from workers.fencing import FenceLog
 
-__all__ = ["DeadLetter", "PreparedBatch", "RawRecord", "Record", "denial", "prepare_batch"]
+__all__ = [
+    "DeadLetter",
+    "PreparedBatch",
+    "RawRecord",
+    "Record",
+    "SealGate",
+    "denial",
+    "prepare_batch",
+    "prepare_sealed_batch",
+]
 
 # Keys of live tokens outlive their expiry a little, so clocks that differ slightly between
 # regions never drop a key a validator still asks for (validators check expiry themselves).
@@ -151,7 +162,7 @@ def _seq_hint(value: bytes | None) -> int:
     return seq if type(seq) is int and seq >= 0 else -1
 
 
-def denial(record: Record, keyring: Keyring) -> bytes | None:
+def denial(record: Record, keyring: Keyring | None) -> bytes | None:
     """A revocation of the token a signed record names, for a record that cannot be applied
     as it is (shape limits, size, unknown op or schema): a revocation never depends on the
     revoked row's payload. None unless the record verifies and names a token hash and seq.
@@ -160,7 +171,8 @@ def denial(record: Record, keyring: Keyring) -> bytes | None:
     if not value:
         return None
     try:
-        keyring.verify(record.key or b"", value, record.headers or ())
+        if keyring is not None:  # None: a seal vouched for the record
+            keyring.verify(record.key or b"", value, record.headers or ())
         data: Any = orjson.loads(value)
     except (SignatureError, orjson.JSONDecodeError):
         return None
@@ -190,12 +202,30 @@ def prepare_batch(
     is refused as ``fenced``."""
     batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs, keys.dead_lettered])
     next_offsets = batch.next_offsets
-    beats = batch.beats
-    values = batch.values
+    chosen = []
     for record in records:
         partition = record.partition
         if record.offset >= next_offsets.get(partition, 0):
             next_offsets[partition] = record.offset + 1
+        if not is_seal_key(record.key):  # seals are for workers in sealed mode
+            chosen.append(record)
+    _decode_into(batch, chosen, keyring, beats_until_ms, fences)
+    return batch
+
+
+def _decode_into(
+    batch: PreparedBatch,
+    records: Iterable[Record],
+    keyring: Keyring | None,
+    beats_until_ms: int | None,
+    fences: FenceLog | None = None,
+) -> None:
+    """Verify (with ``keyring``; None: a seal vouched for them) and decode ``records``
+    into ``batch``."""
+    beats = batch.beats
+    values = batch.values
+    for record in records:
+        partition = record.partition
         try:
             beat = check(record.key, record.value, record.headers, keyring)
             epoch = fence_of(record.headers)
@@ -227,4 +257,159 @@ def prepare_batch(
                 batch.ahead.append((partition, beat.at_ms))
             elif beat.at_ms > beats.get(partition, 0):
                 beats[partition] = beat.at_ms
+
+
+class SealGate:
+    """Holds each partition's records until a valid seal covering them was read.
+
+    ``admit`` takes records in offset order and returns the ones a seal (or, in ``both``
+    mode, their own HMAC) vouches for, the dead letters (a seal that fails to verify; a
+    record no seal covered within ``wait_s`` of being read, reason ``unsealed``), and
+    each touched partition's resume offset: the first record still waiting, else past
+    the last one read, so a restart reads the waiting records again. An unsealed
+    heartbeat is dropped, not dead-lettered: it holds no token state (a topic written in
+    hmac mode is full of them), and freshness comes from sealed ones alone. Records a
+    later seal covers (a relay that published a batch again) are released by it too;
+    digests are matched as a set, so the record's place in the batch does not matter, but
+    its partition and topic do (the seal names them).
+    """
+
+    def __init__(
+        self,
+        verifier: SealVerifier,
+        topic: str,
+        *,
+        wait_s: float,
+        hmac: Keyring | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._verifier = verifier
+        self._topic = topic
+        self._wait_s = wait_s
+        self._hmac = hmac
+        self._clock = clock
+        self._pending: dict[int, list[tuple[Record, bytes, float]]] = {}
+        self._seen: dict[int, int] = {}
+        self.sealed = 0  # seals verified
+        self.unsealed = 0  # records dead-lettered for want of a seal
+        self.unsealed_heartbeats = 0  # heartbeats no seal covered: dropped, never applied
+        self.superseded = 0  # unsealed records a newer sealed one of their key replaced
+        self.retired_seals = 0  # seals by a key known as retired: ignored
+
+    def reset(self) -> None:
+        """Forget what waits (the consumer was positioned again: it reads it again)."""
+        self._pending.clear()
+        self._seen.clear()
+
+    @property
+    def waiting(self) -> int:
+        """Records read and waiting for a seal."""
+        return sum(len(v) for v in self._pending.values())
+
+    def admit(
+        self, records: Iterable[Record]
+    ) -> tuple[list[Record], list[DeadLetter], dict[int, int]]:
+        released: list[Record] = []
+        letters: list[DeadLetter] = []
+        touched: set[int] = set()
+        now = self._clock()
+        for record in records:
+            partition = record.partition
+            touched.add(partition)
+            if record.offset + 1 > self._seen.get(partition, 0):
+                self._seen[partition] = record.offset + 1
+            headers = record.headers or ()
+            if is_seal_key(record.key):
+                if record.value is None:
+                    continue  # a seal's tombstone (keys reseal): it vouches for nothing
+                try:
+                    seal = self._verifier.verify(
+                        record.key, record.value, headers, self._topic, partition
+                    )
+                except RetiredKeyError:
+                    self.retired_seals += 1  # what it covered waits for a current seal
+                    continue
+                except SignatureError as e:
+                    letters.append(DeadLetter(record, "signature", str(e)))
+                    continue
+                self.sealed += 1
+                released += self._release(partition, seal.digests)
+            elif self._hmac is not None and _hmac_ok(record, self._hmac):
+                released.append(record)
+            else:
+                digest = record_digest(record.key, record.value, headers)
+                self._pending.setdefault(partition, []).append((record, digest, now))
+        letters += self._expire(now, touched)
+        resume = {}
+        for partition in touched:
+            left = self._pending.get(partition)
+            resume[partition] = left[0][0].offset if left else self._seen[partition]
+        return released, letters, resume
+
+    def _release(self, partition: int, digests: frozenset[bytes]) -> list[Record]:
+        """The waiting records of ``partition`` a seal covers; waiting records of the same
+        keys and older than those are dropped (superseded: a reseal's copy of a record of
+        the hmac era, the original of which no seal covers)."""
+        released: list[Record] = []
+        keep = []
+        for item in self._pending.get(partition, []):
+            if item[1] in digests:
+                released.append(item[0])
+            else:
+                keep.append(item)
+        newest: dict[bytes | None, int] = {}
+        for record in released:
+            newest[record.key] = max(newest.get(record.key, -1), record.offset)
+        left = []
+        for item in keep:
+            if item[0].offset < newest.get(item[0].key, -1):
+                self.superseded += 1
+            else:
+                left.append(item)
+        self._pending[partition] = left
+        return released
+
+    def _expire(self, now: float, touched: set[int]) -> list[DeadLetter]:
+        """Dead letters of the records that waited ``wait_s`` for a seal in vain."""
+        letters = []
+        for partition, waiting in self._pending.items():
+            expired = [item for item in waiting if now - item[2] >= self._wait_s]
+            if not expired:
+                continue
+            touched.add(partition)
+            self._pending[partition] = [item for item in waiting if now - item[2] < self._wait_s]
+            for record, _, _ in expired:
+                if record.key is not None and record.key.startswith(b"heartbeat:"):
+                    self.unsealed_heartbeats += 1
+                    continue
+                self.unsealed += 1
+                detail = f"no valid seal covered it within {self._wait_s:g} s"
+                letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))
+        return letters
+
+
+def _hmac_ok(record: Record, keyring: Keyring) -> bool:
+    try:
+        keyring.verify(record.key or b"", record.value or b"", record.headers or ())
+    except SignatureError:
+        return False
+    return True
+
+
+def prepare_sealed_batch(
+    records: Iterable[Record],
+    gate: SealGate,
+    keys: RedisKeys,
+    *,
+    beats_until_ms: int | None = None,
+    fences: FenceLog | None = None,
+) -> PreparedBatch:
+    """``prepare_batch`` for ``sealed`` and ``both`` modes: only what ``gate`` released is
+    decoded (its authenticity is proven already: no per-record MAC is checked); with
+    ``fences``, a record of an older relay's fencing epoch is refused as ``fenced``."""
+    batch = PreparedBatch(keys=[keys.meta, keys.partitions, keys.epochs, keys.dead_lettered])
+    released, letters, resume = gate.admit(records)
+    batch.dead_letters.extend(letters)
+    batch.next_offsets.update(resume)
+    _decode_into(batch, released, None, beats_until_ms, fences)
     return batch

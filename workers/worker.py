@@ -41,7 +41,14 @@ from workers import internals, signers
 from workers.cache import RegionCache, StreamSource
 from workers.drain import Applied, BatchDrain
 from workers.fencing import FenceLog
-from workers.handlers import DeadLetter, PreparedBatch, Record, prepare_batch
+from workers.handlers import (
+    DeadLetter,
+    PreparedBatch,
+    Record,
+    SealGate,
+    prepare_batch,
+    prepare_sealed_batch,
+)
 from workers.progress import BootstrapProgress
 from workers.source import stream_source
 
@@ -92,6 +99,7 @@ class RegionWorker:
     kafka_bootstrap: str = ""  # set by check_cache
     kafka_client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
     fences: FenceLog = field(default_factory=FenceLog)  # relay fencing epochs by offset
+    gate: SealGate | None = None  # signing modes both and sealed: records wait for a seal
 
     def _tps(self, count: int) -> list[TP]:
         return [TP(self.topics.tokens, p) for p in range(count)]
@@ -189,6 +197,8 @@ class RegionWorker:
                 offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
                 positions = {tp: offsets[tp.partition] for tp in mine}
                 await internals.seek_wait(self.app, positions)
+                if self.gate is not None:
+                    self.gate.reset()  # what waited is read again
                 if self.drain is not None:
                     self.drain.expect(offsets)
                 committed.update(positions)
@@ -247,11 +257,21 @@ class RegionWorker:
         """Verify and decode one fetch (no I/O)."""
         until_ms = int(time.time() * 1000 + self.options.clock_skew_allowance_s * 1000)
         fetched = tracing.batch_fetched(records)  # None unless tracing or stage timing
-        batch = prepare_batch(
-            records, self.keyring, self.cache.keys, beats_until_ms=until_ms, fences=self.fences
-        )
+        keys = self.cache.keys
+        if self.gate is not None:
+            batch = prepare_sealed_batch(
+                records, self.gate, keys, beats_until_ms=until_ms, fences=self.fences
+            )
+        else:
+            batch = prepare_batch(
+                records, self.keyring, keys, beats_until_ms=until_ms, fences=self.fences
+            )
         batch.stages = tracing.batch_verified(fetched)
         return batch
+
+    def waiting(self) -> bool:
+        """Records wait for a seal (an empty fetch still ends the waits that are over)."""
+        return self.gate is not None and self.gate.waiting > 0
 
     async def rewind(self) -> dict[int, int]:
         """Position the assigned partitions at the offsets the cache recorded (it went back
@@ -262,6 +282,8 @@ class RegionWorker:
         )
         offsets = await self.cache.resume_offsets([tp.partition for tp in mine])
         await internals.seek_wait(self.app, {tp: offsets[tp.partition] for tp in mine})
+        if self.gate is not None:
+            self.gate.reset()  # what waited is read again
         log.warning("cache_rewound", generation=self.cache.generation, offsets=offsets)
         return offsets
 
