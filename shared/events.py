@@ -7,6 +7,9 @@ signing key id (``ts-kid``) and an HMAC-SHA256 (``ts-sig``, hex) over
 then the schema version and every field's type; anything else is an
 ``EventDecodeError``. The relay lease's holder adds its fencing epoch (``ts-fence``;
 ``workers.fencing`` refuses a lower one after it; records without one pass as before).
+
+Longer than 350 lines: one concept, the record format (each event type, its encoding,
+decoding and verification, and the fencing header).
 """
 
 from __future__ import annotations
