@@ -29,6 +29,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     also apply the regions' usage reports to last_used_at."""
     import threading
 
+    from producer.detectors.watch import watch_from
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
     from producer.relay import Relay, RelayOptions
@@ -73,6 +74,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
             client=settings.kafka_client,
         ),
         keyring,
+        watch=watch_from(settings, store, cli.environ),
     )
 
     def apply_usage() -> None:

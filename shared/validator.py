@@ -135,9 +135,14 @@ def _after_redis(
     return result
 
 
-def _used(usage: UsageRecorder | None, result: ValidationResult, now_ms: int) -> ValidationResult:
-    if usage is not None and result.outcome is Outcome.VALID and result.principal:
-        usage.record(result.principal.token_id, now_ms)
+def _used(
+    usage: UsageRecorder | None,
+    result: ValidationResult,
+    now_ms: int,
+    step: ValidationResult | _Lookup | None = None,
+) -> ValidationResult:
+    if usage is not None:
+        usage.observe(result, now_ms, step.request.parsed if isinstance(step, _Lookup) else None)
     return result
 
 
@@ -241,7 +246,7 @@ class Validator(_Features):
         except redis.RedisError:
             reply = None
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
-        return _used(self.usage, result, now_ms)
+        return _used(self.usage, result, now_ms, step)
 
     def _evalsha(self, key: str) -> Any:
         """The script by its digest (one round trip); loaded on first use or after a flush."""
@@ -319,7 +324,7 @@ class AsyncValidator(_Features):
         except aioredis.RedisError:
             reply = None
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
-        return _used(self.usage, result, now_ms)
+        return _used(self.usage, result, now_ms, step)
 
 
 def _sync_twin(client: aioredis.Redis) -> redis.Redis:
