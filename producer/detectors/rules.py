@@ -136,6 +136,14 @@ def multi_region(conn: sa.Connection, batch: Batch, cfg: DetectorSettings) -> li
             continue  # a token that is used in several regions anyway
         regions = recent[token_id]
         prior = batch.prior.get(token_id)
+        clients = {
+            str(c): int(n)
+            for c, n in conn.execute(
+                sa.select(w.client, used)
+                .where(w.token_id == token_id, w.at_ms >= since)
+                .group_by(w.client)
+            )
+        }
         findings.append(
             Finding(
                 Detector.MULTI_REGION,
@@ -146,7 +154,7 @@ def multi_region(conn: sa.Connection, batch: Batch, cfg: DetectorSettings) -> li
                     "regions": regions,
                     "window_s": cfg.window_s,
                     "history_regions": sorted(history[token_id]),
-                    "clients": _top(batch.tokens[token_id].clients),
+                    "clients": _top(clients),
                 },
                 token_id=token_id,
                 principal=prior.principal if prior else None,
