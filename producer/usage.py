@@ -157,12 +157,12 @@ class UsageApplier:
                     now_ms = int(self._clock() * 1000)
                     usage = merge_reports(records, self._keyring, now_ms, reports)
                     if self._watch is not None:  # before last_used_at moves (dormancy)
-                        self._watch.ingest(reports)
+                        self._watched(self._watch.ingest, reports)
                     updated = apply_usage(self._engine, usage)
                     consumer.commit()
                     log.info("usage_applied", reports=len(records), rows=updated)
                 if self._watch is not None:
-                    self._watch.tick()
+                    self._watched(self._watch.tick)
             except (PublishError, sa.exc.SQLAlchemyError) as e:
                 log.warning("usage_retrying", error=str(e))
                 consumer = self._drop(consumer)
@@ -172,6 +172,15 @@ class UsageApplier:
                 consumer = self._drop(consumer)
                 stop.wait(1.0)
         self._drop(consumer)
+
+    @staticmethod
+    def _watched(step: Callable[..., object], *args: object) -> None:
+        """A step of the watch: whatever fails there is logged with its traceback and
+        never holds up ``last_used_at`` (the batch is applied and committed regardless)."""
+        try:
+            step(*args)
+        except Exception:  # the watch's boundary inside the usage loop
+            log.exception("watch_step_failed")
 
     @staticmethod
     def _drop(consumer: UsageConsumer | None) -> None:

@@ -114,6 +114,9 @@ return out
 CLIENT: ContextVar[str] = ContextVar("tokensync_client", default="")
 """The coarse fingerprint of the client of the request being validated ("" unknown): the
 ASGI middleware and the gate set it around ``validate``; the usage recorder reads it."""
+_CLIENT_GET = CLIENT.get
+_VALID, _FORBIDDEN, _INVALID = Outcome.VALID, Outcome.FORBIDDEN, Outcome.INVALID
+_DENIED_REASONS = frozenset({"revoked", "expired"})
 
 _UA_FAMILIES = (
     ("edg/", "edge"),
@@ -190,8 +193,9 @@ class UsageRecorder:
         self._client = client
         self._keys = keys
         self.interval_s = interval_s
-        self._pending: dict[str, int] = {}
-        self._counts: dict[str, int] = {}
+        self._pending: dict[int, int] = {}
+        # (kind, token id or client, client or hash prefix) -> count; kind v|f|d|i
+        self._counts: dict[tuple[str, int | str, str], int] = {}
         self._lock = threading.Lock()
         self._merge = client.register_script(_MERGE_DETAIL_SCRIPT)
         self._stop = threading.Event()
@@ -201,40 +205,47 @@ class UsageRecorder:
         """Note one use (a dict write; nothing leaves the process here)."""
         if token_id is None:
             return
-        key = str(token_id)
-        if self._pending.get(key, 0) < at_ms:
-            self._pending[key] = at_ms
+        pending = self._pending
+        if pending.get(token_id, 0) < at_ms:
+            pending[token_id] = at_ms
 
     def observe(self, result: ValidationResult, at_ms: int, parsed: ParsedToken | None) -> None:
-        """Note one validation's outcome (a few dict writes): valid and forbidden per token
-        and client, revoked or expired presentations of a known token id as *denied*, and
-        every other invalid one per client and hash prefix. *Unavailable* is not usage."""
+        """Note one validation's outcome (two dict writes at most): valid and forbidden per
+        token and client, revoked or expired presentations of a known token id as
+        *denied*, and every other invalid one per client and hash prefix. *Unavailable* is
+        not usage."""
         outcome = result.outcome
-        counts = self._counts
-        if outcome is Outcome.VALID or outcome is Outcome.FORBIDDEN:
+        key: tuple[str, int | str, str]
+        if outcome is _VALID:
+            principal = result.principal
+            token_id = principal.token_id if principal is not None else None
+            if token_id is None:
+                return
+            pending = self._pending
+            if pending.get(token_id, 0) < at_ms:
+                pending[token_id] = at_ms
+            key = ("v", token_id, _CLIENT_GET())
+        elif outcome is _FORBIDDEN:
             principal = result.principal
             if principal is None or principal.token_id is None:
                 return
-            if outcome is Outcome.VALID:
-                self.record(principal.token_id, at_ms)
-            field_ = (
-                f"{'v' if outcome is Outcome.VALID else 'f'}|{principal.token_id}|{CLIENT.get()}"
-            )
-        elif outcome is Outcome.INVALID:
+            key = ("f", principal.token_id, _CLIENT_GET())
+        elif outcome is _INVALID:
             if (
                 parsed is not None
                 and parsed.token_id is not None
-                and result.reason in {"revoked", "expired"}
+                and result.reason in _DENIED_REASONS
             ):
-                field_ = f"d|{parsed.token_id}|{CLIENT.get()}"
+                key = ("d", parsed.token_id, _CLIENT_GET())
             else:
                 prefix = parsed.token_hash[:HASH_PREFIX_LENGTH] if parsed is not None else "-"
-                if len(counts) >= MAX_PENDING_FIELDS:
+                if len(self._counts) >= MAX_PENDING_FIELDS:
                     prefix = "*"
-                field_ = f"i|{CLIENT.get()}|{prefix}"
+                key = ("i", _CLIENT_GET(), prefix)
         else:
             return
-        counts[field_] = counts.get(field_, 0) + 1
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
 
     def flush(self) -> int:
         """Merge what was recorded into the region's usage hashes; return how many tokens."""
@@ -245,9 +256,9 @@ class UsageRecorder:
             return 0
         args: list[str | int] = [len(pending)]
         for token_id, at in pending.items():
-            args += [token_id, at]
-        for name, count in counts.items():
-            args += [_clean_field(name), count]
+            args += [str(token_id), at]
+        for (kind, first, second), count in counts.items():
+            args += [_clean_field(f"{kind}|{first}|{second}"), count]
         try:
             self._merge(keys=[self._keys.usage, self._keys.usage_counts], args=args)
         except redis.RedisError as e:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Sequence
 from functools import partial
 
 import pytest
+from kafka import KafkaProducer
+from structlog.testing import capture_logs
 
 from producer import audit as audit_log
 from producer.detectors import (
@@ -19,10 +23,13 @@ from producer.detectors import (
     WebhookNotifier,
     read_findings,
 )
+from producer.detectors.findings import Finding
 from producer.detectors.webhook import SIGNATURE_HEADER, verify
-from producer.kafka_io import UsageConsumer
+from producer.kafka_io import KafkaAdmin, UsageConsumer
+from producer.store import TokenStore
 from producer.usage import UsageApplier
-from shared.usage import CLIENT, client_fingerprint
+from shared.keys import Topics
+from shared.usage import CLIENT, UsageReport, client_fingerprint, encode_usage_reports
 from shared.validator import Outcome, Validator
 from tests.harness import Pipeline
 from tests.integration.watch_helpers import receiving
@@ -114,3 +121,42 @@ def test_a_token_used_in_two_regions_is_found_posted_and_revoked_in_every_region
 
 def _denied(validator: Validator, token: str) -> bool:
     return validator.validate(token).outcome is Outcome.INVALID
+
+
+def test_a_watch_that_fails_never_holds_up_last_used_at(
+    store: TokenStore, kafka_bootstrap: str, topics: Topics
+) -> None:
+    class Broken(Watch):
+        def ingest(self, reports: Sequence[UsageReport]) -> list[Finding]:
+            raise RuntimeError("a detector's bug")
+
+    admin = KafkaAdmin(kafka_bootstrap)
+    try:
+        admin.ensure_topics(topics, 3)
+    finally:
+        admin.close()
+    used = store.issue(USER, 1, "used")
+    now = int(time.time() * 1000)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for key, value, headers in encode_usage_reports("eu", {used.id: now}, now, KEYRING):
+            producer.send(topics.usage, key=key, value=value, headers=headers)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    stop = threading.Event()
+    applier = UsageApplier(
+        store.engine,
+        lambda: UsageConsumer(kafka_bootstrap, topics.usage, f"{topics.prefix}-usage"),
+        KEYRING,
+        watch=Broken(store, WatchSettings()),
+    )
+    thread = threading.Thread(target=applier.run, args=(stop,), daemon=True)
+    with capture_logs() as logs:
+        thread.start()
+        try:
+            wait_for(lambda: store.get(used.id).last_used_at is not None, 30, "last_used_at")
+        finally:
+            stop.set()
+            thread.join(15)
+    assert "watch_step_failed" in [e["event"] for e in logs]
