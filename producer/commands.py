@@ -29,6 +29,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
     also apply the regions' usage reports to last_used_at."""
     import threading
 
+    from producer.detectors import WatchSettings
     from producer.detectors.watch import watch_from
     from producer.kafka_io import KafkaAdmin, KafkaPublisher, UsageConsumer, check_credentials
     from producer.publisher import EventPublisher
@@ -40,6 +41,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
 
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
+    watch_settings = WatchSettings.from_env(cli.environ)  # bad ones: exit before connecting
     keyring = keyring_from(settings)
     check_credentials(settings.kafka_bootstrap, settings.kafka_client)  # wrong ones: exit
     store = TokenStore.from_settings(settings)
@@ -74,7 +76,7 @@ def relay(cli: CliContext, *, metrics_port: int | None, as_json: bool) -> None:
             client=settings.kafka_client,
         ),
         keyring,
-        watch=watch_from(settings, store, cli.environ),
+        watch=watch_from(settings, store, watch_settings),
     )
 
     def apply_usage() -> None:

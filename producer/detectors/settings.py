@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import ConfigError, UsageError
 from shared.timeparse import parse_duration
+from shared.watch_names import DETECTORS
 
 __all__ = ["Detector", "DetectorSettings", "Reaction", "WatchSettings"]
 
@@ -37,6 +38,8 @@ class Reaction(enum.StrEnum):
     REVOKE_TOKEN = "revoke-token"  # noqa: S105 - a policy name, not a secret
     REVOKE_PRINCIPAL = "revoke-principal"
 
+
+assert tuple(d.name for d in Detector) == DETECTORS  # shared.settings knows the same names
 
 # What each detector's finding can revoke: an invalid burst names no token nor owner.
 _ALLOWED: dict[Detector, tuple[Reaction, ...]] = {

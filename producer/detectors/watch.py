@@ -382,10 +382,9 @@ def plan_reactions(
     return plans
 
 
-def watch_from(settings: Settings, store: TokenStore, environ: Mapping[str, str]) -> Watch:
-    """The relay's watch: its settings parsed once from the environment, a started
-    webhook notifier when ``TOKENSYNC_WEBHOOK_URL`` is set, receipts for reactions."""
-    watch_settings = WatchSettings.from_env(environ)
+def watch_from(settings: Settings, store: TokenStore, watch_settings: WatchSettings) -> Watch:
+    """The relay's watch: a started webhook notifier when ``TOKENSYNC_WEBHOOK_URL`` is
+    set, receipts for reactions."""
     notifier = None
     if watch_settings.webhook_url and watch_settings.webhook_secret:
         notifier = WebhookNotifier(

@@ -3,6 +3,9 @@ counts on the wire, the fingerprint, the webhook signature."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from producer.detectors.settings import Detector, Reaction, WatchSettings
@@ -150,3 +153,37 @@ def test_a_webhook_signature_verifies_only_with_the_secret_the_body_and_a_recent
     assert not verify(b"s" * 16, header, body + b" ", now_s=1_800_000_100)
     assert not verify(b"s" * 16, header, body, now_s=1_800_000_000 + 301), "a replay"
     assert not verify(b"s" * 16, "v1=deadbeef", body)
+
+
+def test_every_watch_setting_is_a_known_setting_so_every_command_accepts_it() -> None:
+    from shared.settings import Settings
+    from shared.watch_names import WATCH_KNOWN
+
+    environ = {f"TOKENSYNC_{name}": "" for name in WATCH_KNOWN}
+    Settings.from_env(environ)  # no "unknown setting"
+    WatchSettings.from_env(environ)  # empty means the default
+    with pytest.raises(ConfigError, match="unknown setting TOKENSYNC_DETECT_DORMANT_REGION"):
+        Settings.from_env({"TOKENSYNC_DETECT_DORMANT_REGION_THRESHOLD": "3"})
+
+
+def test_the_relay_refuses_a_bad_watch_setting_in_one_line_before_connecting_anywhere(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSYNC_")}
+    env |= {"TOKENSYNC_DETECT_DORMANT_REACTION": "nuke", "TOKENSYNC_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "shared", "relay"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 != done.returncode
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert 1 == len(lines), lines
+    assert "TOKENSYNC_DETECT_DORMANT_REACTION must be one of alert" in lines[0]
