@@ -59,6 +59,7 @@ def run(seconds_per_method: float = 6.0, rounds: int = 3) -> dict[str, Any]:
 
 
 def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
+    from shared.usage import CLIENT, client_fingerprint
     from shared.validator import Outcome, Policy, Validator
 
     store = env.open_store(env.settings.database_url)
@@ -77,6 +78,13 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
     plain = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
     near = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
     near.enable_near_cache()
+    # usage as services run it (issue 19): counts per token and client, flushed by a timer
+    used = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
+    used.enable_usage(interval_s=15.0)
+    near_used = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
+    near_used.enable_near_cache()
+    near_used.enable_usage(interval_s=15.0)
+    CLIENT.set(client_fingerprint("198.51.100.7", "python-requests/2.32"))
     time.sleep(1.0)  # the near-cache's listener hears a heartbeat batch
     dsn = (
         sa.make_url(env.settings.database_url)
@@ -92,6 +100,8 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
         "redis GET (baseline)": lambda: client.get("bench:probe"),
         "validator": lambda: plain.validate(rng.choice(tokens), ["read"]),
         "validator + near-cache": lambda: near.validate(rng.choice(tokens), ["read"]),
+        "validator + usage": lambda: used.validate(rng.choice(tokens), ["read"]),
+        "validator + near-cache + usage": lambda: near_used.validate(rng.choice(tokens), ["read"]),
         "Sanctum way (PostgreSQL)": lambda: sanctum(rng.choice(tokens)),
     }
     samples: dict[str, list[float]] = {name: [] for name in methods}
@@ -102,6 +112,8 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
             samples[name] += _measure(call, seconds / rounds)
     plain.close()
     near.close()
+    used.close()
+    near_used.close()
     client.close()
 
     stats = {
@@ -117,11 +129,16 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
         "validator_p50_over_get_p50": val["p50"] / base["p50"],
         "validator_throughput_over_sanctum": val["ops_per_s"] / sql["ops_per_s"],
         "near_cache_throughput_over_sanctum": nc["ops_per_s"] / sql["ops_per_s"],
+        "usage_mean_over_validator_mean": stats["validator + usage"]["mean"] / val["mean"],
+        "usage_mean_over_near_cache_mean": stats["validator + near-cache + usage"]["mean"]
+        / nc["mean"],
     }
     targets = {
         "validator_p50_over_get_p50": ("<=", 1.3),
         "validator_throughput_over_sanctum": (">=", 3),
         "near_cache_throughput_over_sanctum": (">=", 100),
+        "usage_mean_over_validator_mean": ("<=", 1.05),
+        "usage_mean_over_near_cache_mean": ("<=", 1.05),
     }
     print(
         table(

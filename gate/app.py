@@ -41,6 +41,7 @@ from gate.metrics import GateMetrics
 from shared.keys import TokenField
 from shared.outcomes import Outcome, ValidationResult
 from shared.tokenformat import bearer_token, checksum
+from shared.usage import CLIENT, proxied_client
 from shared.validator import AsyncValidator, Mode, Policy
 
 __all__ = ["Gate", "GateRequest", "GateResponse"]
@@ -180,6 +181,8 @@ class Gate:
                 "csrf_mismatch",
             )
         # non-ASCII or control characters cannot be a token: invalid, no Redis call
+        if self.validator.usage is not None:  # per connection task: no reset needed
+            CLIENT.set(proxied_client(request.headers))  # usage per client (shared.usage)
         result = await self.validator.validate(token, required, mode)
         self._log(result, "auth")
         if result.outcome is Outcome.VALID and result.principal is not None:

@@ -257,6 +257,26 @@ def audit(
     return [e.to_json() for e in entries]
 
 
+@router.get("/v1/findings", tags=["audit"])
+def findings(
+    ctx: Ctx,
+    _caller: Annotated[TokenInfo, Depends(require("audit:read"))],
+    since: str = "1d",
+    detector: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """What the watch's detectors found, oldest first (``since``: 90s, 1h, 7d, or a time)."""
+    from producer.detectors import read_findings
+
+    found = read_findings(
+        ctx.store.engine,
+        since_ms=audit_log.parse_since(since),
+        detector=detector,
+        limit=min(max(limit, 1), 10_000),
+    )
+    return [f.to_json() for f in found]
+
+
 @router.get("/v1/regions", tags=["regions"])
 def regions(ctx: Ctx, _caller: RegionReader) -> list[dict[str, Any]]:
     """Every region with its readiness, freshness and applied offsets."""

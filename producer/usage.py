@@ -1,4 +1,5 @@
-"""Applying usage reports to ``last_used_at``, in batches, never on the request path.
+"""Applying usage reports to ``last_used_at``, in batches, never on the request path
+(and handing them to the watch's usage window and detectors, ``producer.detectors``).
 
 Regions forward what their validators saw (``shared.usage``) to the usage topic,
 signed with the keyring; this applier verifies every record, drops (and counts,
@@ -27,6 +28,7 @@ from shared.metrics import USAGE_REPORTS
 from shared.usage import SignedUsageRecord, UsageReport, decode_usage_report
 
 if TYPE_CHECKING:  # only the relay process needs kafka; this module stays importable without it
+    from producer.detectors import Watch
     from producer.kafka_io import UsageConsumer
 
 __all__ = ["MAX_AHEAD_S", "UsageApplier", "UsageOutcome", "apply_usage", "merge_reports"]
@@ -68,10 +70,14 @@ def _judge(
 
 
 def merge_reports(
-    records: Iterable[SignedUsageRecord], keyring: Keyring, now_ms: int | None = None
+    records: Iterable[SignedUsageRecord],
+    keyring: Keyring,
+    now_ms: int | None = None,
+    accepted: list[UsageReport] | None = None,
 ) -> dict[int, int]:
     """Newest use per token id across the records that verify and are in range; every
-    other record is dropped, counted (``tokensync_usage_reports_total``) and logged."""
+    other record is dropped, counted (``tokensync_usage_reports_total``) and logged. The
+    reports that verify are appended to ``accepted`` (for the watch)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     merged: dict[int, int] = {}
     for record in records:
@@ -88,6 +94,8 @@ def merge_reports(
                 claimed_region=claimed,
             )
             continue
+        if accepted is not None:
+            accepted.append(report)
         for token_id, at in report.usage.items():
             if merged.get(token_id, 0) < at:
                 merged[token_id] = at
@@ -128,11 +136,13 @@ class UsageApplier:
         keyring: Keyring,
         *,
         clock: Callable[[], float] = time.time,
+        watch: Watch | None = None,
     ) -> None:
         self._engine = engine
         self._connect = connect
         self._keyring = keyring
         self._clock = clock
+        self._watch = watch
 
     def run(self, stop: threading.Event) -> None:
         """Loop: poll, verify, apply, commit; reconnect with backoff on errors."""
@@ -143,10 +153,16 @@ class UsageApplier:
                     consumer = self._connect()
                 records = consumer.poll(1.0)
                 if records:
-                    usage = merge_reports(records, self._keyring, int(self._clock() * 1000))
+                    reports: list[UsageReport] = []
+                    now_ms = int(self._clock() * 1000)
+                    usage = merge_reports(records, self._keyring, now_ms, reports)
+                    if self._watch is not None:  # before last_used_at moves (dormancy)
+                        self._watched(self._watch.ingest, reports)
                     updated = apply_usage(self._engine, usage)
                     consumer.commit()
                     log.info("usage_applied", reports=len(records), rows=updated)
+                if self._watch is not None:
+                    self._watched(self._watch.tick)
             except (PublishError, sa.exc.SQLAlchemyError) as e:
                 log.warning("usage_retrying", error=str(e))
                 consumer = self._drop(consumer)
@@ -156,6 +172,15 @@ class UsageApplier:
                 consumer = self._drop(consumer)
                 stop.wait(1.0)
         self._drop(consumer)
+
+    @staticmethod
+    def _watched(step: Callable[..., object], *args: object) -> None:
+        """A step of the watch: whatever fails there is logged with its traceback and
+        never holds up ``last_used_at`` (the batch is applied and committed regardless)."""
+        try:
+            step(*args)
+        except Exception:  # the watch's boundary inside the usage loop
+            log.exception("watch_step_failed")
 
     @staticmethod
     def _drop(consumer: UsageConsumer | None) -> None:

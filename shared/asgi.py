@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 from shared.rules import missing_abilities
 from shared.tokenformat import bearer_token
+from shared.usage import CLIENT, client_fingerprint
 from shared.validator import AsyncValidator, Mode, Outcome, Principal, ValidationResult
 
 __all__ = ["RouteRule", "TokenAuthMiddleware", "principal_of", "requires"]
@@ -197,7 +198,18 @@ class TokenAuthMiddleware:
                 and not self._csrf_ok(scope)
             ):
                 return _json(419, {"error": "CSRF token mismatch"})
-        result = await self._validator_for(rule).validate(token, rule.abilities, rule.mode)
+        validator = self._validator_for(rule)
+        if validator.usage is None:
+            result = await validator.validate(token, rule.abilities, rule.mode)
+        else:  # usage counts per coarse client fingerprint (shared.usage)
+            client = scope.get("client")
+            mark = CLIENT.set(
+                client_fingerprint(client[0] if client else None, _header(scope, b"user-agent"))
+            )
+            try:
+                result = await validator.validate(token, rule.abilities, rule.mode)
+            finally:
+                CLIENT.reset(mark)
         if result.outcome is Outcome.VALID:
             scope.setdefault("state", {})["tokensync"] = result
             return None

@@ -61,6 +61,10 @@ COMMANDS: Mapping[str, CommandInfo] = {
         "Check this deployment against tokensync's guarantees: store triggers and clock, relay"
         " backlog, each region's Redis and freshness, the Kafka topic.",
     ),
+    "findings": CommandInfo(
+        "producer",
+        "What the detectors found: anomalous token use, invalid bursts, issue-rate jumps.",
+    ),
     "gate": CommandInfo(
         "gate",
         "Serve /auth (nginx auth_request, Envoy ext_authz, Traefik ForwardAuth), /introspect"
@@ -90,6 +94,10 @@ COMMANDS: Mapping[str, CommandInfo] = {
     ),
     "validate": CommandInfo(
         None, "Validate TOKEN ('-' reads it from stdin, which keeps it out of shell history)."
+    ),
+    "watch": CommandInfo(
+        "producer",
+        "A live view: top tokens by requests, invalid rates per region, findings as they arrive.",
     ),
     "worker": CommandInfo(
         "worker", "Apply the token stream to one region's Redis (faust-streaming)."

@@ -302,6 +302,12 @@ class RedisKeys:
         return f"{self.namespace}:debug:stages"
 
     @property
+    def usage_counts(self) -> str:
+        """Hash of presentation counters validators flush beside ``usage`` (``v|id|client``,
+        ``f|...``, ``d|...``, ``i|client|hash prefix`` -> count; ``shared.usage``)."""
+        return f"{self.namespace}:usage:counts"
+
+    @property
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""
         return f"{self.namespace}:*"

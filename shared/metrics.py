@@ -11,6 +11,8 @@ __all__ = [
     "APPLY_BATCH_SECONDS",
     "APPLY_RECORDS",
     "DEAD_LETTERS",
+    "FINDINGS",
+    "INVALID_PRESENTATIONS",
     "REGION_FRESHNESS",
     "REGION_LAG",
     "RELAY_ACTIVE",
@@ -23,6 +25,7 @@ __all__ = [
     "RELAY_TRIGGERS_MISSING",
     "STAGE_SECONDS",
     "USAGE_REPORTS",
+    "WEBHOOK_DELIVERIES",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -83,5 +86,21 @@ USAGE_REPORTS = Counter(
     "tokensync_usage_reports",
     "Usage reports from regions the store received: applied, or dropped as forged,"
     " malformed or out_of_range (no region label: a forged record names any region).",
+    ["outcome"],
+)
+
+FINDINGS = Counter(
+    "tokensync_findings",
+    "Findings the watch's detectors raised (page on its rate), by detector and reaction.",
+    ["detector", "reaction"],
+)
+INVALID_PRESENTATIONS = Counter(
+    "tokensync_usage_invalid_presentations",
+    "Invalid token presentations the regions reported (unknown, malformed), by region.",
+    ["region"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "tokensync_webhook_deliveries",
+    "Finding deliveries to the webhook: delivered, retried (one per failed attempt), failed.",
     ["outcome"],
 )

@@ -38,6 +38,7 @@ from shared.settings_file import (
     state_dir_path,
     write_settings_file,
 )
+from shared.watch_names import WATCH_KNOWN
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -278,6 +279,7 @@ class Settings:
         "SETTINGS_FILE",
         "STAGE_TIMING",
         *KAFKA_CLIENT_KNOWN,
+        *WATCH_KNOWN,  # parsed by the relay's watch (producer.detectors.settings)
     )
 
     @classmethod

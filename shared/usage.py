@@ -5,72 +5,197 @@ The region worker forwards them to the usage topic, signed with the keyring exac
 as the token stream is (key id and HMAC in the headers), and the token store
 verifies and applies them to ``last_used_at`` (``producer.usage``), so "when was
 this token last used" is answered within about a minute with no database write on
-the request path. This module owns the usage report's wire form.
+the request path. Beside the newest use, validators count per token and interval its
+valid, forbidden and denied (revoked or expired) presentations per coarse client
+fingerprint (``client_fingerprint``: IP /24 or /48 and user-agent family, set in
+``CLIENT`` by the middleware or the gate), and invalid presentations per fingerprint
+with an 8-hex prefix of the presented token's hash only; the store keeps them in its
+usage window, where its detectors read them (``producer.detectors``).
+
+This module owns what validators record and its Redis side; the report's wire form is
+``shared.usage_report`` (its names are re-exported here).
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-import orjson
 import redis
 
-from shared.errors import EventDecodeError
-from shared.events import Keyring
 from shared.keys import RedisKeys
 from shared.logs import get_logger
+from shared.outcomes import Outcome
+from shared.usage_report import (
+    _CLIENT_TEXT,
+    MAX_CLIENTS_PER_TOKEN,
+    MAX_COUNTED_TOKENS,
+    MAX_INVALID_PER_REPORT,
+    MAX_REPORT_TOKENS,
+    USAGE_SCHEMA_VERSION,
+    InvalidUse,
+    SignedUsageRecord,
+    TokenUse,
+    UsageReport,
+    decode_usage_report,
+    encode_usage_reports,
+    parse_drained,
+    parse_drained_detail,
+)
+
+if TYPE_CHECKING:
+    from shared.outcomes import ValidationResult
+    from shared.tokenformat import ParsedToken
 
 __all__ = [
+    "CLIENT",
     "DRAIN_SCRIPT",
+    "HASH_PREFIX_LENGTH",
+    "MAX_CLIENTS_PER_TOKEN",
+    "MAX_COUNTED_TOKENS",
+    "MAX_INVALID_PER_REPORT",
+    "MAX_PENDING_FIELDS",
     "MAX_REPORT_TOKENS",
+    "USAGE_SCHEMA_VERSION",
+    "InvalidUse",
     "SignedUsageRecord",
+    "TokenUse",
     "UsageRecorder",
     "UsageReport",
+    "client_fingerprint",
     "decode_usage_report",
     "encode_usage_reports",
     "parse_drained",
+    "parse_drained_detail",
+    "proxied_client",
 ]
 
-USAGE_SCHEMA_VERSION = 1
-MAX_REPORT_TOKENS = 10_000
-"""Tokens per usage record (about 300 kB): a busy region sends several records."""
-_MAX_REPORT_BYTES = 1 << 20
-_MAX_TOKEN_ID = (1 << 63) - 1
+MAX_PENDING_FIELDS = 50_000
+"""Distinct counters a validator holds between flushes; beyond it (token stuffing with
+ever new tokens), invalid presentations are counted under the hash prefix ``*``."""
+HASH_PREFIX_LENGTH = 8
 
 log = get_logger(__name__)
 
-# KEYS[1] usage hash; ARGV: id, ms, id, ms, ... -> keep the newest time per token id.
-_MERGE_SCRIPT = """
-for i = 1, #ARGV, 2 do
+# KEYS[1] usage hash, KEYS[2] counter hash; ARGV[1] = n, then n (id, ms) pairs, then
+# (field, increment) pairs -> the newest time per token id, counters summed.
+_MERGE_DETAIL_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do
   local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
   if tonumber(ARGV[i + 1]) > current then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-return #ARGV / 2
+for i = 2 * n + 2, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return n
 """
 
-# KEYS[1] usage hash -> its content, and the hash is gone (one atomic take).
+# KEYS -> the content of each hash, and the hashes are gone (one atomic take). With one
+# key the reply is that hash's content (what workers before the counters expect).
 DRAIN_SCRIPT = """
-local content = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return content
+if #KEYS == 1 then
+  local content = redis.call('HGETALL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  return content
+end
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HGETALL', KEYS[i])
+  redis.call('DEL', KEYS[i])
+end
+return out
 """
+
+CLIENT: ContextVar[str] = ContextVar("tokensync_client", default="")
+"""The coarse fingerprint of the client of the request being validated ("" unknown): the
+ASGI middleware and the gate set it around ``validate``; the usage recorder reads it."""
+_CLIENT_GET = CLIENT.get
+_VALID, _FORBIDDEN, _INVALID = Outcome.VALID, Outcome.FORBIDDEN, Outcome.INVALID
+_DENIED_REASONS = frozenset({"revoked", "expired"})
+
+_UA_FAMILIES = (
+    ("edg/", "edge"),
+    ("opr/", "opera"),
+    ("firefox/", "firefox"),
+    ("chrome/", "chrome"),
+    ("safari/", "safari"),
+    ("curl/", "curl"),
+    ("wget/", "wget"),
+    ("python-requests", "python-requests"),
+    ("python-httpx", "python-httpx"),
+    ("aiohttp", "aiohttp"),
+    ("python-urllib", "python-urllib"),
+    ("go-http-client", "go"),
+    ("okhttp", "okhttp"),
+    ("java/", "java"),
+    ("guzzlehttp", "guzzle"),
+    ("axios", "axios"),
+    ("node-fetch", "node"),
+    ("undici", "node"),
+    ("postmanruntime", "postman"),
+    ("bot", "bot"),
+    ("spider", "bot"),
+)
+
+
+def _ua_family(user_agent: str | None) -> str:
+    if not user_agent:
+        return "none"
+    lowered = user_agent[:512].lower()
+    for needle, family in _UA_FAMILIES:
+        if needle in lowered:
+            return family
+    return "other"
+
+
+@functools.lru_cache(maxsize=4096)
+def client_fingerprint(ip: str | None, user_agent: str | None) -> str:
+    """A coarse client fingerprint: the IPv4 /24 or IPv6 /48 and the user-agent family,
+    e.g. ``198.51.100.0/24 curl`` (never the full address, never the agent string)."""
+    network = "-"
+    if ip:
+        try:
+            address = ipaddress.ip_address(ip.strip().strip("[]"))
+        except ValueError:
+            network = "-"
+        else:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            prefix = 24 if address.version == 4 else 48
+            network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return f"{network} {_ua_family(user_agent)}"
+
+
+def proxied_client(headers: Mapping[str, str]) -> str:
+    """The fingerprint of the client behind a proxy (the gate's case; header names in
+    lower case): ``X-Real-IP``, else the last hop of ``X-Forwarded-For`` (the one the
+    proxy itself appended), and ``User-Agent``."""
+    ip = headers.get("x-real-ip")
+    if not ip:
+        ip = headers.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip() or None
+    return client_fingerprint(ip, headers.get("user-agent"))
 
 
 class UsageRecorder:
-    """Newest use per token id, flushed every ``interval_s`` by a background thread."""
+    """Newest use and presentation counts per token id (and invalid presentations per
+    client fingerprint), flushed every ``interval_s`` by a background thread."""
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, interval_s: float = 15.0) -> None:
         self._client = client
         self._keys = keys
         self.interval_s = interval_s
-        self._pending: dict[str, int] = {}
+        self._pending: dict[int, int] = {}
+        # (kind, token id or client, client or hash prefix) -> count; kind v|f|d|i
+        self._counts: dict[tuple[str, int | str, str], int] = {}
         self._lock = threading.Lock()
-        self._merge = client.register_script(_MERGE_SCRIPT)
+        self._merge = client.register_script(_MERGE_DETAIL_SCRIPT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,27 +203,70 @@ class UsageRecorder:
         """Note one use (a dict write; nothing leaves the process here)."""
         if token_id is None:
             return
-        key = str(token_id)
-        if self._pending.get(key, 0) < at_ms:
-            self._pending[key] = at_ms
+        pending = self._pending
+        if pending.get(token_id, 0) < at_ms:
+            pending[token_id] = at_ms
+
+    def observe(self, result: ValidationResult, at_ms: int, parsed: ParsedToken | None) -> None:
+        """Note one validation's outcome (two dict writes at most): valid and forbidden per
+        token and client, revoked or expired presentations of a known token id as
+        *denied*, and every other invalid one per client and hash prefix. *Unavailable* is
+        not usage."""
+        outcome = result.outcome
+        key: tuple[str, int | str, str]
+        if outcome is _VALID:
+            principal = result.principal
+            token_id = principal.token_id if principal is not None else None
+            if token_id is None:
+                return
+            pending = self._pending
+            if pending.get(token_id, 0) < at_ms:
+                pending[token_id] = at_ms
+            key = ("v", token_id, _CLIENT_GET())
+        elif outcome is _FORBIDDEN:
+            principal = result.principal
+            if principal is None or principal.token_id is None:
+                return
+            key = ("f", principal.token_id, _CLIENT_GET())
+        elif outcome is _INVALID:
+            if (
+                parsed is not None
+                and parsed.token_id is not None
+                and result.reason in _DENIED_REASONS
+            ):
+                key = ("d", parsed.token_id, _CLIENT_GET())
+            else:
+                prefix = parsed.token_hash[:HASH_PREFIX_LENGTH] if parsed is not None else "-"
+                if len(self._counts) >= MAX_PENDING_FIELDS:
+                    prefix = "*"
+                key = ("i", _CLIENT_GET(), prefix)
+        else:
+            return
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
 
     def flush(self) -> int:
-        """Merge what was recorded into the region's usage hash; return how many tokens."""
+        """Merge what was recorded into the region's usage hashes; return how many tokens."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        if not pending:
+            counts, self._counts = self._counts, {}
+        if not pending and not counts:
             return 0
-        args: list[str | int] = []
+        args: list[str | int] = [len(pending)]
         for token_id, at in pending.items():
-            args += [token_id, at]
+            args += [str(token_id), at]
+        for (kind, first, second), count in counts.items():
+            args += [_clean_field(f"{kind}|{first}|{second}"), count]
         try:
-            self._merge(keys=[self._keys.usage], args=args)
+            self._merge(keys=[self._keys.usage, self._keys.usage_counts], args=args)
         except redis.RedisError as e:
             log.warning("usage_flush_failed", tokens=len(pending), error=str(e))
             with self._lock:  # keep them for the next round
                 for token_id, at in pending.items():
                     if self._pending.get(token_id, 0) < at:
                         self._pending[token_id] = at
+                for name, count in counts.items():
+                    self._counts[name] = self._counts.get(name, 0) + count
             return 0
         return len(pending)
 
@@ -121,97 +289,11 @@ class UsageRecorder:
             self.flush()
 
 
-def parse_drained(content: list[bytes] | Mapping[bytes, bytes]) -> dict[int, int]:
-    """The reply of ``DRAIN_SCRIPT`` as token id -> newest use (ms)."""
-    items = (
-        list(content.items())
-        if isinstance(content, Mapping)
-        else list(zip(content[::2], content[1::2], strict=True))
-    )
-    return {int(k): int(v) for k, v in items}
-
-
-@dataclass(frozen=True)
-class UsageReport:
-    """One region's batch: token id -> newest use (ms), sent at ``at_ms``."""
-
-    region: str
-    at_ms: int
-    usage: dict[int, int]
-
-    @property
-    def key(self) -> bytes:
-        """Kafka key: the region's name."""
-        return self.region.encode()
-
-    def to_json(self) -> dict[str, Any]:
-        """The wire form (schema version 1)."""
-        return {
-            "v": USAGE_SCHEMA_VERSION,
-            "type": "usage",
-            "region": self.region,
-            "at": self.at_ms,
-            "usage": {str(k): v for k, v in self.usage.items()},
-        }
-
-
-@dataclass(frozen=True)
-class SignedUsageRecord:
-    """A usage record as it sits on the topic (what the store's consumer hands over)."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
-    partition: int = 0
-    offset: int = 0
-
-
-def encode_usage_reports(
-    region: str, usage: Mapping[int, int], at_ms: int, keyring: Keyring
-) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """Signed records (key, value, headers) of ``usage``, at most MAX_REPORT_TOKENS each."""
-    items = sorted(usage.items())
-    for start in range(0, len(items), MAX_REPORT_TOKENS):
-        report = UsageReport(region, at_ms, dict(items[start : start + MAX_REPORT_TOKENS]))
-        value = orjson.dumps(report.to_json(), option=orjson.OPT_SORT_KEYS)
-        yield report.key, value, keyring.sign(report.key, value)
-
-
-def _whole(value: object, low: int, high: int, what: str) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise EventDecodeError(f"{what} must be a whole number in [{low}, {high}]")
-    return value
-
-
-def decode_usage_report(record: SignedUsageRecord, keyring: Keyring) -> UsageReport:
-    """Verify and decode one usage record; SignatureError when it is not signed by a key
-    of the keyring, EventDecodeError when it is not a well-formed report."""
-    value = record.value
-    if not value:
-        raise EventDecodeError("usage record has no value")
-    if len(value) > _MAX_REPORT_BYTES:
-        raise EventDecodeError(f"usage record of {len(value)} bytes exceeds {_MAX_REPORT_BYTES}")
-    keyring.verify(record.key or b"", value, record.headers)
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as e:
-        raise EventDecodeError("usage record is not JSON") from e
-    if type(data) is not dict or data.get("type") != "usage":
-        raise EventDecodeError("usage record is not a usage report")
-    if data.get("v") != USAGE_SCHEMA_VERSION:
-        raise EventDecodeError(f"unknown usage schema version {str(data.get('v'))[:16]!r}")
-    region, raw = data.get("region"), data.get("usage")
-    if type(region) is not str or not 0 < len(region) <= 64:
-        raise EventDecodeError("field 'region' must be a name of 1 to 64 characters")
-    if record.key is not None and record.key != region.encode():
-        raise EventDecodeError("usage record key does not match its region")
-    if type(raw) is not dict or len(raw) > MAX_REPORT_TOKENS:
-        raise EventDecodeError(f"field 'usage' must map at most {MAX_REPORT_TOKENS} token ids")
-    usage: dict[int, int] = {}
-    for token_id, at in raw.items():
-        if not token_id.isascii() or not token_id.isdigit() or len(token_id) > 19:
-            raise EventDecodeError("usage token ids must be whole numbers")
-        usage[_whole(int(token_id), 1, _MAX_TOKEN_ID, "a token id")] = _whole(
-            at, 0, _MAX_TOKEN_ID, "a usage time"
-        )
-    return UsageReport(region, _whole(data.get("at"), 0, _MAX_TOKEN_ID, "field 'at'"), usage)
+def _clean_field(name: str) -> str:
+    """A counter field whose client text is not a fingerprint (an app set ``CLIENT`` to
+    something else) keeps its counts under the client ``?``."""
+    if name[0] == "i":
+        client, prefix = name[2:].rsplit("|", 1)
+        return name if _CLIENT_TEXT.match(client) else f"i|?|{prefix}"
+    kind, token_id, client = name.split("|", 2)
+    return name if _CLIENT_TEXT.match(client) else f"{kind}|{token_id}|?"

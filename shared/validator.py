@@ -144,10 +144,15 @@ def _after_redis(
     return result
 
 
-def _used(usage: UsageRecorder | None, result: ValidationResult, now_ms: int) -> ValidationResult:
+def _used(
+    usage: UsageRecorder | None,
+    result: ValidationResult,
+    now_ms: int,
+    step: ValidationResult | _Lookup | None = None,
+) -> ValidationResult:
     tracing.validated(result.outcome.value, result.source)
-    if usage is not None and result.outcome is Outcome.VALID and result.principal:
-        usage.record(result.principal.token_id, now_ms)
+    if usage is not None:
+        usage.observe(result, now_ms, step.request.parsed if isinstance(step, _Lookup) else None)
     return result
 
 
@@ -266,7 +271,7 @@ class Validator(_Features):
             return _used(self.usage, step, now_ms)
         reply = self._ask(step.key)
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
-        return _used(self.usage, result, now_ms)
+        return _used(self.usage, result, now_ms, step)
 
     def _ask(self, key: str) -> Any:
         """The script's reply from the read server, else the primary; None if neither
@@ -363,7 +368,7 @@ class AsyncValidator(_Features):
             except aioredis.RedisError:
                 route.failed(client)
         result = _after_redis(reply, step, self.near_cache, self.policy, self.fallback)
-        return _used(self.usage, result, now_ms)
+        return _used(self.usage, result, now_ms, step)
 
 
 def _sync_twin(client: aioredis.Redis) -> redis.Redis:

@@ -22,7 +22,7 @@ from shared.keys import SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
 from shared.seal_keys import verifier_from
 from shared.settings import Region, Settings
-from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained
+from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained_detail
 from workers.cache import RegionCache
 from workers.drain import BatchDrain
 from workers.handlers import SealGate
@@ -108,18 +108,24 @@ def build_app(
     drain = cache.client.register_script(DRAIN_SCRIPT)
 
     async def forward_usage() -> None:
-        """Move what validators flushed (token id -> newest use) to the usage topic, signed
-        with the keyring like the token stream (the store drops what does not verify)."""
+        """Move what validators flushed (token id -> newest use, presentation counts) to the
+        usage topic, signed with the keyring like the token stream (the store drops what
+        does not verify)."""
         try:
-            usage = parse_drained(await drain(keys=[cache.keys.usage]))
+            drained = await drain(keys=[cache.keys.usage, cache.keys.usage_counts])
+            usage, counts, invalid = parse_drained_detail(drained)
         except aioredis.RedisError as e:
             log.warning("usage_drain_failed", error=str(e))
             return
-        if usage:
+        if usage or counts or invalid:
             now_ms = int(time.time() * 1000)
-            for key, value, headers in encode_usage_reports(region.name, usage, now_ms, keyring):
+            for key, value, headers in encode_usage_reports(
+                region.name, usage, now_ms, keyring, tokens=counts, invalid=invalid
+            ):
                 await (await usage_topic.send(key=key, value=value, headers=headers))
-            log.info("usage_forwarded", tokens=len(usage))
+            log.info(
+                "usage_forwarded", tokens=len(usage), counted=len(counts), invalid=len(invalid)
+            )
 
     app.timer(interval=options.usage_interval_s)(forward_usage)
 

@@ -307,4 +307,5 @@ def test_usage_is_flushed_by_the_interval_it_is_given() -> None:
     while not merged and time.monotonic() < deadline:
         time.sleep(0.01)
     recorder.stop()
-    assert [["7", NOW + 5]] == merged, "one entry per token: its newest use"
+    # the number of (id, time) pairs, then the pairs: no counters without observe()
+    assert [[1, "7", NOW + 5]] == merged, "one entry per token: its newest use"
