@@ -38,18 +38,33 @@ def _scheme(url: str) -> str:
         return ""
 
 
-def _check(url: str, what: str) -> str:
+def _shown(text: str) -> str:
+    """``text`` fit for an error: its password hidden, also when it is no URL at all (a
+    typo in the scheme, a password cut at a comma): all before its last ``@`` then is."""
     from shared.settings_file import redact_url
 
+    shown = redact_url(text)
+    if shown != text or "@" not in text or _scheme(text) in SCHEMES | {"redis+sentinel"}:
+        return shown
+    head, _, host = text.rpartition("@")
+    scheme, sep, _ = head.partition("://")
+    return f"{scheme}://***@{host}" if sep else f"***@{host}"
+
+
+def _check(url: str, what: str) -> str:
     url = url.strip()
     scheme = _scheme(url)
     if scheme.startswith("redis+sentinel"):
         raise ConfigError(
-            f"{what} {redact_url(url)!r}: Redis Sentinel URLs are not supported; name the "
+            f"{what} {_shown(url)!r}: Redis Sentinel URLs are not supported; name the "
             "primary and its replicas: redis://primary/0;replicas=redis://r1/0,redis://r2/0"
         )
     if scheme not in SCHEMES:
-        raise ConfigError(f"{what} {redact_url(url)!r} is not a redis:// URL")
+        raise ConfigError(f"{what} {_shown(url)!r} is not a redis:// URL")
+    try:
+        _ = urlsplit(url).port
+    except ValueError as e:  # out of range, not a number
+        raise ConfigError(f"{what} {_shown(url)!r} has a bad port ({e})") from None
     return url
 
 
@@ -74,7 +89,9 @@ class RegionUrl:
         what = f"region {region}:" if region else "region URL"
         primary, mark, rest = text.strip().partition(REPLICAS_MARK)
         if ";" in primary:
-            raise ConfigError(f"{what} write the replicas as ';replicas=URL,URL'")
+            raise ConfigError(
+                f"{what} write the replicas as ';replicas=URL,URL' (a ';' inside a password as %3B)"
+            )
         primary = _check(primary, f"{what} primary")
         replicas = tuple(
             _check(u, f"{what} replica") for u in rest.split(",") if mark and u.strip()
@@ -97,8 +114,6 @@ class RegionUrl:
 def split_regions(text: str) -> list[tuple[str, str]]:
     """``eu=URL;replicas=A,B,us=URL`` into ``[(eu, URL;replicas=A,B), (us, URL)]``: an item
     that starts with a URL scheme continues the previous region's replica list."""
-    from shared.settings_file import redact_url
-
     items: list[tuple[str, str]] = []
     for raw in filter(None, (part.strip() for part in text.split(","))):
         name, sep, url = raw.partition("=")
@@ -106,8 +121,13 @@ def split_regions(text: str) -> list[tuple[str, str]]:
         if continues and items and REPLICAS_MARK in items[-1][1] and _scheme(raw) in SCHEMES:
             items[-1] = (items[-1][0], f"{items[-1][1]},{raw}")
             continue
+        if continues and items and _scheme(raw) not in SCHEMES:  # maybe a password's tail
+            raise ConfigError(
+                f"region {items[-1][0]}: the text after a ',' is neither NAME=redis://... nor "
+                "a replica URL (write a ',' inside a password as %2C)"
+            )
         if continues:
-            raise ConfigError(f"region {redact_url(raw)!r} must be NAME=redis://host:port/db")
+            raise ConfigError(f"region {_shown(raw)!r} must be NAME=redis://host:port/db")
         items.append((name.strip(), url.strip()))
     return items
 
