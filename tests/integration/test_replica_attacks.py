@@ -4,6 +4,7 @@ code before its fix."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,5 +80,50 @@ def test_a_validator_whose_redis_user_may_not_run_info_never_accepts_a_revoked_t
             "a revoked token was accepted by a promoted replica"
         )
         assert {a.reason for a in answers} == {"server_unverified"}
+    finally:
+        validator.close()
+
+
+def test_a_worker_whose_redis_user_may_not_run_info_refuses_to_start_instead_of_losing_failover_checks(  # noqa: E501
+    region: Pipeline, redis_set: ReplicatedRedis
+) -> None:
+    """With ``TOKENSYNC_ALLOW_EVICTION=true`` the worker asked no ``INFO`` before applying:
+    under ``+@all -@dangerous`` it recorded no replication id and never checked one, so a
+    promoted lagging replica answered *valid* for revoked tokens. It must refuse to start."""
+    primary = redis_set.primary
+    redis_set.client(primary).acl_setuser(
+        "worker",
+        enabled=True,
+        passwords=["+worker-pw"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all", "-@dangerous"],
+    )
+    worker_url = f"redis://worker:worker-pw@{primary.url.split('://', 1)[1]}"
+    region.settings = region.settings.with_overrides(allow_eviction=True)
+    region.start_relay()
+    region.start_worker("eu", worker_url)
+    tokens = [region.store.issue(USER, n, f"t{n}") for n in range(10)]
+    proc = region.workers["eu"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not region.state("eu").ready:
+        time.sleep(0.1)
+    if proc.poll() is not None:  # refused: the fix
+        assert proc.returncode != 0
+        return
+    region.wait_ready("eu")
+    redis_set.wait_in_sync()
+    replica = redis_set.replicas[0]
+    redis_set.pause(replica)  # the replica misses the revocations
+    for token in tokens:
+        seq = region.store.revoke_token(token.id).seq
+    region.wait_applied(seq)
+    region.kill_worker("eu")
+    redis_set.kill(primary)
+    redis_set.promote(replica)
+    region.settings = region.settings.with_overrides(regions=(Region("eu", replica.url),))
+    validator = Validator.from_settings(region.settings, "eu")
+    try:
+        assert _accepted(validator, tokens) == [], "a revoked token was accepted"
     finally:
         validator.close()
