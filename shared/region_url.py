@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from shared.errors import ConfigError
 
@@ -76,6 +76,16 @@ def endpoint_of(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
+def _database(url: str) -> str:
+    """The database index a URL selects, as redis-py reads it (``?db=`` first, then the
+    path of a TCP URL; 0 by default)."""
+    parts = urlsplit(url)
+    db = parse_qs(parts.query).get("db", [""])[0]
+    if not db and parts.scheme != "unix":
+        db = parts.path.strip("/")
+    return db or "0"
+
+
 @dataclass(frozen=True)
 class RegionUrl:
     """A region's primary URL and its replicas' URLs."""
@@ -103,6 +113,13 @@ class RegionUrl:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"{what} a server is named twice: {', '.join(repeated)}")
+        for replica in replicas:  # a replica mirrors every database of its primary
+            if _database(replica) != _database(primary):
+                raise ConfigError(
+                    f"{what} replica {endpoint_of(replica)} is read in database "
+                    f"{_database(replica)}, its primary in database {_database(primary)}: "
+                    "a replica holds the cache in its primary's database"
+                )
         return cls(primary, replicas)
 
     def __str__(self) -> str:

@@ -60,3 +60,20 @@ def test_a_bad_port_is_a_config_error_naming_the_region_without_the_password(
     message = _error(regions)
     assert "s3cret" not in message
     assert "region eu" in message and "port" in message
+
+
+@pytest.mark.parametrize(
+    "regions",
+    [
+        "eu=redis://p.example:6379/0;replicas=redis://r1.example:6379/1",
+        "eu=redis://p.example:6379/2;replicas=redis://r1.example:6379",
+        "eu=redis://p.example/0;replicas=redis://r1.example/0?db=3",
+    ],
+)
+def test_a_replica_read_in_another_database_than_its_primary_is_a_clear_error(
+    regions: str,
+) -> None:
+    """A replica mirrors every database of its primary: read in another one it holds no
+    cache (every answer unavailable, every receipt pending forever)."""
+    message = _error(regions)
+    assert "region eu" in message and "database" in message, message
