@@ -39,16 +39,15 @@ def _scheme(url: str) -> str:
 
 
 def _shown(text: str) -> str:
-    """``text`` fit for an error: its password hidden, also when it is no URL at all (a
-    typo in the scheme, a password cut at a comma): all before its last ``@`` then is."""
+    """``text`` fit for an error: all before its last ``@`` hidden (a password that did
+    not parse, one cut at a comma or holding a '/', '?' or '#'), then any ``?password=``."""
     from shared.settings_file import redact_url
 
-    shown = redact_url(text)
-    if shown != text or "@" not in text or _scheme(text) in SCHEMES | {"redis+sentinel"}:
-        return shown
-    head, _, host = text.rpartition("@")
-    scheme, sep, _ = head.partition("://")
-    return f"{scheme}://***@{host}" if sep else f"***@{host}"
+    head, at, host = text.rpartition("@")
+    if at:
+        scheme, sep, _ = head.partition("://")
+        text = f"{scheme}://***@{host}" if sep else f"***@{host}"
+    return redact_url(text)
 
 
 def _check(url: str, what: str) -> str:
@@ -61,10 +60,16 @@ def _check(url: str, what: str) -> str:
         )
     if scheme not in SCHEMES:
         raise ConfigError(f"{what} {_shown(url)!r} is not a redis:// URL")
+    parts = urlsplit(url)
+    if parts.scheme != "unix" and not parts.hostname and "@" in url.partition("://")[2]:
+        raise ConfigError(  # the netloc ended early: its '@' is in the path, query or fragment
+            f"{what} {_shown(url)!r} names no host: write a '/', '?' or '#' inside a password "
+            "as %2F, %3F, %23"
+        )
     try:
-        _ = urlsplit(url).port
-    except ValueError as e:  # out of range, not a number
-        raise ConfigError(f"{what} {_shown(url)!r} has a bad port ({e})") from None
+        _ = parts.port
+    except ValueError:  # out of range, not a number (its text may be a piece of a password)
+        raise ConfigError(f"{what} {_shown(url)!r} has a bad port") from None
     return url
 
 

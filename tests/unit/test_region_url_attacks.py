@@ -39,11 +39,14 @@ def test_a_password_with_a_comma_shows_no_piece_of_itself_in_the_error(regions: 
         "eu=redis://:s3cret@[::1/0",  # urlsplit cannot parse it
         "eu=redis://eu.example/0;replicas=redis://:s3cret@[r1/0",
         "eu=rediss//:s3cret@eu.example/0",  # no scheme at all
+        "eu=redis://:s3c/ret@eu.example:6379/0",  # '/', '?', '#' end the netloc early
+        "eu=redis://:12?s3cret@eu.example/0",
+        "eu=redis://eu.example/0;replicas=redis://:12#s3cret@r1.example/0",
     ],
 )
 def test_a_url_that_does_not_parse_shows_no_password(regions: str) -> None:
     message = _error(regions)
-    assert "s3cret" not in message, message
+    assert "s3c" not in message, message
     assert "eu" in message
 
 
