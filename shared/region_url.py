@@ -23,6 +23,7 @@ __all__ = [
     "RegionUrl",
     "choose_read_url",
     "endpoint_of",
+    "hide_password",
     "split_regions",
 ]
 
@@ -38,7 +39,7 @@ def _scheme(url: str) -> str:
         return ""
 
 
-def _shown(text: str) -> str:
+def hide_password(text: str) -> str:
     """``text`` fit for an error: all before its last ``@`` hidden (a password that did
     not parse, one cut at a comma or holding a '/', '?' or '#'), then any ``?password=``."""
     from shared.settings_file import redact_url
@@ -55,21 +56,21 @@ def _check(url: str, what: str) -> str:
     scheme = _scheme(url)
     if scheme.startswith("redis+sentinel"):
         raise ConfigError(
-            f"{what} {_shown(url)!r}: Redis Sentinel URLs are not supported; name the "
+            f"{what} {hide_password(url)!r}: Redis Sentinel URLs are not supported; name the "
             "primary and its replicas: redis://primary/0;replicas=redis://r1/0,redis://r2/0"
         )
     if scheme not in SCHEMES:
-        raise ConfigError(f"{what} {_shown(url)!r} is not a redis:// URL")
+        raise ConfigError(f"{what} {hide_password(url)!r} is not a redis:// URL")
     parts = urlsplit(url)
     if parts.scheme != "unix" and not parts.hostname and "@" in url.partition("://")[2]:
         raise ConfigError(  # the netloc ended early: its '@' is in the path, query or fragment
-            f"{what} {_shown(url)!r} names no host: write a '/', '?' or '#' inside a password "
-            "as %2F, %3F, %23"
+            f"{what} {hide_password(url)!r} names no host: write a '/', '?' or '#' inside a "
+            "password as %2F, %3F, %23"
         )
     try:
         _ = parts.port
     except ValueError:  # out of range, not a number (its text may be a piece of a password)
-        raise ConfigError(f"{what} {_shown(url)!r} has a bad port") from None
+        raise ConfigError(f"{what} {hide_password(url)!r} has a bad port") from None
     return url
 
 
@@ -149,7 +150,7 @@ def split_regions(text: str) -> list[tuple[str, str]]:
                 "a replica URL (write a ',' inside a password as %2C)"
             )
         if continues:
-            raise ConfigError(f"region {_shown(raw)!r} must be NAME=redis://host:port/db")
+            raise ConfigError(f"region {hide_password(raw)!r} must be NAME=redis://host:port/db")
         items.append((name.strip(), url.strip()))
     return items
 

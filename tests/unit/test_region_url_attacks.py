@@ -80,3 +80,20 @@ def test_a_replica_read_in_another_database_than_its_primary_is_a_clear_error(
     cache (every answer unavailable, every receipt pending forever)."""
     message = _error(regions)
     assert "region eu" in message and "database" in message, message
+
+
+@pytest.mark.parametrize(
+    "read_from", ["redis://:s3cret@r1.example:6379/0", "redis://:s3cret@r1.example:6379"]
+)
+def test_a_url_given_as_read_from_shows_no_password_in_the_error(read_from: str) -> None:
+    """An operator who writes the replica's URL instead of its host:port."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {
+                "TOKENSYNC_DATABASE_URL": "sqlite:///x.db",
+                "TOKENSYNC_REGIONS": "eu=redis://p.example/0;replicas=redis://r1.example/0",
+                "TOKENSYNC_READ_FROM": read_from,
+            }
+        )
+    assert "s3cret" not in str(caught.value), caught.value
+    assert "READ_FROM" in str(caught.value)
