@@ -55,6 +55,8 @@ def interpret(reply: Sequence[Any], request: Request, policy: Policy) -> Validat
     why_unavailable = (
         "server_changed"  # a promoted replica or restarted primary, not yet caught up
         if ready == -2
+        else "server_unverified"  # the server refused INFO: its replication id is unknown
+        if ready == -3
         else "incomplete"  # a structure of the cache is missing (evicted or deleted)
         if ready < 0
         else region_unavailable_reason(ready > 0, oldest, now_ms, policy.freshness)

@@ -16,7 +16,7 @@ local ready = m[2] == '1' and redis.call('HEXISTS', KEYS[2], '~present') == 1
 local replid = redis.call('HGET', KEYS[1], 'replid')  -- as validate.lua: a server that
 if ready and replid then                                -- changed is not ready
   local info = redis.pcall('INFO', 'replication')
-  ready = type(info) ~= 'string' or string.match(info, 'master_replid:(%w+)') == replid
+  ready = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') == replid
 end
 redis.call('PUBLISH', ARGV[1], cjson.encode({k = ARGV[2], id = ARGV[3], n = tonumber(ARGV[4]),
   t = now, hb = tonumber(m[1] or '-1') or -1, r = ready and 1 or 0, g = m[3] or ''}))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from shared.errors import ConfigError
 
@@ -23,6 +23,7 @@ __all__ = [
     "RegionUrl",
     "choose_read_url",
     "endpoint_of",
+    "hide_password",
     "split_regions",
 ]
 
@@ -38,18 +39,38 @@ def _scheme(url: str) -> str:
         return ""
 
 
-def _check(url: str, what: str) -> str:
+def hide_password(text: str) -> str:
+    """``text`` fit for an error: all before its last ``@`` hidden (a password that did
+    not parse, one cut at a comma or holding a '/', '?' or '#'), then any ``?password=``."""
     from shared.settings_file import redact_url
 
+    head, at, host = text.rpartition("@")
+    if at:
+        scheme, sep, _ = head.partition("://")
+        text = f"{scheme}://***@{host}" if sep else f"***@{host}"
+    return redact_url(text)
+
+
+def _check(url: str, what: str) -> str:
     url = url.strip()
     scheme = _scheme(url)
     if scheme.startswith("redis+sentinel"):
         raise ConfigError(
-            f"{what} {redact_url(url)!r}: Redis Sentinel URLs are not supported; name the "
+            f"{what} {hide_password(url)!r}: Redis Sentinel URLs are not supported; name the "
             "primary and its replicas: redis://primary/0;replicas=redis://r1/0,redis://r2/0"
         )
     if scheme not in SCHEMES:
-        raise ConfigError(f"{what} {redact_url(url)!r} is not a redis:// URL")
+        raise ConfigError(f"{what} {hide_password(url)!r} is not a redis:// URL")
+    parts = urlsplit(url)
+    if parts.scheme != "unix" and not parts.hostname and "@" in url.partition("://")[2]:
+        raise ConfigError(  # the netloc ended early: its '@' is in the path, query or fragment
+            f"{what} {hide_password(url)!r} names no host: write a '/', '?' or '#' inside a "
+            "password as %2F, %3F, %23"
+        )
+    try:
+        _ = parts.port
+    except ValueError:  # out of range, not a number (its text may be a piece of a password)
+        raise ConfigError(f"{what} {hide_password(url)!r} has a bad port") from None
     return url
 
 
@@ -59,6 +80,16 @@ def endpoint_of(url: str) -> str:
     if parts.scheme == "unix":
         return parts.path
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+def _database(url: str) -> str:
+    """The database index a URL selects, as redis-py reads it (``?db=`` first, then the
+    path of a TCP URL; 0 by default)."""
+    parts = urlsplit(url)
+    db = parse_qs(parts.query).get("db", [""])[0]
+    if not db and parts.scheme != "unix":
+        db = parts.path.strip("/")
+    return db or "0"
 
 
 @dataclass(frozen=True)
@@ -74,7 +105,9 @@ class RegionUrl:
         what = f"region {region}:" if region else "region URL"
         primary, mark, rest = text.strip().partition(REPLICAS_MARK)
         if ";" in primary:
-            raise ConfigError(f"{what} write the replicas as ';replicas=URL,URL'")
+            raise ConfigError(
+                f"{what} write the replicas as ';replicas=URL,URL' (a ';' inside a password as %3B)"
+            )
         primary = _check(primary, f"{what} primary")
         replicas = tuple(
             _check(u, f"{what} replica") for u in rest.split(",") if mark and u.strip()
@@ -86,6 +119,13 @@ class RegionUrl:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"{what} a server is named twice: {', '.join(repeated)}")
+        for replica in replicas:  # a replica mirrors every database of its primary
+            if _database(replica) != _database(primary):
+                raise ConfigError(
+                    f"{what} replica {endpoint_of(replica)} is read in database "
+                    f"{_database(replica)}, its primary in database {_database(primary)}: "
+                    "a replica holds the cache in its primary's database"
+                )
         return cls(primary, replicas)
 
     def __str__(self) -> str:
@@ -97,8 +137,6 @@ class RegionUrl:
 def split_regions(text: str) -> list[tuple[str, str]]:
     """``eu=URL;replicas=A,B,us=URL`` into ``[(eu, URL;replicas=A,B), (us, URL)]``: an item
     that starts with a URL scheme continues the previous region's replica list."""
-    from shared.settings_file import redact_url
-
     items: list[tuple[str, str]] = []
     for raw in filter(None, (part.strip() for part in text.split(","))):
         name, sep, url = raw.partition("=")
@@ -106,8 +144,13 @@ def split_regions(text: str) -> list[tuple[str, str]]:
         if continues and items and REPLICAS_MARK in items[-1][1] and _scheme(raw) in SCHEMES:
             items[-1] = (items[-1][0], f"{items[-1][1]},{raw}")
             continue
+        if continues and items and _scheme(raw) not in SCHEMES:  # maybe a password's tail
+            raise ConfigError(
+                f"region {items[-1][0]}: the text after a ',' is neither NAME=redis://... nor "
+                "a replica URL (write a ',' inside a password as %2C)"
+            )
         if continues:
-            raise ConfigError(f"region {redact_url(raw)!r} must be NAME=redis://host:port/db")
+            raise ConfigError(f"region {hide_password(raw)!r} must be NAME=redis://host:port/db")
         items.append((name.strip(), url.strip()))
     return items
 

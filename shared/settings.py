@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 from shared.kafka_client import KNOWN as KAFKA_CLIENT_KNOWN
 from shared.kafka_client import KafkaClientConfig
-from shared.region_url import READ_FROM_CHOICES, RegionUrl, split_regions
+from shared.region_url import READ_FROM_CHOICES, RegionUrl, hide_password, split_regions
 from shared.settings_file import (
     DEFAULT_STATE_DIR,
     PREFIX,
@@ -452,10 +452,10 @@ def _read_from(raw: str) -> str:
     if value in READ_FROM_CHOICES or value.startswith("/"):
         return value
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(
+    if "://" in value or "@" in value or not sep or not host or not port.isdigit():
+        raise ConfigError(  # a URL given by mistake: never its password
             f"{PREFIX}READ_FROM must be primary, replica or a replica's host:port, "
-            f"not {value[:64]!r}"
+            f"not {hide_password(value)[:64]!r}"
         )
     return value
 

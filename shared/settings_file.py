@@ -73,8 +73,9 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return url
+    except ValueError:  # unparsable (an unclosed '['): hide everything before the last '@'
+        head, at, host = url.rpartition("@")
+        return f"{head.partition('://')[0]}://***@{host}" if at and "://" in head else url
     if not password:
         return url
     userinfo, _, hostinfo = parts.netloc.rpartition("@")

@@ -6,7 +6,8 @@
 --          or deleted, so "no epoch" cannot be told from "epochs forgotten"; unavailable,
 --          as shared.region_state says not ready; -2 = this server's replication id is not
 --          the one its worker recorded: a promoted replica or a restarted primary that may
---          have gone back in time, until the worker re-applied the gap), oldest heartbeat
+--          have gone back in time, until the worker re-applied the gap; -3 = this server
+--          refused INFO, so its replication id cannot be checked), oldest heartbeat
 --          (-1 = not every partition has one), newest applicable epoch, state, id,
 --          tokenable_type, tokenable_id, name, abilities, created_at, issued_at,
 --          expires_at}; missing token fields are nil.
@@ -20,7 +21,9 @@ end
 local replid = redis.call('HGET', KEYS[2], 'replid')
 if ready == 1 and replid then
   local info = redis.pcall('INFO', 'replication')
-  if type(info) == 'string' and string.match(info, 'master_replid:(%w+)') ~= replid then
+  if type(info) ~= 'string' then
+    ready = -3  -- INFO refused (an ACL without it, a renamed command): fail closed
+  elseif string.match(info, 'master_replid:(%w+)') ~= replid then
     ready = -2
   end
 end

@@ -31,7 +31,10 @@ if redis.call('HGET', meta, 'generation') ~= ARGV[1]
   return {-1}
 end
 local info = redis.pcall('INFO', 'replication')
-local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)')
+if type(info) ~= 'string' then  -- refused (ACL): applying unchecked could hide a failover
+  return redis.error_reply('INFO refused: the worker cannot check the replication id')
+end
+local replid = string.match(info, 'master_replid:(%w+)')
 if replid and redis.call('HGET', meta, 'replid') ~= replid then
   return {-3, replid}
 end

@@ -116,6 +116,25 @@ class RegionCache:
             )
         return policy
 
+    async def check_replication_id(self) -> str:
+        """This server's replication id (``INFO replication`` ``master_replid``); ConfigError
+        if the server refuses ``INFO`` (an ACL such as ``+@all -@dangerous``): the scripts
+        could then neither record nor check it, and a promoted replica would go unnoticed.
+        """
+        try:
+            info = await self.client.info("replication")
+        except aioredis.ResponseError as e:  # NOPERM, a renamed or disabled command
+            raise ConfigError(
+                f"the region's Redis refused INFO ({e}); the Redis users of workers and "
+                "validators need it (ACL +info) to notice a failover"
+            ) from e
+        except aioredis.RedisError as e:
+            raise CacheUnavailableError(f"region cache unreachable: {e}") from e
+        replid = str(info.get("master_replid") or "")
+        if not replid:
+            raise ConfigError("the region's Redis names no master_replid in INFO replication")
+        return replid
+
     async def check_not_shared(self, source: StreamSource, watch_s: float = 2.0) -> None:
         """ConfigError if a worker of another stream is applying to this namespace now (its
         heartbeats move within ``watch_s``): two deployments sharing a Redis namespace would

@@ -11,6 +11,10 @@ local current = redis.call('HGET', KEYS[1], 'generation') or ''
 if current ~= ARGV[1] then
   return 0
 end
+local info = redis.pcall('INFO', 'replication')
+if type(info) ~= 'string' then  -- refused (ACL): a cache bound to no server would hide a failover
+  return redis.error_reply('INFO refused: the worker cannot record the replication id')
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'building', '0', 'ready', '0',
   'applied', '0', 'cluster', ARGV[3], 'topic', ARGV[4], 'partitions', ARGV[5])
@@ -18,8 +22,7 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'topic_id', ARGV[6])
 end
 -- built from offset 0 on this server: bound to its replication id (apply.lua checks it)
-local info = redis.pcall('INFO', 'replication')
-local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)')
+local replid = string.match(info, 'master_replid:(%w+)')
 if replid then
   redis.call('HSET', KEYS[1], 'replid', replid)
 end

@@ -112,6 +112,7 @@ class RegionWorker:
             log.warning("eviction_allowed", region=self.region.name)
         else:
             await self.cache.check_eviction_policy()
+        await self.cache.check_replication_id()  # the failover check needs INFO
         self.kafka_bootstrap = kafka_bootstrap
         await self.record_signers()
         self.source = await stream_source(
