@@ -11,6 +11,9 @@ replica) is noticed by the apply script, and the worker rewinds to its offsets; 
 on another server than the one the worker applied to (a promoted replica, a restarted
 primary: another replication id) may have gone back in time unnoticed by its offsets, so
 it is reopened: not ready until it caught up with the topic's end offsets of then.
+
+Longer than 350 lines: one concept, the worker's view of its region's Redis (claim,
+generation, replication id, reopen, apply), each step one script call.
 """
 
 from __future__ import annotations

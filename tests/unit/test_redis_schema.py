@@ -123,7 +123,9 @@ def schema_names(lua: str) -> set[str]:
     _, values = event_vocabulary()
     names = set()
     for text in quoted(lua):
-        ignorable = re.fullmatch(r"[A-Z]+|-?\d*", text) or text in LUA_NON_SCHEMA
+        # a message (error_reply) has spaces; no key or field name does
+        message = " " in text
+        ignorable = re.fullmatch(r"[A-Z]+|-?\d*", text) or text in LUA_NON_SCHEMA or message
         if text in catalogue() or not (ignorable or text in values):
             names.add(text)
     return names | table_keys(lua)

@@ -21,8 +21,8 @@ SECRET = "hunter2secret"
 @pytest.mark.parametrize(
     ("regions", "says"),
     [
-        (f"redis://:{SECRET}@127.0.0.1:6379/0", "redis://:***@127.0.0.1"),  # no name
-        (f"eu=http://:{SECRET}@127.0.0.1:6379/0", "http://:***@127.0.0.1"),  # not redis://
+        (f"redis://:{SECRET}@127.0.0.1:6379/0", "redis://***@127.0.0.1"),  # no name
+        (f"eu=http://:{SECRET}@127.0.0.1:6379/0", "http://***@127.0.0.1"),  # not redis://
         (f"eu=redis://:{SECRET}@127.0.0.1:6379/0,eu=redis://:{SECRET}@h:1/0", "repeat: eu"),
     ],
     ids=["no-name", "not-redis", "repeated"],
