@@ -2,7 +2,10 @@
 
 One row of ``tokensync_relay_lease`` per lease name. A relay takes the lease when it has
 expired, with one conditional UPDATE that also bumps ``epoch`` (the fencing token), and
-renews it with one conditional UPDATE naming itself and its epoch. Expiry is by the
+renews it with one conditional UPDATE naming itself and its epoch. A new epoch is the old
+one plus one, but never below the store's clock in milliseconds: a lease row deleted by
+hand or restored from an older backup must not start again below an epoch the regions
+already saw (they would refuse every record of the new holder as fenced). Expiry is by the
 STORE's clock (``producer.clock.db_now_ms``), never a relay host's: a relay whose host
 clock is wrong, or that was paused, cannot keep a lease the store says has run out.
 
@@ -112,7 +115,12 @@ class RelayLease:
                 .where(_table.c.name == self.name, _table.c.expires_at_ms <= now)
                 .values(
                     holder=self.holder,
-                    epoch=_table.c.epoch + 1,
+                    # never below the store's clock: an epoch survives the lease row
+                    # being deleted or restored from an older backup (regions fence by it)
+                    epoch=sa.case(
+                        (_table.c.epoch + 1 > now, _table.c.epoch + 1),
+                        else_=sa.literal(now, sa.BigInteger),
+                    ),
                     expires_at_ms=now + self.ttl_ms,
                     acquired_at_ms=now,
                 )

@@ -174,7 +174,7 @@ def test_sigkill_of_the_active_relay_during_5000_revocations_loses_none_and_the_
     pipeline.wait_applied(revoked[-1][2], timeout_s=120)
     worst = staleness.close()
     after = lease(pipeline)
-    assert before.epoch + 1 == after.epoch
+    assert before.epoch < after.epoch  # the next epoch (plus one, or the store clock)
     [active] = log_events(pipeline, "relay-b", "relay_active")
     assert after.epoch == active["epoch"]
     check_regions(pipeline, revoked, marker.plain_text_token)
@@ -221,7 +221,7 @@ def test_a_relay_paused_for_10_s_then_resumed_is_fenced_and_becomes_a_standby(
         "the resumed relay-a stands by",
     )
     assert holder_pid(lease(pipeline)) == b
-    assert epoch + 1 == lease(pipeline).epoch
+    assert epoch < lease(pipeline).epoch
     assert pipeline.built.popen("relay-a").poll() is None  # alive, a standby
     last = pipeline.store.issue(USER, 2, "after the pause")
     pipeline.wait_applied(last.seq, timeout_s=120)
