@@ -267,7 +267,7 @@ class Relay:
             OutgoingRecord(
                 e.event.key,
                 e.value,
-                self._keyring.sign(e.event.key, e.value) + fence,
+                self._keyring.sign(e.event.key, e.value, fence),
                 partition_for(e.event.key, partitions),
             )
             for e in encoded
@@ -378,7 +378,7 @@ class Relay:
         for partition in range(publisher.partitions()):
             beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
             value = encode(beat)
-            headers = self._keyring.sign(beat.key, value) + fence
+            headers = self._keyring.sign(beat.key, value, fence)
             records.append(OutgoingRecord(beat.key, value, headers, partition))
         self._failover.confirm()
         publisher.publish(records)

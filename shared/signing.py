@@ -2,20 +2,32 @@
 
 The relay signs every record with the keyring's active key; workers verify with every key
 the keyring holds (several during a rotation). ``shared.events`` re-exports ``Keyring``.
+The signature covers the record's key and value and its fencing header (``ts-fence``)
+when it has one: a header outside the signature could be forged or replayed onto genuine
+records by anyone able to write to the topic, raising the epoch a region fences by so that
+it refuses every genuine record after it (revocations too) while replayed heartbeats kept
+it looking fresh.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from shared.errors import ConfigError, SignatureError
 
-__all__ = ["KID_HEADER", "SIG_HEADER", "Keyring"]
+__all__ = ["FENCE_HEADER", "KID_HEADER", "SIG_HEADER", "Keyring"]
 
 KID_HEADER = "ts-kid"
 SIG_HEADER = "ts-sig"
+FENCE_HEADER = "ts-fence"  # the relay's fencing epoch (``shared.events.fence_of``)
+
+
+def _signed(key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]]) -> bytes:
+    """The bytes a signature covers: key, value and every fencing header, in order."""
+    fences = [b"\0" + FENCE_HEADER.encode() + b"=" + raw for n, raw in headers if n == FENCE_HEADER]
+    return key + b"\0" + value + b"".join(fences)
 
 
 class Keyring:
@@ -39,14 +51,20 @@ class Keyring:
         """Every key id this keyring verifies, sorted (never the secrets)."""
         return sorted(self._keys)
 
-    def sign(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
-        """Kafka headers carrying the key id and the signature of ``key`` and ``value``."""
-        mac = hmac.new(self._keys[self._active], key + b"\0" + value, hashlib.sha256)
-        return [(KID_HEADER, self._active.encode()), (SIG_HEADER, mac.hexdigest().encode())]
+    def sign(
+        self, key: bytes, value: bytes, fence: Sequence[tuple[str, bytes]] = ()
+    ) -> list[tuple[str, bytes]]:
+        """Kafka headers carrying the key id and the signature of ``key``, ``value`` and the
+        fencing header ``fence`` (if any), followed by ``fence``."""
+        message = _signed(key, value, fence)
+        mac = hmac.new(self._keys[self._active], message, hashlib.sha256)
+        signed = [(KID_HEADER, self._active.encode()), (SIG_HEADER, mac.hexdigest().encode())]
+        return signed + list(fence)
 
     def verify(self, key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]]) -> str:
         """Return the key id that signed the record, or raise SignatureError."""
         kid = sig = None
+        headers = list(headers)
         for name, raw in headers:
             if name == KID_HEADER:
                 kid = raw
@@ -57,7 +75,7 @@ class Keyring:
         secret = self._keys.get(kid.decode("utf-8", "replace"))
         if secret is None:
             raise SignatureError(f"unknown signing key id {kid[:32]!r}")
-        expected = hmac.digest(secret, key + b"\0" + value, "sha256").hex().encode()
+        expected = hmac.digest(secret, _signed(key, value, headers), "sha256").hex().encode()
         if not hmac.compare_digest(expected, sig):
             raise SignatureError("signature does not match")
         return kid.decode()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaProducer
 
 from producer.relay import Relay
 from producer.relay_lease import RelayLease
 from shared.outcomes import Outcome
 from tests.harness import Pipeline
-from tests.kafka_helpers import kafka_connector, wait_for
+from tests.kafka_helpers import Consumed, kafka_connector, read_topic, wait_for
 
 USER = "App\\Models\\User"
 
@@ -92,3 +93,78 @@ def test_a_lease_row_deleted_or_restored_from_a_backup_never_makes_a_region_refu
         validator.close()
         first.close()
         second.close()
+
+
+FORGED = b"999999999999999999"  # the highest epoch a header may carry
+
+
+def _replay_with_forged_fence(
+    pipeline: Pipeline, records: list[Consumed], producer: KafkaProducer
+) -> None:
+    """What an attacker who can write to the topic (but holds no signing key) does: send
+    genuine signed records again with a fencing epoch of their choosing."""
+    for record in records:
+        headers = [(n, v) for n, v in record.headers if n != "ts-fence"] + [("ts-fence", FORGED)]
+        producer.send(
+            pipeline.topics.tokens,
+            key=record.key,
+            value=record.value,
+            headers=headers,
+            partition=record.partition,
+        )
+    producer.flush()
+
+
+def test_a_replayed_record_with_a_forged_fencing_epoch_never_makes_a_region_refuse_a_revocation(
+    one_region: Pipeline,
+) -> None:
+    pipeline = one_region
+    bootstrap = pipeline.settings.kafka_bootstrap
+    relay = _relay(pipeline, "holder")
+    validator = pipeline.validator("eu")
+    attacker = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        assert relay.lease_step()
+        pipeline.start_worker("eu")
+
+        def beat_and_ready() -> bool:
+            relay.heartbeat()
+            return pipeline.state("eu").ready
+
+        wait_for(beat_and_ready, 90, "eu ready")
+        token = pipeline.store.issue(USER, 1, "victim")
+        assert 1 == relay.publish_batch()
+        relay.heartbeat()
+        wait_for(
+            lambda: validator.validate(token.plain_text_token).outcome is Outcome.VALID,
+            30,
+            "the token valid in eu",
+        )
+        issued = [
+            r
+            for r in read_topic(bootstrap, pipeline.topics.tokens)
+            if r.key == token.token_hash.encode()
+        ]
+        _replay_with_forged_fence(pipeline, issued, attacker)
+        pipeline.store.revoke_token(token.id)
+        assert 1 == relay.publish_batch()
+        outcomes: list[Outcome] = []
+
+        def revoked_in_eu() -> bool:
+            relay.heartbeat()  # the attacker replays each new heartbeat: eu stays fresh
+            beats: dict[int, Consumed] = {}
+            for r in read_topic(bootstrap, pipeline.topics.tokens):
+                if r.key is not None and r.key.startswith(b"heartbeat:"):
+                    beats[r.partition] = r
+            _replay_with_forged_fence(pipeline, list(beats.values()), attacker)
+            outcomes.append(validator.validate(token.plain_text_token).outcome)
+            return outcomes[-1] is Outcome.INVALID
+
+        try:
+            wait_for(revoked_in_eu, 20, "the revocation applied in eu")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; eu answered {sorted(set(outcomes))}") from None
+    finally:
+        attacker.close()
+        validator.close()
+        relay.close()
