@@ -4,12 +4,17 @@ the HMAC). Real store, Kafka and Redis; deterministic (no pausing of processes).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
+from producer.publisher import EventPublisher, OutgoingRecord, Placement
 from producer.relay import Relay
-from producer.relay_lease import RelayLease
+from producer.relay_lease import LeaseLostError, RelayLease
 from shared.outcomes import Outcome
 from tests.harness import Pipeline
 from tests.kafka_helpers import Consumed, kafka_connector, read_topic, wait_for
@@ -168,3 +173,79 @@ def test_a_replayed_record_with_a_forged_fencing_epoch_never_makes_a_region_refu
         attacker.close()
         validator.close()
         relay.close()
+
+
+@dataclass
+class GatedPublisher:
+    """A real publisher that waits for ``before`` ahead of its next publish (the relay was
+    paused there) and, after it, sets ``after`` and waits for ``then`` or two seconds,
+    whichever comes first (the relay is slow between its produce and its marking)."""
+
+    inner: EventPublisher
+    before: threading.Event | None = None
+    after: threading.Event | None = None
+    then: threading.Event | None = None
+
+    def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
+        if self.before is not None:
+            assert self.before.wait(30)
+            self.before = None
+        placed = self.inner.publish(records)
+        if self.after is not None and self.then is not None:
+            self.after.set()
+            self.then.wait(2)
+            self.after = self.then = None
+        return placed
+
+    def partitions(self) -> int:
+        return self.inner.partitions()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_late_record_landing_while_the_holder_marks_never_stays_the_newest_of_its_key(
+    any_pipeline: Pipeline,
+) -> None:
+    pipeline = any_pipeline
+    engine = pipeline.store.engine
+    bootstrap = pipeline.settings.kafka_bootstrap
+    connect = kafka_connector(bootstrap, pipeline.topics)
+    b_produced, a_done = threading.Event(), threading.Event()
+    old_pub, new_pub = GatedPublisher(connect()), GatedPublisher(connect())
+    keyring = pipeline.built.keyring
+    old = Relay(
+        engine, lambda: old_pub, keyring, NoWaker(), lease=RelayLease(engine, "old", ttl_ms=400)
+    )
+    new = Relay(engine, lambda: new_pub, keyring, NoWaker(), lease=RelayLease(engine, "new"))
+    failures: list[BaseException] = []
+
+    def old_relay() -> None:  # checks its lease, is paused until the new holder produced
+        try:
+            with pytest.raises(LeaseLostError):
+                old.publish_batch()
+        except BaseException as e:
+            failures.append(e)
+        finally:
+            a_done.set()
+
+    try:
+        assert old.lease_step()  # and heartbeats
+        old_pub.before = b_produced
+        token = pipeline.store.issue(USER, 1, "late")
+        paused = threading.Thread(target=old_relay)
+        paused.start()
+        wait_for(new.lease_step, 10, "the new relay takes the expired lease")
+        new_pub.after, new_pub.then = b_produced, a_done
+        revoked = pipeline.store.revoke_token(token.id)
+        assert 2 == new.publish_batch()  # the old relay's record lands before it marks
+        paused.join(30)
+        assert not failures
+        while new.publish_batch():
+            pass
+        records = read_topic(bootstrap, pipeline.topics.tokens)
+        last = [r for r in records if r.key == token.token_hash.encode()][-1]
+        assert revoked.seq == last.event().seq, "compaction keeps the older version"
+    finally:
+        old.close()
+        new.close()
