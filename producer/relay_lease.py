@@ -34,6 +34,10 @@ __all__ = ["LeaseLostError", "LeaseView", "RelayLease", "holder_id"]
 
 LEASE_TABLE = "tokensync_relay_lease"
 DEFAULT_NAME = "relay"
+#: the longest TTL a lease may have (``tokensync relay --lease-ttl`` allows up to 600 s). A
+#: lease that expires further ahead than this was stamped before the store's clock jumped
+#: back: it counts as expired, so a dead holder's lease is not kept for the jump's length.
+MAX_TTL_MS = 600_000
 
 _table = sa.table(
     LEASE_TABLE,
@@ -65,8 +69,8 @@ class LeaseView:
 
     @property
     def expired(self) -> bool:
-        """Whether a standby may take the lease now."""
-        return self.expires_at_ms <= self.now_ms
+        """Whether a standby may take the lease now (see ``MAX_TTL_MS``)."""
+        return not self.now_ms < self.expires_at_ms <= self.now_ms + MAX_TTL_MS
 
 
 class RelayLease:
@@ -85,8 +89,8 @@ class RelayLease:
         ttl_ms: int = 3000,
         now_ms: Callable[[sa.Connection], int] = db_now_ms,
     ) -> None:
-        if ttl_ms <= 0:
-            raise ValueError("a lease needs a positive TTL")
+        if not 0 < ttl_ms <= MAX_TTL_MS:
+            raise ValueError(f"a lease needs a TTL of 1 to {MAX_TTL_MS} ms")
         self._engine = engine
         self.holder = holder
         self.name = name
@@ -112,7 +116,13 @@ class RelayLease:
             now = self._now_ms(conn)
             taken = conn.execute(
                 sa.update(_table)
-                .where(_table.c.name == self.name, _table.c.expires_at_ms <= now)
+                .where(
+                    _table.c.name == self.name,
+                    sa.or_(
+                        _table.c.expires_at_ms <= now,
+                        _table.c.expires_at_ms > now + MAX_TTL_MS,  # the clock went back
+                    ),
+                )
                 .values(
                     holder=self.holder,
                     # never below the store's clock: an epoch survives the lease row

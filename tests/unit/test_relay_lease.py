@@ -158,3 +158,27 @@ def test_a_lease_of_another_name_gets_its_own_row(engine: sa.Engine, clock: Fake
     b = lease(engine, clock, "b")
     assert 1 == a.acquire()
     assert 1 == b.acquire()
+
+
+def test_a_standby_takes_a_dead_holders_lease_at_once_after_the_store_clock_jumped_back_an_hour(
+    engine: sa.Engine, clock: FakeClock
+) -> None:
+    clock.ms = 10_000_000
+    a, b = lease(engine, clock, "a"), lease(engine, clock, "b")
+    assert a.acquire() is not None  # then a dies
+    clock.ms -= 3_600_000  # the store's clock is set back an hour (NTP, a VM restore)
+    assert b.view().expired
+    epoch = b.acquire()
+    assert epoch is not None
+    assert not a.check()
+
+
+def test_a_live_holder_keeps_its_lease_through_a_small_jump_back_of_the_store_clock(
+    engine: sa.Engine, clock: FakeClock
+) -> None:
+    clock.ms = 10_000_000
+    a, b = lease(engine, clock, "a"), lease(engine, clock, "b")
+    assert a.acquire() is not None
+    clock.ms -= 60_000
+    assert b.acquire() is None
+    assert a.check()
