@@ -3,6 +3,8 @@ of an older relay's fencing epoch after a newer one is dead-lettered as ``fenced
 
 from __future__ import annotations
 
+import hmac
+
 import orjson
 
 from shared.events import FENCE_HEADER, Heartbeat, Keyring, TokenEvent, TokenOp, encode, fence_of
@@ -126,3 +128,11 @@ def test_a_fencing_header_added_changed_or_removed_after_signing_is_a_signature_
     batch = prepare_batch([genuine, *forged], KEYRING, KEYS, fences=fences)
     assert ["signature"] * 4 == [d.reason for d in batch.dead_letters]
     assert 3 == fences.epoch(0)
+
+
+def test_a_fenced_record_keeps_the_signature_workers_of_the_earlier_release_verify() -> None:
+    value = encode(token(5))
+    headers = dict(KEYRING.sign(b"a" * 64, value, [(FENCE_HEADER, b"7")]))
+    earlier = hmac.digest(b"k" * 32, b"a" * 64 + b"\0" + value, "sha256").hex().encode()
+    assert earlier == headers["ts-sig"]
+    assert {"ts-kid", "ts-sig", "ts-fence", "ts-fsig"} == set(headers)
