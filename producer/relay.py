@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from producer.backfill import pending_since_ms
 from producer.clock import db_now_ms
-from producer.late_records import republish_newest
+from producer.late_records import republish_newest_or_pending
 from producer.outbox import (
     BadRowError,
     Encoded,
@@ -69,6 +69,9 @@ from shared.metrics import (
 __all__ = ["Relay", "RelayOptions", "partition_for"]
 
 log = get_logger(__name__)
+
+#: how long a stale relay waits for the holder to mark a newest row it has in flight
+LATE_WAIT_S = 5.0
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -248,10 +251,17 @@ class Relay:
         the newest row of each of their keys again (``producer.late_records``)."""
         try:
             with self._engine.begin() as conn:
-                again = republish_newest(conn, encoded)
+                again, pending = republish_newest_or_pending(conn, encoded)
+            deadline = time.monotonic() + LATE_WAIT_S
+            while pending and time.monotonic() < deadline:  # in flight with the holder?
+                time.sleep(0.05)
+                with self._engine.begin() as conn:
+                    pending = republish_newest_or_pending(conn, pending)[1]
         except sa.exc.SQLAlchemyError:  # the loop boundary logs; the regions still fence
             log.exception("late_records_not_republished", records=len(encoded))
             return
+        if pending:
+            log.warning("late_records_newest_rows_still_unpublished", records=len(pending))
         log.warning(
             "records_published_after_losing_the_lease",
             records=len(encoded),
@@ -271,7 +281,7 @@ class Relay:
             OutgoingRecord(
                 e.event.key,
                 e.value,
-                tracing.record_headers(self._keyring.sign(e.event.key, e.value), e.seq) + fence,
+                tracing.record_headers(self._keyring.sign(e.event.key, e.value, fence), e.seq),
                 partition_for(e.event.key, partitions),
             )
             for e in encoded
@@ -382,7 +392,7 @@ class Relay:
         for partition in range(publisher.partitions()):
             beat = Heartbeat(partition=partition, at_ms=at_ms, seq=self._last_seq)
             value = encode(beat)
-            headers = self._keyring.sign(beat.key, value) + fence
+            headers = self._keyring.sign(beat.key, value, fence)
             records.append(OutgoingRecord(beat.key, value, headers, partition))
         self._failover.confirm()
         publisher.publish(records)

@@ -2,7 +2,10 @@
 
 One row of ``tokensync_relay_lease`` per lease name. A relay takes the lease when it has
 expired, with one conditional UPDATE that also bumps ``epoch`` (the fencing token), and
-renews it with one conditional UPDATE naming itself and its epoch. Expiry is by the
+renews it with one conditional UPDATE naming itself and its epoch. A new epoch is the old
+one plus one, but never below the store's clock in milliseconds: a lease row deleted by
+hand or restored from an older backup must not start again below an epoch the regions
+already saw (they would refuse every record of the new holder as fenced). Expiry is by the
 STORE's clock (``producer.clock.db_now_ms``), never a relay host's: a relay whose host
 clock is wrong, or that was paused, cannot keep a lease the store says has run out.
 
@@ -31,6 +34,10 @@ __all__ = ["LeaseLostError", "LeaseView", "RelayLease", "holder_id"]
 
 LEASE_TABLE = "tokensync_relay_lease"
 DEFAULT_NAME = "relay"
+#: the longest TTL a lease may have (``tokensync relay --lease-ttl`` allows up to 600 s). A
+#: lease that expires further ahead than this was stamped before the store's clock jumped
+#: back: it counts as expired, so a dead holder's lease is not kept for the jump's length.
+MAX_TTL_MS = 600_000
 
 _table = sa.table(
     LEASE_TABLE,
@@ -62,8 +69,8 @@ class LeaseView:
 
     @property
     def expired(self) -> bool:
-        """Whether a standby may take the lease now."""
-        return self.expires_at_ms <= self.now_ms
+        """Whether a standby may take the lease now (see ``MAX_TTL_MS``)."""
+        return not self.now_ms < self.expires_at_ms <= self.now_ms + MAX_TTL_MS
 
 
 class RelayLease:
@@ -82,8 +89,8 @@ class RelayLease:
         ttl_ms: int = 3000,
         now_ms: Callable[[sa.Connection], int] = db_now_ms,
     ) -> None:
-        if ttl_ms <= 0:
-            raise ValueError("a lease needs a positive TTL")
+        if not 0 < ttl_ms <= MAX_TTL_MS:
+            raise ValueError(f"a lease needs a TTL of 1 to {MAX_TTL_MS} ms")
         self._engine = engine
         self.holder = holder
         self.name = name
@@ -109,10 +116,21 @@ class RelayLease:
             now = self._now_ms(conn)
             taken = conn.execute(
                 sa.update(_table)
-                .where(_table.c.name == self.name, _table.c.expires_at_ms <= now)
+                .where(
+                    _table.c.name == self.name,
+                    sa.or_(
+                        _table.c.expires_at_ms <= now,
+                        _table.c.expires_at_ms > now + MAX_TTL_MS,  # the clock went back
+                    ),
+                )
                 .values(
                     holder=self.holder,
-                    epoch=_table.c.epoch + 1,
+                    # never below the store's clock: an epoch survives the lease row
+                    # being deleted or restored from an older backup (regions fence by it)
+                    epoch=sa.case(
+                        (_table.c.epoch + 1 > now, _table.c.epoch + 1),
+                        else_=sa.literal(now, sa.BigInteger),
+                    ),
                     expires_at_ms=now + self.ttl_ms,
                     acquired_at_ms=now,
                 )

@@ -24,7 +24,7 @@ import orjson
 
 from shared.errors import EventDecodeError
 from shared.keys import EpochScope
-from shared.signing import KID_HEADER, SIG_HEADER, Keyring
+from shared.signing import FENCE_HEADER, KID_HEADER, SIG_HEADER, Keyring
 
 __all__ = [
     "FENCE_HEADER",
@@ -85,9 +85,6 @@ def principal_scopes(tokenable_type: str, tokenable_id: str | int) -> tuple[str,
 def ability_scope(ability: str) -> str:
     """The epoch scope of every token whose ability list holds ``ability`` literally."""
     return f"{EpochScope.ABILITY}{ability}"
-
-
-FENCE_HEADER = "ts-fence"
 
 
 def fence_header(epoch: int) -> tuple[str, bytes]:

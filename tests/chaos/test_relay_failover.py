@@ -174,7 +174,7 @@ def test_sigkill_of_the_active_relay_during_5000_revocations_loses_none_and_the_
     pipeline.wait_applied(revoked[-1][2], timeout_s=120)
     worst = staleness.close()
     after = lease(pipeline)
-    assert before.epoch + 1 == after.epoch
+    assert before.epoch < after.epoch  # the next epoch (plus one, or the store clock)
     [active] = log_events(pipeline, "relay-b", "relay_active")
     assert after.epoch == active["epoch"]
     check_regions(pipeline, revoked, marker.plain_text_token)
@@ -221,7 +221,8 @@ def test_a_relay_paused_for_10_s_then_resumed_is_fenced_and_becomes_a_standby(
         "the resumed relay-a stands by",
     )
     assert holder_pid(lease(pipeline)) == b
-    assert epoch + 1 == lease(pipeline).epoch
+    new_epoch = lease(pipeline).epoch
+    assert epoch < new_epoch
     assert pipeline.built.popen("relay-a").poll() is None  # alive, a standby
     last = pipeline.store.issue(USER, 2, "after the pause")
     pipeline.wait_applied(last.seq, timeout_s=120)
@@ -232,7 +233,7 @@ def test_a_relay_paused_for_10_s_then_resumed_is_fenced_and_becomes_a_standby(
     records = read_topic(pipeline.settings.kafka_bootstrap, pipeline.topics.tokens)
     first_new: dict[int, int] = {}
     for r in records:
-        if fence_of(r.headers) == epoch + 1:
+        if fence_of(r.headers) == new_epoch:
             first_new.setdefault(r.partition, r.offset)
     assert len(first_new) == pipeline.settings.partitions
     late = {

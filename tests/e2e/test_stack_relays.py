@@ -45,7 +45,7 @@ def test_stack_up_with_two_relays_shows_the_active_one_and_the_standby_takes_ove
 
         os.kill(active["pid"], signal.SIGKILL)
         wait_for(lambda: relays(tmp_path)[standby["name"]]["role"] == "active", 30, "the take-over")
-        assert active["epoch"] + 1 == relays(tmp_path)[standby["name"]]["epoch"]
+        assert active["epoch"] < relays(tmp_path)[standby["name"]]["epoch"]
         token = tokensync(tmp_path, "token", "issue", "--type", "User", "--id", "1", "--name", "t")
         plain = token.stdout.strip()
         wait_for(

@@ -95,7 +95,8 @@ def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
         old_epoch = min(f for r in records if (f := fence_of(r.headers)) is not None)
         assert {old_epoch} == {fence_of(letter.headers) for letter in letters}
         last = [r for r in records if r.key == token.token_hash.encode()][-1]
-        assert (revoked.seq, old_epoch + 1) == (last.event().seq, fence_of(last.headers))
+        assert revoked.seq == last.event().seq
+        assert (fence_of(last.headers) or 0) > old_epoch
         client = pipeline.redis("eu")
         state = client.hmget(pipeline.keys.token(token.token_hash), "v", "s")
         client.close()

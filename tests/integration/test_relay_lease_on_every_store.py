@@ -30,10 +30,10 @@ def test_exactly_one_of_several_racing_standbys_takes_an_expired_lease(store: To
     for thread in threads:
         thread.join(timeout=30)
     winners = {holder: got for holder, got in results.items() if got is not None}
-    assert [epoch + 1] == list(winners.values())
+    [(winner, won)] = winners.items()
+    assert won > epoch  # plus one, or the store's clock in ms if that is higher
     assert not first.check()
-    [winner] = winners
-    assert (winner, epoch + 1) == (first.view().holder, first.view().epoch)
+    assert (winner, won) == (first.view().holder, first.view().epoch)
 
 
 def test_a_live_lease_is_renewed_and_refused_to_a_standby_then_released_to_it(
@@ -49,7 +49,8 @@ def test_a_live_lease_is_renewed_and_refused_to_a_standby_then_released_to_it(
     view = standby.view()
     assert 2500 < view.expires_at_ms - view.now_ms <= 3000
     active.release()
-    assert epoch + 1 == standby.acquire()
+    taken = standby.acquire()
+    assert taken is not None and taken > epoch
     with store.engine.begin() as conn:
         assert not active.renew(conn)
     assert active.acquire() is None

@@ -3,6 +3,8 @@ of an older relay's fencing epoch after a newer one is dead-lettered as ``fenced
 
 from __future__ import annotations
 
+import hmac
+
 import orjson
 
 from shared.events import FENCE_HEADER, Heartbeat, Keyring, TokenEvent, TokenOp, encode, fence_of
@@ -22,9 +24,8 @@ def record(
     event: TokenEvent | Heartbeat, partition: int, offset: int, epoch: int | None
 ) -> RawRecord:
     value = encode(event)
-    headers = KEYRING.sign(event.key, value)
-    if epoch is not None:
-        headers.append((FENCE_HEADER, str(epoch).encode()))
+    fence = [] if epoch is None else [(FENCE_HEADER, str(epoch).encode())]
+    headers = KEYRING.sign(event.key, value, fence)
     return RawRecord(partition, offset, event.key, value, headers)
 
 
@@ -103,10 +104,7 @@ def test_a_malformed_fencing_header_is_a_decode_error_and_a_missing_one_is_none(
                 0,
                 b"heartbeat:0",
                 encode(Heartbeat(0, 1, 1)),
-                [
-                    *KEYRING.sign(b"heartbeat:0", encode(Heartbeat(0, 1, 1))),
-                    (FENCE_HEADER, b"-1"),
-                ],
+                KEYRING.sign(b"heartbeat:0", encode(Heartbeat(0, 1, 1)), [(FENCE_HEADER, b"-1")]),
             )
         ],
         KEYRING,
@@ -114,3 +112,27 @@ def test_a_malformed_fencing_header_is_a_decode_error_and_a_missing_one_is_none(
         fences=FenceLog(),
     )
     assert ["decode"] == [d.reason for d in batch.dead_letters]
+
+
+def test_a_fencing_header_added_changed_or_removed_after_signing_is_a_signature_error() -> None:
+    genuine = record(token(5), 0, 0, 3)
+    unfenced = record(token(5), 0, 0, None)
+    others = [(n, v) for n, v in genuine.headers if n != FENCE_HEADER]
+    forged = [
+        RawRecord(0, 1, genuine.key, genuine.value, [*others, (FENCE_HEADER, b"999")]),
+        RawRecord(0, 2, genuine.key, genuine.value, others),
+        RawRecord(0, 3, unfenced.key, unfenced.value, [*unfenced.headers, (FENCE_HEADER, b"9")]),
+        RawRecord(0, 4, genuine.key, genuine.value, [*genuine.headers, (FENCE_HEADER, b"9")]),
+    ]
+    fences = FenceLog()
+    batch = prepare_batch([genuine, *forged], KEYRING, KEYS, fences=fences)
+    assert ["signature"] * 4 == [d.reason for d in batch.dead_letters]
+    assert 3 == fences.epoch(0)
+
+
+def test_a_fenced_record_keeps_the_signature_workers_of_the_earlier_release_verify() -> None:
+    value = encode(token(5))
+    headers = dict(KEYRING.sign(b"a" * 64, value, [(FENCE_HEADER, b"7")]))
+    earlier = hmac.digest(b"k" * 32, b"a" * 64 + b"\0" + value, "sha256").hex().encode()
+    assert earlier == headers["ts-sig"]
+    assert {"ts-kid", "ts-sig", "ts-fence", "ts-fsig"} == set(headers)
