@@ -92,6 +92,7 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
         ),
         keyring,
         watch=watch_from(settings, store, watch_settings),
+        region_keys=settings.region_keys,
     )
 
     def apply_usage() -> None:

@@ -7,6 +7,7 @@ fires no trigger on MySQL); the relay's backlog; each region's Redis
 ``maxmemory-policy`` (only ``noeviction`` cannot silently un-revoke) and persistence;
 each region ready and fresh; each region's clock (Redis ``TIME``) against the store's;
 the signing key ids each region's workers verify with against this keyring (the relay's);
+whether each region signs its usage reports with a key of its own (``REGION_KEYS``);
 the token topic's ``cleanup.policy``, replication factor and ``min.insync.replicas``;
 in signing modes ``both`` and ``sealed``, the active seal key and the live records only
 an old key (or a MAC) vouches for (``producer.seal_state``).
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from producer import triggers_mysql
 from producer.clock import db_now_ms
 from producer.doctor_kafka import kafka_checks
+from producer.doctor_region_keys import region_key_checks
 from producer.doctor_regions import (
     clock_check,
     region_checks,
@@ -45,6 +47,9 @@ def run_checks(settings: Settings, store: TokenStore) -> list[Check]:
     checks: list[Check] = []
     checks += _guard("store", lambda: _store_checks(settings, store))
     checks += _guard("signing keys", lambda: _keyring_checks(settings))
+    checks += _guard(
+        "region keys", lambda: region_key_checks(settings, all_regions(settings, store))
+    )
     for region in all_regions(settings, store):
         checks += _guard(f"region {region.name}", _bind(region_checks, settings, region))
         checks += _guard(

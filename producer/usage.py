@@ -2,7 +2,9 @@
 (and handing them to the watch's usage window and detectors, ``producer.detectors``).
 
 Regions forward what their validators saw (``shared.usage``) to the usage topic,
-signed with the keyring; this applier verifies every record, drops (and counts,
+signed with the region's own key (``shared.region_keys``; the shared keyring until
+region keys are configured); this applier verifies every record, refuses one that
+claims another region than its signer's, drops (and counts,
 and logs) what is forged, malformed or carries a time out of range, and moves
 ``last_used_at`` forward only (an update that touches only
 ``last_used_at``/``updated_at`` publishes nothing: the triggers skip it). A
@@ -25,6 +27,7 @@ from shared.errors import EventDecodeError, PublishError, SignatureError
 from shared.events import Keyring
 from shared.logs import get_logger
 from shared.metrics import USAGE_REPORTS
+from shared.region_keys import RegionKeys
 from shared.usage import SignedUsageRecord, UsageReport, decode_usage_report
 
 if TYPE_CHECKING:  # only the relay process needs kafka; this module stays importable without it
@@ -44,20 +47,33 @@ class UsageOutcome(StrEnum):
     """What became of one usage record."""
 
     APPLIED = "applied"
-    FORGED = "forged"  # not signed by a key of the keyring, or altered
+    FORGED = "forged"  # not signed by a key it may be signed with, altered, wrong region
     MALFORMED = "malformed"  # signed, but not a well-formed report
     OUT_OF_RANGE = "out_of_range"  # a time before 1970 or too far in the future
 
 
 def _judge(
-    record: SignedUsageRecord, keyring: Keyring, now_ms: int
-) -> tuple[UsageOutcome, UsageReport | None, str]:
+    record: SignedUsageRecord, keyring: Keyring, now_ms: int, region_keys: RegionKeys | None = None
+) -> tuple[UsageOutcome, UsageReport | None, str, str]:
+    """The outcome, the report (when it decodes), why, and the event to log a refusal as.
+
+    A record a region key signed is that region's and may speak only for it; a record the
+    shared keyring signed is accepted only for a region without a key of its own."""
+    rejected = "usage_report_rejected"
+    keys = region_keys or RegionKeys()
     try:
-        report = decode_usage_report(record, keyring)
+        signer = keys.signer(record.key or b"", record.value or b"", record.headers)
+        report = decode_usage_report(record, keyring if signer is None else keys)
     except SignatureError as e:
-        return UsageOutcome.FORGED, None, str(e)
+        return UsageOutcome.FORGED, None, str(e), rejected
     except EventDecodeError as e:
-        return UsageOutcome.MALFORMED, None, str(e)
+        return UsageOutcome.MALFORMED, None, str(e), rejected
+    if signer is not None and report.region != signer:
+        why = f"signed by region {signer}'s key, claims region {report.region[:64]}"
+        return UsageOutcome.FORGED, None, why, "usage_report_wrong_region"
+    if signer is None and report.region in keys.regions:
+        why = f"region {report.region} signs with its own key; the shared keyring does not"
+        return UsageOutcome.FORGED, None, why, "usage_report_wrong_region"
     limit = now_ms + int(MAX_AHEAD_S * 1000)
     late = [at for at in report.usage.values() if at > limit]
     if late:
@@ -65,8 +81,9 @@ def _judge(
             UsageOutcome.OUT_OF_RANGE,
             report,
             f"{len(late)} use(s) after now + {MAX_AHEAD_S:g} s",
+            rejected,
         )
-    return UsageOutcome.APPLIED, report, ""
+    return UsageOutcome.APPLIED, report, "", ""
 
 
 def merge_reports(
@@ -74,19 +91,21 @@ def merge_reports(
     keyring: Keyring,
     now_ms: int | None = None,
     accepted: list[UsageReport] | None = None,
+    region_keys: RegionKeys | None = None,
 ) -> dict[int, int]:
     """Newest use per token id across the records that verify and are in range; every
     other record is dropped, counted (``tokensync_usage_reports_total``) and logged. The
-    reports that verify are appended to ``accepted`` (for the watch)."""
+    reports that verify are appended to ``accepted`` (for the watch). With
+    ``region_keys``, each report is its signer's (``_judge``)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     merged: dict[int, int] = {}
     for record in records:
-        outcome, report, why = _judge(record, keyring, now)
+        outcome, report, why, event = _judge(record, keyring, now, region_keys)
         USAGE_REPORTS.labels(outcome.value).inc()
         if outcome is not UsageOutcome.APPLIED or report is None:
             claimed = (record.key or b"")[:64].decode("utf-8", "replace")
             log.warning(
-                "usage_report_rejected",
+                event,
                 reason=outcome.value,
                 detail=why,
                 partition=record.partition,
@@ -137,8 +156,10 @@ class UsageApplier:
         *,
         clock: Callable[[], float] = time.time,
         watch: Watch | None = None,
+        region_keys: RegionKeys | None = None,
     ) -> None:
         self._engine = engine
+        self._region_keys = region_keys
         self._connect = connect
         self._keyring = keyring
         self._clock = clock
@@ -155,7 +176,9 @@ class UsageApplier:
                 if records:
                     reports: list[UsageReport] = []
                     now_ms = int(self._clock() * 1000)
-                    usage = merge_reports(records, self._keyring, now_ms, reports)
+                    usage = merge_reports(
+                        records, self._keyring, now_ms, reports, self._region_keys
+                    )
                     if self._watch is not None:  # before last_used_at moves (dormancy)
                         self._watched(self._watch.ingest, reports)
                     updated = apply_usage(self._engine, usage)

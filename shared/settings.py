@@ -25,6 +25,14 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 from shared.kafka_client import KNOWN as KAFKA_CLIENT_KNOWN
 from shared.kafka_client import KafkaClientConfig
+from shared.region_keys import (
+    RegionKey,
+    RegionKeys,
+    format_region_key,
+    format_region_keys,
+    parse_region_key,
+    parse_region_keys,
+)
 from shared.region_url import READ_FROM_CHOICES, RegionUrl, hide_password, split_regions
 from shared.settings_file import (
     DEFAULT_STATE_DIR,
@@ -244,6 +252,8 @@ class Settings:
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
     read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
     stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
+    region_key: RegionKey | None = field(default=None, repr=False)  # a worker's own
+    region_keys: RegionKeys = field(default_factory=RegionKeys, repr=False)  # the store's
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -278,6 +288,8 @@ class Settings:
         "READ_FROM",
         "SETTINGS_FILE",
         "STAGE_TIMING",
+        "REGION_KEY",
+        "REGION_KEYS",
         *KAFKA_CLIENT_KNOWN,
         *WATCH_KNOWN,  # parsed by the relay's watch (producer.detectors.settings)
     )
@@ -335,6 +347,8 @@ class Settings:
             kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
             read_from=_read_from(get(PREFIX + "READ_FROM", "")),
             stage_timing=_bool(environ, "STAGE_TIMING"),
+            region_key=parse_region_key(get(PREFIX + "REGION_KEY", ""), PREFIX + "REGION_KEY"),
+            region_keys=parse_region_keys(get(PREFIX + "REGION_KEYS", ""), PREFIX + "REGION_KEYS"),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -442,6 +456,8 @@ class Settings:
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
             "READ_FROM": "" if self.read_from == "replica" else self.read_from,
             "STAGE_TIMING": "true" if self.stage_timing else "",
+            "REGION_KEY": format_region_key(self.region_key),
+            "REGION_KEYS": format_region_keys(self.region_keys),
         }
         return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
 

@@ -15,6 +15,7 @@ import orjson
 
 from shared.errors import EventDecodeError
 from shared.events import Keyring
+from shared.region_keys import RegionKeys, Signer
 
 __all__ = [
     "MAX_CLIENTS_PER_TOKEN",
@@ -190,14 +191,15 @@ def encode_usage_reports(
     region: str,
     usage: Mapping[int, int],
     at_ms: int,
-    keyring: Keyring,
+    keyring: Signer,
     *,
     tokens: Mapping[int, TokenUse] | None = None,
     invalid: Sequence[InvalidUse] = (),
 ) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     """Signed records (key, value, headers) of the interval's usage, at most
     MAX_REPORT_TOKENS tokens (MAX_COUNTED_TOKENS with counts) and MAX_INVALID_PER_REPORT
-    invalid entries each."""
+    invalid entries each, signed by ``keyring`` (the region's own key once it has one,
+    ``shared.region_keys``)."""
     counts = tokens or {}
     ids = sorted(set(usage) | set(counts))
     size = MAX_COUNTED_TOKENS if counts else MAX_REPORT_TOKENS
@@ -279,9 +281,9 @@ def _decode_invalid(raw: object) -> list[InvalidUse]:
     return out
 
 
-def decode_usage_report(record: SignedUsageRecord, keyring: Keyring) -> UsageReport:
+def decode_usage_report(record: SignedUsageRecord, keyring: Keyring | RegionKeys) -> UsageReport:
     """Verify and decode one usage record; SignatureError when it is not signed by a key
-    of the keyring, EventDecodeError when it is not a well-formed report."""
+    of the keyring (or a region key), EventDecodeError when it is not a well-formed report."""
     value = record.value
     if not value:
         raise EventDecodeError("usage record has no value")

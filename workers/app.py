@@ -20,6 +20,7 @@ from shared.errors import CacheUnavailableError
 from shared.events import Keyring
 from shared.keys import SIGNERS_REFRESH_S, RedisKeys, Topics, consumer_group
 from shared.logs import get_logger
+from shared.region_keys import usage_signer
 from shared.seal_keys import verifier_from
 from shared.settings import Region, Settings
 from shared.usage import DRAIN_SCRIPT, encode_usage_reports, parse_drained_detail
@@ -106,11 +107,14 @@ def build_app(
 
     usage_topic = _raw_topic(app, topics.usage, partitions=settings.partitions)
     drain = cache.client.register_script(DRAIN_SCRIPT)
+    signer = usage_signer(keyring, region.name, settings.region_key, settings.region_keys)
+    log.info("usage_signing", region=region.name, own_key=signer is not keyring)
 
     async def forward_usage() -> None:
         """Move what validators flushed (token id -> newest use, presentation counts) to the
-        usage topic, signed with the keyring like the token stream (the store drops what
-        does not verify)."""
+        usage topic, signed with the keyring like the token stream and with the region's
+        own key once it has one (``shared.region_keys``; the store drops what does not
+        verify, and what claims another region than its key's)."""
         try:
             drained = await drain(keys=[cache.keys.usage, cache.keys.usage_counts])
             usage, counts, invalid = parse_drained_detail(drained)
@@ -120,7 +124,7 @@ def build_app(
         if usage or counts or invalid:
             now_ms = int(time.time() * 1000)
             for key, value, headers in encode_usage_reports(
-                region.name, usage, now_ms, keyring, tokens=counts, invalid=invalid
+                region.name, usage, now_ms, signer, tokens=counts, invalid=invalid
             ):
                 await (await usage_topic.send(key=key, value=value, headers=headers))
             log.info(

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from producer.triggers import drop_statements
 from shared.cli import main
+from shared.region_keys import RegionKeys
 from shared.settings import Region
 from tests.harness import Pipeline
 
@@ -39,6 +40,11 @@ def test_a_healthy_pipeline_passes_and_each_broken_guarantee_is_reported(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    pipeline.settings = pipeline.settings.with_overrides(  # without them doctor warns
+        region_keys=RegionKeys(
+            {r.name: {f"{r.name}-1": r.name.encode() * 16} for r in pipeline.settings.regions}
+        )
+    )
     pipeline.start_relay()
     for region in pipeline.settings.regions:
         pipeline.start_worker(region.name)
