@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError, StackError
+from shared.region_keys import RegionKeys
 from shared.settings import (
     PREFIX,
     Region,
@@ -123,6 +124,7 @@ def record_settings(
     """Write the stack's settings: ``previous`` (the file under the environment) with the
     endpoints the stack runs, a signing key and a SQLite store unless chosen."""
     keys = dict(old.signing_keys) or {"local-1": secrets.token_bytes(32)}
+    region_keys = _region_keys(old.region_keys, regions)
     database_url = previous.get(PREFIX + "DATABASE_URL") or f"sqlite:///{state_dir / 'store.db'}"
     settings = old.with_overrides(
         kafka_bootstrap=kafka_bootstrap or f"127.0.0.1:{kafka_port}",
@@ -130,6 +132,7 @@ def record_settings(
         database_url=database_url,
         signing_keys=keys,
         signing_key_id=old.signing_key_id or next(iter(keys)),
+        region_keys=region_keys,
         state_dir=state_dir,
         api_url=f"http://127.0.0.1:{api_port}",
     )
@@ -138,6 +141,16 @@ def record_settings(
         values.pop(key, None)
     write_settings_file(path, values)
     return settings
+
+
+def _region_keys(old: RegionKeys, regions: Sequence[Region]) -> RegionKeys:
+    """``old`` plus a key of its own for each region that has none (usage reports)."""
+    keys: dict[str, dict[str, bytes]] = {}
+    for name, kid, secret in old.items():
+        keys.setdefault(name, {})[kid] = secret
+    for region in regions:
+        keys.setdefault(region.name, {f"{region.name}-1": secrets.token_bytes(32)})
+    return RegionKeys(keys)
 
 
 def record_gates(path: Path, settings: Settings, gates: Mapping[str, str]) -> Settings:
