@@ -347,9 +347,11 @@ class SealGate:
         return released, letters, resume
 
     def _release(self, partition: int, digests: frozenset[bytes]) -> list[Record]:
-        """The waiting records of ``partition`` a seal covers; waiting records of the same
-        keys and older than those are dropped (superseded: a reseal's copy of a record of
-        the hmac era, the original of which no seal covers)."""
+        """The waiting records of ``partition`` a seal covers; a waiting record of the same
+        key, older and of a seq no higher than a released one's, is dropped (superseded: a
+        reseal's copy of a record of the hmac era, the original of which no seal covers).
+        The seq matters: a genuine old record and its seal replayed by a topic writer must
+        not make a newer record (a revocation) that waits for its seal vanish."""
         released: list[Record] = []
         keep = []
         for item in self._pending.get(partition, []):
@@ -357,12 +359,15 @@ class SealGate:
                 released.append(item[0])
             else:
                 keep.append(item)
-        newest: dict[bytes | None, int] = {}
+        newest: dict[bytes | None, tuple[int, int]] = {}
         for record in released:
-            newest[record.key] = max(newest.get(record.key, -1), record.offset)
+            offset, seq = newest.get(record.key, (-1, -1))
+            newest[record.key] = (max(offset, record.offset), max(seq, _seq_hint(record.value)))
         left = []
         for item in keep:
-            if item[0].offset < newest.get(item[0].key, -1):
+            offset, seq = newest.get(item[0].key, (-1, -1))
+            waiting_seq = _seq_hint(item[0].value)
+            if item[0].offset < offset and 0 <= waiting_seq <= seq:
                 self.superseded += 1
             else:
                 left.append(item)

@@ -1,0 +1,42 @@
+"""Attacks on sealed mode by someone holding what a region holds (write access to the topic,
+public keys, the HMAC key of ``both`` mode): values only, real Ed25519."""
+
+from __future__ import annotations
+
+from shared.events import TokenEvent, TokenOp, encode
+from shared.keys import RedisKeys
+from tests.unit.test_seal_gate import Clock, gate, published
+from workers.handlers import RawRecord, prepare_sealed_batch
+
+KEYS = RedisKeys()
+HASH = "ab" * 32
+
+
+def grant(seq: int) -> TokenEvent:
+    return TokenEvent(seq, TokenOp.ISSUED, HASH, 7, "U", "1", "n", ("*",), 1, 1, None, 1)
+
+
+def revocation(seq: int) -> TokenEvent:
+    return TokenEvent(seq, TokenOp.REVOKED, HASH, 7, "U", "1", "n", ("*",), 1, 1, None, 1)
+
+
+def at(offset: int, records: list[RawRecord]) -> list[RawRecord]:
+    return [
+        RawRecord(r.partition, offset + i, r.key, r.value, r.headers) for i, r in enumerate(records)
+    ]
+
+
+def test_a_replayed_old_sealed_grant_does_not_make_a_waiting_revocation_vanish() -> None:
+    # The authority sealed a grant (seq 1) long ago; later it revokes the token (seq 2).
+    old_grant = published([grant(1)])  # record + its genuine seal
+    revoked = published([revocation(2)])
+    # The revocation is in the partition, its seal not yet: an attacker appends the old
+    # grant and its old seal in between (both genuine bytes, read from the topic).
+    stream = [*at(10, revoked[:1]), *at(11, old_grant), *at(13, revoked[1:])]
+    clock = Clock()
+    g = gate(clock)
+    values = []
+    for record in stream:
+        values += prepare_sealed_batch([record], g, KEYS).values
+    assert encode(revocation(2)) in values, "the genuine revocation was dropped"
+    assert g.superseded == 0
