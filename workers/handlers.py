@@ -36,6 +36,8 @@ __all__ = [
 EXPIRY_MARGIN_MS = 60_000
 DEFAULT_TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 _HASH = re.compile(r"\A[0-9a-f]{64}\Z")
+#: Unsealed records a partition keeps after their dead letter, for a seal read late.
+MAX_LATE_PER_PARTITION = 4096
 
 
 class Record(Protocol):
@@ -289,17 +291,23 @@ class SealGate:
         self._hmac = hmac
         self._clock = clock
         self._pending: dict[int, list[tuple[Record, bytes, float]]] = {}
+        # Records dead-lettered as unsealed, kept (bounded) so that a seal read late (a
+        # backlog a topic writer stuffed between records and their seal, a produce retried
+        # through a broker fault) still releases them: a late revocation is not lost.
+        self._late: dict[int, dict[bytes, Record]] = {}
         self._seen: dict[int, int] = {}
         self.sealed = 0  # seals verified
         self.unsealed = 0  # records dead-lettered for want of a seal
         self.unsealed_heartbeats = 0  # heartbeats no seal covered: dropped, never applied
         self.superseded = 0  # unsealed records a newer sealed one of their key replaced
         self.retired_seals = 0  # seals by a key known as retired: ignored
+        self.late = 0  # records a seal released after they were dead-lettered as unsealed
 
     def reset(self) -> None:
         """Forget what waits (the consumer was positioned again: it reads it again)."""
         self._pending.clear()
         self._seen.clear()
+        self._late.clear()
 
     @property
     def waiting(self) -> int:
@@ -353,6 +361,11 @@ class SealGate:
         The seq matters: a genuine old record and its seal replayed by a topic writer must
         not make a newer record (a revocation) that waits for its seal vanish."""
         released: list[Record] = []
+        late = self._late.get(partition)
+        if late:
+            for digest in digests & late.keys():
+                released.append(late.pop(digest))
+                self.late += 1
         keep = []
         for item in self._pending.get(partition, []):
             if item[1] in digests:
@@ -383,10 +396,14 @@ class SealGate:
                 continue
             touched.add(partition)
             self._pending[partition] = [item for item in waiting if now - item[2] < self._wait_s]
-            for record, _, _ in expired:
+            late = self._late.setdefault(partition, {})
+            for record, digest, _ in expired:
                 if record.key is not None and record.key.startswith(b"heartbeat:"):
                     self.unsealed_heartbeats += 1
                     continue
+                late[digest] = record
+                while len(late) > MAX_LATE_PER_PARTITION:
+                    del late[next(iter(late))]
                 self.unsealed += 1
                 detail = f"no valid seal covered it within {self._wait_s:g} s"
                 letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))

@@ -40,3 +40,19 @@ def test_a_replayed_old_sealed_grant_does_not_make_a_waiting_revocation_vanish()
         values += prepare_sealed_batch([record], g, KEYS).values
     assert encode(revocation(2)) in values, "the genuine revocation was dropped"
     assert g.superseded == 0
+
+
+def test_a_revocation_whose_seal_is_read_after_the_wait_is_still_applied() -> None:
+    # A topic writer stuffs records between a revocation and its seal (or the relay's seal
+    # produce is retried through a broker fault): the worker reads the seal only after the
+    # wait, when the revocation was dead-lettered as unsealed. The seal still releases it.
+    revoked = published([revocation(2)])
+    clock = Clock()
+    g = gate(clock)
+    first = prepare_sealed_batch(at(10, revoked[:1]), g, KEYS)
+    assert first.values == []
+    clock.now += 6
+    expired = prepare_sealed_batch([], g, KEYS)
+    assert [d.reason for d in expired.dead_letters] == ["unsealed"]
+    late = prepare_sealed_batch(at(5000, revoked[1:]), g, KEYS)
+    assert late.values == [encode(revocation(2))]
