@@ -66,6 +66,14 @@ def _is_heartbeat(key: bytes | None) -> bool:
     return key is not None and key.startswith(b"heartbeat:")
 
 
+def _digest(record: LogRecord) -> bytes:
+    """The record's digest; empty (matched by no seal) when no seal can cover it."""
+    try:
+        return record_digest(record[2], record[3], record[4])
+    except SignatureError:
+        return b""  # a header name too long to be sealed
+
+
 def scan(
     records: Sequence[LogRecord], topic: str, verifier: SealVerifier, hmac: Keyring | None
 ) -> Scan:
@@ -109,7 +117,7 @@ def scan(
                 pass
             else:
                 vouch(record, HMAC_VOUCHER)
-        waiting.setdefault(partition, []).append((record, record_digest(key, value, headers)))
+        waiting.setdefault(partition, []).append((record, _digest(record)))
     vouched = {(r[0], r[1]) for r, _ in result.newest.values()}
     newest_any: dict[tuple[int, bytes], int] = {}
     for partition, offset, key, _, _ in ordered:

@@ -345,7 +345,11 @@ class SealGate:
             elif self._hmac is not None and _hmac_ok(record, self._hmac):
                 released.append(record)
             else:
-                digest = record_digest(record.key, record.value, headers)
+                try:
+                    digest = record_digest(record.key, record.value, headers)
+                except SignatureError as e:
+                    letters.append(DeadLetter(record, "signature", str(e), _seq_hint(record.value)))
+                    continue
                 self._pending.setdefault(partition, []).append((record, digest, now))
         letters += self._expire(now, touched)
         resume = {}

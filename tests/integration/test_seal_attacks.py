@@ -127,3 +127,12 @@ def test_a_worker_restarted_while_a_record_waits_for_its_seal_applies_it_once_se
     send(sealed, [revoked_seal])
     caught_up(sealed)
     assert status(sealed, token_hash) == dict.fromkeys(REGIONS, b"r")  # nothing lost
+
+
+def test_a_record_with_a_header_name_too_long_to_digest_is_dead_lettered_and_the_stream_goes_on(
+    sealed: Pipeline,
+) -> None:
+    junk_key = f"junk-{uuid.uuid4().hex}".encode()
+    send(sealed, [(0, junk_key, b"{}", [("x" * 70_000, b"")])])
+    marker = sealed.store.issue("App\\Models\\User", 3, "after the long header")
+    sealed.wait_applied(marker.seq, timeout_s=30)
