@@ -56,3 +56,11 @@ def test_a_revocation_whose_seal_is_read_after_the_wait_is_still_applied() -> No
     assert [d.reason for d in expired.dead_letters] == ["unsealed"]
     late = prepare_sealed_batch(at(5000, revoked[1:]), g, KEYS)
     assert late.values == [encode(revocation(2))]
+
+
+def test_a_record_with_a_null_header_value_is_dead_lettered_not_a_crash() -> None:
+    # Kafka header values are nullable; other clients than kafka-python can write null ones
+    junk = RawRecord(0, 3, b"junk", b"{}", [("x", None)])  # type: ignore[list-item]
+    batch = prepare_sealed_batch([junk], gate(Clock()), KEYS)
+    assert [d.reason for d in batch.dead_letters] == ["signature"]
+    assert batch.next_offsets == {0: 4}
