@@ -437,5 +437,13 @@ def prepare_sealed_batch(
     released, letters, resume = gate.admit(records)
     batch.dead_letters.extend(letters)
     batch.next_offsets.update(resume)
+    # A heartbeat certifies that what was published before it is applied: one behind a
+    # record still waiting for its seal (the resume offset) certifies nothing yet.
+    released = [
+        r
+        for r in released
+        if not (r.key or b"").startswith(b"heartbeat:")
+        or r.offset < resume.get(r.partition, r.offset + 1)
+    ]
     _decode_into(batch, released, None, beats_until_ms, fences)
     return batch

@@ -3,7 +3,7 @@ public keys, the HMAC key of ``both`` mode): values only, real Ed25519."""
 
 from __future__ import annotations
 
-from shared.events import TokenEvent, TokenOp, encode
+from shared.events import Heartbeat, TokenEvent, TokenOp, encode
 from shared.keys import RedisKeys
 from tests.unit.test_seal_gate import Clock, gate, published
 from workers.handlers import RawRecord, prepare_sealed_batch
@@ -64,3 +64,15 @@ def test_a_record_with_a_null_header_value_is_dead_lettered_not_a_crash() -> Non
     batch = prepare_sealed_batch([junk], gate(Clock()), KEYS)
     assert [d.reason for d in batch.dead_letters] == ["signature"]
     assert batch.next_offsets == {0: 4}
+
+
+def test_a_heartbeat_behind_a_record_waiting_for_its_seal_does_not_make_the_region_fresh() -> None:
+    # A heartbeat stamped T certifies that everything published before T was applied: a
+    # revocation before it whose seal has not been read yet is not applied.
+    revoked = published([revocation(2)])
+    beat = published([Heartbeat(0, 9000, 2)])
+    g = gate(Clock())
+    batch = prepare_sealed_batch([*at(10, revoked[:1]), *at(11, beat)], g, KEYS)
+    assert batch.values == [] and batch.beats == {}
+    later = prepare_sealed_batch(at(13, revoked[1:]), g, KEYS)
+    assert later.values == [encode(revocation(2))]
