@@ -309,6 +309,14 @@ class SealGate:
         self._seen.clear()
         self._late.clear()
 
+    def first_waiting_change(self, partition: int) -> float:
+        """The offset of the first record of ``partition`` (not a heartbeat) waiting for
+        its seal; infinity when none waits."""
+        for record, _, _ in self._pending.get(partition, []):
+            if not _is_heartbeat(record.key):
+                return record.offset
+        return float("inf")
+
     @property
     def waiting(self) -> int:
         """Records read and waiting for a seal."""
@@ -402,7 +410,7 @@ class SealGate:
             self._pending[partition] = [item for item in waiting if now - item[2] < self._wait_s]
             late = self._late.setdefault(partition, {})
             for record, digest, _ in expired:
-                if record.key is not None and record.key.startswith(b"heartbeat:"):
+                if _is_heartbeat(record.key):
                     self.unsealed_heartbeats += 1
                     continue
                 late[digest] = record
@@ -412,6 +420,10 @@ class SealGate:
                 detail = f"no valid seal covered it within {self._wait_s:g} s"
                 letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))
         return letters
+
+
+def _is_heartbeat(key: bytes | None) -> bool:
+    return key is not None and key.startswith(b"heartbeat:")
 
 
 def _hmac_ok(record: Record, keyring: Keyring) -> bool:
@@ -438,12 +450,11 @@ def prepare_sealed_batch(
     batch.dead_letters.extend(letters)
     batch.next_offsets.update(resume)
     # A heartbeat certifies that what was published before it is applied: one behind a
-    # record still waiting for its seal (the resume offset) certifies nothing yet.
+    # change still waiting for its seal certifies nothing yet.
     released = [
         r
         for r in released
-        if not (r.key or b"").startswith(b"heartbeat:")
-        or r.offset < resume.get(r.partition, r.offset + 1)
+        if not _is_heartbeat(r.key) or r.offset < gate.first_waiting_change(r.partition)
     ]
     _decode_into(batch, released, None, beats_until_ms, fences)
     return batch

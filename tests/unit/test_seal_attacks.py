@@ -76,3 +76,13 @@ def test_a_heartbeat_behind_a_record_waiting_for_its_seal_does_not_make_the_regi
     assert batch.values == [] and batch.beats == {}
     later = prepare_sealed_batch(at(13, revoked[1:]), g, KEYS)
     assert later.values == [encode(revocation(2))]
+
+
+def test_a_sealed_heartbeat_behind_an_unsealed_heartbeat_still_makes_the_region_fresh() -> None:
+    # a topic written in hmac mode holds unsealed heartbeats: they hold no change back
+    old = Heartbeat(0, 8000, 1)
+    value = encode(old)
+    beat = published([Heartbeat(0, 9000, 2)])
+    g = gate(Clock())
+    batch = prepare_sealed_batch([RawRecord(0, 10, old.key, value, []), *at(11, beat)], g, KEYS)
+    assert batch.beats == {0: 9000}
