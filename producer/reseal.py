@@ -22,7 +22,7 @@ from typing import Any
 
 from producer.publisher import EventPublisher, OutgoingRecord
 from shared.errors import SignatureError
-from shared.events import Keyring
+from shared.events import FENCE_HEADER, Keyring
 from shared.logs import get_logger
 from shared.seal import SealVerifier, is_seal_key, record_digest
 
@@ -136,7 +136,9 @@ def _copy(record: LogRecord, mark: bytes = b"copy") -> OutgoingRecord:
     """``record`` again, marked: ``copy`` (of what an old key vouched for) or ``newer``
     (of what the relay wrote during the reseal)."""
     partition, _, key, value, headers = record
-    kept = [(n, v) for n, v in headers if n != RESEAL_HEADER]
+    # A copy carries no fencing epoch: the original's (an older relay's) would be fenced
+    # by the epoch in force where the copy lands; the seal vouches for the copy.
+    kept = [(n, v) for n, v in headers if n not in (RESEAL_HEADER, FENCE_HEADER)]
     return OutgoingRecord(key or b"", value or b"", [*kept, (RESEAL_HEADER, mark)], partition)
 
 
