@@ -86,3 +86,10 @@ def test_a_sealed_heartbeat_behind_an_unsealed_heartbeat_still_makes_the_region_
     g = gate(Clock())
     batch = prepare_sealed_batch([RawRecord(0, 10, old.key, value, []), *at(11, beat)], g, KEYS)
     assert batch.beats == {0: 9000}
+
+
+def test_a_resealed_copy_carries_no_fencing_epoch_of_the_relay_that_wrote_the_original() -> None:
+    from producer.reseal import _copy
+
+    copy = _copy((0, 5, b"k", b"{}", [("ts-fence", b"1"), ("x", b"y")]))
+    assert ("ts-fence", b"1") not in copy.headers and ("x", b"y") in copy.headers
