@@ -22,7 +22,7 @@ from typing import Any
 
 from producer.publisher import EventPublisher, OutgoingRecord
 from shared.errors import SignatureError
-from shared.events import Keyring
+from shared.events import FENCE_HEADER, Keyring
 from shared.logs import get_logger
 from shared.seal import SealVerifier, is_seal_key, record_digest
 
@@ -64,6 +64,14 @@ class Scan:
 
 def _is_heartbeat(key: bytes | None) -> bool:
     return key is not None and key.startswith(b"heartbeat:")
+
+
+def _digest(record: LogRecord) -> bytes:
+    """The record's digest; empty (matched by no seal) when no seal can cover it."""
+    try:
+        return record_digest(record[2], record[3], record[4])
+    except SignatureError:
+        return b""  # a header name too long to be sealed
 
 
 def scan(
@@ -109,7 +117,7 @@ def scan(
                 pass
             else:
                 vouch(record, HMAC_VOUCHER)
-        waiting.setdefault(partition, []).append((record, record_digest(key, value, headers)))
+        waiting.setdefault(partition, []).append((record, _digest(record)))
     vouched = {(r[0], r[1]) for r, _ in result.newest.values()}
     newest_any: dict[tuple[int, bytes], int] = {}
     for partition, offset, key, _, _ in ordered:
@@ -128,7 +136,9 @@ def _copy(record: LogRecord, mark: bytes = b"copy") -> OutgoingRecord:
     """``record`` again, marked: ``copy`` (of what an old key vouched for) or ``newer``
     (of what the relay wrote during the reseal)."""
     partition, _, key, value, headers = record
-    kept = [(n, v) for n, v in headers if n != RESEAL_HEADER]
+    # A copy carries no fencing epoch: the original's (an older relay's) would be fenced
+    # by the epoch in force where the copy lands; the seal vouches for the copy.
+    kept = [(n, v) for n, v in headers if n not in (RESEAL_HEADER, FENCE_HEADER)]
     return OutgoingRecord(key or b"", value or b"", [*kept, (RESEAL_HEADER, mark)], partition)
 
 

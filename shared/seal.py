@@ -78,13 +78,19 @@ def is_seal_key(key: bytes | None) -> bool:
 def record_digest(
     key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
 ) -> bytes:
-    """SHA-256 over the length-prefixed key, value and covered headers of one record."""
+    """SHA-256 over the length-prefixed key, value and covered headers of one record;
+    SignatureError for a header name of over 65,535 bytes or a null header value (no seal
+    can cover either)."""
     k, v = key or b"", value or b""
     parts = [len(k).to_bytes(4, "big"), k, len(v).to_bytes(4, "big"), v]
     for name, raw in headers:
         if name in UNSEALED_HEADERS:
             continue
         encoded = name.encode()
+        if len(encoded) > 0xFFFF:
+            raise SignatureError(f"a header name of {len(encoded)} bytes cannot be sealed")
+        if raw is None:  # Kafka header values are nullable; the relay never writes one
+            raise SignatureError(f"header {name[:64]!r} has a null value: it cannot be sealed")
         parts += [len(encoded).to_bytes(2, "big"), encoded, len(raw).to_bytes(4, "big"), raw]
     return hashlib.sha256(b"".join(parts)).digest()
 

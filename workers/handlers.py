@@ -36,6 +36,8 @@ __all__ = [
 EXPIRY_MARGIN_MS = 60_000
 DEFAULT_TOMBSTONE_TTL_MS = 30 * 24 * 3600 * 1000
 _HASH = re.compile(r"\A[0-9a-f]{64}\Z")
+#: Unsealed records a partition keeps after their dead letter, for a seal read late.
+MAX_LATE_PER_PARTITION = 4096
 
 
 class Record(Protocol):
@@ -289,17 +291,31 @@ class SealGate:
         self._hmac = hmac
         self._clock = clock
         self._pending: dict[int, list[tuple[Record, bytes, float]]] = {}
+        # Records dead-lettered as unsealed, kept (bounded) so that a seal read late (a
+        # backlog a topic writer stuffed between records and their seal, a produce retried
+        # through a broker fault) still releases them: a late revocation is not lost.
+        self._late: dict[int, dict[bytes, Record]] = {}
         self._seen: dict[int, int] = {}
         self.sealed = 0  # seals verified
         self.unsealed = 0  # records dead-lettered for want of a seal
         self.unsealed_heartbeats = 0  # heartbeats no seal covered: dropped, never applied
         self.superseded = 0  # unsealed records a newer sealed one of their key replaced
         self.retired_seals = 0  # seals by a key known as retired: ignored
+        self.late = 0  # records a seal released after they were dead-lettered as unsealed
 
     def reset(self) -> None:
         """Forget what waits (the consumer was positioned again: it reads it again)."""
         self._pending.clear()
         self._seen.clear()
+        self._late.clear()
+
+    def first_waiting_change(self, partition: int) -> float:
+        """The offset of the first record of ``partition`` (not a heartbeat) waiting for
+        its seal; infinity when none waits."""
+        for record, _, _ in self._pending.get(partition, []):
+            if not _is_heartbeat(record.key):
+                return record.offset
+        return float("inf")
 
     @property
     def waiting(self) -> int:
@@ -337,7 +353,11 @@ class SealGate:
             elif self._hmac is not None and _hmac_ok(record, self._hmac):
                 released.append(record)
             else:
-                digest = record_digest(record.key, record.value, headers)
+                try:
+                    digest = record_digest(record.key, record.value, headers)
+                except SignatureError as e:
+                    letters.append(DeadLetter(record, "signature", str(e), _seq_hint(record.value)))
+                    continue
                 self._pending.setdefault(partition, []).append((record, digest, now))
         letters += self._expire(now, touched)
         resume = {}
@@ -347,22 +367,32 @@ class SealGate:
         return released, letters, resume
 
     def _release(self, partition: int, digests: frozenset[bytes]) -> list[Record]:
-        """The waiting records of ``partition`` a seal covers; waiting records of the same
-        keys and older than those are dropped (superseded: a reseal's copy of a record of
-        the hmac era, the original of which no seal covers)."""
+        """The waiting records of ``partition`` a seal covers; a waiting record of the same
+        key, older and of a seq no higher than a released one's, is dropped (superseded: a
+        reseal's copy of a record of the hmac era, the original of which no seal covers).
+        The seq matters: a genuine old record and its seal replayed by a topic writer must
+        not make a newer record (a revocation) that waits for its seal vanish."""
         released: list[Record] = []
+        late = self._late.get(partition)
+        if late:
+            for digest in digests & late.keys():
+                released.append(late.pop(digest))
+                self.late += 1
         keep = []
         for item in self._pending.get(partition, []):
             if item[1] in digests:
                 released.append(item[0])
             else:
                 keep.append(item)
-        newest: dict[bytes | None, int] = {}
+        newest: dict[bytes | None, tuple[int, int]] = {}
         for record in released:
-            newest[record.key] = max(newest.get(record.key, -1), record.offset)
+            offset, seq = newest.get(record.key, (-1, -1))
+            newest[record.key] = (max(offset, record.offset), max(seq, _seq_hint(record.value)))
         left = []
         for item in keep:
-            if item[0].offset < newest.get(item[0].key, -1):
+            offset, seq = newest.get(item[0].key, (-1, -1))
+            waiting_seq = _seq_hint(item[0].value)
+            if item[0].offset < offset and 0 <= waiting_seq <= seq:
                 self.superseded += 1
             else:
                 left.append(item)
@@ -378,14 +408,22 @@ class SealGate:
                 continue
             touched.add(partition)
             self._pending[partition] = [item for item in waiting if now - item[2] < self._wait_s]
-            for record, _, _ in expired:
-                if record.key is not None and record.key.startswith(b"heartbeat:"):
+            late = self._late.setdefault(partition, {})
+            for record, digest, _ in expired:
+                if _is_heartbeat(record.key):
                     self.unsealed_heartbeats += 1
                     continue
+                late[digest] = record
+                while len(late) > MAX_LATE_PER_PARTITION:
+                    del late[next(iter(late))]
                 self.unsealed += 1
                 detail = f"no valid seal covered it within {self._wait_s:g} s"
                 letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))
         return letters
+
+
+def _is_heartbeat(key: bytes | None) -> bool:
+    return key is not None and key.startswith(b"heartbeat:")
 
 
 def _hmac_ok(record: Record, keyring: Keyring) -> bool:
@@ -411,5 +449,12 @@ def prepare_sealed_batch(
     released, letters, resume = gate.admit(records)
     batch.dead_letters.extend(letters)
     batch.next_offsets.update(resume)
+    # A heartbeat certifies that what was published before it is applied: one behind a
+    # change still waiting for its seal certifies nothing yet.
+    released = [
+        r
+        for r in released
+        if not _is_heartbeat(r.key) or r.offset < gate.first_waiting_change(r.partition)
+    ]
     _decode_into(batch, released, None, beats_until_ms, fences)
     return batch
