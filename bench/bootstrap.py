@@ -64,37 +64,42 @@ def _fill(env: BenchEnv, count: int, signer: SealSigner) -> float:
     began = time.monotonic()
     now = int(time.time() * 1000)
     salt = secrets.token_hex(4)
-    for i in range(count):
-        event = TokenEvent(
-            i + 1,
-            TokenOp.ISSUED,
-            hash_token(f"{salt}-{i}"),
-            i + 1,
-            "App\\Models\\User",
-            str(i % 50_000),
-            "bench",
-            ("*",),
-            now,
-            now,
-            None,
-            now,
-        )
-        value = encode(event)
-        key = event.key
-        batch.append(
-            OutgoingRecord(key, value, keyring.sign(key, value), partition_for(key, partitions))
-        )
-        if len(batch) == RELAY_BATCH or i == count - 1:
-            for r in _sealed(signer, env.topics.tokens, batch):
-                producer.send(
-                    env.topics.tokens,
-                    key=r.key,
-                    value=r.value,
-                    headers=r.headers,
-                    partition=r.partition,
-                )
-            batch = []
-    producer.flush()
+    try:
+        for i in range(count):
+            event = TokenEvent(
+                i + 1,
+                TokenOp.ISSUED,
+                hash_token(f"{salt}-{i}"),
+                i + 1,
+                "App\\Models\\User",
+                str(i % 50_000),
+                "bench",
+                ("*",),
+                now,
+                now,
+                None,
+                now,
+            )
+            value = encode(event)
+            key = event.key
+            batch.append(
+                OutgoingRecord(key, value, keyring.sign(key, value), partition_for(key, partitions))
+            )
+            if len(batch) == RELAY_BATCH or i == count - 1:
+                for r in _sealed(signer, env.topics.tokens, batch):
+                    producer.send(
+                        env.topics.tokens,
+                        key=r.key,
+                        value=r.value,
+                        headers=r.headers,
+                        partition=r.partition,
+                    )
+                batch = []
+        producer.flush()
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM): no client left talking to a broker being stopped
+        producer.close(timeout=0)
+        raise
     producer.close()
     return time.monotonic() - began
 

@@ -51,7 +51,7 @@ def test_a_benchmark_stopped_with_sigterm_leaves_no_server_running(tmp_path: Pat
         servers |= _children(bench.pid)
         time.sleep(0.2)
     assert len(servers) >= 2, "the benchmark started no servers"
-    time.sleep(3)  # well inside the run (filling 2M records takes far longer)
+    time.sleep(8)  # inside the fill (2M records take far longer): a producer is talking
     servers |= _children(bench.pid)
     bench.send_signal(signal.SIGTERM)
     _, err = bench.communicate(timeout=90)
