@@ -50,7 +50,6 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
     the others stand by and take over within about the lease TTL once it stops renewing."""
     import os
 
-    from producer.detectors import WatchSettings
     from producer.detectors.watch import watch_from
     from producer.kafka_io import UsageConsumer, check_credentials
     from producer.relay import Relay, RelayOptions
@@ -64,7 +63,7 @@ def relay(cli: CliContext, *, lease_ttl: float, metrics_port: int | None, as_jso
 
     cli.configure_logging(force_json=as_json)
     settings = cli.settings
-    watch_settings = WatchSettings.from_env(cli.environ)  # bad ones: exit before connecting
+    watch_settings = settings.watch  # parsed with the others: bad ones exit before connecting
     keyring = keyring_from(settings)
     stages.enable(settings.stage_timing)
     tracing.configure("tokensync-relay", settings.topic_prefix, os.environ)

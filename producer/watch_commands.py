@@ -82,7 +82,7 @@ def findings(
 ) -> None:
     """What the detectors found: anomalous token use, invalid bursts, issue-rate jumps."""
     from producer.audit import parse_since
-    from producer.detectors import WatchSettings, plan_reactions, read_findings
+    from producer.detectors import plan_reactions, read_findings
 
     if policies and not dry_run:
         raise UsageError("--policy only applies with --dry-run")
@@ -90,7 +90,7 @@ def findings(
     since_ms = parse_since(since)
     store = open_store(cli)
     if dry_run:
-        settings = WatchSettings.from_env(cli.environ)
+        settings = cli.settings.watch
         plans = plan_reactions(store, settings, since_ms=since_ms, policies=chosen)
         if detector:
             plans = [p for p in plans if p.finding.detector.value == detector]

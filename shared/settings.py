@@ -47,6 +47,7 @@ from shared.settings_file import (
     write_settings_file,
 )
 from shared.watch_names import WATCH_KNOWN
+from shared.watch_settings import WatchSettings
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -254,6 +255,7 @@ class Settings:
     stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
     region_key: RegionKey | None = field(default=None, repr=False)  # a worker's own
     region_keys: RegionKeys = field(default_factory=RegionKeys, repr=False)  # the store's
+    watch: WatchSettings = field(default_factory=WatchSettings)  # the relay's watch (detectors)
 
     KNOWN = (
         "KAFKA_BOOTSTRAP",
@@ -291,7 +293,7 @@ class Settings:
         "REGION_KEY",
         "REGION_KEYS",
         *KAFKA_CLIENT_KNOWN,
-        *WATCH_KNOWN,  # parsed by the relay's watch (producer.detectors.settings)
+        *WATCH_KNOWN,  # Settings.watch (shared.watch_settings)
     )
 
     @classmethod
@@ -349,6 +351,7 @@ class Settings:
             stage_timing=_bool(environ, "STAGE_TIMING"),
             region_key=parse_region_key(get(PREFIX + "REGION_KEY", ""), PREFIX + "REGION_KEY"),
             region_keys=parse_region_keys(get(PREFIX + "REGION_KEYS", ""), PREFIX + "REGION_KEYS"),
+            watch=WatchSettings.from_env(environ),
         )
         _check_zone(settings.store_timezone)
         if "|" in settings.token_prefix:
@@ -459,7 +462,11 @@ class Settings:
             "REGION_KEY": format_region_key(self.region_key),
             "REGION_KEYS": format_region_keys(self.region_keys),
         }
-        return {PREFIX + k: v for k, v in env.items() if v != ""} | self.kafka_client.to_env()
+        return (
+            {PREFIX + k: v for k, v in env.items() if v != ""}
+            | self.kafka_client.to_env()
+            | self.watch.to_env()
+        )
 
 
 def _read_from(raw: str) -> str:

@@ -141,3 +141,39 @@ def test_no_note_about_the_local_stack_when_none_runs_here(tmp_path: Path) -> No
     assert "" == local_stack_difference(other, {}, tmp_path)  # no stack.json
     (tmp_path / ".tokensync" / "stack.json").write_text('{"processes": [{"name": "kafka"}]}')
     assert "" == local_stack_difference(other, {}, tmp_path)  # unreadable record: no note
+
+
+def test_the_watchs_settings_are_parsed_once_into_settings_and_read_from_the_settings_file(
+    tmp_path: Path,
+) -> None:
+    """TOKENSYNC_DETECT_* and TOKENSYNC_WEBHOOK_* are settings like every other: the
+    settings file holds them, the environment wins, a bad one is one ConfigError."""
+    from shared.watch_settings import Detector, Reaction
+
+    path = tmp_path / "settings.env"
+    write_settings_file(
+        path,
+        {
+            "TOKENSYNC_DETECT_DORMANT": "off",
+            "TOKENSYNC_DETECT_MULTI_REGION_REACTION": "revoke-token",
+            "TOKENSYNC_DETECT_MULTI_REGION_WINDOW": "90s",
+            "TOKENSYNC_WEBHOOK_URL": "https://hooks.example/ts",
+            "TOKENSYNC_WEBHOOK_SECRET": "s" * 20,
+        },
+    )
+    environ = {
+        "TOKENSYNC_SETTINGS_FILE": str(path),
+        "TOKENSYNC_DETECT_PRINCIPAL_JUMP_THRESHOLD": "7",
+    }
+    watch = Settings.load(environ).watch
+    assert not watch[Detector.DORMANT].enabled
+    assert (Reaction.REVOKE_TOKEN, 90.0) == (
+        watch[Detector.MULTI_REGION].reaction,
+        watch[Detector.MULTI_REGION].window_s,
+    )
+    assert 7 == watch[Detector.PRINCIPAL_JUMP].threshold
+    assert ("https://hooks.example/ts", b"s" * 20) == (watch.webhook_url, watch.webhook_secret)
+    assert "s" * 20 not in repr(Settings.load(environ))
+    assert Settings.load(environ) == Settings.from_env(Settings.load(environ).to_env())
+    with pytest.raises(ConfigError, match="TOKENSYNC_DETECT_DORMANT_THRESHOLD"):
+        Settings.from_env({"TOKENSYNC_DETECT_DORMANT_THRESHOLD": "zero"})
