@@ -54,15 +54,18 @@ class _AsyncSanctum:
     async def __call__(self, token: str) -> bool:
         import hmac
 
-        from producer.tokens import hash_token, parse_token
+        from shared.tokenformat import parse_presented
 
-        token_id, plain = parse_token(token)
+        parsed = parse_presented(token)
+        if parsed is None:
+            return False
+        token_id = parsed.token_id
         cursor = await self.conn.execute(
             "SELECT id, token, abilities, expires_at FROM personal_access_tokens WHERE id = %s",
             (token_id,),
         )
         row = await cursor.fetchone()
-        if row is None or not hmac.compare_digest(row[1], hash_token(plain)):
+        if row is None or not hmac.compare_digest(row[1], parsed.token_hash):
             return False
         await self.conn.execute(
             "UPDATE personal_access_tokens SET last_used_at = now(), updated_at = now() "

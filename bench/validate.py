@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from bench.env import BenchEnv, bench_env
 from bench.report import save, summary, table
-from producer.tokens import hash_token, parse_token
+from shared.tokenformat import parse_presented
 
 __all__ = ["run"]
 
@@ -25,12 +25,15 @@ def _sanctum(dsn: str) -> Callable[[str], bool]:
     conn = psycopg.connect(dsn, autocommit=True)
 
     def check(token: str) -> bool:
-        token_id, plain = parse_token(token)
+        parsed = parse_presented(token)
+        if parsed is None:
+            return False
+        token_id = parsed.token_id
         row = conn.execute(
             "SELECT id, token, abilities, expires_at FROM personal_access_tokens WHERE id = %s",
             (token_id,),
         ).fetchone()
-        if row is None or not hmac.compare_digest(row[1], hash_token(plain)):
+        if row is None or not hmac.compare_digest(row[1], parsed.token_hash):
             return False
         conn.execute(
             "UPDATE personal_access_tokens SET last_used_at = now(), updated_at = now() "

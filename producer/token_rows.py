@@ -28,10 +28,10 @@ from producer.tokens import (
     format_token,
     generate_token,
     hash_token,
-    parse_token,
 )
 from shared.errors import NotFoundError, UsageError
 from shared.logs import get_logger
+from shared.tokenformat import parse_presented
 
 __all__ = ["TokenRows"]
 
@@ -159,11 +159,10 @@ class TokenRows(StoreCore):
 
     def find(self, token: str) -> TokenInfo | None:
         """Sanctum's ``findToken``: by id then constant-time hash compare, or by hash alone."""
-        try:
-            token_id, plain = parse_token(token)
-        except UsageError:
+        parsed = parse_presented(token)  # the validators' one reading of a presented token
+        if parsed is None:
             return None
-        token_hash = hash_token(plain)
+        token_id, token_hash = parsed.token_id, parsed.token_hash
         with self.engine.connect() as conn:
             if token_id is None:
                 row = conn.execute(sa.select(PAT).where(PAT.c.token == token_hash)).first()

@@ -24,7 +24,6 @@ __all__ = [
     "generate_token",
     "has_valid_checksum",
     "hash_token",
-    "parse_token",
 ]
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -41,19 +40,6 @@ def generate_token(prefix: str = "") -> str:
 def format_token(token_id: int, plain: str) -> str:
     """What the caller receives: ``{id}|{plain}``."""
     return f"{token_id}|{plain}"
-
-
-def parse_token(text: str) -> tuple[int | None, str]:
-    """Split ``id|plain`` (Sanctum's ``findToken``); a token without ``|`` has no id.
-
-    Raises UsageError when an ``id|`` part is present but not a whole number.
-    """
-    if "|" not in text:
-        return None, text
-    head, plain = text.split("|", 1)
-    if not head.isdigit() or not head.isascii():
-        raise UsageError("a token's id part must be a whole number")
-    return int(head), plain
 
 
 def encode_abilities(abilities: list[str] | tuple[str, ...]) -> str:

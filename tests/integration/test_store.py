@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from producer.clock import utcnow
 from producer.schema import create_engine
 from producer.store import TokenStore
-from producer.tokens import has_valid_checksum, hash_token, parse_token
+from producer.tokens import has_valid_checksum, hash_token
 from shared.errors import NotFoundError, UsageError
 from shared.events import GLOBAL_SCOPE, ability_scope, principal_scope
 
@@ -29,7 +29,8 @@ def outbox(store: TokenStore) -> list[dict[str, object]]:
 
 def test_issue_returns_a_sanctum_token_and_stores_only_its_hash(store: TokenStore) -> None:
     issued = store.issue(USER, 42, "cli", ["read", "server/update"])
-    token_id, plain = parse_token(issued.plain_text_token)
+    head, plain = issued.plain_text_token.split("|", 1)
+    token_id = int(head)
     assert issued.id == token_id
     assert re.fullmatch(r"[A-Za-z0-9]{40}[0-9a-f]{8}", plain)
     assert has_valid_checksum(plain)
@@ -163,7 +164,7 @@ def test_prune_expired_follows_sanctums_hours_rule(store: TokenStore) -> None:
 
 def test_find_matches_sanctums_lookup_with_and_without_the_id(store: TokenStore) -> None:
     issued = store.issue(USER, 5, "find")
-    _, plain = parse_token(issued.plain_text_token)
+    _, plain = issued.plain_text_token.split("|", 1)
     assert issued.id == (store.find(issued.plain_text_token) or pytest.fail()).id
     assert issued.id == (store.find(plain) or pytest.fail()).id
     assert store.find(f"{issued.id}|{'x' * 48}") is None
@@ -220,3 +221,14 @@ def test_processes_starting_at_once_on_a_fresh_database_migrate_it_once(
         engine.dispose()
     assert len(versions) == 1
     assert issued.id > 0 and outbox == 1  # one trigger fired once
+
+
+def test_find_reads_a_presented_token_as_the_validators_do(store: TokenStore) -> None:
+    """One token parser: the store's lookup refuses what every validator refuses
+    (shared.tokenformat.parse_presented) instead of asking the database with it."""
+    issued = store.issue(USER, 6, "find-strict")
+    _, plain = issued.plain_text_token.split("|", 1)
+    assert store.find(f"99999999999999999999|{plain}") is None  # no BIGINT holds that id
+    assert store.find(f"{issued.id}|{plain}\x00") is None
+    assert store.find(f"{issued.id}|{plain[:-1]}\u00e9") is None
+    assert store.find(f"{issued.id}|{plain}{'x' * 300}") is None
