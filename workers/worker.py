@@ -6,6 +6,10 @@ went back in time (it refuses a batch that starts past its offsets) is read agai
 its offsets. A cache lost while running stops the app and asks for a restart
 (``rebuild``). Each batch is verified (``workers.handlers``), refused records go to the
 dead-letter topic, the rest are applied with one Lua call (``workers.cache``).
+
+Over 350 lines: one class, the state the app's hooks share (assignment, seek, prepare,
+apply, reopen after a failover, dead letters); faust's wiring is ``workers.app``, its
+internals ``workers.internals``, the logic ``workers.handlers``, Redis ``workers.cache``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """The five detectors: each reads one ingested usage batch (or the audit trail) and the
 stored usage window, and returns findings; none writes anything (``producer.detectors.
-watch`` stores, reacts and notifies)."""
+watch`` stores, reacts and notifies).
+
+Over 350 lines: the five detectors side by side, one function each with its query, so
+their windows, thresholds and evidence read alike; what runs them is the watch.
+"""
 
 from __future__ import annotations
 

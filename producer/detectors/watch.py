@@ -6,6 +6,9 @@ It runs in the relay process, in the usage reader's thread (``producer.usage``):
 verified batch of usage reports is ingested before ``last_used_at`` moves, so the
 dormancy detector sees the time of the previous use, and the issue-rate detector and
 the window's pruning run on a timer in the same loop.
+
+Over 350 lines: a finding's one path (store, audit, react, receipt, notify) and the dry
+run's planner (``plan_reactions``), which must decide reactions exactly as the watch does.
 """
 
 from __future__ import annotations
