@@ -7,7 +7,8 @@ Every name (topics, consumer groups) is unique to the test.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -16,6 +17,7 @@ from producer.relay import RelayOptions
 from producer.store import TokenStore
 from shared.keys import RedisKeys, Topics
 from shared.region_state import RegionState
+from shared.seal_keys import SealKeyDir
 from shared.settings import Region, Settings
 from shared.validator import Policy, Validator
 from stack.pipeline import Pipeline as PipelineBuilder
@@ -155,6 +157,45 @@ class Pipeline:
 
 def pipeline_context(pipeline: Pipeline) -> Iterator[Pipeline]:
     try:
+        yield pipeline
+    finally:
+        pipeline.close()
+
+
+def sealed_pipeline(
+    tmp: Path,
+    kafka_bootstrap: str,
+    redis_server: tuple[str, int],
+    *,
+    first_db: int,
+    seal_wait_s: float,
+    regions: tuple[str, ...] = ("eu", "us"),
+    prepare_keys: Callable[[SealKeyDir], None] = lambda keys: None,
+) -> Iterator[Pipeline]:
+    """A pipeline in ``sealed`` signing mode (``yield from`` it in a fixture): a seal key
+    generated (then ``prepare_keys`` may add or retire some), the relay thread and one
+    worker per region running and ready, each region in a flushed Redis database of the
+    shared server (``first_db`` and the following ones), topics unique to the caller."""
+    host, port = redis_server
+    urls = {name: f"redis://{host}:{port}/{first_db + i}" for i, name in enumerate(regions)}
+    for url in urls.values():
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
+    pipeline = Pipeline(tmp, kafka_bootstrap, f"sqlite:///{tmp / 'store.db'}", topics, urls)
+    keys = SealKeyDir(tmp / "seal-keys")
+    keys.generate()
+    prepare_keys(keys)
+    pipeline.settings = pipeline.settings.with_overrides(
+        signing_mode="sealed", seal_keys_dir=tmp / "seal-keys", seal_wait_s=seal_wait_s
+    )
+    try:
+        pipeline.start_relay()
+        for name in regions:
+            pipeline.start_worker(name)
+        for name in regions:
+            pipeline.wait_ready(name)
         yield pipeline
     finally:
         pipeline.close()

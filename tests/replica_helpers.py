@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from producer.records import IssuedToken
+from shared.validator import Outcome, Validator
 from stack.process import ProcessRecord, free_port, stop_pid
 from stack.redis import RedisServer
 from tests.kafka_helpers import wait_for
@@ -87,3 +89,8 @@ def replicated_redis(tmp_path: Path, replicas: int = 1) -> Iterator[ReplicatedRe
     finally:
         for record in servers.records.values():
             stop_pid(record.pid, grace_s=5)
+
+
+def accepted(validator: Validator, tokens: list[IssuedToken]) -> list[int]:
+    """The ids of ``tokens`` that ``validator`` answers valid."""
+    return [t.id for t in tokens if validator.validate(t.plain_text_token).outcome is Outcome.VALID]

@@ -12,30 +12,20 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from producer.publisher import EventPublisher, OutgoingRecord, Placement
-from producer.relay import Relay
+from producer.publisher import OutgoingRecord, Placement
 from producer.relay_lease import LeaseLostError, RelayLease
 from shared.outcomes import Outcome
+from tests.fencing_helpers import (
+    WrappedPublisher,
+    kafka_publisher,
+    lead_region,
+    lease_relay,
+    old_and_new,
+)
 from tests.harness import Pipeline
-from tests.kafka_helpers import Consumed, kafka_connector, read_topic, wait_for
+from tests.kafka_helpers import Consumed, read_topic, wait_for
 
 USER = "App\\Models\\User"
-
-
-class NoWaker:
-    def wait(self, timeout_s: float) -> bool:
-        return False
-
-    def close(self) -> None:
-        return None
-
-
-def _relay(pipeline: Pipeline, holder: str) -> Relay:
-    engine = pipeline.store.engine
-    connect = kafka_connector(pipeline.settings.kafka_bootstrap, pipeline.topics)
-    return Relay(
-        engine, connect, pipeline.built.keyring, NoWaker(), lease=RelayLease(engine, holder)
-    )
 
 
 def _bump_epoch(engine: sa.Engine, times: int) -> None:
@@ -53,18 +43,11 @@ def test_a_lease_row_deleted_or_restored_from_a_backup_never_makes_a_region_refu
     pipeline = any_pipeline
     engine = pipeline.store.engine
     _bump_epoch(engine, 4)
-    first = _relay(pipeline, "first")
-    second = _relay(pipeline, "second")
+    first = lease_relay(pipeline, "first")
+    second = lease_relay(pipeline, "second")
     validator = pipeline.validator("eu")
     try:
-        assert first.lease_step()  # epoch 5: the region sees it
-        pipeline.start_worker("eu")
-
-        def beat_and_ready() -> bool:
-            first.heartbeat()
-            return pipeline.state("eu").ready
-
-        wait_for(beat_and_ready, 90, "eu ready")
+        lead_region(pipeline, first)  # epoch 5: the region sees it
         token = pipeline.store.issue(USER, 1, "victim")
         assert 1 == first.publish_batch()
         first.heartbeat()
@@ -125,18 +108,11 @@ def test_a_replayed_record_with_a_forged_fencing_epoch_never_makes_a_region_refu
 ) -> None:
     pipeline = one_region
     bootstrap = pipeline.settings.kafka_bootstrap
-    relay = _relay(pipeline, "holder")
+    relay = lease_relay(pipeline, "holder")
     validator = pipeline.validator("eu")
     attacker = KafkaProducer(bootstrap_servers=bootstrap)
     try:
-        assert relay.lease_step()
-        pipeline.start_worker("eu")
-
-        def beat_and_ready() -> bool:
-            relay.heartbeat()
-            return pipeline.state("eu").ready
-
-        wait_for(beat_and_ready, 90, "eu ready")
+        lead_region(pipeline, relay)
         token = pipeline.store.issue(USER, 1, "victim")
         assert 1 == relay.publish_batch()
         relay.heartbeat()
@@ -176,12 +152,11 @@ def test_a_replayed_record_with_a_forged_fencing_epoch_never_makes_a_region_refu
 
 
 @dataclass
-class GatedPublisher:
+class GatedPublisher(WrappedPublisher):
     """A real publisher that waits for ``before`` ahead of its next publish (the relay was
     paused there) and, after it, sets ``after`` and waits for ``then`` or two seconds,
     whichever comes first (the relay is slow between its produce and its marking)."""
 
-    inner: EventPublisher
     before: threading.Event | None = None
     after: threading.Event | None = None
     then: threading.Event | None = None
@@ -197,27 +172,16 @@ class GatedPublisher:
             self.after = self.then = None
         return placed
 
-    def partitions(self) -> int:
-        return self.inner.partitions()
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def test_a_late_record_landing_while_the_holder_marks_never_stays_the_newest_of_its_key(
     any_pipeline: Pipeline,
 ) -> None:
     pipeline = any_pipeline
-    engine = pipeline.store.engine
     bootstrap = pipeline.settings.kafka_bootstrap
-    connect = kafka_connector(bootstrap, pipeline.topics)
     b_produced, a_done = threading.Event(), threading.Event()
-    old_pub, new_pub = GatedPublisher(connect()), GatedPublisher(connect())
-    keyring = pipeline.built.keyring
-    old = Relay(
-        engine, lambda: old_pub, keyring, NoWaker(), lease=RelayLease(engine, "old", ttl_ms=400)
-    )
-    new = Relay(engine, lambda: new_pub, keyring, NoWaker(), lease=RelayLease(engine, "new"))
+    old_pub = GatedPublisher(kafka_publisher(pipeline))
+    new_pub = GatedPublisher(kafka_publisher(pipeline))
+    old, new = old_and_new(pipeline, old_pub, new_pub)
     failures: list[BaseException] = []
 
     def old_relay() -> None:  # checks its lease, is paused until the new holder produced

@@ -4,17 +4,14 @@ and a lagging replica looks exactly as stale as it is."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from producer.receipts import wait_for_receipt
-from shared.keys import Topics
 from shared.validator import Outcome, Validator
-from tests.harness import Pipeline, pipeline_context
+from tests.harness import Pipeline
 from tests.kafka_helpers import wait_for
-from tests.replica_helpers import ReplicatedRedis, replicated_redis
+from tests.replica_helpers import ReplicatedRedis
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
@@ -22,25 +19,12 @@ BUDGET_S = 2.0
 
 
 @pytest.fixture
-def redis_set(tmp_path: Path) -> Iterator[ReplicatedRedis]:
-    with replicated_redis(tmp_path / "redis") as servers:
-        yield servers
-
-
-@pytest.fixture
-def region(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    sqlite_url: str,
-    topics: Topics,
-    redis_set: ReplicatedRedis,
-) -> Iterator[Pipeline]:
+def region(replicated_region: Pipeline) -> Pipeline:
     """Region eu on a primary with one replica; a 2 s staleness budget, no skew allowance."""
-    pipeline = Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, {"eu": redis_set.spec})
-    pipeline.settings = pipeline.settings.with_overrides(
+    replicated_region.settings = replicated_region.settings.with_overrides(
         staleness_budget_s=BUDGET_S, clock_skew_allowance_s=0.0
     )
-    yield from pipeline_context(pipeline)
+    return replicated_region
 
 
 def _validator(pipeline: Pipeline, read_from: str) -> Validator:

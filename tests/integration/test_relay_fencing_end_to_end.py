@@ -10,30 +10,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from producer.publisher import EventPublisher, OutgoingRecord, Placement
-from producer.relay import Relay
-from producer.relay_lease import LeaseLostError, RelayLease
+from producer.publisher import OutgoingRecord, Placement
+from producer.relay_lease import LeaseLostError
 from shared.events import fence_of
+from tests.fencing_helpers import WrappedPublisher, kafka_publisher, lead_region, old_and_new
 from tests.harness import Pipeline
-from tests.kafka_helpers import kafka_connector, read_topic, wait_for
+from tests.kafka_helpers import read_topic, wait_for
 
 USER = "App\\Models\\User"
 
 
-class NoWaker:
-    def wait(self, timeout_s: float) -> bool:
-        return False
-
-    def close(self) -> None:
-        return None
-
-
 @dataclass
-class PausedPublisher:
+class PausedPublisher(WrappedPublisher):
     """A real publisher that runs ``hooks`` before its next publish (the relay paused
     there, after its lease check)."""
 
-    inner: EventPublisher
     hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def publish(self, records: Sequence[OutgoingRecord]) -> list[Placement]:
@@ -41,37 +32,15 @@ class PausedPublisher:
             self.hooks.pop(0)()
         return self.inner.publish(records)
 
-    def partitions(self) -> int:
-        return self.inner.partitions()
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
     one_region: Pipeline,
 ) -> None:
     pipeline = one_region
-    engine = pipeline.store.engine
-    connect = kafka_connector(pipeline.settings.kafka_bootstrap, pipeline.topics)
-    paused = PausedPublisher(connect())
-    old = Relay(
-        engine,
-        lambda: paused,
-        pipeline.built.keyring,
-        NoWaker(),
-        lease=RelayLease(engine, "old", ttl_ms=400),
-    )
-    new = Relay(engine, connect, pipeline.built.keyring, NoWaker(), lease=RelayLease(engine, "new"))
+    paused = PausedPublisher(kafka_publisher(pipeline))
+    old, new = old_and_new(pipeline, paused)
     try:
-        assert old.lease_step()
-        pipeline.start_worker("eu")
-
-        def beat_and_ready() -> bool:
-            old.heartbeat()
-            return pipeline.state("eu").ready
-
-        wait_for(beat_and_ready, 90, "eu ready")
+        lead_region(pipeline, old)
         token = pipeline.store.issue(USER, 1, "fenced")
         revoked = pipeline.store.revoke_token(token.id)
 

@@ -14,12 +14,10 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis
 
-from shared.keys import Topics
 from shared.seal import record_digest
 from shared.seal_keys import SealKeyDir
-from tests.harness import Pipeline
+from tests.harness import Pipeline, sealed_pipeline
 from tests.integration.test_sealed_stream import genuine_batch, send
 from tests.kafka_helpers import Consumed, wait_for
 
@@ -35,27 +33,7 @@ def sealed(
     redis_server: tuple[str, int],
 ) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("attacks")
-    host, port = redis_server
-    urls = {name: f"redis://{host}:{port}/{12 + i}" for i, name in enumerate(REGIONS)}
-    for url in urls.values():
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
-    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
-    pipeline = Pipeline(tmp, kafka_bootstrap, f"sqlite:///{tmp / 'store.db'}", topics, urls)
-    SealKeyDir(tmp / "seal-keys").generate()
-    pipeline.settings = pipeline.settings.with_overrides(
-        signing_mode="sealed", seal_keys_dir=tmp / "seal-keys", seal_wait_s=60.0
-    )
-    try:
-        pipeline.start_relay()
-        for name in REGIONS:
-            pipeline.start_worker(name)
-        for name in REGIONS:
-            pipeline.wait_ready(name)
-        yield pipeline
-    finally:
-        pipeline.close()
+    yield from sealed_pipeline(tmp, kafka_bootstrap, redis_server, first_db=12, seal_wait_s=60.0)
 
 
 def revocation_of(pipeline: Pipeline, grant: Consumed) -> tuple[str, Raw, Raw]:

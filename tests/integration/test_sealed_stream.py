@@ -14,16 +14,14 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis
 from kafka import KafkaProducer
 
 from producer.tokens import hash_token
 from shared.events import TokenEvent, TokenOp, encode
-from shared.keys import Topics
 from shared.seal import SealSigner, is_seal_key, load_private_key, record_digest
 from shared.seal_keys import SealKeyDir
 from shared.validator import Outcome
-from tests.harness import Pipeline
+from tests.harness import Pipeline, sealed_pipeline
 from tests.kafka_helpers import KEYRING, Consumed, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -38,32 +36,21 @@ def sealed(
     redis_server: tuple[str, int],
 ) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("sealed")
-    host, port = redis_server
-    urls = {name: f"redis://{host}:{port}/{10 + i}" for i, name in enumerate(REGIONS)}
-    for url in urls.values():
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
-    topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
-    pipeline = Pipeline(tmp, kafka_bootstrap, f"sqlite:///{tmp / 'store.db'}", topics, urls)
-    keys = SealKeyDir(tmp / "seal-keys")
-    keys.generate()
-    retired = keys.generate()  # a key regions accepted once, retired since
-    # someone kept a copy of its private key before it was retired (and deleted)
-    (tmp / "stolen.pem").write_bytes(keys.private_path(retired.kid).read_bytes())
-    keys.retire(retired.kid)
-    pipeline.settings = pipeline.settings.with_overrides(
-        signing_mode="sealed", seal_keys_dir=tmp / "seal-keys", seal_wait_s=1.0
+
+    def retire_a_stolen_key(keys: SealKeyDir) -> None:
+        retired = keys.generate()  # a key regions accepted once, retired since
+        # someone kept a copy of its private key before it was retired (and deleted)
+        (tmp / "stolen.pem").write_bytes(keys.private_path(retired.kid).read_bytes())
+        keys.retire(retired.kid)
+
+    yield from sealed_pipeline(
+        tmp,
+        kafka_bootstrap,
+        redis_server,
+        first_db=10,
+        seal_wait_s=1.0,
+        prepare_keys=retire_a_stolen_key,
     )
-    try:
-        pipeline.start_relay()
-        for name in REGIONS:
-            pipeline.start_worker(name)
-        for name in REGIONS:
-            pipeline.wait_ready(name)
-        yield pipeline
-    finally:
-        pipeline.close()
 
 
 def forged_event(name: str) -> TokenEvent:
