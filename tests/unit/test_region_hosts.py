@@ -48,3 +48,26 @@ def test_the_local_stack_is_the_registered_worker_host(tmp_path: Path) -> None:
     host = region_hosts.worker_host(tmp_path, {})
     assert isinstance(host, LocalStack)
     assert host.running() is False
+
+
+def test_no_module_of_the_packages_a_service_or_the_authority_installs_imports_the_stack() -> None:
+    """The local stack is not the contract (issue 14 item 3): shared, producer, workers and
+    gate never import ``stack`` (the benchmarks, extra ``[bench]``, build on it)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    found = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for package in ("shared", "producer", "workers", "gate")
+        for path in sorted((root / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and not node.level
+            else []
+        )
+        if name == "stack" or name.startswith("stack.")
+    ]
+    assert not found, found
