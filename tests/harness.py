@@ -125,6 +125,16 @@ class Pipeline:
             tail = "\n".join(line for n in names for line in self.worker_log(n).splitlines()[-25:])
             raise AssertionError(f"{e}; state {self.state(region)}; worker log:\n{tail}") from None
 
+    def start_all(self) -> None:
+        """The relay thread and one worker per region, then wait until every region is
+        ready (workers start together, so their bootstraps overlap)."""
+        self.start_relay()
+        names = [r.name for r in self.settings.regions]
+        for name in names:
+            self.start_worker(name)
+        for name in names:
+            self.wait_ready(name)
+
     def wait_applied(self, seq: int, timeout_s: float = 60) -> None:
         """Until every region with a worker applied outbox row ``seq`` and everything before
         it in every partition (the topic's end offsets once ``seq`` was published)."""
@@ -191,11 +201,7 @@ def sealed_pipeline(
         signing_mode="sealed", seal_keys_dir=tmp / "seal-keys", seal_wait_s=seal_wait_s
     )
     try:
-        pipeline.start_relay()
-        for name in regions:
-            pipeline.start_worker(name)
-        for name in regions:
-            pipeline.wait_ready(name)
+        pipeline.start_all()
         yield pipeline
     finally:
         pipeline.close()

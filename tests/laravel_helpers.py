@@ -86,10 +86,5 @@ def eloquent_insert(
 def every_region_running(pipeline: Pipeline) -> list[Validator]:
     """Start the relay and a worker per region, wait until every region is ready; a
     validator of each region (the caller closes them)."""
-    pipeline.start_relay()
-    regions = [r.name for r in pipeline.settings.regions]
-    for region in regions:
-        pipeline.start_worker(region)
-    for region in regions:
-        pipeline.wait_ready(region)
-    return [pipeline.validator(r) for r in regions]
+    pipeline.start_all()
+    return [pipeline.validator(r.name) for r in pipeline.settings.regions]

@@ -268,11 +268,7 @@ def test_flushall_makes_a_region_unavailable_then_ready_again_while_others_answe
     regions = {"eu": own_redis_url, "us": region_urls["us"], "ap": region_urls["ap"]}
     pipeline = Pipeline(tmp_path, kafka_bootstrap, sqlite_url, topics, regions)
     try:
-        pipeline.start_relay()
-        for name in regions:
-            pipeline.start_worker(name)
-        for name in regions:
-            pipeline.wait_ready(name)
+        pipeline.start_all()
         kept = [pipeline.store.issue(USER, 1, f"kept{i}") for i in range(20)]
         gone = pipeline.store.issue(USER, 2, "revoked")
         last = pipeline.store.revoke_token(gone.id)
