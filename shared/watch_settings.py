@@ -140,7 +140,7 @@ class WatchSettings:
 
     window_s: float = 7 * 86400.0
     detectors: Mapping[Detector, DetectorSettings] = field(default_factory=lambda: dict(_DEFAULTS))
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)  # a Slack-style URL is a secret
     webhook_secret: bytes | None = field(default=None, repr=False)
     webhook_attempts: int = 6
     receipt_timeout_s: float = 30.0
