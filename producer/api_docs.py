@@ -40,7 +40,7 @@ def _abilities_of(dependant: Dependant) -> tuple[str, ...]:
 
 def openapi_with_auth(app: FastAPI, router: APIRouter) -> dict[str, Any]:
     """FastAPI's schema plus the bearer scheme, named by every admin route of ``router``,
-    and each admin route's required ability at the end of its description."""
+    and each admin route's required ability at the end of its description and summary."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
@@ -67,5 +67,8 @@ def openapi_with_auth(app: FastAPI, router: APIRouter) -> dict[str, Any]:
             operation["description"] = (
                 f"{described}\n\nRequired ability: {needed} (or `*`) on an admin token."
             ).lstrip()
+            # the collapsed list of /docs shows summaries only: the ability goes there too
+            summary = operation.get("summary") or route.name.replace("_", " ").title()
+            operation["summary"] = f"{summary} (needs {' or '.join(abilities)})"
     app.openapi_schema = schema
     return schema

@@ -52,7 +52,23 @@ need() {     # need WHAT APT BREW
   return 0
 }
 
-has java || need "a JDK 17+" openjdk-17-jdk-headless openjdk
+# java_major: the major version `java -version` reports (1.8 -> 8), empty when it says none
+java_major() {
+  local said
+  said=$(java -version 2>&1 || true)
+  [[ $said =~ version\ \"([0-9]+)(\.([0-9]+))? ]] || return 0
+  if [ "${BASH_REMATCH[1]}" = 1 ]; then echo "${BASH_REMATCH[3]}"; else echo "${BASH_REMATCH[1]}"; fi
+}
+
+if ! has java; then
+  need "a JDK 17+" openjdk-17-jdk-headless openjdk
+elif command -v java >/dev/null 2>&1; then
+  # Kafka 4 brokers need Java 17: an older one on PATH is not enough
+  major=$(java_major)
+  if [ -n "$major" ] && [ "$major" -lt 17 ]; then
+    need "a JDK 17+ (found Java $major)" openjdk-17-jdk-headless openjdk
+  fi
+fi
 has mvn || need Maven maven maven
 has redis-server || need redis-server redis-server redis
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need "Python's venv" python3-venv ""

@@ -186,9 +186,15 @@ class LocalStack:
         regions = self._start_redis(options, running, old_settings, started)
         records = {**running, **{r.name: r for r, _ in started}}
         self._save(list(records.values()))
+        servers = ", ".join(r.name for r, _ in started)
+        if started:  # progress: Kafka takes seconds to answer, a screen must not look stuck
+            self.echo(f"starting {servers}")
+        began = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
             for future in [pool.submit(wait) for _, wait in started]:
                 future.result()
+        if started:
+            self.echo(f"{servers} ready after {time.monotonic() - began:.1f} s")
         records.update(self._start_links(links, options.link_delays))
         self._save(list(records.values()))
 
@@ -218,7 +224,10 @@ class LocalStack:
         if note := overridden_note(chosen, settings):
             self.echo(note)
         if options.with_apps:
-            records.update(self._start_apps(settings, running, options.relays))
+            apps = self._start_apps(settings, running, options.relays)
+            if apps:
+                self.echo(f"starting {', '.join(apps)}")
+            records.update(apps)
             self._save(list(records.values()))
         _wait_for_ports(records.values())
         return self.status()

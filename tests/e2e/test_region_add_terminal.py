@@ -27,6 +27,18 @@ def test_region_add_at_a_terminal_shows_progress_survives_ctrl_c_and_a_rerun_fin
         up = run_at_terminal(tmp_path, ["stack", "up", "--regions", "eu"], timeout_s=240)
         assert 0 == up.code, up.out[-1500:]
         assert "Traceback" not in up.out and "redis-eu" in up.out, up.out[-1500:]
+        # its progress while it waits (Kafka takes seconds), then the final state
+        for shown in ("starting kafka, redis-eu", "kafka, redis-eu ready after", "starting relay"):
+            assert shown in up.out, (shown, up.out[-1500:])
+        assert up.out.index("starting kafka") < up.out.index("worker-eu")
+
+        status = run_at_terminal(tmp_path, ["stack", "status"], timeout_s=60)
+        assert 0 == status.code, status.out[-1500:]
+        assert "Traceback" not in status.out
+        shown = status.out.splitlines()
+        for first in ("store ", "kafka ", "region "):
+            assert any(ln.startswith(first) for ln in shown), (first, status.out)
+        assert any("worker-eu" in ln and " up" in ln for ln in shown), status.out
 
         added = run_at_terminal(tmp_path, ["region", "add", "ap", "--redis", own_redis_url])
         assert 0 == added.code, added.out[-1500:]

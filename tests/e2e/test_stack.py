@@ -45,7 +45,12 @@ def tokensync(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: Path) -> None:
     try:
-        tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        up = tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        # piped, its progress is plain lines on stderr: what starts, then when it is ready
+        progress = up.stderr.splitlines()
+        assert "starting kafka, redis-eu, redis-us" in progress, up.stderr
+        assert any(ln.startswith("kafka, redis-eu, redis-us ready after") for ln in progress)
+        assert "\x1b[" not in up.stdout + up.stderr
         rows: list[dict[str, Any]] = json.loads(
             tokensync(tmp_path, "stack", "status", "--json").stdout
         )["processes"]
@@ -60,7 +65,8 @@ def test_stack_up_status_and_down_manage_exactly_their_own_processes(tmp_path: P
             client.close()
         assert settings.signing_keys, "stack up generates a signing key"
 
-        tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        kept = tokensync(tmp_path, "stack", "up", "--no-apps", "--regions", "eu,us")
+        assert "starting" not in kept.stderr, kept.stderr  # nothing was started again
         again = json.loads(tokensync(tmp_path, "stack", "status", "--json").stdout)["processes"]
         assert {r["name"]: r["pid"] for r in rows} == {r["name"]: r["pid"] for r in again}
     finally:

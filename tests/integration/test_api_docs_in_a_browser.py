@@ -4,6 +4,7 @@ to authenticate and each route's required ability. Screenshots are kept as artef
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -94,8 +95,18 @@ def test_the_docs_page_renders_every_operation_and_the_authorize_button_offline(
     assert expected == dom.count('class="opblock opblock-'), dom[:2000]
     assert "authorize" in dom
     assert "/v1/revocations/all" in dom
+    # how to authenticate, on the page itself; each route's ability shown without a click
+    assert "Authorization: Bearer &lt;token&gt;" in dom or "Authorization: Bearer <token>" in dom
+    shown = re.findall(r'class="opblock-summary-description"[^>]*>([^<]*)<', dom)
+    secured = sum(
+        len(methods) for path, methods in operations.items() if path not in {"/healthz", "/metrics"}
+    )
+    needs = [s for s in shown if "needs " in s]
+    assert secured == len(needs), shown
+    assert "Revoke All (needs revocations:mass)" in shown, shown
     html = httpx.get(f"{api_url}/docs").text
-    assert "https://" not in html, "the page must not load anything from another host"
+    assert "://" not in html, "the page must not load anything from another host"
+    assert all(u.startswith("/docs-static/") for u in re.findall(r'(?:src|href)="([^"]+)"', html))
 
 
 def test_the_redoc_page_renders_each_routes_required_ability_offline(
@@ -107,7 +118,8 @@ def test_the_redoc_page_renders_each_routes_required_ability_offline(
     assert "Required ability: <code>tokens:issue</code>" in dom
     assert "bearer" in dom.lower()
     html = httpx.get(f"{api_url}/redoc").text
-    assert "https://" not in html, "the page must not load anything from another host"
+    assert "://" not in html, "the page must not load anything from another host"
+    assert all(u.startswith("/docs-static/") for u in re.findall(r'(?:src|href)="([^"]+)"', html))
 
 
 def test_the_openapi_names_the_bearer_scheme_and_each_routes_ability(api_url: str) -> None:

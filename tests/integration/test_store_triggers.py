@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from producer.trigger_check import missing_triggers
 from producer.triggers import drop_statements, install_statements
 from producer.wakeup import waker_for
 from shared.events import GLOBAL_SCOPE
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_at_terminal, run_cli
 from tests.kafka_helpers import KEYRING
 
 pytestmark = pytest.mark.integration
@@ -165,5 +166,36 @@ def test_on_postgresql_a_trigger_set_back_to_plain_enable_is_missing_until_store
                 sa.text("SELECT tgenabled FROM pg_trigger WHERE tgname = 'tokensync_pat_outbox'")
             ).scalar_one()
         assert "A" == state
+    finally:
+        engine.dispose()
+
+
+def test_store_repair_asks_at_a_terminal_and_changes_nothing_unless_confirmed(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Its [y/N] question as a person meets it: the question, a "n" that changes nothing,
+    a "y" that repairs; one line each way, never a traceback."""
+    from producer.schema import create_engine, migrate
+
+    engine = create_engine(sqlite_url)
+    migrate(engine)
+    store = TokenStore(engine)
+    try:
+        run_sql(store, drop_statements(engine.dialect.name))
+        args = ["store", "repair", "--reason", "drill"]
+        env = {"TOKENSYNC_DATABASE_URL": sqlite_url}
+        declined = run_at_terminal(tmp_path, args, answer="n", env_extra=env, timeout_s=60)
+        assert 1 == declined.code, declined.out
+        assert "Missing: " in declined.out and "[y/N]" in declined.out
+        assert "nothing was changed" in declined.out and "Traceback" not in declined.out
+        with engine.connect() as conn:
+            assert missing_triggers(conn), "a declined repair changes nothing"
+
+        confirmed = run_at_terminal(tmp_path, args, answer="y", env_extra=env, timeout_s=60)
+        assert 0 == confirmed.code, confirmed.out
+        assert "reinstalled the outbox triggers" in confirmed.out
+        assert "global epoch seq" in confirmed.out and "Traceback" not in confirmed.out
+        with engine.connect() as conn:
+            assert [] == missing_triggers(conn)
     finally:
         engine.dispose()

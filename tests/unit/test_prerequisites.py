@@ -153,3 +153,25 @@ def test_on_ubuntu_chromium_is_the_chromium_browser_package(tmp_path: Path) -> N
     result = _run(_bin(tmp_path, hide=("chromium",)), "test", euid=1000, os_name="ubuntu")
     expected = "tokensync (test) needs Chromium; run: sudo apt-get install -y chromium-browser\n"
     assert (1, expected) == (result.returncode, result.stderr)
+
+
+def test_a_java_older_than_17_counts_as_missing_and_the_message_says_which_was_found(
+    tmp_path: Path,
+) -> None:
+    """Kafka 4 brokers need Java 17: an older JDK on PATH is not the JDK 17+ asked for."""
+    folder = _bin(tmp_path)
+    (folder / "java").write_text(
+        "#!/bin/sh\necho 'openjdk version \"11.0.22\" 2024-01-16' >&2\n"
+        "echo 'OpenJDK Runtime Environment (build 11.0.22+7-post-Debian-1deb11u1)' >&2\n"
+    )
+    result = _run(folder, "demo", euid=1000)
+    expected = (
+        "tokensync (demo) needs a JDK 17+ (found Java 11); "
+        "run: sudo apt-get install -y openjdk-17-jdk-headless\n"
+    )
+    assert (1, expected) == (result.returncode, result.stderr)
+    # Java 17 and later, in either spelling of the version, is enough
+    for version in ('openjdk version "17.0.15" 2025-04-15', 'java version "21" 2023-09-19'):
+        (folder / "java").write_text(f"#!/bin/sh\necho '{version}' >&2\n")
+        done = _run(folder, "demo", euid=1000)
+        assert (0, "") == (done.returncode, done.stderr), version
