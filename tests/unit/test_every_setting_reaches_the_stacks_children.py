@@ -122,11 +122,6 @@ def test_a_setting_in_stack_ups_environment_is_recorded_and_reaches_its_children
         assert expected.to_env().get(PREFIX + key) == got.to_env().get(PREFIX + key), key
 
 
-@pytest.mark.xfail(
-    strict=False,  # audit14's branch (54641c2) fixes it: drop this marker once merged
-    reason="gap (issue 21 item 4): the watch's settings live outside Settings, so the "
-    "stack's children never get them; audit14 moves them into Settings",
-)
 def test_the_watch_settings_in_stack_ups_environment_reach_the_relay(tmp_path: Path) -> None:
     from producer.detectors.settings import WatchSettings
 
