@@ -31,6 +31,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -70,6 +71,8 @@ __all__ = ["Relay", "RelayOptions", "partition_for"]
 
 log = get_logger(__name__)
 
+_T = TypeVar("_T")
+
 #: how long a stale relay waits for the holder to mark a newest row it has in flight
 LATE_WAIT_S = 5.0
 
@@ -107,10 +110,12 @@ class Relay:
         options: RelayOptions = RelayOptions(),
         clock: Callable[[], float] = time.time,
         lease: RelayLease | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         # without a lease: the only relay (no fencing epoch), as before
-        self._failover = Failover(lease, clock, options.lease_renew_interval_s)
+        self._failover = Failover(lease, clock, options.lease_renew_interval_s, monotonic)
+        self._conn: sa.Connection | None = None  # held for each batch's read and mark
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -159,6 +164,37 @@ class Relay:
         self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
 
+    def _in_transaction(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """Run ``work`` in one transaction on the connection this relay holds open for its
+        per-batch reads and marks (no pool checkout and no pre-ping ``SELECT 1`` per
+        batch). A held connection the store dropped (a restart, ``pg_terminate_backend``,
+        an idle timeout) shows as an invalidated connection: it is replaced and ``work``
+        runs once more at once (reading the outbox, renewing the lease and marking rows are
+        idempotent); any other error is the caller's."""
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._engine.connect()  # the pool pre-pings this checkout
+            conn = self._conn
+            try:
+                with conn.begin():
+                    return work(conn)
+            except sa.exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                self._close_connection()
+                if attempt == 2:
+                    raise
+                log.warning("relay_store_connection_replaced", error=str(e.orig)[:200])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sa.exc.SQLAlchemyError:  # already broken: the pool discards it
+                log.debug("relay_store_connection_close_failed", exc_info=True)
+            self._conn = None
+
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
             try:
@@ -172,10 +208,11 @@ class Relay:
         started = time.perf_counter()
         tracing.relay_woke()
         try:
-            with self._engine.connect() as conn:
-                rows = fetch_unpublished(conn, self._options.batch_size)
+            batch_size = self._options.batch_size
+            rows = self._in_transaction(lambda conn: fetch_unpublished(conn, batch_size))
             tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
+            self._close_connection()
             raise StoreError(f"reading the outbox failed: {e}") from e
         if not rows:
             return 0
@@ -235,16 +272,22 @@ class Relay:
     def _mark(self, published: list[Published], encoded: list[Encoded]) -> None:
         """Mark acknowledged rows published, renewing the lease in the same transaction:
         "still the holder" and "these rows are published" commit together, or neither."""
+
+        def renew_and_mark(conn: sa.Connection) -> None:
+            self._failover.renew_in(conn)
+            mark_published(conn, published)
+
+        began = self._failover.now()
         try:
-            with self._engine.begin() as conn:
-                self._failover.renew_in(conn)
-                mark_published(conn, published)
+            self._in_transaction(renew_and_mark)
         except LeaseLostError:
             self._published_late(encoded)
             raise
         except sa.exc.SQLAlchemyError as e:
             # Published but not marked: the next round publishes them again (duplicates).
+            self._close_connection()
             raise StoreError(f"marking published rows failed: {e}") from e
+        self._failover.renewed(began)
 
     def _published_late(self, encoded: list[Encoded]) -> None:
         """Records acknowledged after this relay lost the lease: have the holder publish
@@ -399,8 +442,10 @@ class Relay:
         self._last_heartbeat = self._clock()
 
     def close(self) -> None:
-        """Close the Kafka client (``run`` does this when it stops)."""
+        """Close the Kafka client and the held store connection (``run`` does this when
+        it stops)."""
         self._drop_publisher()
+        self._close_connection()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
@@ -455,6 +500,7 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
+        self._close_connection()
         self._failover.release()
         counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)
