@@ -115,7 +115,8 @@ class Relay:
         self._engine = engine
         # without a lease: the only relay (no fencing epoch), as before
         self._failover = Failover(lease, clock, options.lease_renew_interval_s, monotonic)
-        self._conn: sa.Connection | None = None  # held for each batch's read and mark
+        self._reader: sa.Connection | None = None  # held for each batch's read
+        self._conn: sa.Connection | None = None  # held for each batch's mark
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -164,17 +165,18 @@ class Relay:
         self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
 
-    def _in_transaction(self, work: Callable[[sa.Connection], _T]) -> _T:
-        """Run ``work`` in one transaction on the connection this relay holds open for its
+    def _in_transaction(self, work: Callable[[sa.Connection], _T], *, reading: bool = False) -> _T:
+        """Run ``work`` in one transaction on a connection this relay holds open for its
         per-batch reads and marks (no pool checkout and no pre-ping ``SELECT 1`` per
-        batch). A held connection the store dropped (a restart, ``pg_terminate_backend``,
-        an idle timeout) shows as an invalidated connection: it is replaced and ``work``
-        runs once more at once (reading the outbox, renewing the lease and marking rows are
-        idempotent); any other error is the caller's."""
+        batch). ``reading``: on the held reading connection, in autocommit (the outbox read
+        is one statement: one round trip, where a transaction costs psycopg a ``BEGIN``
+        and a ``COMMIT`` more). A held connection the store dropped (a restart,
+        ``pg_terminate_backend``, ``KILL``, an idle timeout) shows as an invalidated
+        connection: it is replaced and ``work`` runs once more at once (reading the outbox,
+        renewing the lease and marking rows are idempotent); any other error is the
+        caller's."""
         for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = self._engine.connect()  # the pool pre-pings this checkout
-            conn = self._conn
+            conn = self._held(reading=reading)
             try:
                 with conn.begin():
                     return work(conn)
@@ -187,13 +189,28 @@ class Relay:
                 log.warning("relay_store_connection_replaced", error=str(e.orig)[:200])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _held(self, *, reading: bool) -> sa.Connection:
+        """The held reading (autocommit) or writing connection, opened when missing (the
+        pool pre-pings that one checkout)."""
+        if reading:
+            if self._reader is None:
+                self._reader = self._engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            return self._reader
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
     def _close_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sa.exc.SQLAlchemyError:  # already broken: the pool discards it
-                log.debug("relay_store_connection_close_failed", exc_info=True)
-            self._conn = None
+        """Close both held connections (the next batch opens new ones)."""
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                try:
+                    conn.close()
+                except sa.exc.SQLAlchemyError:  # already broken: the pool discards it
+                    log.debug("relay_store_connection_close_failed", exc_info=True)
+        self._reader = self._conn = None
 
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
@@ -209,7 +226,9 @@ class Relay:
         tracing.relay_woke()
         try:
             batch_size = self._options.batch_size
-            rows = self._in_transaction(lambda conn: fetch_unpublished(conn, batch_size))
+            rows = self._in_transaction(
+                lambda conn: fetch_unpublished(conn, batch_size), reading=True
+            )
             tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
             self._close_connection()

@@ -1,6 +1,6 @@
-"""The relay's held store connection (issue 18): every batch's outbox read and mark run on
-one connection it keeps open (no pool checkout, no pre-ping ``SELECT 1`` per batch), and a
-connection the database dropped is replaced at once, losing no row (real SQLite,
+"""The relay's held store connections (issue 18): every batch's outbox read (in autocommit)
+and mark run on connections it keeps open (no pool checkout, no pre-ping ``SELECT 1`` per
+batch), and a connection the database dropped is replaced at once, losing no row (real SQLite,
 PostgreSQL and MariaDB stores; the in-memory topic stands in for Kafka, which plays no
 part in this)."""
 
@@ -57,7 +57,7 @@ def test_the_relay_reads_and_marks_every_batch_on_one_held_store_connection(
 
     try:
         store.issue(USER, 1, "first")
-        assert 1 == relay.publish_batch()  # opens the held connection
+        assert 1 == relay.publish_batch()  # opens the held connections
         for i in range(5):
             store.issue(USER, 1, f"t{i}")
             counting["on"] = True
@@ -106,7 +106,8 @@ def test_a_held_store_connection_the_database_dropped_is_replaced_at_once_losing
         first = store.issue(USER, 1, "first")
         held.clear()
         assert 1 == relay.publish_batch()
-        [held_connection] = held  # the relay's held connection, checked out once
+        reader, writer = held  # the relay's held connections, each checked out once
+        held_connection = reader if dropped_before == "read" else writer
         victim = store.issue(USER, 2, "victim")
         revoked = store.revoke_token(victim.id)
         if dropped_before == "read":
