@@ -14,13 +14,17 @@ check that found them (``tokensync store repair`` reinstalls them).
 
 With a lease (``producer.relay_lease``) several relays may run: only the holder
 publishes, stamping its fencing epoch into every record and heartbeat; it re-checks the
-lease before each produce and renews it in the transaction that marks rows published, so
+lease before each produce (unless its last renewal is younger than a third of the TTL, see
+``producer.relay_failover``) and renews it in the transaction that marks rows published, so
 a relay that lost it stops at once, marks nothing, drops its producer and becomes a
 standby (``relay_standby``); a standby polls and takes an expired lease (``relay_active``).
+Each batch's read and mark run on store connections the relay holds open
+(``producer.relay_store``).
 
 Over 350 lines: the relay loop is one concept (read, sign, publish, mark, heartbeat,
 certify); Kafka I/O (``kafka_io``), outbox encoding (``outbox``), commit wake-ups
-(``wakeup``), the backlog gauge (``relay_backlog``), the lease and failover
+(``wakeup``), the held store connections (``relay_store``), the backlog gauge
+(``relay_backlog``), the lease and failover
 (``relay_lease``, ``relay_failover``) and late records (``late_records``) are split out.
 """
 
@@ -31,7 +35,6 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -52,6 +55,7 @@ from producer.publisher import EventPublisher, OutgoingRecord, Placement, Record
 from producer.relay_backlog import count_backlog, count_backlog_until
 from producer.relay_failover import Failover, Step
 from producer.relay_lease import LeaseLostError, RelayLease
+from producer.relay_store import HeldConnections
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
@@ -70,8 +74,6 @@ from shared.metrics import (
 __all__ = ["Relay", "RelayOptions", "partition_for"]
 
 log = get_logger(__name__)
-
-_T = TypeVar("_T")
 
 #: how long a stale relay waits for the holder to mark a newest row it has in flight
 LATE_WAIT_S = 5.0
@@ -115,8 +117,7 @@ class Relay:
         self._engine = engine
         # without a lease: the only relay (no fencing epoch), as before
         self._failover = Failover(lease, clock, options.lease_renew_interval_s, monotonic)
-        self._reader: sa.Connection | None = None  # held for each batch's read
-        self._conn: sa.Connection | None = None  # held for each batch's mark
+        self._store = HeldConnections(engine)  # each batch's read and mark
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -165,52 +166,8 @@ class Relay:
         self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
 
-    def _in_transaction(self, work: Callable[[sa.Connection], _T], *, reading: bool = False) -> _T:
-        """Run ``work`` in one transaction on a connection this relay holds open for its
-        per-batch reads and marks (no pool checkout and no pre-ping ``SELECT 1`` per
-        batch). ``reading``: on the held reading connection, in autocommit (the outbox read
-        is one statement: one round trip, where a transaction costs psycopg a ``BEGIN``
-        and a ``COMMIT`` more). A held connection the store dropped (a restart,
-        ``pg_terminate_backend``, ``KILL``, an idle timeout) shows as an invalidated
-        connection: it is replaced and ``work`` runs once more at once (reading the outbox,
-        renewing the lease and marking rows are idempotent); any other error is the
-        caller's."""
-        for attempt in (1, 2):
-            conn = self._held(reading=reading)
-            try:
-                with conn.begin():
-                    return work(conn)
-            except sa.exc.DBAPIError as e:
-                if not e.connection_invalidated:
-                    raise
-                self._close_connection()
-                if attempt == 2:
-                    raise
-                log.warning("relay_store_connection_replaced", error=str(e.orig)[:200])
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _held(self, *, reading: bool) -> sa.Connection:
-        """The held reading (autocommit) or writing connection, opened when missing (the
-        pool pre-pings that one checkout)."""
-        if reading:
-            if self._reader is None:
-                self._reader = self._engine.connect().execution_options(
-                    isolation_level="AUTOCOMMIT"
-                )
-            return self._reader
-        if self._conn is None:
-            self._conn = self._engine.connect()
-        return self._conn
-
     def _close_connection(self) -> None:
-        """Close both held connections (the next batch opens new ones)."""
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                try:
-                    conn.close()
-                except sa.exc.SQLAlchemyError:  # already broken: the pool discards it
-                    log.debug("relay_store_connection_close_failed", exc_info=True)
-        self._reader = self._conn = None
+        self._store.close()
 
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
@@ -226,9 +183,7 @@ class Relay:
         tracing.relay_woke()
         try:
             batch_size = self._options.batch_size
-            rows = self._in_transaction(
-                lambda conn: fetch_unpublished(conn, batch_size), reading=True
-            )
+            rows = self._store.run(lambda conn: fetch_unpublished(conn, batch_size), reading=True)
             tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
             self._close_connection()
@@ -298,7 +253,7 @@ class Relay:
 
         began = self._failover.now()
         try:
-            self._in_transaction(renew_and_mark)
+            self._store.run(renew_and_mark)
         except LeaseLostError:
             self._published_late(encoded)
             raise
