@@ -14,13 +14,17 @@ check that found them (``tokensync store repair`` reinstalls them).
 
 With a lease (``producer.relay_lease``) several relays may run: only the holder
 publishes, stamping its fencing epoch into every record and heartbeat; it re-checks the
-lease before each produce and renews it in the transaction that marks rows published, so
+lease before each produce (unless its last renewal is younger than a third of the TTL, see
+``producer.relay_failover``) and renews it in the transaction that marks rows published, so
 a relay that lost it stops at once, marks nothing, drops its producer and becomes a
 standby (``relay_standby``); a standby polls and takes an expired lease (``relay_active``).
+Each batch's read and mark run on store connections the relay holds open
+(``producer.relay_store``).
 
 Over 350 lines: the relay loop is one concept (read, sign, publish, mark, heartbeat,
 certify); Kafka I/O (``kafka_io``), outbox encoding (``outbox``), commit wake-ups
-(``wakeup``), the backlog gauge (``relay_backlog``), the lease and failover
+(``wakeup``), the held store connections (``relay_store``), the backlog gauge
+(``relay_backlog``), the lease and failover
 (``relay_lease``, ``relay_failover``) and late records (``late_records``) are split out.
 """
 
@@ -51,6 +55,7 @@ from producer.publisher import EventPublisher, OutgoingRecord, Placement, Record
 from producer.relay_backlog import count_backlog, count_backlog_until
 from producer.relay_failover import Failover, Step
 from producer.relay_lease import LeaseLostError, RelayLease
+from producer.relay_store import HeldConnections
 from producer.store_zone import zone_of
 from producer.trigger_check import missing_triggers
 from producer.wakeup import OutboxWaker
@@ -107,10 +112,12 @@ class Relay:
         options: RelayOptions = RelayOptions(),
         clock: Callable[[], float] = time.time,
         lease: RelayLease | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         # without a lease: the only relay (no fencing epoch), as before
-        self._failover = Failover(lease, clock, options.lease_renew_interval_s)
+        self._failover = Failover(lease, clock, options.lease_renew_interval_s, monotonic)
+        self._store = HeldConnections(engine)  # each batch's read and mark
         self._zone = zone_of(engine.dialect)  # of the table's naive timestamps
         self._connect = connect
         self._keyring = keyring
@@ -159,6 +166,9 @@ class Relay:
         self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
 
+    def _close_connection(self) -> None:
+        self._store.close()
+
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
             try:
@@ -172,10 +182,11 @@ class Relay:
         started = time.perf_counter()
         tracing.relay_woke()
         try:
-            with self._engine.connect() as conn:
-                rows = fetch_unpublished(conn, self._options.batch_size)
+            batch_size = self._options.batch_size
+            rows = self._store.run(lambda conn: fetch_unpublished(conn, batch_size), reading=True)
             tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
+            self._close_connection()
             raise StoreError(f"reading the outbox failed: {e}") from e
         if not rows:
             return 0
@@ -235,16 +246,22 @@ class Relay:
     def _mark(self, published: list[Published], encoded: list[Encoded]) -> None:
         """Mark acknowledged rows published, renewing the lease in the same transaction:
         "still the holder" and "these rows are published" commit together, or neither."""
+
+        def renew_and_mark(conn: sa.Connection) -> None:
+            self._failover.renew_in(conn)
+            mark_published(conn, published)
+
+        began = self._failover.now()
         try:
-            with self._engine.begin() as conn:
-                self._failover.renew_in(conn)
-                mark_published(conn, published)
+            self._store.run(renew_and_mark)
         except LeaseLostError:
             self._published_late(encoded)
             raise
         except sa.exc.SQLAlchemyError as e:
             # Published but not marked: the next round publishes them again (duplicates).
+            self._close_connection()
             raise StoreError(f"marking published rows failed: {e}") from e
+        self._failover.renewed(began)
 
     def _published_late(self, encoded: list[Encoded]) -> None:
         """Records acknowledged after this relay lost the lease: have the holder publish
@@ -399,8 +416,10 @@ class Relay:
         self._last_heartbeat = self._clock()
 
     def close(self) -> None:
-        """Close the Kafka client (``run`` does this when it stops)."""
+        """Close the Kafka client and the held store connection (``run`` does this when
+        it stops)."""
         self._drop_publisher()
+        self._close_connection()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
@@ -455,6 +474,7 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
+        self._close_connection()
         self._failover.release()
         counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)

@@ -9,6 +9,7 @@ stamped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from enum import Enum
 
@@ -35,15 +36,30 @@ class Step(Enum):
 
 
 class Failover:
-    """One relay's view of the lease, renewed every ``renew_interval_s`` of ``clock``."""
+    """One relay's view of the lease, renewed every ``renew_interval_s`` of ``clock``.
+
+    ``confirm`` (before each produce) asks the store only when the last renewal the store
+    accepted began a third of the TTL ago or more on ``monotonic``: a renewal sets the
+    expiry to the store's now plus the TTL, so within a third of it no other relay can
+    have taken the lease by the rules of ``producer.relay_lease``. ``time.monotonic``
+    keeps counting while a process is stopped (SIGSTOP), so a resumed relay asks again.
+    What an operator does to the lease row by hand inside that window is still fenced:
+    the next mark renews (and refuses to mark), and regions refuse the older epoch.
+    """
 
     def __init__(
-        self, lease: RelayLease | None, clock: Callable[[], float], renew_interval_s: float
+        self,
+        lease: RelayLease | None,
+        clock: Callable[[], float],
+        renew_interval_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
         self._clock = clock
+        self._monotonic = monotonic
         self._renew_interval_s = renew_interval_s
         self._renewed = -float("inf")
+        self._confirmed = -float("inf")  # ``monotonic`` when an accepted renewal began
         self.epoch_held: int | None = None  # the epoch last held (logs)
         self._standby_logged = False
 
@@ -58,11 +74,13 @@ class Failover:
         if lease is None:
             return Step.ACTIVE
         try:
+            began = self._monotonic()
             if lease.held:
                 if self._clock() - self._renewed < self._renew_interval_s:
                     return Step.ACTIVE
                 if lease.acquire() is not None:
                     self._renewed = self._clock()
+                    self._confirmed = began
                     return Step.ACTIVE
                 return Step.LOST
             epoch = lease.acquire()
@@ -73,6 +91,7 @@ class Failover:
             raise StoreError(f"taking or renewing the relay lease failed: {e}") from e
         self._standby_logged = False
         self._renewed = self._clock()
+        self._confirmed = began
         self.epoch_held = epoch
         RELAY_ACTIVE.set(1)
         RELAY_FENCING_EPOCH.set(epoch)
@@ -93,9 +112,12 @@ class Failover:
         )
 
     def confirm(self) -> None:
-        """Before each produce: LeaseLostError unless the store says this relay holds it."""
+        """Before each produce: LeaseLostError unless this relay holds the lease, by a
+        renewal younger than a third of the TTL, else by asking the store."""
         lease = self.lease
         if lease is None:
+            return
+        if lease.held and self._monotonic() - self._confirmed < lease.ttl_ms / 3000:
             return
         try:
             held = lease.check()
@@ -105,9 +127,19 @@ class Failover:
             raise LeaseLostError("another relay holds the relay lease")
 
     def renew_in(self, conn: sa.Connection) -> None:
-        """Inside the transaction that marks rows published: renew, or LeaseLostError."""
+        """Inside the transaction that marks rows published: renew, or LeaseLostError.
+        The renewal counts for ``confirm`` only once ``renewed`` says it committed."""
         if self.lease is not None and not self.lease.renew(conn):
             raise LeaseLostError("lost the relay lease before marking rows published")
+
+    def renewed(self, began: float) -> None:
+        """The transaction of ``renew_in`` that began at ``began`` (``monotonic``) committed."""
+        if self.lease is not None and self.lease.held:
+            self._confirmed = max(self._confirmed, began)
+
+    def now(self) -> float:
+        """``monotonic``: when a renewal begins (see ``renewed``)."""
+        return self._monotonic()
 
     def fence(self) -> list[tuple[str, bytes]]:
         """The fencing header of this relay's records (none without a lease)."""
@@ -118,6 +150,7 @@ class Failover:
         """Forget the lease (the caller drops its producer) and say so."""
         if self.lease is not None:
             self.lease.epoch = None
+        self._confirmed = -float("inf")
         RELAY_ACTIVE.set(0)
         self._standby_logged = True
         log.warning("relay_standby", reason=why, epoch=self.epoch_held, last_seq=last_seq)

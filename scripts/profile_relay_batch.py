@@ -1,6 +1,8 @@
 """Profile the relay's one-row batch (read, encode, sign, produce, ack, mark) on a throwaway
 PostgreSQL + Kafka, with nothing else running: the figures behind docs/benchmarks.md's
-"what bounds revoke -> denied". Run: .venv/bin/python scripts/profile_relay_batch.py"""
+"what bounds revoke -> denied". The relay holds a lease with the TTL of ``tokensync relay``
+(3 s), as deployed: its lease confirm and renewal are part of each batch.
+Run: .venv/bin/python scripts/profile_relay_batch.py"""
 
 from __future__ import annotations
 
@@ -13,10 +15,20 @@ import time
 from bench.env import bench_env
 from producer.kafka_io import KafkaPublisher
 from producer.relay import Relay, RelayOptions
+from producer.relay_lease import RelayLease, holder_id
 from producer.wakeup import waker_for
 from shared.logs import configure_logging
 
 BATCHES = 300
+#: functions whose time per batch is printed on one line each (cumulative, profiler included)
+PARTS = (
+    ("relay.py", "publish_batch"),
+    ("outbox.py", "fetch_unpublished"),
+    ("relay_failover.py", "confirm"),
+    ("kafka_io.py", "publish"),
+    ("relay.py", "_mark"),
+    ("default.py", "do_ping"),  # the pool's pre-ping of a checkout
+)
 
 
 def main() -> None:
@@ -26,7 +38,12 @@ def main() -> None:
         env.ensure_topics()
         publisher = KafkaPublisher(env.settings.kafka_bootstrap, env.topics.tokens)
         waker = waker_for(store.engine)
-        relay = Relay(store.engine, lambda: publisher, env.keyring, waker, options=RelayOptions())
+        lease = RelayLease(store.engine, holder_id(), ttl_ms=3000)
+        options = RelayOptions(lease_renew_interval_s=1.0)
+        relay = Relay(
+            store.engine, lambda: publisher, env.keyring, waker, options=options, lease=lease
+        )
+        assert relay.lease_step()
         tokens = [store.issue("App\\Models\\User", i, "t") for i in range(BATCHES)]
         while relay.publish_batch():
             pass
@@ -34,6 +51,7 @@ def main() -> None:
         profile = cProfile.Profile()
         for token in tokens:
             store.revoke_token(token.id)
+            relay.lease_step()  # renews every second, as the loop does (outside the timing)
             started = time.perf_counter()
             profile.enable()
             relay.publish_batch()
@@ -45,10 +63,18 @@ def main() -> None:
             for name in ("request-latency-avg", "request-latency-max", "record-queue-time-avg"):
                 if name in values:
                     print(f"kafka-python {group} {name}: {values[name]:.3f} ms")
+        stats = pstats.Stats(profile)
+        for file, func in PARTS:
+            cum = sum(
+                v[3]
+                for k, v in stats.stats.items()  # type: ignore[attr-defined]
+                if k[0].endswith(file) and k[2] == func
+            )
+            print(f"per batch: {file}:{func} {cum * 1000 / BATCHES:.3f} ms")
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(35)
         print(out.getvalue())
-        publisher.close()
+        relay.close()
         waker.close()
 
 

@@ -1,7 +1,9 @@
 """Fencing end to end, deterministic: a relay loses the lease while its produce is in
 flight (it was paused there), the new holder publishes the same rows first, and the old
 relay's records land after them. The region dead-letters those as ``fenced``, keeps the
-newer version, and the old relay marks nothing."""
+newer version, and the old relay marks nothing. Also when the old relay produced without
+asking the store because its last renewal was younger than a third of the TTL (the lease
+taken from it against the rules, by an edit of the lease row)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+import sqlalchemy as sa
 
 from producer.publisher import OutgoingRecord, Placement
-from producer.relay_lease import LeaseLostError
+from producer.relay import Relay
+from producer.relay_lease import LeaseLostError, RelayLease
 from shared.events import fence_of
-from tests.fencing_helpers import WrappedPublisher, kafka_publisher, lead_region, old_and_new
+from tests.fencing_helpers import (
+    NoWaker,
+    WrappedPublisher,
+    kafka_publisher,
+    lead_region,
+    old_and_new,
+)
 from tests.harness import Pipeline
-from tests.kafka_helpers import read_topic, wait_for
+from tests.kafka_helpers import kafka_connector, read_topic, wait_for
 
 USER = "App\\Models\\User"
 
@@ -70,6 +80,54 @@ def test_records_a_relay_sent_after_losing_the_lease_are_fenced_in_the_region(
         state = client.hmget(pipeline.keys.token(token.token_hash), "v", "s")
         client.close()
         assert [str(revoked.seq).encode(), b"r"] == state
+        assert not old.lease_step()
+    finally:
+        old.close()
+        new.close()
+
+
+def test_records_sent_on_a_cached_lease_confirmation_after_a_forced_take_over_are_fenced(
+    one_region: Pipeline,
+) -> None:
+    pipeline = one_region
+    engine = pipeline.store.engine
+    connect = kafka_connector(pipeline.settings.kafka_bootstrap, pipeline.topics)
+    lease = RelayLease(engine, "old", ttl_ms=60_000)  # a renewal is trusted for 20 s
+    old = Relay(engine, connect, pipeline.built.keyring, NoWaker(), lease=lease)
+    new = Relay(engine, connect, pipeline.built.keyring, NoWaker(), lease=RelayLease(engine, "new"))
+    try:
+        assert old.lease_step()
+        pipeline.start_worker("eu")
+
+        def beat_and_ready() -> bool:
+            old.heartbeat()
+            return pipeline.state("eu").ready
+
+        wait_for(beat_and_ready, 90, "eu ready")
+        old_epoch = lease.epoch  # confirmed by its take-over just now
+        with engine.begin() as conn:  # an operator frees the live lease by hand
+            conn.execute(sa.text("UPDATE tokensync_relay_lease SET expires_at_ms = 0"))
+        assert new.lease_step()  # a new epoch, beaten into every partition at once
+        token = pipeline.store.issue(USER, 1, "late")
+        with pytest.raises(LeaseLostError):
+            old.publish_batch()  # produced on its cached confirmation; refused at the mark
+        [letter] = read_topic(
+            pipeline.settings.kafka_bootstrap, pipeline.topics.dead_letters, expect=1
+        )
+        assert b"fenced" == dict(letter.headers).get("ts-dlq-reason")
+        assert old_epoch == fence_of(letter.headers)
+        assert 1 == new.publish_batch()  # the row the old relay could not mark
+
+        def applied_in_eu() -> bool:
+            client = pipeline.redis("eu")
+            try:
+                return str(token.seq).encode() == client.hget(
+                    pipeline.keys.token(token.token_hash), "v"
+                )
+            finally:
+                client.close()
+
+        wait_for(applied_in_eu, 30, "the new holder's record applied in eu")
         assert not old.lease_step()
     finally:
         old.close()

@@ -71,7 +71,18 @@ def clock() -> FakeClock:
 def relay(store: TokenStore, topic: MemoryPublisher, clock: FakeClock, holder: str) -> Relay:
     lease = RelayLease(store.engine, holder, ttl_ms=3000, now_ms=clock)
     options = RelayOptions(backoff_initial_s=0.01, backoff_max_s=0.02)
-    return Relay(store.engine, lambda: topic, KEYRING, NoWaker(), options=options, lease=lease)
+    # The store's fake clock is also the relay's monotonic clock: a relay "paused ten
+    # seconds" has both moved on, as SIGSTOP moves time.monotonic, and its renewal (trusted
+    # for a third of the TTL before it asks the store again) is old by then.
+    return Relay(
+        store.engine,
+        lambda: topic,
+        KEYRING,
+        NoWaker(),
+        options=options,
+        lease=lease,
+        monotonic=lambda: clock.ms / 1000,
+    )
 
 
 def fences(topic: MemoryPublisher) -> list[int | None]:
