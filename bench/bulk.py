@@ -42,10 +42,9 @@ def _drained(env: BenchEnv) -> bool:
         ).first()
 
 
-def run(count: int = 100_000, *, relay_producers: int = 1) -> dict[str, Any]:
+def run(count: int = 100_000) -> dict[str, Any]:
     """Run the scenario; print a table; write JSON and PNG; return the data."""
     with bench_env(("eu", "us", "ap"), postgres=True) as env:
-        env.settings = env.settings.with_overrides(relay_producers=relay_producers)
         store = env.open_store(env.settings.database_url)
         env.start_relay()
         for region in env.settings.regions:
@@ -79,13 +78,11 @@ def run(count: int = 100_000, *, relay_producers: int = 1) -> dict[str, Any]:
     ]
     print(table(rows, ["step", "seconds after commit"]))
     print(
-        f"relay ({relay_producers} producer process(es)) "
-        f"throughput {count / publish_s:,.0f} records/s; enforced everywhere after "
+        f"relay throughput {count / publish_s:,.0f} records/s; enforced everywhere after "
         f"{enforced_s:.2f} s (target <= 5 s)"
     )
     data = {
         "tokens": count,
-        "relay_producers": relay_producers,
         "delete_s": committed - began,
         "relay_publish_s": publish_s,
         "relay_records_per_s": count / publish_s,

@@ -123,7 +123,7 @@ def apply(records: int, workers: int) -> None:
     """Records/s of one region loading the topic, with one worker process or several."""
     from bench import bootstrap as scenario
 
-    what = "records/s of one worker" if workers == 1 else f"records/s of {workers} workers"
+    what = "records/s of one region worker" if workers == 1 else f"records/s of {workers} workers"
     with _announced("apply", what + " of one region"):
         scenario.run(records, "apply" if workers == 1 else f"apply-{workers}w", workers=workers)
 
@@ -143,23 +143,15 @@ def bootstrap(tokens: int) -> None:
 
 @bench.command(
     "bulk",
-    epilog="\b\nExamples:\n  tokensync bench bulk --tokens 100000\n"
-    "  tokensync bench bulk --relay-producers 2",
+    epilog="\b\nExamples:\n  tokensync bench bulk --tokens 100000",
 )
 @click.option("--tokens", type=click.IntRange(1000), default=100_000, show_default=True)
-@click.option(
-    "--relay-producers",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Processes producing a large relay batch (TOKENSYNC_RELAY_PRODUCERS).",
-)
-def bulk(tokens: int, relay_producers: int) -> None:
+def bulk(tokens: int) -> None:
     """100k per-token revocations until enforced in every region."""
     from bench import bulk as scenario
 
     with _announced("bulk", "per-token revocations until enforced"):
-        scenario.run(tokens, relay_producers=relay_producers)
+        scenario.run(tokens)
 
 
 @bench.command(

@@ -120,8 +120,7 @@ def _publisher_factory(
     settings: Settings, topics: Topics, topics_ready: threading.Event
 ) -> Callable[[], EventPublisher]:
     """The relay's connect: ensure the topics (then set ``topics_ready``), open a producer."""
-    from producer.kafka_io import KafkaAdmin
-    from producer.parallel_publisher import open_publisher
+    from producer.kafka_io import KafkaAdmin, KafkaPublisher
 
     def connect() -> EventPublisher:
         admin = KafkaAdmin(settings.kafka_bootstrap, client=settings.kafka_client)
@@ -135,12 +134,7 @@ def _publisher_factory(
         finally:
             admin.close()
         topics_ready.set()
-        return open_publisher(
-            settings.kafka_bootstrap,
-            topics.tokens,
-            producers=settings.relay_producers,
-            client=settings.kafka_client,
-        )
+        return KafkaPublisher(settings.kafka_bootstrap, topics.tokens, client=settings.kafka_client)
 
     return connect
 

@@ -252,7 +252,6 @@ class Settings:
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
     read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
     stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
-    relay_producers: int = 1  # processes producing a large relay batch (parallel_publisher)
     region_key: RegionKey | None = field(default=None, repr=False)  # a worker's own
     region_keys: RegionKeys = field(default_factory=RegionKeys, repr=False)  # the store's
 
@@ -289,7 +288,6 @@ class Settings:
         "READ_FROM",
         "SETTINGS_FILE",
         "STAGE_TIMING",
-        "RELAY_PRODUCERS",
         "REGION_KEY",
         "REGION_KEYS",
         *KAFKA_CLIENT_KNOWN,
@@ -319,7 +317,6 @@ class Settings:
             topic_prefix=get(PREFIX + "TOPIC_PREFIX", cls.topic_prefix),
             redis_namespace=get(PREFIX + "REDIS_NAMESPACE", cls.redis_namespace),
             partitions=_int(environ, "PARTITIONS", cls.partitions),
-            relay_producers=_int(environ, "RELAY_PRODUCERS", cls.relay_producers),
             signing_keys=keys,
             signing_key_id=key_id,
             signing_mode=_signing_mode(get(PREFIX + "SIGNING_MODE", "")),
@@ -358,8 +355,6 @@ class Settings:
             raise ConfigError(f"{PREFIX}TOKEN_PREFIX must not contain '|'")
         if settings.partitions < 1:
             raise ConfigError(f"{PREFIX}PARTITIONS must be at least 1")
-        if not 1 <= settings.relay_producers <= 16:
-            raise ConfigError(f"{PREFIX}RELAY_PRODUCERS must be between 1 and 16")
         for name, count in (
             ("KAFKA_REPLICATION_FACTOR", settings.kafka_replication_factor),
             ("KAFKA_MIN_INSYNC_REPLICAS", settings.kafka_min_insync_replicas),
@@ -429,7 +424,6 @@ class Settings:
             "TOPIC_PREFIX": self.topic_prefix,
             "REDIS_NAMESPACE": self.redis_namespace,
             "PARTITIONS": str(self.partitions),
-            "RELAY_PRODUCERS": "" if self.relay_producers == 1 else str(self.relay_producers),
             "SIGNING_KEYS": ",".join(
                 f"{kid}:{base64.b64encode(raw).decode()}" for kid, raw in self.signing_keys.items()
             ),

@@ -192,7 +192,7 @@ class Pipeline:
     ) -> None:
         """The relay loop in a background thread of this process, until ``close``; each
         (re)connection makes sure the topic exists first."""
-        from producer.parallel_publisher import open_publisher
+        from producer.kafka_io import KafkaPublisher
         from producer.publisher import EventPublisher
         from producer.relay import Relay, RelayOptions
         from producer.seal_mode import record_keyring, sealing
@@ -202,10 +202,9 @@ class Pipeline:
 
         def connect() -> EventPublisher:
             self.ensure_topics()
-            return open_publisher(
+            return KafkaPublisher(
                 self.settings.kafka_bootstrap,
                 self.topics.tokens,
-                producers=self.settings.relay_producers,
                 timeout_s=publisher_timeout_s,
                 client=self.settings.kafka_client,
             )
