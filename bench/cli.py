@@ -123,7 +123,7 @@ def apply(records: int, workers: int) -> None:
     """Records/s of one region loading the topic, with one worker process or several."""
     from bench import bootstrap as scenario
 
-    what = "records/s of one region worker" if workers == 1 else f"records/s of {workers} workers"
+    what = "records/s of one worker" if workers == 1 else f"records/s of {workers} workers"
     with _announced("apply", what + " of one region"):
         scenario.run(records, "apply" if workers == 1 else f"apply-{workers}w", workers=workers)
 
