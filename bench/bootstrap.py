@@ -104,12 +104,16 @@ def _fill(env: BenchEnv, count: int, signer: SealSigner) -> float:
     return time.monotonic() - began
 
 
-def _load(env: BenchEnv, region: str, mode: str) -> tuple[float, float, list[tuple[float, int]]]:
-    """Start a worker in signing ``mode`` on the empty ``region``; (to ready s, loading s,
-    timeline); the worker is stopped after."""
+def _load(
+    env: BenchEnv, region: str, mode: str, workers: int = 1
+) -> tuple[float, float, list[tuple[float, int]]]:
+    """Start ``workers`` worker processes in signing ``mode`` on the empty ``region``; (to
+    ready s, loading s, timeline); the workers are stopped after."""
     env.settings = env.settings.with_overrides(signing_mode=mode)
+    names = [f"worker-{region}" if workers == 1 else f"worker-{region}-{i}" for i in range(workers)]
     started = time.monotonic()
-    env.start_worker(region)
+    for name in names:  # one consumer group: the region's partitions are shared among them
+        env.start_worker(region, name=name)
     first: float | None = None
     timeline: list[tuple[float, int]] = []
     while True:
@@ -124,24 +128,28 @@ def _load(env: BenchEnv, region: str, mode: str) -> tuple[float, float, list[tup
             raise TimeoutError(f"region {region} not ready after 600 s")
         time.sleep(0.05)
     ready_s = time.monotonic() - started
-    env.stop(f"worker-{region}", grace_s=20)
+    for name in names:
+        env.stop(name, grace_s=20)
     return ready_s, ready_s - (first or 0.0), timeline
 
 
-def run(records: int, name: str, modes: tuple[str, ...] = ("hmac", "sealed")) -> dict[str, Any]:
-    """Fill the topic, then per signing mode start a worker on an empty region of its own
-    and time it to ready."""
+def run(
+    records: int, name: str, modes: tuple[str, ...] = ("hmac", "sealed"), workers: int = 1
+) -> dict[str, Any]:
+    """Fill the topic, then per signing mode start ``workers`` worker processes (one
+    consumer group, sharing the partitions) on an empty region of its own and time it to
+    ready."""
     with bench_env(modes) as env:
         keys = SealKeyDir(env.root / "seal-keys")
         keys.generate()
         env.settings = env.settings.with_overrides(seal_keys_dir=keys.path)
         fill_s = _fill(env, records, keys.signer())
-        results = {mode: _load(env, mode, mode) for mode in modes}
+        results = {mode: _load(env, mode, mode, workers) for mode in modes}
     rows = []
     per_mode: dict[str, Any] = {}
     for mode, (ready_s, loading_s, timeline) in results.items():
         rate = records / loading_s if loading_s > 0 else 0.0
-        rows.append((f"{name} {mode}", records, fill_s, ready_s, loading_s, rate))
+        rows.append((f"{name} {mode}", workers, records, fill_s, ready_s, loading_s, rate))
         per_mode[mode] = {
             "process_start_to_ready_s": ready_s,
             "loading_s": loading_s,
@@ -151,12 +159,13 @@ def run(records: int, name: str, modes: tuple[str, ...] = ("hmac", "sealed")) ->
     print(
         table(
             rows,
-            ["scenario", "records", "fill s", "to ready s", "loading s", "records/s"],
+            ["scenario", "workers", "records", "fill s", "to ready s", "loading s", "records/s"],
         )
     )
     first = per_mode[modes[0]]
     data = {
         "records": records,
+        "workers": workers,
         "fill_seconds": fill_s,
         # the first mode's figures at the top level, as before the modes existed
         "process_start_to_ready_s": first["process_start_to_ready_s"],
@@ -172,7 +181,8 @@ def run(records: int, name: str, modes: tuple[str, ...] = ("hmac", "sealed")) ->
         "method": "records written to the topic first, as the relay writes them in signing "
         "mode both (an HMAC per record, an Ed25519 seal per partition per 5,000-record batch); "
         "per mode one worker process on an empty region of its own, one mode after the other; "
-        "'loading' counts from the first applied record to ready",
+        "'loading' counts from the first applied record to ready; with several workers "
+        "they are processes of one region (one consumer group sharing its partitions)",
     }
     if "hmac" in per_mode and "sealed" in per_mode and per_mode["hmac"]["records_per_s"]:
         data["sealed_rate_vs_hmac"] = (

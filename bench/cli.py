@@ -108,15 +108,24 @@ def propagation(
 
 @bench.command(
     "apply",
-    epilog="\b\nExamples:\n  tokensync bench apply --records 100000",
+    epilog="\b\nExamples:\n  tokensync bench apply --records 100000\n"
+    "  tokensync bench apply --workers 2",
 )
 @click.option("--records", type=click.IntRange(1000), default=200_000, show_default=True)
-def apply(records: int) -> None:
-    """Records/s of one region worker loading the topic."""
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes of the region (one consumer group sharing its partitions).",
+)
+def apply(records: int, workers: int) -> None:
+    """Records/s of one region loading the topic, with one worker process or several."""
     from bench import bootstrap as scenario
 
-    with _announced("apply", "records/s of one region worker"):
-        scenario.run(records, "apply")
+    what = "records/s of one worker" if workers == 1 else f"records/s of {workers} workers"
+    with _announced("apply", what + " of one region"):
+        scenario.run(records, "apply" if workers == 1 else f"apply-{workers}w", workers=workers)
 
 
 @bench.command(

@@ -12,6 +12,7 @@ and marked so the relay moves on.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,11 +109,40 @@ def oldest_unpublished_ms(conn: sa.Connection) -> int | None:
     return None if value is None else int(value)
 
 
+#: Texts at most this long are decoded once per batch run (``_CACHE_SIZE`` of them): a
+#: backlog's rows mostly share their abilities and, per second, their creation time.
+_CACHED_TEXT = 256
+_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _cached_abilities(text: str) -> tuple[str, ...]:
+    return decode_abilities(text)
+
+
+def _abilities(text: str | None) -> tuple[str, ...]:
+    """``decode_abilities``, remembered for short texts (a tuple: safe to share)."""
+    if text is not None and len(text) <= _CACHED_TEXT:
+        return _cached_abilities(text)
+    return decode_abilities(text)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _cached_time(value: str, zone: dt.tzinfo) -> int:
+    return _parse_db_time(value, zone)
+
+
 def parse_db_time(value: object, zone: dt.tzinfo = dt.UTC) -> int:
     """Milliseconds since the epoch of a naive timestamp (wall-clock time in ``zone``,
     the store's zone) as the database returned it.
 
     Raises BadRowError for anything that is not a real instant between 1970 and 9999."""
+    if type(value) is str and len(value) <= _CACHED_TEXT:
+        return _cached_time(value, zone)  # a refused one raises again: errors are not kept
+    return _parse_db_time(value, zone)
+
+
+def _parse_db_time(value: object, zone: dt.tzinfo) -> int:
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, str):
@@ -157,7 +187,7 @@ def row_to_event(
     issued_at = max(0, int(m["issued_at_ms"] or 0))
     created = m["row_created_at"]
     expires = m["expires_at"]
-    abilities = decode_abilities(m["abilities"])
+    abilities = _abilities(m["abilities"])
     if len(abilities) > _MAX_ABILITIES:
         raise BadRowError(f"more than {_MAX_ABILITIES} abilities")
     if any(len(a) > _MAX_ABILITY for a in abilities):
