@@ -1,0 +1,147 @@
+"""A synchronous validator's own connections to one Redis server: ``validate.lua`` sent as
+one pre-packed ``EVALSHA`` and read raw (no pool bookkeeping, no response callbacks), and
+the server's replication id verified out of band on every connection.
+
+Each connection asks ``INFO replication`` when it (re)connects and then at most every
+``check_interval_s``; the script receives the ``master_replid`` seen as ``ARGV[1]`` and
+compares it with the one the worker recorded (``''``: INFO was refused, the script fails
+closed). The window this opens, against the in-script check on every call: a server whose
+replication id changes *while a connection stays open* (``REPLICAOF`` on the server read, a
+Redis-aware proxy switching servers under one client connection) is noticed by the next
+check, at most ``check_interval_s`` later. A new connection (a restart, a failover behind a
+DNS name or a plain TCP proxy) is always checked before its first script. An interval of 0
+asks INFO inside the script on every call, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+__all__ = ["ScriptLink", "replication_id"]
+
+# what the script is told when the server refused INFO (the script then fails closed)
+REFUSED: bytes = b""
+
+
+def replication_id(info: bytes | str) -> bytes:
+    """``master_replid`` of an ``INFO replication`` text (``REFUSED`` if absent)."""
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("master_replid:"):
+            return line.split(":", 1)[1].strip().encode()
+    return REFUSED
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+@dataclass(eq=False)
+class _Link:
+    """One connection and what its server said about its replication id, and when."""
+
+    connection: Any  # redis-py's Connection (its methods are untyped)
+    replid: bytes = REFUSED
+    checked_connects: int = -1  # the connect count the replid was read on
+    due: float = 0.0  # monotonic time of the next check
+    connects: int = 0
+
+    def connected(self, _connection: object) -> None:
+        """redis-py's connect callback: a new socket, maybe to another server."""
+        self.connects += 1
+
+
+class ScriptLink:
+    """Runs one script on one server (``client``'s), ``check_interval_s`` > 0."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        script: str,
+        sha: str,
+        fixed_keys: Sequence[str],
+        *,
+        check_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.script = script
+        self.check_interval_s = check_interval_s
+        self.clock = clock
+        self._pool = client.connection_pool
+        self._free: deque[_Link] = deque()
+        self._all: list[_Link] = []
+        self._pid = os.getpid()
+        count = 1 + len(fixed_keys)
+        # EVALSHA, the digest, the key count, the keys, ARGV[1]
+        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (
+            count + 4,
+            _bulk(sha.encode()),
+            _bulk(str(count).encode()),
+        )
+        self._fixed = b"".join(_bulk(k.encode()) for k in fixed_keys)
+
+    def _new(self) -> _Link:
+        link = _Link(self._pool.connection_class(**self._pool.connection_kwargs))
+        link.connection.register_connect_callback(link.connected)
+        self._all.append(link)
+        return link
+
+    def call(self, key: str) -> Any:
+        """The script's reply for ``key`` (KEYS[1]) with the fixed keys and the verified
+        replication id; RedisError (NoScriptError handled) as redis-py raises them."""
+        if os.getpid() != self._pid:  # a forked child never shares its parent's sockets
+            self._free, self._all, self._pid = deque(), [], os.getpid()
+        try:
+            link = self._free.pop()
+        except IndexError:
+            link = self._new()
+        try:
+            return self._call(link, key)
+        except BaseException:
+            link.connection.disconnect()  # never reuse a connection with a reply pending
+            raise
+        finally:
+            self._free.append(link)
+
+    def _call(self, link: _Link, key: str) -> Any:
+        conn = link.connection
+        for _ in range(3):  # a reconnect during the call, a flushed script: ask again
+            if link.checked_connects != link.connects or self.clock() >= link.due:
+                self._check(link)
+            connects = link.connects
+            token = _bulk(key.encode())
+            packed = b"%s%s%s%s" % (self._head, token, self._fixed, _bulk(link.replid))
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                conn.send_command("SCRIPT", "LOAD", self.script, check_health=False)
+                conn.read_response()
+                continue
+            if connects == link.connects:  # the same socket the replid was read on
+                return reply
+        raise redis.ConnectionError("the connection kept changing while validating")
+
+    def _check(self, link: _Link) -> None:
+        """Read the server's replication id on this connection (connecting if needed)."""
+        conn = link.connection
+        conn.send_command("INFO", "replication", check_health=False)
+        try:
+            link.replid = replication_id(conn.read_response())
+        except redis.exceptions.ResponseError:  # NOPERM, a renamed command: fail closed
+            link.replid = REFUSED
+        link.checked_connects = link.connects
+        link.due = self.clock() + self.check_interval_s
+
+    def close(self) -> None:
+        """Close every connection of this link."""
+        for link in self._all:
+            link.connection.disconnect()
