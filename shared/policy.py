@@ -48,7 +48,7 @@ class Policy:
     on_unavailable: Literal["deny", "fallback"] = "deny"
     expiration_minutes: int | None = None
     clock_skew_allowance_s: float = 1.0
-    server_check_interval_s: float = 0.1
+    server_check_interval_s: float = 0.05
     """How often a synchronous validator's connection re-reads its server's replication id
     (``shared.script_link``; also on every new connection); 0: inside the script, every
     call. Under the staleness budget."""

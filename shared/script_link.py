@@ -2,8 +2,10 @@
 one pre-packed ``EVALSHA`` and read raw (no pool bookkeeping, no response callbacks), and
 the server's replication id verified out of band on every connection.
 
-Each connection asks ``INFO replication`` when it (re)connects and then at most every
-``check_interval_s``; the script receives the ``master_replid`` seen as ``ARGV[1]`` and
+Each connection asks ``INFO replication`` when it (re)connects (one round trip, before its
+first script) and then every ``check_interval_s`` (sent in the same write just before a
+script, read first: no extra round trip; a script that compared an outdated id is asked
+again with the new one); the script receives the ``master_replid`` seen as ``ARGV[1]`` and
 compares it with the one the worker recorded (``''``: INFO was refused, the script fails
 closed). The window this opens, against the in-script check on every call: a server whose
 replication id changes *while a connection stays open* (``REPLICAOF`` on the server read, a
@@ -28,6 +30,7 @@ __all__ = ["ScriptLink", "replication_id"]
 
 # what the script is told when the server refused INFO (the script then fails closed)
 REFUSED: bytes = b""
+_INFO = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
 
 
 def replication_id(info: bytes | str) -> bytes:
@@ -113,29 +116,33 @@ class ScriptLink:
 
     def _call(self, link: _Link, key: str) -> Any:
         conn = link.connection
-        for _ in range(3):  # a reconnect during the call, a flushed script: ask again
-            if link.checked_connects != link.connects or self.clock() >= link.due:
-                self._check(link)
-            connects = link.connects
+        for _ in range(3):  # a reconnect during the call, a flushed script, a new id: again
+            if link.checked_connects != link.connects:  # a new socket: check before asking
+                conn.send_packed_command([_INFO], check_health=False)
+                self._read_check(link)
+            recheck = self.clock() >= link.due
+            connects, replid = link.connects, link.replid
             token = _bulk(key.encode())
-            packed = b"%s%s%s%s" % (self._head, token, self._fixed, _bulk(link.replid))
+            packed = b"%s%s%s%s" % (self._head, token, self._fixed, _bulk(replid))
+            # a due check rides in the same write, just before the script: no extra trip
+            conn.send_packed_command([_INFO + packed if recheck else packed], check_health=False)
+            if recheck:
+                self._read_check(link)
             try:
-                conn.send_packed_command([packed], check_health=False)
                 reply = conn.read_response()
             except redis.exceptions.NoScriptError:
                 conn.send_command("SCRIPT", "LOAD", self.script, check_health=False)
                 conn.read_response()
                 continue
-            if connects == link.connects:  # the same socket the replid was read on
+            # the same socket, and the id the script compared is the server's: answer
+            if connects == link.connects and replid == link.replid:
                 return reply
-        raise redis.ConnectionError("the connection kept changing while validating")
+        raise redis.ConnectionError("the server's connection or identity kept changing")
 
-    def _check(self, link: _Link) -> None:
-        """Read the server's replication id on this connection (connecting if needed)."""
-        conn = link.connection
-        conn.send_command("INFO", "replication", check_health=False)
+    def _read_check(self, link: _Link) -> None:
+        """Read the reply of an ``INFO replication`` sent on this link's connection."""
         try:
-            link.replid = replication_id(conn.read_response())
+            link.replid = replication_id(link.connection.read_response())
         except redis.exceptions.ResponseError:  # NOPERM, a renamed command: fail closed
             link.replid = REFUSED
         link.checked_connects = link.connects

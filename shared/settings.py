@@ -251,7 +251,7 @@ class Settings:
     kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
     read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
-    server_check_interval_s: float = 0.1  # validators re-read INFO replication (0: every call)
+    server_check_interval_s: float = 0.05  # validators re-read INFO replication (0: every call)
     stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
     region_key: RegionKey | None = field(default=None, repr=False)  # a worker's own
     region_keys: RegionKeys = field(default_factory=RegionKeys, repr=False)  # the store's
@@ -466,7 +466,7 @@ class Settings:
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
             "READ_FROM": "" if self.read_from == "replica" else self.read_from,
             "SERVER_CHECK_INTERVAL": ""
-            if self.server_check_interval_s == 0.1
+            if self.server_check_interval_s == 0.05
             else repr(self.server_check_interval_s),
             "STAGE_TIMING": "true" if self.stage_timing else "",
             "REGION_KEY": format_region_key(self.region_key),
