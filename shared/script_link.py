@@ -60,6 +60,11 @@ class _Link:
         """redis-py's connect callback: a new socket, maybe to another server."""
         self.connects += 1
 
+    def drop(self) -> None:
+        """Close the socket; the next one is checked before its first script."""
+        self.connection.disconnect()
+        self.checked_connects = -1
+
 
 class ScriptLink:
     """Runs one script on one server (``client``'s), ``check_interval_s`` > 0."""
@@ -99,7 +104,9 @@ class ScriptLink:
 
     def call(self, key: str) -> Any:
         """The script's reply for ``key`` (KEYS[1]) with the fixed keys and the verified
-        replication id; RedisError (NoScriptError handled) as redis-py raises them."""
+        replication id; RedisError (NoScriptError handled) as redis-py raises them. A
+        connection that broke while idle (a restarted server) is opened again once; a
+        timeout is not retried."""
         if os.getpid() != self._pid:  # a forked child never shares its parent's sockets
             self._free, self._all, self._pid = deque(), [], os.getpid()
         try:
@@ -107,9 +114,13 @@ class ScriptLink:
         except IndexError:
             link = self._new()
         try:
-            return self._call(link, key)
+            try:
+                return self._call(link, key)
+            except redis.ConnectionError:
+                link.drop()
+                return self._call(link, key)
         except BaseException:
-            link.connection.disconnect()  # never reuse a connection with a reply pending
+            link.drop()  # never reuse a connection with a reply pending
             raise
         finally:
             self._free.append(link)
