@@ -113,3 +113,29 @@ def test_with_a_check_interval_of_zero_a_swapped_server_is_never_valid(
         assert (Outcome.UNAVAILABLE, "server_changed") == (result.outcome, result.reason)
     finally:
         validator.close()
+
+
+def test_a_reopened_connection_is_checked_before_its_first_answer_whatever_the_interval(
+    redis_set: ReplicatedRedis,
+) -> None:
+    """The interval bounds only a connection that stays open: a validator whose connection
+    broke (a restart, a failover behind an address) checks the server it reached before it
+    answers there."""
+    region = RegionFixture(redis_set.primary.url)
+    region.beat()
+    region.token(TOKEN, token_id=1)
+    admin = redis_set.client(redis_set.primary)
+    admin.hset(RedisKeys().meta, MetaField.SERVER, admin.info("replication")["master_replid"])
+    redis_set.wait_in_sync()
+    replica = redis_set.replicas[0]
+    validator = Validator.from_url(
+        replica.url, policy=Policy(staleness_budget_s=30, server_check_interval_s=20)
+    )
+    try:
+        assert Outcome.VALID == validator.validate(f"1|{TOKEN}").outcome
+        redis_set.promote(replica)  # another replication id, the same data
+        redis_set.client(replica).client_kill_filter(_type="normal")  # the connection breaks
+        result = validator.validate(f"1|{TOKEN}")
+        assert (Outcome.UNAVAILABLE, "server_changed") == (result.outcome, result.reason)
+    finally:
+        validator.close()
