@@ -79,6 +79,10 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     client.set("bench:probe", b"x" * 64)
     plain = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
+    # TOKENSYNC_SERVER_CHECK_INTERVAL=0: the replication-id check inside the script, every call
+    strict = Validator.from_url(
+        url, keys=env.keys, policy=Policy(staleness_budget_s=5, server_check_interval_s=0)
+    )
     near = Validator.from_url(url, keys=env.keys, policy=Policy(staleness_budget_s=5))
     near.enable_near_cache()
     # usage as services run it (issue 19): counts per token and client, flushed by a timer
@@ -96,12 +100,14 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
     )
     sanctum = _sanctum(dsn)
     assert all(plain.validate(t, ["read"]).outcome is Outcome.VALID for t in tokens)
+    assert all(strict.validate(t, ["read"]).outcome is Outcome.VALID for t in tokens)
     assert all(sanctum(t) for t in tokens)
 
     rng = random.Random(1)
     methods: dict[str, Callable[[], Any]] = {
         "redis GET (baseline)": lambda: client.get("bench:probe"),
         "validator": lambda: plain.validate(rng.choice(tokens), ["read"]),
+        "validator, server check every call": lambda: strict.validate(rng.choice(tokens), ["read"]),
         "validator + near-cache": lambda: near.validate(rng.choice(tokens), ["read"]),
         "validator + usage": lambda: used.validate(rng.choice(tokens), ["read"]),
         "validator + near-cache + usage": lambda: near_used.validate(rng.choice(tokens), ["read"]),
@@ -113,10 +119,8 @@ def _run(env: BenchEnv, seconds: float, rounds: int) -> dict[str, Any]:
             for _ in range(200):
                 call()  # warm
             samples[name] += _measure(call, seconds / rounds)
-    plain.close()
-    near.close()
-    used.close()
-    near_used.close()
+    for validator in (plain, strict, near, used, near_used):
+        validator.close()
     client.close()
 
     stats = {

@@ -4,6 +4,7 @@ answer (deny, or ask the token store through a ``Fallback``), and token lifetime
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -47,12 +48,22 @@ class Policy:
     on_unavailable: Literal["deny", "fallback"] = "deny"
     expiration_minutes: int | None = None
     clock_skew_allowance_s: float = 1.0
+    server_check_interval_s: float = 0.05
+    """How often a synchronous validator's connection re-reads its server's replication id
+    (``shared.script_link``; also on every new connection); 0: inside the script, every
+    call. Under the staleness budget."""
     _freshness: Freshness = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.on_unavailable not in ("deny", "fallback"):
             raise ConfigError(
                 f"on_unavailable must be deny or fallback, not {self.on_unavailable!r}"
+            )
+        interval = self.server_check_interval_s
+        if not (math.isfinite(interval) and 0 <= interval < self.staleness_budget_s):
+            raise ConfigError(
+                f"server check interval {interval!r} must be zero or more finite seconds, "
+                f"under the staleness budget ({self.staleness_budget_s!r} s)"
             )
         # Built (and so checked: a nan, infinite or negative budget is refused) once.
         freshness = Freshness(self.staleness_budget_s, self.clock_skew_allowance_s)
@@ -70,5 +81,6 @@ class Policy:
             staleness_budget_s=settings.staleness_budget_s,
             expiration_minutes=settings.token_expiration_minutes,
             clock_skew_allowance_s=settings.clock_skew_allowance_s,
+            server_check_interval_s=settings.server_check_interval_s,
         )
         return dataclasses.replace(base, **overrides) if overrides else base

@@ -252,6 +252,7 @@ class Settings:
     kafka_replication_factor: int = 0  # new topics; 0: min(3, brokers)
     kafka_min_insync_replicas: int = 0  # new topics; 0: 2 when RF >= 3, else 1
     read_from: str = "replica"  # validators: primary, replica (any one) or a replica's host:port
+    server_check_interval_s: float = 0.05  # validators re-read INFO replication (0: every call)
     stage_timing: bool = False  # stamp records with stage times (shared.stages; a debug aid)
     region_key: RegionKey | None = field(default=None, repr=False)  # a worker's own
     region_keys: RegionKeys = field(default_factory=RegionKeys, repr=False)  # the store's
@@ -288,6 +289,7 @@ class Settings:
         "GATE_CLIENTS",
         "GATES",
         "READ_FROM",
+        "SERVER_CHECK_INTERVAL",
         "SETTINGS_FILE",
         "STAGE_TIMING",
         "REGION_KEY",
@@ -348,6 +350,9 @@ class Settings:
             kafka_replication_factor=_int(environ, "KAFKA_REPLICATION_FACTOR", 0),
             kafka_min_insync_replicas=_int(environ, "KAFKA_MIN_INSYNC_REPLICAS", 0),
             read_from=_read_from(get(PREFIX + "READ_FROM", "")),
+            server_check_interval_s=_float(
+                environ, "SERVER_CHECK_INTERVAL", cls.server_check_interval_s
+            ),
             stage_timing=_bool(environ, "STAGE_TIMING"),
             region_key=parse_region_key(get(PREFIX + "REGION_KEY", ""), PREFIX + "REGION_KEY"),
             region_keys=parse_region_keys(get(PREFIX + "REGION_KEYS", ""), PREFIX + "REGION_KEYS"),
@@ -370,9 +375,14 @@ class Settings:
             ("HEARTBEAT_INTERVAL", settings.heartbeat_interval_s, "positive"),
             ("USAGE_INTERVAL", settings.usage_interval_s, "positive"),
             ("SEAL_WAIT", settings.seal_wait_s, "positive"),
+            ("SERVER_CHECK_INTERVAL", settings.server_check_interval_s, "zero or more"),
         ):
             if not math.isfinite(value) or value < 0 or (value == 0 and least == "positive"):
                 raise ConfigError(f"{PREFIX}{name}={value!r} must be {least} finite seconds")
+        if settings.server_check_interval_s >= settings.staleness_budget_s:
+            raise ConfigError(
+                f"{PREFIX}SERVER_CHECK_INTERVAL must be under {PREFIX}STALENESS_BUDGET"
+            )
         if settings.token_expiration_minutes is not None and settings.token_expiration_minutes < 0:
             raise ConfigError(f"{PREFIX}TOKEN_EXPIRATION must be minutes, zero or more")
         return settings
@@ -458,6 +468,9 @@ class Settings:
             "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor or ""),
             "KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka_min_insync_replicas or ""),
             "READ_FROM": "" if self.read_from == "replica" else self.read_from,
+            "SERVER_CHECK_INTERVAL": ""
+            if self.server_check_interval_s == 0.05
+            else repr(self.server_check_interval_s),
             "STAGE_TIMING": "true" if self.stage_timing else "",
             "REGION_KEY": format_region_key(self.region_key),
             "REGION_KEYS": format_region_keys(self.region_keys),

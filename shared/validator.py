@@ -32,6 +32,7 @@ from shared.policy import Fallback, FallbackAnswer, Policy
 from shared.read_route import ReadRoute, route_of
 from shared.region_url import choose_read_url
 from shared.rules import Mode, judge, missing_abilities
+from shared.script_link import ScriptLink
 from shared.settings import Settings
 from shared.tokenformat import parse_presented
 from shared.usage import UsageRecorder
@@ -242,6 +243,7 @@ class Validator(_Features):
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
+        self._links: dict[int, ScriptLink] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
@@ -251,12 +253,27 @@ class Validator(_Features):
     def _thread_client(self, write: bool = False) -> redis.Redis:
         return self.primary if write and self.primary is not None else self.client
 
+    def _link(self, client: redis.Redis) -> ScriptLink | None:
+        """The validator's own connections to ``client``'s server (None: the in-script
+        replication-id check on every call, through redis-py)."""
+        interval = self.policy.server_check_interval_s
+        if interval <= 0 or not isinstance(client, redis.Redis):  # 0, or a test's fake
+            return None
+        link = self._links.get(id(client))
+        if link is None or link.client is not client:
+            fixed = _script_keys(self.keys, "")[1:]
+            link = ScriptLink(client, _SCRIPT, self._script.sha, fixed, check_interval_s=interval)
+            self._links[id(client)] = link
+        return link
+
     def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""
         if self.near_cache is not None:
             self.near_cache.stop()
         if self.usage is not None:
             self.usage.stop()
+        for link in self._links.values():
+            link.close()
         self.client.close()
         if self.primary is not None:
             self.primary.close()
@@ -286,8 +303,11 @@ class Validator(_Features):
 
     def _evalsha(self, key: str, client: redis.Redis | None = None) -> Any:
         """The script by its digest (one round trip); loaded on first use or after a flush."""
-        keys = _script_keys(self.keys, key)
         client = self.client if client is None else client
+        link = self._link(client)
+        if link is not None:
+            return link.call(key)
+        keys = _script_keys(self.keys, key)
         try:
             return client.evalsha(self._script.sha, len(keys), *keys)
         except redis.exceptions.NoScriptError:
