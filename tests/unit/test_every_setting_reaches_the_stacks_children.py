@@ -41,6 +41,7 @@ SAMPLES: dict[str, dict[str, str]] = {
     "tokens": {"ADMIN_TOKEN": "1|" + "x" * 40, "TOKEN_PREFIX": "acme_", "TOKEN_EXPIRATION": "60"},
     "admin": {"ADMIN_TYPES": "tokensync,ops", "ALLOW_EVICTION": "true"},
     "zone": {"STORE_TIMEZONE": "Europe/Paris", "READ_FROM": "primary"},
+    "server check": {"SERVER_CHECK_INTERVAL": "0.2"},
     "gates": {
         "GATE_CLIENTS": "nginx:0123456789abcdef0",
         "GATES": "eu=http://127.0.0.1:8181",
