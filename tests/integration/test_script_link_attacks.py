@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -151,3 +153,46 @@ def test_a_child_forked_after_use_answers_on_its_own_connections(
         assert Outcome.INVALID == validator.validate(REVOKED).outcome
     finally:
         validator.close()
+
+
+def test_eight_threads_whose_connections_are_killed_again_and_again_never_get_another_tokens_answer(
+    redis_url: str, region: RegionFixture
+) -> None:
+    tokens = {n: _plain(letter) for n, letter in enumerate("abcdefgh", start=10)}
+    for n, plain in tokens.items():
+        region.token(plain, token_id=n, owner=str(n))
+        if n % 2:
+            region.token(plain, token_id=n, op=TokenOp.REVOKED)
+    validator = Validator(redis.Redis.from_url(redis_url, socket_timeout=1.0))
+    admin = redis.Redis.from_url(redis_url)
+    stop = threading.Event()
+    killed = []
+
+    def killer() -> None:
+        while not stop.is_set():
+            killed.append(int(admin.client_kill_filter(_type="normal", skipme=True)))
+            time.sleep(0.003)
+
+    def answer(n: int) -> tuple[int, Outcome, str | None]:
+        result = validator.validate(f"{n}|{tokens[n]}")
+        return n, result.outcome, result.principal.tokenable_id if result.principal else None
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(answer, [n for _ in range(150) for n in tokens]))
+    finally:
+        stop.set()
+        thread.join()
+        admin.close()
+        validator.close()
+    wrong = [
+        a
+        for a in answers
+        if a[1] is not Outcome.UNAVAILABLE
+        and a != ((a[0], Outcome.INVALID, None) if a[0] % 2 else (a[0], Outcome.VALID, str(a[0])))
+    ]
+    assert [] == wrong
+    assert sum(killed) > 20, killed  # the threads' connections were killed under them
+    assert sum(a[1] is Outcome.UNAVAILABLE for a in answers) < len(answers) // 2
