@@ -14,6 +14,7 @@ route to a replica and its primary (``shared.read_route``).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ class Validator(_Features):
     def __post_init__(self) -> None:
         self._script = self.client.register_script(_SCRIPT)
         self._links: dict[int, ScriptLink] = {}
+        self._links_lock = threading.Lock()  # two first calls at once build one link
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
@@ -260,11 +262,19 @@ class Validator(_Features):
         if interval <= 0 or not isinstance(client, redis.Redis):  # 0, or a test's fake
             return None
         link = self._links.get(id(client))
-        if link is None or link.client is not client:
-            fixed = _script_keys(self.keys, "")[1:]
-            link = ScriptLink(client, _SCRIPT, self._script.sha, fixed, check_interval_s=interval)
-            self._links[id(client)] = link
-        return link
+        if link is not None and link.client is client:
+            return link
+        with self._links_lock:
+            link = self._links.get(id(client))
+            if link is None or link.client is not client:
+                if link is not None:  # a client of the same id() replaced this one's
+                    link.close()
+                fixed = _script_keys(self.keys, "")[1:]
+                link = ScriptLink(
+                    client, _SCRIPT, self._script.sha, fixed, check_interval_s=interval
+                )
+                self._links[id(client)] = link
+            return link
 
     def close(self) -> None:
         """Close the connection pool (stop the near-cache, flush usage first)."""

@@ -196,3 +196,31 @@ def test_eight_threads_whose_connections_are_killed_again_and_again_never_get_an
     assert [] == wrong
     assert sum(killed) > 20, killed  # the threads' connections were killed under them
     assert sum(a[1] is Outcome.UNAVAILABLE for a in answers) < len(answers) // 2
+
+
+def test_two_threads_making_a_validators_first_call_at_once_leave_no_connection_open_after_close(
+    redis_url: str, region: RegionFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both threads find no link yet; the link's set-up is slowed so both build one. After
+    ``close()`` not one of the validator's connections may stay open on the server."""
+    from shared import script_link
+
+    original = script_link.ScriptLink.__init__
+
+    def slow_init(self: script_link.ScriptLink, *args: object, **kwargs: object) -> None:
+        time.sleep(0.2)  # both threads are inside the set-up at the same time
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(script_link.ScriptLink, "__init__", slow_init)
+    admin = redis.Redis.from_url(redis_url)
+    validator = Validator(redis.Redis.from_url(redis_url, client_name="link-race"))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: validator.validate(LIVE).outcome, range(2)))
+        assert answers == [Outcome.VALID, Outcome.VALID]
+    finally:
+        validator.close()
+    time.sleep(0.2)
+    mine = [c for c in admin.client_list() if c.get("name") == "link-race"]
+    admin.close()
+    assert mine == []
