@@ -35,6 +35,13 @@ class Step(Enum):
     LOST = "lost"  # held it, and the store refused the renewal: stop publishing now
 
 
+def _since_boot() -> float:
+    """Seconds on a clock that never goes back and counts a suspended host (Linux's
+    ``CLOCK_BOOTTIME``; ``time.monotonic`` elsewhere)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
+
 class Failover:
     """One relay's view of the lease, renewed every ``renew_interval_s`` of ``clock``.
 
@@ -42,8 +49,10 @@ class Failover:
     accepted began a third of the TTL ago or more on ``monotonic``: a renewal sets the
     expiry to the store's now plus the TTL, so within a third of it no other relay can
     have taken the lease by the rules of ``producer.relay_lease``. ``time.monotonic``
-    keeps counting while a process is stopped (SIGSTOP), so a resumed relay asks again.
-    What an operator does to the lease row by hand inside that window is still fenced:
+    keeps counting while a process is stopped (SIGSTOP), so a resumed relay asks again;
+    on Linux the clock is ``CLOCK_BOOTTIME``, which also counts a suspended host (a
+    suspended VM or laptop), where ``monotonic`` stops. What an operator does to the lease
+    row by hand inside that window, or a store clock that jumps forward, is still fenced:
     the next mark renews (and refuses to mark), and regions refuse the older epoch.
     """
 
@@ -52,7 +61,7 @@ class Failover:
         lease: RelayLease | None,
         clock: Callable[[], float],
         renew_interval_s: float,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = _since_boot,
     ) -> None:
         self.lease = lease
         self._clock = clock

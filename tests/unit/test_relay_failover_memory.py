@@ -238,3 +238,18 @@ def test_a_late_record_of_a_stale_relay_never_stays_the_newest_of_its_key(
             last[record.key] = event
     assert TokenOp.REVOKED == last[issued.token_hash.encode()].op
     assert 0 == b.backlog()
+
+
+@pytest.mark.skipif(not hasattr(__import__("time"), "CLOCK_BOOTTIME"), reason="Linux only")
+def test_the_cached_lease_confirmation_ages_on_a_clock_that_counts_a_suspended_host() -> None:
+    """``time.monotonic`` stops while the host is suspended (a paused VM): a relay resumed
+    after longer than the lease's TTL would trust its last renewal for a third of the TTL
+    after another relay took over. CLOCK_BOOTTIME keeps counting."""
+    import time
+
+    from producer.relay_failover import Failover
+
+    failover = Failover(None, time.time, 1.0)
+    clock = failover._monotonic
+    assert clock is not time.monotonic
+    assert abs(clock() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 0.5
