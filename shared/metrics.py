@@ -70,6 +70,15 @@ APPLY_BATCH_SECONDS = Histogram(
 DEAD_LETTERS = Counter(
     "tokensync_worker_dead_letters", "Records sent to the dead-letter topic.", ["region", "reason"]
 )
+SEAL_GATE = Counter(
+    "tokensync_worker_seal_gate",
+    "What a sealed region's seal gate saw: seals verified (sealed), seals by a retired key"
+    " ignored (retired_seals), records dead-lettered for want of a seal (unsealed),"
+    " heartbeats no seal covered (unsealed_heartbeats), records a later seal released"
+    " after their dead letter (late), waiting records a newer sealed version replaced"
+    " (superseded).",
+    ["region", "event"],
+)
 REGION_LAG = Gauge("tokensync_region_lag_records", "Records not yet applied.", ["region"])
 REGION_FRESHNESS = Gauge(
     "tokensync_region_freshness_seconds", "Age of the oldest partition heartbeat.", ["region"]

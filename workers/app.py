@@ -93,6 +93,7 @@ def build_app(
             topics.tokens,
             wait_s=settings.seal_wait_s,
             hmac=keyring if settings.signing_mode == "both" else None,
+            region=region.name,
         )
     worker.dead_letter_topic = _raw_topic(app, topics.dead_letters)
 

@@ -20,6 +20,7 @@ import orjson
 from shared.errors import EventDecodeError, SignatureError
 from shared.events import Keyring, check, fence_of
 from shared.keys import RedisKeys, dead_letter_member
+from shared.metrics import SEAL_GATE
 from shared.seal import RetiredKeyError, SealVerifier, is_seal_key, record_digest
 from shared.stages import BatchStages
 from workers.fencing import FenceLog
@@ -288,7 +289,9 @@ class SealGate:
         wait_s: float,
         hmac: Keyring | None = None,
         clock: Callable[[], float] = time.monotonic,
+        region: str = "",
     ) -> None:
+        self._region = region  # the label of its counters (tokensync_worker_seal_gate)
         self._verifier = verifier
         self._topic = topic
         self._wait_s = wait_s
@@ -306,6 +309,11 @@ class SealGate:
         self.superseded = 0  # unsealed records a newer sealed one of their key replaced
         self.retired_seals = 0  # seals by a key known as retired: ignored
         self.late = 0  # records a seal released after they were dead-lettered as unsealed
+
+    def _count(self, event: str) -> None:
+        """One more of ``event`` (an attribute above), also as a Prometheus counter."""
+        setattr(self, event, getattr(self, event) + 1)
+        SEAL_GATE.labels(self._region, event).inc()
 
     def reset(self) -> None:
         """Forget what waits (the consumer was positioned again: it reads it again)."""
@@ -347,12 +355,12 @@ class SealGate:
                         record.key, record.value, headers, self._topic, partition
                     )
                 except RetiredKeyError:
-                    self.retired_seals += 1  # what it covered waits for a current seal
+                    self._count("retired_seals")  # what it covered waits for a current seal
                     continue
                 except SignatureError as e:
                     letters.append(DeadLetter(record, "signature", str(e)))
                     continue
-                self.sealed += 1
+                self._count("sealed")
                 released += self._release(partition, seal.digests)
             elif self._hmac is not None and _hmac_ok(record, self._hmac):
                 released.append(record)
@@ -381,7 +389,7 @@ class SealGate:
         if late:
             for digest in digests & late.keys():
                 released.append(late.pop(digest))
-                self.late += 1
+                self._count("late")
         keep = []
         for item in self._pending.get(partition, []):
             if item[1] in digests:
@@ -397,7 +405,7 @@ class SealGate:
             offset, seq = newest.get(item[0].key, (-1, -1))
             waiting_seq = _seq_hint(item[0].value)
             if item[0].offset < offset and 0 <= waiting_seq <= seq:
-                self.superseded += 1
+                self._count("superseded")
             else:
                 left.append(item)
         self._pending[partition] = left
@@ -415,12 +423,12 @@ class SealGate:
             late = self._late.setdefault(partition, {})
             for record, digest, _ in expired:
                 if _is_heartbeat(record.key):
-                    self.unsealed_heartbeats += 1
+                    self._count("unsealed_heartbeats")
                     continue
                 late[digest] = record
                 while len(late) > MAX_LATE_PER_PARTITION:
                     del late[next(iter(late))]
-                self.unsealed += 1
+                self._count("unsealed")
                 detail = f"no valid seal covered it within {self._wait_s:g} s"
                 letters.append(DeadLetter(record, "unsealed", detail, _seq_hint(record.value)))
         return letters

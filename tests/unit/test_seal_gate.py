@@ -265,3 +265,29 @@ def test_a_seal_by_a_key_known_as_retired_is_ignored_and_what_it_covered_is_unse
     assert batch.values == [] and batch.dead_letters == [] and g.retired_seals == 1
     clock.now += 5
     assert [d.reason for d in prepare_sealed_batch([], g, KEYS).dead_letters] == ["unsealed"]
+
+
+def test_what_the_seal_gate_sees_is_counted_for_prometheus_by_region() -> None:
+    """Seals verified, retired seals, unsealed records: an operator pages on these."""
+    from prometheus_client import REGISTRY
+
+    def seen(event: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "tokensync_worker_seal_gate_total", {"region": "xx", "event": event}
+        )
+        return value or 0.0
+
+    retired, kid, _ = new_signer()
+    memory = MemoryPublisher(partition_count=1)
+    SealingPublisher(memory, TOPIC, retired).publish(
+        [OutgoingRecord(token(1).key, encode(token(1)), [], 0)]
+    )
+    records = [RawRecord(p, o, r.key, r.value, r.headers) for p, o, r in memory.log]
+    clock = Clock()
+    g = SealGate(SealVerifier({KID: PUBLIC}, [kid]), TOPIC, wait_s=5.0, clock=clock, region="xx")
+    before = {e: seen(e) for e in ("retired_seals", "unsealed")}
+    prepare_sealed_batch(records, g, KEYS)
+    clock.now += 5
+    prepare_sealed_batch([], g, KEYS)
+    assert seen("retired_seals") - before["retired_seals"] == 1 == g.retired_seals
+    assert seen("unsealed") - before["unsealed"] == 1 == g.unsealed
