@@ -53,7 +53,7 @@ def run(count: int = 100_000) -> dict[str, Any]:
         env.wait(lambda: _drained(env), 300, "issued tokens published")
         ends = env.end_offsets()
         for region in env.settings.regions:
-            env.wait(lambda r=region.name: env.caught_up(r, ends), 300, "issued tokens applied")
+            env.wait_caught_up(region.name, ends, 300, "issued tokens applied")
 
         began = time.monotonic()
         with store.engine.begin() as conn:

@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -69,6 +69,16 @@ class BenchEnv(Pipeline):
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         wait_until(predicate, timeout_s, what, interval_s=0.01)
+
+    def wait_ready(self, region: str, timeout_s: float) -> None:
+        """Wait until ``region`` is ready."""
+        self.wait(lambda: self.state(region).ready, timeout_s, f"{region} ready")
+
+    def wait_caught_up(
+        self, region: str, ends: Mapping[int, int], timeout_s: float, what: str
+    ) -> None:
+        """Wait until ``region`` applied the topic up to ``ends``."""
+        self.wait(lambda: self.caught_up(region, ends), timeout_s, what)
 
     def relay_lag_ms(self, *, revocations_only: bool = False) -> list[float]:
         """Commit -> acknowledged by Kafka (ms) of every published outbox row."""

@@ -150,14 +150,14 @@ def _run(
     for region in env.settings.regions:
         env.start_worker(region.name)
     for region in env.settings.regions:
-        env.wait(lambda r=region.name: env.state(r).ready, 120, f"{region.name} ready")
+        env.wait_ready(region.name, 120)
     targets = [store.issue(USER, 10_000_000 + i, "target") for i in range(single)]
     owners = [store.issue(USER, 20_000_000 + i, "principal") for i in range(epochs)]
     last = owners[-1].seq
     env.wait(lambda: store.position(last).offset is not None, 120, "targets published")
     ends = env.end_offsets()
     for region in env.settings.regions:
-        env.wait(lambda r=region.name: env.caught_up(r, ends), 120, "targets applied")
+        env.wait_caught_up(region.name, ends, 120, "targets applied")
 
     pollers = _Pollers(env)
     stop = threading.Event()

@@ -130,12 +130,12 @@ def _run(env: BenchEnv, proxies: _Proxies, samples: int) -> dict[str, Any]:
     for name in DELAYS:
         env.start_worker(name, kafka_bootstrap=bootstraps[name])
     for name in DELAYS:
-        env.wait(lambda n=name: env.state(n).ready, 180, f"{name} ready")
+        env.wait_ready(name, 180)
     tokens = [store.issue(USER, i, "wan", ["read"]) for i in range(100)]
     env.wait(lambda: store.position(tokens[-1].seq).offset is not None, 60, "published")
     ends = env.end_offsets()
     for name in DELAYS:
-        env.wait(lambda n=name: env.caught_up(n, ends), 180, f"{name} caught up")
+        env.wait_caught_up(name, ends, 180, f"{name} caught up")
 
     url = sa.make_url(env.settings.database_url)
     validation: dict[str, dict[str, Any]] = {}
@@ -163,7 +163,7 @@ def _run(env: BenchEnv, proxies: _Proxies, samples: int) -> dict[str, Any]:
     env.wait(lambda: store.position(bursts[-1].seq).offset is not None, 60, "published")
     ends = env.end_offsets()
     for name in DELAYS:
-        env.wait(lambda n=name: env.caught_up(n, ends), 120, f"{name} caught up")
+        env.wait_caught_up(name, ends, 120, f"{name} caught up")
     revoke: dict[str, dict[str, list[float]]] = {"token": {}, "epoch": {}, "burst": {}}
     pause = random.Random(3)
     for t in targets:
