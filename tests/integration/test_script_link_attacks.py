@@ -195,7 +195,10 @@ def test_eight_threads_whose_connections_are_killed_again_and_again_never_get_an
     ]
     assert [] == wrong
     assert sum(killed) > 20, killed  # the threads' connections were killed under them
-    assert sum(a[1] is Outcome.UNAVAILABLE for a in answers) < len(answers) // 2
+    # enough real answers that the check above means something (how many calls meet a
+    # killed connection depends on the machine's load: CI saw 682 of 1,200)
+    answered = [a for a in answers if a[1] is not Outcome.UNAVAILABLE]
+    assert len({a[0] for a in answered}) == len(tokens) and len(answered) >= 100, len(answered)
 
 
 def test_two_threads_making_a_validators_first_call_at_once_leave_no_connection_open_after_close(
