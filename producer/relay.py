@@ -53,7 +53,7 @@ from producer.outbox import (
 )
 from producer.publisher import EventPublisher, OutgoingRecord, Placement, RecordTooLargeError
 from producer.relay_backlog import count_backlog, count_backlog_until
-from producer.relay_failover import Failover, Step
+from producer.relay_failover import Failover, Step, since_boot
 from producer.relay_lease import LeaseLostError, RelayLease
 from producer.relay_store import HeldConnections
 from producer.store_zone import zone_of
@@ -112,7 +112,7 @@ class Relay:
         options: RelayOptions = RelayOptions(),
         clock: Callable[[], float] = time.time,
         lease: RelayLease | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = since_boot,
     ) -> None:
         self._engine = engine
         # without a lease: the only relay (no fencing epoch), as before
@@ -166,9 +166,6 @@ class Relay:
         self._failover.stand_by(why, self._last_seq)
         self._drop_publisher()
 
-    def _close_connection(self) -> None:
-        self._store.close()
-
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
             try:
@@ -186,7 +183,7 @@ class Relay:
             rows = self._store.run(lambda conn: fetch_unpublished(conn, batch_size), reading=True)
             tracing.relay_read()
         except sa.exc.SQLAlchemyError as e:
-            self._close_connection()
+            self._store.close()
             raise StoreError(f"reading the outbox failed: {e}") from e
         if not rows:
             return 0
@@ -259,7 +256,7 @@ class Relay:
             raise
         except sa.exc.SQLAlchemyError as e:
             # Published but not marked: the next round publishes them again (duplicates).
-            self._close_connection()
+            self._store.close()
             raise StoreError(f"marking published rows failed: {e}") from e
         self._failover.renewed(began)
 
@@ -419,7 +416,7 @@ class Relay:
         """Close the Kafka client and the held store connection (``run`` does this when
         it stops)."""
         self._drop_publisher()
-        self._close_connection()
+        self._store.close()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: publish, heartbeat, wait for a commit or the next beat."""
@@ -474,7 +471,7 @@ class Relay:
             due = self._last_heartbeat + self._options.heartbeat_interval_s - self._clock()
             self._waker.wait(max(0.0, min(due, 0.25)))
         self._drop_publisher()
-        self._close_connection()
+        self._store.close()
         self._failover.release()
         counter.join(timeout=5)
         log.info("relay_stopped", last_seq=self._last_seq)

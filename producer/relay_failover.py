@@ -21,7 +21,7 @@ from shared.events import fence_header
 from shared.logs import get_logger
 from shared.metrics import RELAY_ACTIVE, RELAY_FENCING_EPOCH
 
-__all__ = ["Failover", "Step"]
+__all__ = ["Failover", "Step", "since_boot"]
 
 log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ class Step(Enum):
     LOST = "lost"  # held it, and the store refused the renewal: stop publishing now
 
 
-def _since_boot() -> float:
+def since_boot() -> float:
     """Seconds on a clock that never goes back and counts a suspended host (Linux's
     ``CLOCK_BOOTTIME``; ``time.monotonic`` elsewhere)."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
@@ -61,7 +61,7 @@ class Failover:
         lease: RelayLease | None,
         clock: Callable[[], float],
         renew_interval_s: float,
-        monotonic: Callable[[], float] = _since_boot,
+        monotonic: Callable[[], float] = since_boot,
     ) -> None:
         self.lease = lease
         self._clock = clock

@@ -18,18 +18,11 @@ from producer.schema import create_engine
 from producer.store import TokenStore
 from shared.events import Keyring, TokenEvent, decode
 from tests.conftest import migrated_store
+from tests.fencing_helpers import NoWaker
 
 pytestmark = pytest.mark.integration
 USER = "App\\Models\\User"
 KEYRING = Keyring({"conn-1": b"c" * 32}, "conn-1")
-
-
-class NoWaker:
-    def wait(self, timeout_s: float) -> bool:
-        return False
-
-    def close(self) -> None:
-        return None
 
 
 def test_the_api_writes_while_the_relay_holds_its_connections_without_blocking_or_losing_a_row(

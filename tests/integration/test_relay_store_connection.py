@@ -17,17 +17,10 @@ from producer.relay import Relay
 from producer.store import TokenStore
 from shared.events import Keyring, TokenEvent, TokenOp, decode
 from tests.conftest import migrated_store
+from tests.fencing_helpers import NoWaker
 
 USER = "App\\Models\\User"
 KEYRING = Keyring({"conn-1": b"c" * 32}, "conn-1")
-
-
-class NoWaker:
-    def wait(self, timeout_s: float) -> bool:
-        return False
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture(params=["postgres_url", "mysql_url"])

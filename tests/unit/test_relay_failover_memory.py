@@ -253,3 +253,19 @@ def test_the_cached_lease_confirmation_ages_on_a_clock_that_counts_a_suspended_h
     clock = failover._monotonic
     assert clock is not time.monotonic
     assert abs(clock() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 0.5
+
+
+def test_a_relay_built_without_a_clock_ages_its_lease_confirmation_on_the_boot_clock(
+    tmp_path: Path,
+) -> None:
+    """The relay passed ``time.monotonic`` to its failover explicitly, so the failover's
+    boot-clock default never reached a deployed relay."""
+    from producer.relay_failover import since_boot
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'clock.db'}")
+    relay = Relay(engine, lambda: MemoryPublisher(partition_count=1), KEYRING, NoWaker())
+    try:
+        assert relay._failover._monotonic is since_boot
+    finally:
+        relay.close()
+        engine.dispose()
